@@ -1,0 +1,31 @@
+# Set-up and entry points. Everything runs from a virtualenv in .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+# Python packages, then PostGIS (installed from Debian when missing; the project does this itself).
+setup: $(STAMP)
+	$(BIN)/python -c "from db.local_cluster import ensure_postgis_installed as e; print('PostGIS binaries:', e())"
+
+demo: setup
+	$(BIN)/glacial-lakes demo
+
+# pytest exits 5 when it collected nothing: that is not a failure of the product.
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,161 @@
+"""Run ledger: acquisitions found, their outcome, and one ``ingest_run`` row per flow run.
+
+Pure SQL helpers; the caller passes the engine. Geometries are EPSG:4326.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import geopandas as gpd
+from geoalchemy2.shape import from_shape
+from shapely import force_2d
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+
+from db.schema import SRID, acquisition, ingest_run, scene
+
+
+@dataclass(frozen=True)
+class AcquisitionRow:
+    """What the ledger keeps of one found product."""
+
+    product_id: str
+    platform: str
+    kind: str
+    sensing_time: datetime
+    footprint: BaseGeometry | None
+    source: str
+    href: str | None
+    properties: Mapping[str, object]
+
+
+def _multipolygon(geom: BaseGeometry | None) -> MultiPolygon | None:
+    if geom is None or geom.is_empty:
+        return None
+    geom = force_2d(geom)
+    if isinstance(geom, Polygon):
+        return MultiPolygon([geom])
+    if isinstance(geom, MultiPolygon):
+        return geom
+    return None
+
+
+def record_acquisitions(engine: Engine, aoi_id: int, rows: Iterable[AcquisitionRow]) -> int:
+    """Insert found products; known products keep their status (a rerun never forgets an outcome)."""
+    values = [
+        {
+            "product_id": r.product_id,
+            "aoi_id": aoi_id,
+            "platform": r.platform,
+            "kind": r.kind,
+            "sensing_time": r.sensing_time,
+            "footprint": (
+                from_shape(fp, srid=SRID) if (fp := _multipolygon(r.footprint)) is not None else None
+            ),
+            "source": r.source,
+            "href": r.href,
+            "properties": dict(r.properties),
+        }
+        for r in rows
+    ]
+    if not values:
+        return 0
+    stmt = insert(acquisition).on_conflict_do_nothing(index_elements=["product_id"])
+    with engine.begin() as conn:
+        result = conn.execute(stmt, values)
+    return int(result.rowcount or 0)
+
+
+def set_acquisition_status(
+    engine: Engine, product_ids: Sequence[str], status: str, error: str | None = None
+) -> None:
+    """Mark products ``processed`` / ``skipped`` / ``failed`` with the reason."""
+    if not product_ids:
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            update(acquisition)
+            .where(acquisition.c.product_id.in_(list(product_ids)))
+            .values(status=status, error=error, updated_at=func.now())
+        )
+
+
+def committed_scene_keys(engine: Engine, keys: Sequence[str]) -> set[str]:
+    """The subset of ``keys`` already merged (the incremental-processing check)."""
+    if not keys:
+        return set()
+    with engine.connect() as conn:
+        rows = conn.execute(select(scene.c.scene_key).where(scene.c.scene_key.in_(list(keys))))
+        return {r[0] for r in rows}
+
+
+def start_run(engine: Engine, run_key: str, aoi_id: int | None, flow_run_id: str | None) -> int:
+    """Open (or reopen) the ledger row of one flow run; returns its id."""
+    stmt = (
+        insert(ingest_run)
+        .values(run_key=run_key, aoi_id=aoi_id, flow_run_id=flow_run_id, status="running")
+        .on_conflict_do_update(
+            index_elements=["run_key"],
+            set_={"status": "running", "flow_run_id": flow_run_id, "finished_at": None},
+        )
+        .returning(ingest_run.c.run_id)
+    )
+    with engine.begin() as conn:
+        return int(conn.execute(stmt).scalar_one())
+
+
+def finish_run(
+    engine: Engine,
+    run_id: int,
+    status: str,
+    counts: Mapping[str, object],
+    failures: Sequence[Mapping[str, object]],
+) -> None:
+    """Close a run with its counts and failures."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(ingest_run)
+            .where(ingest_run.c.run_id == run_id)
+            .values(
+                status=status,
+                counts=dict(counts),
+                failures=[dict(f) for f in failures],
+                finished_at=func.now(),
+            )
+        )
+
+
+def present_observations(engine: Engine, aoi_name: str) -> gpd.GeoDataFrame:
+    """Every present observation of an AOI with its scene's sensing time (EPSG:4326)."""
+    sql = text(
+        """
+        SELECT o.observation_id, o.lake_id, o.sensing_time, o.area_m2, o.mean_probability,
+               s.s2_product_id, o.geom
+        FROM inventory.lake_observation o
+        JOIN inventory.scene s USING (scene_id)
+        JOIN inventory.aoi a ON a.aoi_id = s.aoi_id
+        WHERE o.present AND a.name = :aoi
+        ORDER BY o.sensing_time, o.lake_id
+        """
+    )
+    with engine.connect() as conn:
+        return gpd.read_postgis(sql, conn, geom_col="geom", params={"aoi": aoi_name}, crs=SRID)
+
+
+def scene_table(engine: Engine, aoi_name: str) -> list[dict[str, object]]:
+    """Scenes of an AOI in sensing order, with their footprint statistics."""
+    sql = text(
+        """
+        SELECT s.scene_id, s.s2_product_id, s.s1_product_id, s.sensing_time, s.model_version,
+               s.cloud_fraction, s.valid_fraction
+        FROM inventory.scene s JOIN inventory.aoi a USING (aoi_id)
+        WHERE a.name = :aoi ORDER BY s.sensing_time
+        """
+    )
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sql, {"aoi": aoi_name})]

@@ -1,0 +1,129 @@
+"""Read helpers over the inventory (used by the CLI: export, summaries).
+
+Geometries come back in EPSG:4326 (as stored); areas in m², lengths in m (local UTM,
+computed by the pipeline). Times are UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import geopandas as gpd
+import sqlalchemy as sa
+
+from db.schema import SCHEMA, SRID
+
+LAKE_COLUMNS = (
+    "lake_id",
+    "aoi_id",
+    "aoi_name",
+    "status",
+    "change_kind",
+    "valid_from",
+    "area_m2",
+    "perimeter_m",
+    "centroid_lon",
+    "centroid_lat",
+    "elevation_m",
+    "mean_probability",
+    "geom",
+)
+"""Columns of :func:`lakes_as_of`, current or historical alike."""
+
+_CURRENT = f"""
+SELECT c.lake_id, c.aoi_id, c.aoi_name, c.status, c.change_kind, c.valid_from,
+       c.area_m2, c.perimeter_m, c.centroid_lon, c.centroid_lat, c.elevation_m, c.mean_probability, c.geom
+FROM {SCHEMA}.current_lakes AS c
+WHERE (CAST(:aoi AS text) IS NULL OR c.aoi_name = :aoi)
+ORDER BY c.lake_id
+"""
+
+_AS_OF = f"""
+SELECT f.lake_id, f.aoi_id, a.name AS aoi_name, f.status, f.change_kind, f.valid_from,
+       f.area_m2, f.perimeter_m, f.centroid_lon, f.centroid_lat, f.elevation_m, f.mean_probability, f.geom
+FROM {SCHEMA}.lakes_as_of(:when) AS f
+JOIN {SCHEMA}.aoi AS a ON a.aoi_id = f.aoi_id
+WHERE (CAST(:aoi AS text) IS NULL OR a.name = :aoi)
+ORDER BY f.lake_id
+"""
+
+
+def _utc(when: datetime) -> datetime:
+    # A naive datetime is read as UTC (sensing times are UTC), not as the server's zone.
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def lakes_as_of(engine: sa.Engine, when: datetime | None = None, aoi: str | None = None) -> gpd.GeoDataFrame:
+    """The active lakes of the inventory at ``when`` (None: now), optionally of one AOI.
+
+    Args:
+        engine: engine on a migrated inventory database.
+        when: instant in sensing time; naive values are taken as UTC. None returns the
+            current lakes (``inventory.current_lakes``).
+        aoi: AOI name; None for all AOIs.
+
+    Returns:
+        One row per lake with :data:`LAKE_COLUMNS`, geometry column ``geom`` in EPSG:4326,
+        ordered by ``lake_id``; empty (same columns) when nothing matches.
+    """
+    query = _CURRENT if when is None else _AS_OF
+    params: dict[str, Any] = {"aoi": aoi}
+    if when is not None:
+        params["when"] = _utc(when)
+    with engine.connect() as conn:
+        frame = gpd.read_postgis(sa.text(query), conn, geom_col="geom", params=params, crs=f"EPSG:{SRID}")
+    return frame[list(LAKE_COLUMNS)]
+
+
+def inventory_summary(engine: sa.Engine, aoi: str | None = None) -> dict[str, Any]:
+    """Counts over the inventory, optionally restricted to one AOI.
+
+    Returns:
+        ``{"aoi": aoi, "lakes": {status: n}, "versions": {change_kind: n},
+        "observations": n, "absent_observations": n, "scenes": n}``; missing keys in the
+        inner dicts mean zero.
+    """
+    aoi_filter = "(CAST(:aoi AS text) IS NULL OR a.name = :aoi)"
+    lakes_sql = f"""
+        SELECT l.status, count(*) FROM {SCHEMA}.lake AS l JOIN {SCHEMA}.aoi AS a ON a.aoi_id = l.aoi_id
+        WHERE {aoi_filter} GROUP BY l.status ORDER BY l.status
+    """
+    versions_sql = f"""
+        SELECT v.change_kind, count(*) FROM {SCHEMA}.lake_version AS v
+        JOIN {SCHEMA}.lake AS l ON l.lake_id = v.lake_id JOIN {SCHEMA}.aoi AS a ON a.aoi_id = l.aoi_id
+        WHERE {aoi_filter} GROUP BY v.change_kind ORDER BY v.change_kind
+    """
+    observations_sql = f"""
+        SELECT count(*), count(*) FILTER (WHERE NOT o.present) FROM {SCHEMA}.lake_observation AS o
+        JOIN {SCHEMA}.lake AS l ON l.lake_id = o.lake_id JOIN {SCHEMA}.aoi AS a ON a.aoi_id = l.aoi_id
+        WHERE {aoi_filter}
+    """
+    scenes_sql = f"""
+        SELECT count(*) FROM {SCHEMA}.scene AS s JOIN {SCHEMA}.aoi AS a ON a.aoi_id = s.aoi_id WHERE {aoi_filter}
+    """
+    params = {"aoi": aoi}
+    with engine.connect() as conn:
+        lakes = {status: int(n) for status, n in conn.execute(sa.text(lakes_sql), params)}
+        versions = {kind: int(n) for kind, n in conn.execute(sa.text(versions_sql), params)}
+        observations, absent = conn.execute(sa.text(observations_sql), params).one()
+        scenes = conn.execute(sa.text(scenes_sql), params).scalar_one()
+    return {
+        "aoi": aoi,
+        "lakes": lakes,
+        "versions": versions,
+        "observations": int(observations),
+        "absent_observations": int(absent),
+        "scenes": int(scenes),
+    }
+
+
+def versions_per_lake(engine: sa.Engine) -> dict[int, int]:
+    """Number of history versions of every lake (lakes without versions map to 0)."""
+    sql = f"""
+        SELECT l.lake_id, count(v.version_id) FROM {SCHEMA}.lake AS l
+        LEFT JOIN {SCHEMA}.lake_version AS v ON v.lake_id = l.lake_id
+        GROUP BY l.lake_id ORDER BY l.lake_id
+    """
+    with engine.connect() as conn:
+        return {int(lake_id): int(n) for lake_id, n in conn.execute(sa.text(sql))}

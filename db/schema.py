@@ -1,0 +1,209 @@
+"""Inventory tables (schema ``inventory``) as SQLAlchemy Core metadata.
+
+The Alembic revisions in ``migrations/`` create this DDL (plus views, functions, roles and
+constraints that Core cannot express, such as the exclusion constraint on ``lake_version``).
+Geometries are ``MultiPolygon`` in EPSG:4326; every area and length column is in metres
+(or m²), computed in a local UTM CRS by the pipeline, never from degrees. Times are UTC
+``timestamptz``: sensing time of the Sentinel-2 acquisition a scene was built from.
+"""
+
+from __future__ import annotations
+
+from geoalchemy2 import Geometry
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TSTZRANGE
+
+SCHEMA = "inventory"
+SRID = 4326
+
+metadata = MetaData(schema=SCHEMA)
+
+
+def _geom(geometry_type: str = "MULTIPOLYGON", nullable: bool = True) -> Column:  # type: ignore[type-arg]
+    # spatial_index=False: the revisions create the GiST indexes explicitly, so the DDL
+    # and the metadata never disagree about index names.
+    return Column(
+        "geom",
+        Geometry(geometry_type, srid=SRID, spatial_index=False),
+        nullable=nullable,
+    )
+
+
+aoi = Table(
+    "aoi",
+    metadata,
+    Column("aoi_id", Integer, Identity(), primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    _geom(nullable=False),
+    Column("utm_epsg", Integer, nullable=False, comment="EPSG code of the scene grid (UTM, 10 m)"),
+    Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)
+
+acquisition = Table(
+    "acquisition",
+    metadata,
+    Column("acquisition_id", BigInteger, Identity(), primary_key=True),
+    Column("product_id", Text, nullable=False, unique=True),
+    Column("aoi_id", Integer, ForeignKey("inventory.aoi.aoi_id"), nullable=False),
+    Column("platform", Text, nullable=False, comment="sentinel-2a, sentinel-1a, cop-dem …"),
+    Column("kind", Text, nullable=False, comment="S2L2A | S1GRD | S1RTC | DEM"),
+    Column("sensing_time", DateTime(timezone=True), nullable=False),
+    Column(
+        "footprint",
+        Geometry("MULTIPOLYGON", srid=SRID, spatial_index=False),
+        nullable=True,
+    ),
+    Column("source", Text, nullable=False, comment="local:… | stac:… | dhus:…"),
+    Column("href", Text, nullable=True),
+    Column("checksum", Text, nullable=True),
+    Column(
+        "status",
+        Text,
+        nullable=False,
+        server_default="found",
+        comment="found | processed | skipped | failed",
+    ),
+    Column("error", Text, nullable=True, comment="skip reason or failure message"),
+    Column("properties", JSONB, nullable=False, server_default="{}"),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)
+
+ingest_run = Table(
+    "ingest_run",
+    metadata,
+    Column("run_id", BigInteger, Identity(), primary_key=True),
+    Column("run_key", Text, nullable=False, unique=True),
+    Column("aoi_id", Integer, ForeignKey("inventory.aoi.aoi_id"), nullable=True),
+    Column("flow_run_id", Text, nullable=True),
+    Column("status", Text, nullable=False, comment="running | committed | failed"),
+    Column("started_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("counts", JSONB, nullable=False, server_default="{}"),
+    Column("failures", JSONB, nullable=False, server_default="[]"),
+)
+
+scene = Table(
+    "scene",
+    metadata,
+    Column("scene_id", BigInteger, Identity(), primary_key=True),
+    Column(
+        "scene_key",
+        Text,
+        nullable=False,
+        unique=True,
+        comment="sha256 of (input product ids, model version, parameters): the ledger key",
+    ),
+    Column("aoi_id", Integer, ForeignKey("inventory.aoi.aoi_id"), nullable=False),
+    Column("sensing_time", DateTime(timezone=True), nullable=False),
+    Column("s2_product_id", Text, nullable=False),
+    Column("s1_product_id", Text, nullable=True),
+    Column("dem_id", Text, nullable=True),
+    Column("inputs", JSONB, nullable=False, server_default="{}"),
+    Column("model_version", Text, nullable=False),
+    Column("params_hash", Text, nullable=False),
+    Column(
+        "valid_footprint",
+        Geometry("MULTIPOLYGON", srid=SRID, spatial_index=False),
+        nullable=True,
+        comment="where S2 was clear and S1 and DEM valid; NULL when nothing was valid",
+    ),
+    Column("cloud_fraction", Float, nullable=True),
+    Column("valid_fraction", Float, nullable=True),
+    Column("run_id", BigInteger, ForeignKey("inventory.ingest_run.run_id"), nullable=True),
+    Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)
+
+_lake_attributes = (
+    ("area_m2", Float, "area in m², local UTM"),
+    ("perimeter_m", Float, "perimeter in m, local UTM"),
+    ("centroid_lon", Float, "centroid longitude, degrees (EPSG:4326)"),
+    ("centroid_lat", Float, "centroid latitude, degrees (EPSG:4326)"),
+    ("elevation_m", Float, "median DEM elevation inside the lake, m"),
+    ("mean_probability", Float, "mean water probability inside the lake, 0–1"),
+)
+
+
+def _attribute_columns() -> list[Column]:  # type: ignore[type-arg]
+    return [Column(name, typ, nullable=True, comment=doc) for name, typ, doc in _lake_attributes]
+
+
+lake = Table(
+    "lake",
+    metadata,
+    Column("lake_id", BigInteger, Identity(), primary_key=True),
+    Column("aoi_id", Integer, ForeignKey("inventory.aoi.aoi_id"), nullable=False),
+    Column("status", Text, nullable=False, server_default="active", comment="active | disappeared"),
+    _geom(nullable=False),
+    *_attribute_columns(),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False, comment="last time water was observed"),
+    Column("last_observed", DateTime(timezone=True), nullable=False, comment="last time the place was seen, wet or dry"),
+    Column("n_observations", Integer, nullable=False, server_default="0"),
+    Column("row_hash", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)
+
+lake_observation = Table(
+    "lake_observation",
+    metadata,
+    Column("observation_id", BigInteger, Identity(), primary_key=True),
+    Column("scene_id", BigInteger, ForeignKey("inventory.scene.scene_id", ondelete="CASCADE"), nullable=False),
+    Column("lake_id", BigInteger, ForeignKey("inventory.lake.lake_id"), nullable=False),
+    Column("sensing_time", DateTime(timezone=True), nullable=False),
+    Column("present", Boolean, nullable=False, comment="false: the place was clearly seen and dry"),
+    _geom(nullable=True),
+    *_attribute_columns(),
+    Column("attributes", JSONB, nullable=False, server_default="{}"),
+)
+
+lake_version = Table(
+    "lake_version",
+    metadata,
+    Column("version_id", BigInteger, Identity(), primary_key=True),
+    Column("lake_id", BigInteger, ForeignKey("inventory.lake.lake_id"), nullable=False),
+    Column("valid", TSTZRANGE, nullable=False, comment="[from, to) in sensing time; open upper bound = current"),
+    Column(
+        "change_kind",
+        Text,
+        nullable=False,
+        comment="new | grown | shrunk | reshaped | split | merged | disappeared | reappeared",
+    ),
+    Column("status", Text, nullable=False, comment="active | disappeared"),
+    _geom(nullable=True),
+    *_attribute_columns(),
+    Column("area_change_m2", Float, nullable=True, comment="area minus the previous version's, m²"),
+    Column("growth_rate_m2_per_year", Float, nullable=True),
+    Column("scene_id", BigInteger, ForeignKey("inventory.scene.scene_id"), nullable=True),
+    Column("model_version", Text, nullable=True),
+)
+
+lake_lineage = Table(
+    "lake_lineage",
+    metadata,
+    Column("parent_lake_id", BigInteger, ForeignKey("inventory.lake.lake_id"), primary_key=True),
+    Column("child_lake_id", BigInteger, ForeignKey("inventory.lake.lake_id"), primary_key=True),
+    Column("kind", Text, nullable=False, comment="split | merged"),
+    Column("scene_id", BigInteger, ForeignKey("inventory.scene.scene_id"), nullable=True),
+    Column("sensing_time", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("parent_lake_id", "child_lake_id", "kind"),
+)
+
+# Role names (group roles, NOLOGIN); login roles are granted one of them.
+OWNER_ROLE = "lake_owner"
+WRITER_ROLE = "lake_writer"
+READER_ROLE = "lake_reader"

@@ -1,0 +1,88 @@
+"""Area-of-interest input: parsed and validated at the edge (pydantic), bound as data below."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, field_validator
+from shapely import make_valid
+from shapely.geometry import MultiPolygon, Polygon, mapping, shape
+from shapely.geometry.base import BaseGeometry
+
+MAX_VERTICES = 10_000
+"""AOIs are regions, not coastlines: a cap keeps a hostile file from exhausting memory."""
+MAX_AREA_DEG2 = 25.0
+"""About 5°×5°: larger windows belong to several AOIs (one per deployment)."""
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class AoiSpec(BaseModel):
+    """A named area of interest, EPSG:4326 (lon, lat)."""
+
+    name: str
+    geometry: dict[str, Any]
+    """GeoJSON Polygon or MultiPolygon in EPSG:4326."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("AOI name must be 1–63 letters, digits, '-', '_' or '.'")
+        return v
+
+    @field_validator("geometry")
+    @classmethod
+    def _geometry(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            geom = shape(v)
+        except Exception as exc:  # shapely raises several types on malformed GeoJSON
+            raise ValueError(f"not a GeoJSON geometry: {exc}") from exc
+        if not isinstance(geom, Polygon | MultiPolygon):
+            raise ValueError(f"AOI must be a Polygon or MultiPolygon, got {geom.geom_type}")
+        coords = [c for poly in _polygons(geom) for c in poly.exterior.coords]
+        if len(coords) > MAX_VERTICES:
+            raise ValueError(f"AOI has {len(coords)} vertices (max {MAX_VERTICES})")
+        for x, y, *_ in coords:
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise ValueError("AOI has non-finite coordinates")
+            if not (-180 <= x <= 180 and -90 <= y <= 90):
+                raise ValueError(f"AOI coordinate ({x}, {y}) is not lon/lat (EPSG:4326)")
+        if not geom.is_valid:
+            geom = make_valid(geom)
+        if geom.area == 0 or geom.area > MAX_AREA_DEG2:
+            raise ValueError(f"AOI area {geom.area:.3g} deg² is outside (0, {MAX_AREA_DEG2}]")
+        return dict(mapping(geom))
+
+    @property
+    def shape(self) -> BaseGeometry:
+        return shape(self.geometry)
+
+
+def _polygons(geom: BaseGeometry) -> list[Polygon]:
+    return list(geom.geoms) if isinstance(geom, MultiPolygon) else [geom]  # type: ignore[list-item]
+
+
+def load_aoi(path: Path, name: str | None = None) -> AoiSpec:
+    """Read an AOI GeoJSON (Feature, FeatureCollection of one feature, or bare geometry).
+
+    The name comes from ``name``, else the feature's ``name`` property, else the file stem.
+    Raises ValueError with a one-line reason.
+    """
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read AOI {path}: {exc}") from exc
+    if doc.get("type") == "FeatureCollection":
+        features = doc.get("features") or []
+        if len(features) != 1:
+            raise ValueError(f"AOI {path} must hold exactly one feature, found {len(features)}")
+        doc = features[0]
+    props: dict[str, Any] = {}
+    if doc.get("type") == "Feature":
+        props = doc.get("properties") or {}
+        doc = doc.get("geometry") or {}
+    return AoiSpec(name=name or str(props.get("name") or path.stem), geometry=doc)

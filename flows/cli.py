@@ -1,0 +1,181 @@
+"""``glacial-lakes``: the command-line contract (design §10).
+
+Exit status: 0 success, 2 bad input (one line naming the input), 1 anything else.
+Prefect is imported lazily, after its environment defaults are set.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import date, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from flows.settings import Settings, prepare_prefect_environment
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class BadInput(click.ClickException):
+    """Exit 2 with a one-line reason."""
+
+    exit_code = 2
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def guarded(fn: F) -> F:
+    """Map our error classes to the exit-status contract."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from db.local_cluster import LocalClusterError
+        from models.registry import ModelLoadError
+        from tasks.sources import SourceError
+
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except (ValueError, SourceError, ModelLoadError, FileNotFoundError) as exc:
+            raise BadInput(_one_line(exc)) from exc
+        except LocalClusterError as exc:
+            raise click.ClickException(_one_line(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress(step: str) -> None:
+    click.echo(f"» {step}", err=True)
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    prepare_prefect_environment(settings)
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Keep a PostGIS glacial-lake inventory current from Sentinel-1, Sentinel-2 and the Copernicus DEM."""
+
+
+@main.group()
+def db() -> None:
+    """The inventory database (DATABASE_URL, or the project's own local PostGIS)."""
+
+
+@db.command("upgrade")
+@guarded
+def db_upgrade() -> None:
+    """Start the local PostGIS if DATABASE_URL is unset, then migrate to the newest schema."""
+    from db.migrate import current
+    from flows.database import database_url, ready_engine
+
+    settings = _settings()
+    ready_engine(settings)
+    click.echo(f"inventory schema at revision {current(database_url(settings))}")
+
+
+@db.command("stop")
+@guarded
+def db_stop() -> None:
+    """Stop the local PostGIS cluster (no effect on a DATABASE_URL server)."""
+    from flows.database import stop_local
+
+    stopped = stop_local(_settings())
+    click.echo("local PostGIS stopped" if stopped else "local PostGIS was not running")
+
+
+@db.command("url")
+@guarded
+def db_url() -> None:
+    """Print a psql-compatible URL of the inventory (starts the local cluster if needed)."""
+    from flows.database import database_url
+
+    click.echo(database_url(_settings()).replace("postgresql+psycopg://", "postgresql://"))
+
+
+def _parse_day(value: str | None, name: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise BadInput(f"{name} {value!r} is not a date (YYYY-MM-DD)") from exc
+
+
+@main.command()
+@click.option("--aoi", "aoi_path", required=True, type=click.Path(path_type=Path), help="AOI GeoJSON (EPSG:4326)")
+@click.option("--start", required=True, help="first sensing date, YYYY-MM-DD")
+@click.option("--end", required=True, help="last sensing date, YYYY-MM-DD")
+@click.option("--source", required=True, help="local:DIR or stac:URL")
+@click.option("--model", default=None, help="segmenter: baseline | PATH | hf://… (default GLACIAL_LAKES_MODEL)")
+@click.option("--name", default=None, help="AOI name (default: the feature's name or the file stem)")
+@guarded
+def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, name: str | None) -> None:
+    """Update the inventory of one AOI over a sensing-date window."""
+    from flows.aoi import load_aoi
+
+    settings = _settings()
+    aoi = load_aoi(aoi_path, name)
+    first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
+    assert first is not None and last is not None
+    if last < first:
+        raise BadInput(f"--end {end} is before --start {start}")
+    from flows.update_inventory import update_inventory
+
+    del settings  # read again inside the flow; constructed here to fail early on bad env
+    report = update_inventory(aoi=aoi, start=first, end=last, source=source, model=model)
+    click.echo(report.markdown())
+    if report.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="FILE.gpkg or FILE.geojson")
+@click.option("--as-of", "as_of", default=None, help="inventory as it stood at this date (default: now)")
+@click.option("--aoi", default=None, help="only this AOI (name)")
+@guarded
+def export(out: Path, as_of: str | None, aoi: str | None) -> None:
+    """Write the inventory (current, or as of a date) to a GeoPackage or GeoJSON file."""
+    from db.queries import lakes_as_of
+    from flows.database import ready_engine
+
+    drivers = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+    driver = drivers.get(out.suffix.lower())
+    if driver is None:
+        raise BadInput(f"--out {out}: use a .gpkg or .geojson file name")
+    day = _parse_day(as_of, "--as-of")
+    when = datetime.combine(day, datetime.max.time()).astimezone() if day else None
+    gdf = lakes_as_of(ready_engine(_settings()), when, aoi)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gdf.to_file(out, driver=driver, layer="lakes" if driver == "GPKG" else None)
+    click.echo(f"{len(gdf)} lakes written to {out}")
+
+
+@main.command()
+@click.option("--home", type=click.Path(path_type=Path), default=None, help="override GLACIAL_LAKES_HOME")
+@click.option("--size", default=512, show_default=True, help="demo scene size, pixels (10 m)")
+@guarded
+def demo(home: Path | None, size: int) -> None:
+    """Everything on a fresh machine: local PostGIS, schema, demo catalog, the update flow, a summary."""
+    import os
+
+    if home is not None:
+        os.environ["GLACIAL_LAKES_HOME"] = str(home)
+    from flows.demo import run_demo
+
+    settings = _settings()
+    run_demo(settings, size_px=size, echo=click.echo, progress=progress)
+
+
+if __name__ == "__main__":
+    main()

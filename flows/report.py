@@ -1,0 +1,91 @@
+"""The run report: what one ``update_inventory`` run found, did, skipped and failed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from db.records import MergeReport
+
+
+@dataclass(frozen=True)
+class SceneOutcome:
+    """How one S2 acquisition ended in this run."""
+
+    product_id: str
+    status: str
+    """processed | skipped | failed"""
+    reason: str | None = None
+    merge: MergeReport | None = None
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Per-AOI counts: expected (found) vs processed vs skipped (with reason) vs failed (with error)."""
+
+    aoi: str
+    model: str
+    found: int
+    outcomes: tuple[SceneOutcome, ...] = field(default_factory=tuple)
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def processed(self) -> int:
+        return self.count("processed")
+
+    @property
+    def skipped(self) -> int:
+        return self.count("skipped")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    def totals(self) -> dict[str, int]:
+        """Sums of the merge counts over processed scenes, plus the outcome counts."""
+        keys = ("observations", "absent", "new_lakes", "changed_lakes", "disappeared", "reappeared", "versions_added")
+        merges = [o.merge for o in self.outcomes if o.merge is not None]
+        sums = {k: sum(int(getattr(m, k)) for m in merges) for k in keys}
+        return {
+            "found": self.found,
+            "processed": self.processed,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "noop_merges": sum(1 for m in merges if m.noop),
+            **sums,
+        }
+
+    def markdown(self) -> str:
+        """A short Markdown summary (Prefect artifact and CLI)."""
+        t = self.totals()
+        lines = [
+            f"# Inventory update: {self.aoi}",
+            f"Model: `{self.model}`",
+            "",
+            f"Acquisitions found {t['found']}, processed {t['processed']}, skipped {t['skipped']}, failed {t['failed']}.",
+            f"New lakes {t['new_lakes']}, changed {t['changed_lakes']}, disappeared {t['disappeared']}, "
+            f"reappeared {t['reappeared']}, versions added {t['versions_added']}.",
+            "",
+            "| acquisition | outcome | reason |",
+            "| --- | --- | --- |",
+        ]
+        lines += [f"| {o.product_id} | {o.status} | {o.reason or ''} |" for o in self.outcomes]
+        return "\n".join(lines)
+
+    def table_rows(self) -> list[dict[str, object]]:
+        """One row per acquisition for a Prefect table artifact."""
+        rows: list[dict[str, object]] = []
+        for o in self.outcomes:
+            m = o.merge
+            rows.append(
+                {
+                    "acquisition": o.product_id,
+                    "outcome": o.status,
+                    "reason": o.reason or "",
+                    "new": m.new_lakes if m else 0,
+                    "changed": m.changed_lakes if m else 0,
+                    "disappeared": m.disappeared if m else 0,
+                }
+            )
+        return rows

@@ -1,0 +1,77 @@
+"""Settings, read once at the edge (CLI / flow entry) from environment variables.
+
+Every setting has a documented default; the README lists them. Nothing below the flows reads
+the environment: engines, paths and parameters are passed down.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    """``$XDG_DATA_HOME/glacial-lakes`` (``~/.local/share/glacial-lakes``); ``/var/lib/glacial-lakes`` for root.
+
+    Root's home is usually mode 700, where the ``postgres`` user running the local cluster
+    cannot enter, so root gets the conventional place for service state instead.
+    """
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/glacial-lakes")
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "glacial-lakes"
+
+
+class Settings(BaseSettings):
+    """Environment: ``GLACIAL_LAKES_*`` plus ``DATABASE_URL``."""
+
+    model_config = SettingsConfigDict(env_prefix="GLACIAL_LAKES_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    """All state: data root, local database cluster, caches, Prefect home."""
+    database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
+    """An existing PostGIS; unset → the project's own local cluster under ``home``."""
+    pg_port: int = 55432
+    """Port of the local cluster (loopback only)."""
+    model: str = "baseline"
+    """Segmenter: ``baseline`` (spectral, QA only), a checkpoint path, or ``hf://repo/path``."""
+    threshold: float = 0.5
+    """Water probability threshold."""
+    min_area_m2: float = 5000.0
+    """Minimum mapped lake area, m² (0.5 ha)."""
+    max_pair_days: float = 7.0
+    """Largest S2–S1 sensing gap, days."""
+
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @property
+    def data_root(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def cluster_root(self) -> Path:
+        return self.home / "postgres"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
+
+
+def prepare_prefect_environment(settings: Settings) -> None:
+    """Defaults that make a local Prefect start reliable; the user's own values win.
+
+    Must run before ``prefect`` is imported: Prefect reads its settings at import time.
+    """
+    settings.prefect_home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary server needs more than the default 20 s on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

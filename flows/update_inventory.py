@@ -1,0 +1,194 @@
+"""``update_inventory``: the scheduled flow. Search → pair → per scene: stack → segment → lakes → merge.
+
+One failed scene never aborts the others; the run ends with a report (Prefect artifacts and a
+``RunReport`` return value). Settings (database, data root) are read here, at the edge: the
+database URL is never a flow parameter, so it is never stored or shown by the Prefect API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+from pydantic import SecretStr
+
+from db.ledger import (
+    AcquisitionRow,
+    committed_scene_keys,
+    finish_run,
+    record_acquisitions,
+    set_acquisition_status,
+    start_run,
+)
+from db.merge import ensure_aoi
+from db.records import MergeConfig, SceneResult
+from flows.aoi import AoiSpec
+from flows.database import ready_engine
+from flows.report import RunReport, SceneOutcome
+from flows.settings import Settings
+from models.registry import load_segmenter
+from tasks.grid import GridSpec, grid_for_geometry, utm_epsg_for
+from tasks.pairing import ScenePlan, pair_scenes, params_hash, scene_key
+from tasks.scene import extract_lakes_task, prepare_stack_task
+from tasks.segment import segment_task
+from tasks.sources import Acquisition, source_from_uri
+from tasks.upsert import merge_task
+
+KINDS = ("S2L2A", "S1GRD", "S1RTC", "DEM")
+
+
+@dataclass(frozen=True)
+class SceneContext:
+    """What every scene of one run shares."""
+
+    aoi_name: str
+    grid: GridSpec
+    data_dir: Path
+    model: str
+    model_version: str
+    threshold: float
+    min_area_m2: float
+    merge_config: MergeConfig
+
+    @property
+    def params(self) -> dict[str, object]:
+        return {
+            "threshold": self.threshold,
+            "min_area_m2": self.min_area_m2,
+            "grid": [self.grid.epsg, *self.grid.transform, self.grid.width, self.grid.height],
+        }
+
+
+@task(name="search-acquisitions", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30])
+def search_task(source: str, aoi: AoiSpec, start: date, end: date) -> list[Acquisition]:
+    """List acquisitions; retried because remote catalogs answer 429/5xx now and then."""
+    return source_from_uri(source).search(aoi.shape, start, end, KINDS)
+
+
+def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -> SceneOutcome:
+    """One scene from files to merge. Raises on failure; the caller records it."""
+    scene_dir = ctx.data_dir / "scenes" / key[:16]
+    stack = prepare_stack_task(plan, ctx.grid, scene_dir)
+    probability = segment_task(stack, ctx.model, scene_dir / "probability.tif")
+    extracted = extract_lakes_task(stack, probability, ctx.threshold, ctx.min_area_m2)
+    result = SceneResult(
+        scene_key=key,
+        aoi_name=ctx.aoi_name,
+        sensing_time=plan.s2.sensing_time,
+        s2_product_id=plan.s2.product_id,
+        s1_product_id=plan.s1.product_id,
+        dem_id=plan.dem.product_id,
+        model_version=ctx.model_version,
+        params_hash=params_hash(ctx.params),
+        valid_footprint=extracted.footprint,
+        cloud_fraction=stack.cloud_fraction,
+        valid_fraction=stack.valid_fraction,
+        lakes=extracted.lakes,
+        inputs={"stack": str(stack.path), "probability": str(probability)},
+    )
+    merge = merge_task(db, result, ctx.merge_config)
+    return SceneOutcome(plan.s2.product_id, "processed", None, merge)
+
+
+def _acquisition_rows(acquisitions: list[Acquisition]) -> list[AcquisitionRow]:
+    return [
+        AcquisitionRow(
+            product_id=a.product_id,
+            platform=a.platform,
+            kind=a.kind,
+            sensing_time=a.sensing_time,
+            footprint=a.footprint,
+            source=a.source,
+            href=next(iter(a.asset_map.values()), None),
+            properties={"processing_baseline": a.processing_baseline, "cloud_cover": a.cloud_cover},
+        )
+        for a in acquisitions
+    ]
+
+
+@flow(name="update-inventory", log_prints=False)
+def update_inventory(
+    aoi: AoiSpec,
+    start: date,
+    end: date,
+    source: str,
+    model: str | None = None,
+    rerun: bool = False,
+) -> RunReport:
+    """Bring one AOI's inventory up to date for acquisitions sensed in [start, end].
+
+    Args:
+        aoi: the area (EPSG:4326) and its name.
+        start, end: sensing-date window, inclusive (UTC days).
+        source: ``local:DIR`` or ``stac:URL``.
+        model: segmenter spec; default from ``GLACIAL_LAKES_MODEL``.
+        rerun: process scenes whose ledger key is already committed again (their merge is
+            still a no-op unless the inputs, model or parameters changed).
+    """
+    logger = get_run_logger()
+    settings = Settings()
+    engine = ready_engine(settings)
+    db = SecretStr(str(engine.url.render_as_string(hide_password=False)))
+    model_spec = model or settings.model
+    segmenter = load_segmenter(model_spec)
+    epsg = utm_epsg_for(aoi.shape.centroid.x, aoi.shape.centroid.y)
+    ctx = SceneContext(
+        aoi_name=aoi.name,
+        grid=grid_for_geometry(aoi.shape, epsg),
+        data_dir=settings.data_root / aoi.name,
+        model=model_spec,
+        model_version=segmenter.version,
+        threshold=settings.threshold,
+        min_area_m2=settings.min_area_m2,
+        merge_config=MergeConfig(),
+    )
+    aoi_id = ensure_aoi(engine, aoi.name, aoi.shape, epsg)
+    run_key = hashlib.sha256(f"{aoi.name}|{start}|{end}|{source}|{segmenter.version}".encode()).hexdigest()
+    run_id = start_run(engine, run_key, aoi_id, str(get_run_context().flow_run.id))  # type: ignore[union-attr]
+
+    acquisitions = search_task(source, aoi, start, end)
+    record_acquisitions(engine, aoi_id, _acquisition_rows(acquisitions))
+    plans, skipped = pair_scenes(acquisitions, aoi.shape, settings.max_pair_days)
+    outcomes = [SceneOutcome(s.product_id, "skipped", s.reason) for s in skipped]
+    for s in skipped:
+        set_acquisition_status(engine, [s.product_id], "skipped", s.reason)
+
+    keys = {p.scene_id: scene_key(p, segmenter.version, ctx.params) for p in plans}
+    done = committed_scene_keys(engine, list(keys.values()))
+    n_s2 = len(plans) + len(skipped)
+    logger.info("%s: %d S2 acquisitions, %d paired, %d already processed", aoi.name, n_s2, len(plans), len(done))
+    for i, plan in enumerate(plans, 1):
+        key = keys[plan.scene_id]
+        if key in done and not rerun:
+            outcomes.append(SceneOutcome(plan.scene_id, "skipped", "already processed"))
+            continue
+        logger.info("[%d/%d] %s", i, len(plans), plan.scene_id)
+        try:
+            outcome = process_scene(plan, ctx, key, db)
+        except Exception as exc:  # one failed scene never aborts the others
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            logger.error("%s failed: %s", plan.scene_id, reason)
+            set_acquisition_status(engine, [plan.scene_id], "failed", reason)
+            outcomes.append(SceneOutcome(plan.scene_id, "failed", reason))
+            continue
+        set_acquisition_status(engine, [plan.s2.product_id, plan.s1.product_id], "processed")
+        outcomes.append(outcome)
+
+    report = RunReport(aoi=aoi.name, model=segmenter.version, found=n_s2, outcomes=tuple(outcomes))
+    finish_run(
+        engine,
+        run_id,
+        "failed" if report.failed else "committed",
+        report.totals(),
+        [{"acquisition": o.product_id, "error": o.reason} for o in outcomes if o.status == "failed"],
+    )
+    slug = "".join(c if c.isalnum() else "-" for c in aoi.name.lower())
+    create_markdown_artifact(report.markdown(), key=f"inventory-update-{slug}")
+    create_table_artifact(report.table_rows(), key=f"lake-changes-{slug}")
+    return report

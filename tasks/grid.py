@@ -1,0 +1,157 @@
+"""The scene grid: a north-up UTM raster grid (10 m by default) that every input is warped onto.
+
+A :class:`GridSpec` is a small frozen value (EPSG code, affine coefficients, size), so it can be
+passed between tasks and hashed into cache keys. Coordinates are metres in the grid's UTM CRS;
+``transform`` maps pixel corners (column, row) to (x, y) like every GDAL geotransform.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from affine import Affine
+from pyproj import Transformer
+from rasterio.crs import CRS
+from shapely.geometry.base import BaseGeometry
+
+__all__ = ["GridSpec", "grid_for_geometry", "read_grid", "utm_epsg_for"]
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A north-up raster grid in a projected CRS.
+
+    Attributes:
+        epsg: EPSG code of the CRS (UTM north 326xx / south 327xx for scene grids).
+        transform: Affine coefficients ``(a, b, c, d, e, f)``: x = a·col + b·row + c,
+            y = d·col + e·row + f, in CRS units (metres), for pixel corners.
+        width: Columns.
+        height: Rows.
+    """
+
+    epsg: int
+    transform: tuple[float, float, float, float, float, float]
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(f"grid size must be positive, got {self.width}x{self.height}")
+        if len(self.transform) != 6:
+            raise ValueError("transform needs the six affine coefficients a, b, c, d, e, f")
+        # Normalise to plain floats so equal grids compare and hash equal.
+        object.__setattr__(self, "transform", tuple(float(v) for v in self.transform))
+
+    @classmethod
+    def from_affine(cls, epsg: int, affine: Affine, width: int, height: int) -> GridSpec:
+        """Builds a grid from an :class:`affine.Affine` (only its first six coefficients)."""
+        return cls(int(epsg), tuple(affine)[:6], int(width), int(height))  # type: ignore[arg-type]
+
+    @property
+    def affine(self) -> Affine:
+        """The transform as :class:`affine.Affine`."""
+        return Affine(*self.transform)
+
+    @property
+    def crs(self) -> CRS:
+        """The CRS as a rasterio :class:`~rasterio.crs.CRS`."""
+        return CRS.from_epsg(self.epsg)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)``, the numpy shape of one band."""
+        return (self.height, self.width)
+
+    @property
+    def resolution(self) -> float:
+        """Pixel size in metres (the grid is square-pixelled and north-up)."""
+        return abs(self.transform[0])
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` in CRS metres."""
+        a, b, c, d, e, f = self.transform
+        xs = (c, c + a * self.width, c + b * self.height, c + a * self.width + b * self.height)
+        ys = (f, f + d * self.width, f + e * self.height, f + d * self.width + e * self.height)
+        return (min(xs), min(ys), max(xs), max(ys))
+
+
+def utm_epsg_for(lon: float, lat: float) -> int:
+    """EPSG code of the WGS 84 UTM zone containing a point.
+
+    Standard 6° zones; the Norway/Svalbard exceptions of MGRS are not applied, so a grid is
+    always the plain zone of its longitude. ``lon`` = 180 falls in zone 60.
+
+    Args:
+        lon: Longitude, degrees (EPSG:4326).
+        lat: Latitude, degrees; ≥ 0 gives the northern zone (326xx), < 0 the southern (327xx).
+    """
+    if not (math.isfinite(lon) and math.isfinite(lat)) or abs(lat) > 90 or abs(lon) > 180:
+        raise ValueError(f"not a lon/lat point: ({lon}, {lat})")
+    zone = min(int((lon + 180.0) // 6.0) + 1, 60)
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+def grid_for_geometry(
+    geom_lonlat: BaseGeometry, epsg: int | None = None, resolution: float = 10.0
+) -> GridSpec:
+    """The smallest north-up grid in a UTM CRS that covers a lon/lat geometry.
+
+    The edges are snapped outwards to multiples of ``resolution`` so grids of different AOIs in
+    one zone share pixel boundaries (and the Sentinel-2 10 m grid, whose origins are multiples
+    of 10 m).
+
+    Args:
+        geom_lonlat: Geometry in EPSG:4326 (lon, lat).
+        epsg: Target CRS; by default the UTM zone of the geometry's centroid.
+        resolution: Pixel size, metres.
+    """
+    if geom_lonlat.is_empty:
+        raise ValueError("cannot build a grid for an empty geometry")
+    if resolution <= 0:
+        raise ValueError(f"resolution must be positive, got {resolution}")
+    if epsg is None:
+        c = geom_lonlat.centroid
+        epsg = utm_epsg_for(c.x, c.y)
+    # Densify first: straight edges in degrees are curves in UTM, and the bounds must
+    # cover the curve, not only the vertices.
+    dense = shapely.segmentize(geom_lonlat, max_segment_length=0.005)
+    to_utm = Transformer.from_crs(4326, epsg, always_xy=True)
+    projected = shapely.transform(
+        dense, lambda xy: np.column_stack(to_utm.transform(xy[:, 0], xy[:, 1]))
+    )
+    minx, miny, maxx, maxy = projected.bounds
+    left = math.floor(minx / resolution) * resolution
+    bottom = math.floor(miny / resolution) * resolution
+    right = math.ceil(maxx / resolution) * resolution
+    top = math.ceil(maxy / resolution) * resolution
+    # A point or a line along a pixel edge still needs one pixel.
+    width = max(1, round((right - left) / resolution))
+    height = max(1, round((top - bottom) / resolution))
+    return GridSpec(int(epsg), (resolution, 0.0, left, 0.0, -resolution, top), width, height)
+
+
+# --- I/O -------------------------------------------------------------------------------------
+
+
+def read_grid(href: str) -> GridSpec:
+    """The grid of an existing raster (for example, to co-register onto a given S2 file).
+
+    Raises:
+        ValueError: The raster has no CRS, no EPSG code, or is not north-up.
+    """
+    import rasterio
+
+    with rasterio.open(href) as ds:
+        if ds.crs is None:
+            raise ValueError(f"{href}: raster has no CRS")
+        epsg = ds.crs.to_epsg()
+        if epsg is None:
+            raise ValueError(f"{href}: CRS has no EPSG code: {ds.crs.to_string()}")
+        t = ds.transform
+        if t.b != 0 or t.d != 0 or t.e >= 0:
+            raise ValueError(f"{href}: grid is not north-up: {tuple(t)[:6]}")
+        return GridSpec.from_affine(epsg, t, ds.width, ds.height)

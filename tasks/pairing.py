@@ -1,0 +1,101 @@
+"""Pairing: each Sentinel-2 scene with the nearest Sentinel-1 acquisition and the DEM (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from shapely.geometry.base import BaseGeometry
+
+from tasks.sources import Acquisition
+
+MAX_PAIR_DAYS = 7.0
+"""Default largest |S2 − S1| sensing-time gap, days (design §1)."""
+
+
+@dataclass(frozen=True)
+class ScenePlan:
+    """The inputs of one scene: an S2 L2A product, its S1 partner and the DEM."""
+
+    s2: Acquisition
+    s1: Acquisition
+    dem: Acquisition
+
+    @property
+    def scene_id(self) -> str:
+        """Readable scene name (the S2 product id)."""
+        return self.s2.product_id
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An acquisition that will not be processed, and why."""
+
+    product_id: str
+    reason: str
+
+
+def pair_scenes(
+    acquisitions: Sequence[Acquisition], aoi: BaseGeometry, max_days: float = MAX_PAIR_DAYS
+) -> tuple[list[ScenePlan], list[Skipped]]:
+    """Pair each S2 L2A acquisition with the closest-in-time S1 one and a DEM covering the AOI.
+
+    Ties in time go to the S1 product whose footprint covers more of the AOI, then to the
+    smaller product id, so the pairing is deterministic.
+    """
+    s2s = [a for a in acquisitions if a.kind == "S2L2A"]
+    s1s = [a for a in acquisitions if a.kind in ("S1GRD", "S1RTC")]
+    dems = [a for a in acquisitions if a.kind == "DEM"]
+    dem = _best_dem(dems, aoi)
+    plans: list[ScenePlan] = []
+    skipped: list[Skipped] = []
+    limit = timedelta(days=max_days)
+    for s2 in s2s:
+        candidates = [s1 for s1 in s1s if abs(s1.sensing_time - s2.sensing_time) <= limit]
+        if not candidates:
+            skipped.append(Skipped(s2.product_id, f"no S1 within {max_days:g} days"))
+            continue
+        if dem is None:
+            skipped.append(Skipped(s2.product_id, "no DEM covering the AOI"))
+            continue
+        s1 = min(
+            candidates,
+            key=lambda a: (
+                abs(a.sensing_time - s2.sensing_time),
+                -_cover(a.footprint, aoi),
+                a.product_id,
+            ),
+        )
+        plans.append(ScenePlan(s2=s2, s1=s1, dem=dem))
+    return plans, skipped
+
+
+def _cover(footprint: BaseGeometry | None, aoi: BaseGeometry) -> float:
+    if footprint is None or aoi.area == 0:
+        return 0.0
+    return float(footprint.intersection(aoi).area / aoi.area)
+
+
+def _best_dem(dems: Sequence[Acquisition], aoi: BaseGeometry) -> Acquisition | None:
+    covering = [d for d in dems if _cover(d.footprint, aoi) > 0.999 or d.footprint is None]
+    return min(covering, key=lambda d: d.product_id) if covering else None
+
+
+def scene_key(plan: ScenePlan, model_version: str, params: Mapping[str, object]) -> str:
+    """Ledger key of a scene: sha256 over input product ids, model version and parameters."""
+    payload = {
+        "s2": plan.s2.product_id,
+        "s1": plan.s1.product_id,
+        "dem": plan.dem.product_id,
+        "model": model_version,
+        "params": params_hash(params),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def params_hash(params: Mapping[str, object]) -> str:
+    """Stable short hash of processing parameters (JSON, sorted keys)."""
+    return hashlib.sha256(json.dumps(dict(params), sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,317 @@
+"""Per-modality preprocessing onto the scene grid: Sentinel-2 L2A, Sentinel-1 σ⁰/γ⁰, Copernicus DEM.
+
+Conventions of every array returned here:
+
+* shape ``(H, W)`` or ``(bands, H, W)`` of the target :class:`~tasks.grid.GridSpec`, float32;
+* nodata is NaN, never a fill value or zero;
+* S2 is surface reflectance × 10 000 on the pre-04.00 scale (no ``BOA_ADD_OFFSET``), bands in
+  TerraMind order :data:`S2_BANDS`; S1 is backscatter in dB, VV then VH; the DEM is metres.
+
+Pure functions come first; the readers (rasterio, GDAL warper) are at the bottom.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import ndimage
+
+from models.baseline import slope_degrees
+from tasks.grid import GridSpec
+
+__all__ = [
+    "BOA_ADD_OFFSET",
+    "CLOUD_SCL_CLASSES",
+    "S2_BANDS",
+    "S2Scene",
+    "SCL_INVALID_CLASSES",
+    "harmonise_s2_dn",
+    "lee_filter",
+    "read_dem",
+    "read_s1",
+    "read_s2",
+    "read_s2_file",
+    "sigma0_to_db",
+    "slope_degrees",
+]
+
+S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+"""The 12 L2A bands in TerraMind (and CryoSentinel) order; B10 has no surface reflectance."""
+
+CLOUD_SCL_CLASSES = frozenset({3, 8, 9, 10})
+"""SCL cloud shadow, cloud medium/high probability, thin cirrus. Never 11 (snow): glacial scenes are snowy."""
+
+SCL_INVALID_CLASSES = frozenset({0, 1})
+"""SCL no data and saturated/defective: not observed at all."""
+
+BOA_ADD_OFFSET = 1000
+"""DN offset added to L2A reflectance from processing baseline 04.00 (January 2022) on."""
+
+_OFFSET_FROM_BASELINE = (4, 0)
+
+
+@dataclass(frozen=True, eq=False)
+class S2Scene:
+    """One Sentinel-2 L2A scene on the scene grid.
+
+    Attributes:
+        reflectance: float32 ``(12, H, W)``, reflectance × 10 000 (pre-04.00 scale), bands in
+            :data:`S2_BANDS` order, NaN where the product has no data.
+        clear: bool ``(H, W)``: every band has data, SCL is neither no-data/defective nor cloud.
+        cloud_fraction: Share of data pixels that SCL flags as cloud or cloud shadow, 0–1
+            (1.0 when the scene has no data pixels; 0.0 when no SCL was given).
+    """
+
+    reflectance: NDArray[np.float32]
+    clear: NDArray[np.bool_]
+    cloud_fraction: float
+
+
+# --- pure functions --------------------------------------------------------------------------
+
+
+def _baseline_tuple(processing_baseline: str) -> tuple[int, int]:
+    """Parses "04.00", "N0400", "5.09" or "05.09" into (major, minor)."""
+    text = processing_baseline.strip().upper().removeprefix("N")
+    m = re.fullmatch(r"(\d{1,2})\.(\d{1,2})", text) or re.fullmatch(r"(\d{2})(\d{2})", text)
+    if m is None:
+        raise ValueError(f"unreadable Sentinel-2 processing baseline: {processing_baseline!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def harmonise_s2_dn(dn: ArrayLike, processing_baseline: str) -> NDArray[np.float32]:
+    """L2A digital numbers → reflectance × 10 000 on the pre-04.00 scale.
+
+    From baseline 04.00 on, DN = reflectance × 10 000 + 1000. The offset is removed and values
+    that would be negative are clipped to 0, which is how pre-04.00 products stored them, so
+    scenes from both eras share one scale.
+
+    Args:
+        dn: L2A DN (uint16, or float where resampling already turned nodata into NaN).
+            0 is nodata.
+        processing_baseline: The product's ``PROCESSING_BASELINE``, e.g. "02.14" or "05.09".
+
+    Returns:
+        float32 array of the same shape; NaN where ``dn`` is 0 or NaN.
+    """
+    out = np.asarray(dn, dtype=np.float32).copy()
+    out[out == 0] = np.nan
+    if _baseline_tuple(processing_baseline) >= _OFFSET_FROM_BASELINE:
+        out -= BOA_ADD_OFFSET
+        np.maximum(out, 0.0, out=out)  # NaN stays NaN
+    return out
+
+
+def cloud_mask_from_scl(
+    scl: NDArray[np.integer], data: NDArray[np.bool_]
+) -> tuple[NDArray[np.bool_], float]:
+    """Clear-sky mask and cloud fraction from the scene classification layer.
+
+    Args:
+        scl: SCL classes on the grid (nearest-neighbour resampled).
+        data: Where all S2 bands have data.
+
+    Returns:
+        ``(clear, cloud_fraction)``: clear = data ∧ SCL valid ∧ not cloud; the fraction is of
+        data pixels (1.0 when there are none).
+    """
+    observed = data & ~np.isin(scl, list(SCL_INVALID_CLASSES))
+    cloud = observed & np.isin(scl, list(CLOUD_SCL_CLASSES))
+    n = int(observed.sum())
+    return observed & ~cloud, (float(cloud.sum()) / n if n else 1.0)
+
+
+def sigma0_to_db(linear: ArrayLike) -> NDArray[np.float32]:
+    """Linear backscatter power (σ⁰ or γ⁰) → dB; NaN for values ≤ 0 or not finite."""
+    x = np.asarray(linear, dtype=np.float64)
+    ok = np.isfinite(x) & (x > 0)
+    out = np.full(x.shape, np.nan, dtype=np.float32)
+    out[ok] = 10.0 * np.log10(x[ok])
+    return out
+
+
+def db_to_linear(db: ArrayLike) -> NDArray[np.float32]:
+    """Backscatter in dB → linear power; NaN stays NaN."""
+    return np.power(10.0, np.asarray(db, dtype=np.float64) / 10.0).astype(np.float32)
+
+
+def lee_filter(linear: ArrayLike, size: int = 5, enl: float = 4.4) -> NDArray[np.float32]:
+    """Lee speckle filter (multiplicative noise model) in the linear power domain.
+
+    ``out = m + k·(x − m)`` with local mean ``m`` and variance ``v`` over a ``size`` × ``size``
+    window, and ``k = clip((v − m²/enl) / (v·(1 + 1/enl)), 0, 1)``. Window statistics use only
+    finite neighbours, so nodata does not bleed into its surroundings; nodata pixels stay NaN
+    (the filter does not fill gaps).
+
+    Args:
+        linear: 2-D linear power (σ⁰ or γ⁰), NaN nodata.
+        size: Odd window size in pixels (5 as in the TerraMesh/CryoSentinel recipe).
+        enl: Equivalent number of looks of the input (IW GRDH ≈ 4.4).
+    """
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"window size must be odd and positive, got {size}")
+    x = np.asarray(linear, dtype=np.float64)
+    ok = np.isfinite(x) & (x > 0)
+    xf = np.where(ok, x, 0.0)
+    n = ndimage.uniform_filter(ok.astype(np.float64), size, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = ndimage.uniform_filter(xf, size, mode="nearest") / n
+        m2 = ndimage.uniform_filter(xf * xf, size, mode="nearest") / n
+        v = np.maximum(m2 - m * m, 0.0)
+        cu2 = 1.0 / enl
+        k = np.clip((v - m * m * cu2) / (v * (1.0 + cu2)), 0.0, 1.0)
+    k = np.where(v > 0, k, 0.0)  # flat window: the mean is the best estimate
+    out = m + k * (x - m)
+    return np.where(ok, out, np.nan).astype(np.float32)
+
+
+# --- I/O: warp onto the grid -----------------------------------------------------------------
+
+
+def _warp(
+    href: str,
+    grid: GridSpec,
+    *,
+    band: int = 1,
+    resampling: str = "bilinear",
+    src_nodata: float | None = None,
+    dtype: str = "float32",
+) -> NDArray:
+    """Warps one band of a raster onto ``grid`` with the GDAL warper.
+
+    The source is read block by block by GDAL (COGs over HTTP included), so memory is bounded
+    by the grid, not the source. Float output gets NaN where the source has no data or does not
+    cover the grid; integer output gets 0 there.
+    """
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    fill = np.nan if np.dtype(dtype).kind == "f" else 0
+    dst = np.full(grid.shape, fill, dtype=dtype)
+    with rasterio.open(href) as ds:
+        if ds.crs is None and not ds.gcps[0]:
+            raise ValueError(f"{href}: raster is not georeferenced (no CRS, no GCPs)")
+        nodata = ds.nodata if src_nodata is None else src_nodata
+        if nodata is None and np.dtype(ds.dtypes[band - 1]).kind == "f":
+            nodata = np.nan
+        reproject(
+            source=rasterio.band(ds, band),
+            destination=dst,
+            src_nodata=nodata,
+            dst_transform=grid.affine,
+            dst_crs=grid.crs,
+            dst_nodata=fill,
+            resampling=Resampling[resampling],
+        )
+    return dst
+
+
+def _s2_from_dn(
+    dn_bands: list[NDArray[np.float32]], scl: NDArray | None, processing_baseline: str
+) -> S2Scene:
+    refl = np.stack([harmonise_s2_dn(b, processing_baseline) for b in dn_bands]).astype(np.float32)
+    data = np.isfinite(refl).all(axis=0)
+    if scl is None:
+        return S2Scene(refl, data, 0.0 if data.any() else 1.0)
+    clear, fraction = cloud_mask_from_scl(scl, data)
+    return S2Scene(refl, clear, fraction)
+
+
+def read_s2(
+    band_hrefs: Mapping[str, str],
+    scl_href: str | None,
+    processing_baseline: str,
+    grid: GridSpec,
+) -> S2Scene:
+    """Reads per-band L2A COGs (10/20/60 m, uint16 DN, nodata 0) onto the 10 m grid.
+
+    Bands are resampled bilinearly, SCL by nearest neighbour; the baseline offset is removed
+    (:func:`harmonise_s2_dn`).
+
+    Args:
+        band_hrefs: Band name (:data:`S2_BANDS`) → path or URL of a single-band raster.
+        scl_href: The SCL raster (uint8 ESA classes), or None for no cloud masking.
+        processing_baseline: The product's processing baseline, e.g. "05.09".
+        grid: Target grid.
+
+    Raises:
+        KeyError: A band of :data:`S2_BANDS` is missing from ``band_hrefs``.
+    """
+    missing = [b for b in S2_BANDS if b not in band_hrefs]
+    if missing:
+        raise KeyError(f"Sentinel-2 bands missing: {', '.join(missing)}")
+    dn = [_warp(band_hrefs[b], grid, src_nodata=0) for b in S2_BANDS]
+    scl = None if scl_href is None else _warp(scl_href, grid, resampling="nearest", dtype="uint8")
+    return _s2_from_dn(dn, scl, processing_baseline)
+
+
+def read_s2_file(
+    href: str, processing_baseline: str, grid: GridSpec, scl_href: str | None = None
+) -> S2Scene:
+    """Like :func:`read_s2` for one 12-band file with bands in :data:`S2_BANDS` order."""
+    import rasterio
+
+    with rasterio.open(href) as ds:
+        if ds.count != len(S2_BANDS):
+            raise ValueError(f"{href}: expected {len(S2_BANDS)} bands, found {ds.count}")
+    dn = [_warp(href, grid, band=i, src_nodata=0) for i in range(1, len(S2_BANDS) + 1)]
+    scl = None if scl_href is None else _warp(scl_href, grid, resampling="nearest", dtype="uint8")
+    return _s2_from_dn(dn, scl, processing_baseline)
+
+
+def read_s1(
+    vv_href: str,
+    vh_href: str,
+    grid: GridSpec,
+    *,
+    linear: bool = True,
+    speckle_size: int = 5,
+) -> NDArray[np.float32]:
+    """Reads S1 VV and VH backscatter onto the grid, speckle-filters and converts to dB.
+
+    Resampling (bilinear) and the Lee filter work on linear power; inputs given in dB are
+    converted first. Sources may be on any grid, or GCP-georeferenced GRD (GDAL's warper uses
+    the GCPs). Nodata: the file's nodata tag, else NaN; values ≤ 0 in linear power are nodata.
+
+    Args:
+        vv_href: VV raster (float32 σ⁰ or γ⁰).
+        vh_href: VH raster.
+        grid: Target grid.
+        linear: True when the rasters hold linear power, False when they hold dB.
+        speckle_size: Lee window in pixels; 1 disables the filter.
+
+    Returns:
+        float32 ``(2, H, W)``: VV, VH in dB, NaN nodata.
+    """
+    out = []
+    for href in (vv_href, vh_href):
+        band = _warp(href, grid) if linear else _warp_db_as_linear(href, grid)
+        if speckle_size > 1:
+            band = lee_filter(band, speckle_size)
+        out.append(sigma0_to_db(band))
+    return np.stack(out)
+
+
+def _warp_db_as_linear(href: str, grid: GridSpec) -> NDArray[np.float32]:
+    # Resampling happens in dB here (then converted) so memory stays bounded by the grid; at
+    # 10 m → 10 m the bias of averaging dB instead of power is negligible.
+    return db_to_linear(_warp(href, grid))
+
+
+def read_dem(href: str, grid: GridSpec, *, nodata: float | None = None) -> NDArray[np.float32]:
+    """Reads a DEM (any CRS, e.g. GLO-30 in EPSG:4326) onto the grid, bilinear.
+
+    Args:
+        href: DEM raster, metres.
+        grid: Target grid.
+        nodata: Overrides the file's nodata tag (for files that lack one).
+
+    Returns:
+        float32 ``(H, W)`` metres, NaN nodata.
+    """
+    return _warp(href, grid, src_nodata=nodata)

@@ -1,0 +1,125 @@
+"""Suite-wide fixtures: a PostGIS server, a migrated template database, one clone per test.
+
+Set ``TEST_DATABASE_URL`` (any database on the server; the user needs CREATEDB and
+CREATEROLE) to use an existing server; otherwise a private cluster is started on a free
+port under a temporary directory and removed at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from db.engine import make_engine, normalise_url
+from db.local_cluster import LocalCluster, ensure_postgis_installed
+from db.migrate import upgrade
+
+TEMPLATE_DB = "gl_template"
+# Durability is irrelevant for throw-away test data; these make CREATE DATABASE and
+# commits several times faster on a small machine.
+TEST_SERVER_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+
+
+# ---------------------------------------------------------------------------------------
+# Database: server, template, per-test clone
+# ---------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def database_url(base: str, dbname: str) -> str:
+    """``base`` with its database replaced by ``dbname`` (password kept)."""
+    return normalise_url(base).set(database=dbname).render_as_string(hide_password=False)
+
+
+def _admin(base: str, sql: str) -> None:
+    """Run one statement on the maintenance database in autocommit (CREATE/DROP DATABASE)."""
+    engine = make_engine(base, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(sql))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> Iterator[LocalCluster | None]:
+    """The private cluster the suite started, or None when ``TEST_DATABASE_URL`` is set.
+
+    Fault tests use it to restart or crash the server (``pg_ctl`` on ``data_dir``).
+    """
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield None
+        return
+    ensure_postgis_installed()
+    root = Path(tempfile.mkdtemp(prefix="gl-pg-"))
+    root.chmod(0o755)  # mkdtemp makes it 0700; the postgres user must enter it when we are root
+    cluster = LocalCluster(root, _free_port(), TEST_SERVER_SETTINGS)
+    try:
+        cluster.initialise()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_url_base(local_cluster: LocalCluster | None) -> str:
+    """URL of the server's maintenance database (``postgres``), psycopg 3 driver."""
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        return normalise_url(external).render_as_string(hide_password=False)
+    assert local_cluster is not None
+    return local_cluster.url("postgres")
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_url_base: str) -> str:
+    """URL of ``gl_template``, created afresh and migrated to head once per session.
+
+    Nothing may stay connected to it: ``CREATE DATABASE ... TEMPLATE`` needs it idle.
+    """
+    _admin(pg_url_base, f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+    _admin(pg_url_base, f'CREATE DATABASE "{TEMPLATE_DB}"')
+    url = database_url(pg_url_base, TEMPLATE_DB)
+    upgrade(url, "head")
+    return url
+
+
+@pytest.fixture
+def db_url(pg_url_base: str, template_db: str) -> Iterator[str]:
+    """URL of a fresh database cloned from the migrated template, dropped after the test."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    _admin(pg_url_base, f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+    try:
+        yield database_url(pg_url_base, name)
+    finally:
+        _admin(pg_url_base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    """Engine on the test's database, disposed before the database is dropped."""
+    eng = make_engine(db_url)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+# ---------------------------------------------------------------------------------------
+# Prefect (session harness) — added separately; keep it below this line.
+# ---------------------------------------------------------------------------------------
