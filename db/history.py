@@ -1,20 +1,20 @@
 """Pure parts of the inventory merge (no I/O): lake identity and history derived from observations.
 
-Identity: a scene's polygons are matched to existing lakes by overlap, in one metric CRS
-(see :func:`match_polygons`). History:
+Identity (:func:`match_polygons`, :func:`absent_lakes`): a scene's polygons are matched to
+existing lakes by overlap, with every area measured in one metric (UTM) CRS.
 
-A lake's versions are a deterministic function of its observations ordered by sensing time
-and of its lineage events (split, merge). The merge recomputes them from *all* of a lake's
-observations whenever one is added, so the order in which scenes arrive never changes the
-result and re-running a scene changes nothing.
+History (:func:`derive_history`): a lake's versions are a deterministic function of its
+observations ordered by sensing time and of its lineage events (split, merge). The merge
+recomputes them from *all* of a lake's observations whenever one is added, so the order in
+which scenes arrive never changes the result and re-running a scene changes nothing.
 
 Rules (tolerances from :class:`db.records.MergeConfig`):
 
 * The first present observation opens a ``new`` version (``split`` for a lake born by a split).
 * A later present observation opens a ``grown`` / ``shrunk`` version only when
-  ``|Δarea| > area_rel_tol × area`` **and** ``|Δarea| > perimeter × boundary_tol_m``, where
-  area and perimeter are the current version's (not the previous observation's, so slow drift
-  still adds up to a change). Otherwise the current version continues unchanged.
+  ``|Δarea| > area_rel_tol × area`` **and** ``|Δarea| > 2√(π·area) × boundary_tol_m`` (a shift of
+  the whole shore of an equal-area disc by the tolerance), where area is the current version's
+  (not the previous observation's, so slow drift still adds up to a change). Otherwise the current version continues unchanged.
 * ``absent_to_disappear`` consecutive absent observations on distinct UTC calendar days open a
   ``disappeared`` version starting at the *first* of those absent observations (that is when
   the lake was first seen dry); it keeps the last known outline and attributes. Fewer absent
@@ -27,6 +27,8 @@ Rules (tolerances from :class:`db.records.MergeConfig`):
   make no version.
 * Observations sharing one sensing time (one acquisition processed twice) count once for the
   history: a present one wins over an absent one, then the greatest ``order_key``.
+* Only area decides a change (``reshaped`` is never produced): a shape change of equal area
+  continues the current version.
 
 ``area_change_m2`` is the change of *water* area from the previous version, where a version with
 status ``disappeared`` holds no water: it is ``-area`` for a disappearance and ``+area`` for a
@@ -35,6 +37,8 @@ between the two versions' starts. Areas in m², times tz-aware UTC.
 """
 
 from __future__ import annotations
+
+import math
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -159,7 +163,9 @@ def _is_change(current: Observation, new: Observation, config: MergeConfig) -> b
     if current.area_m2 is None or new.area_m2 is None:
         return False
     delta = abs(new.area_m2 - current.area_m2)
-    perimeter = current.perimeter_m or 0.0
+    # Perimeter of the equal-area disc, not the measured one: outlines traced from a raster are
+    # staircases whose length overstates the shore by up to 4/π, which would inflate the tolerance.
+    perimeter = 2.0 * math.sqrt(math.pi * current.area_m2)
     return delta > config.area_rel_tol * current.area_m2 and delta > perimeter * config.boundary_tol_m
 
 
@@ -345,7 +351,7 @@ def match_polygons(
         inter = shapely.area(shapely.intersection(poly_geoms[pi], lake_geoms[li]))
         smaller = np.minimum(shapely.area(poly_geoms[pi]), shapely.area(lake_geoms[li]))
         ok = (smaller > 0) & (inter >= min_overlap * smaller)
-        for p, lpos, a in zip(pi[ok], li[ok], inter[ok]):
+        for p, lpos, a in zip(pi[ok], li[ok], inter[ok], strict=True):
             edges.setdefault(int(p), []).append((int(lpos), float(a)))
 
     poly_area = shapely.area(poly_geoms) if len(poly_geoms) else np.zeros(0)

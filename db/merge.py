@@ -14,7 +14,7 @@ it), so the observations, and hence the history, do not depend on the order of a
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,20 +22,23 @@ import shapely
 from shapely.geometry import MultiPolygon
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Engine,
     LargeBinary,
     Text,
+    any_,
     bindparam,
     cast,
     delete,
     func,
     insert,
+    literal,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import Range
+from sqlalchemy.dialects.postgresql import ARRAY, Range
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from db.history import (
@@ -68,6 +71,11 @@ ATTRIBUTES = ("area_m2", "perimeter_m", *EXTRA_ATTRIBUTES)
 _obs, _ver, _lin = lake_observation, lake_version, lake_lineage
 
 
+def _in(column: Any, ids: Collection[int]) -> Any:
+    """``column = ANY(:ids)``: one array parameter, however many ids (no 65 535-parameter limit)."""
+    return column == any_(literal(sorted(ids), ARRAY(BigInteger)))
+
+
 def _geom(name: str = "wkb") -> Any:
     return func.ST_GeomFromWKB(bindparam(name, type_=LargeBinary), SRID)
 
@@ -76,7 +84,11 @@ def _attrs(o: ObservedLake | Observation | None) -> dict[str, float | None]:
     if o is None:
         return dict.fromkeys(ATTRIBUTES)
     if isinstance(o, Observation):
-        return {"area_m2": o.area_m2, "perimeter_m": o.perimeter_m, **{k: o.attributes.get(k) for k in EXTRA_ATTRIBUTES}}
+        return {
+            "area_m2": o.area_m2,
+            "perimeter_m": o.perimeter_m,
+            **{k: o.attributes.get(k) for k in EXTRA_ATTRIBUTES},
+        }
     return {k: getattr(o, k) for k in ATTRIBUTES}
 
 
@@ -86,9 +98,9 @@ def ensure_aoi(engine: Engine, name: str, geometry: BaseGeometry, utm_epsg: int)
     outline = as_multipolygon(geometry)
     if outline is None:
         raise ValueError(f"AOI {name!r} has an empty outline")
-    stmt = pg_insert(aoi).values(name=name, utm_epsg=utm_epsg, geom=_geom())
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[aoi.c.name], set_={"geom": stmt.excluded.geom, "utm_epsg": stmt.excluded.utm_epsg}
+    new = pg_insert(aoi).values(name=name, utm_epsg=utm_epsg, geom=_geom())
+    stmt = new.on_conflict_do_update(
+        index_elements=[aoi.c.name], set_={"geom": new.excluded.geom, "utm_epsg": new.excluded.utm_epsg}
     ).returning(aoi.c.aoi_id)
     with engine.begin() as conn:
         return int(conn.execute(stmt, {"wkb": outline.wkb}).scalar_one())
@@ -120,7 +132,7 @@ def merge_scene(engine: Engine, result: SceneResult, config: MergeConfig = Merge
 
     with engine.begin() as conn:
         lock = text("SELECT pg_advisory_xact_lock(:ns, hashtext(:aoi))")
-        pass
+        conn.execute(lock, {"ns": ADVISORY_NAMESPACE, "aoi": result.aoi_name})
         if conn.execute(select(scene.c.scene_id).where(scene.c.scene_key == result.scene_key)).first():
             return MergeReport(scene_key=result.scene_key, noop=True)
         row = conn.execute(select(aoi.c.aoi_id, aoi.c.utm_epsg).where(aoi.c.name == result.aoi_name)).first()
@@ -131,7 +143,7 @@ def merge_scene(engine: Engine, result: SceneResult, config: MergeConfig = Merge
 
         extent = [g for _, g in observed] + ([footprint] if footprint is not None else [])
         candidates = _candidates(conn, aoi_id, when, tuple(shapely.total_bounds(extent))) if extent else {}
-        cand_m = dict(zip(candidates, project([g for g, _ in candidates.values()], epsg)))
+        cand_m = dict(zip(candidates, project([g for g, _ in candidates.values()], epsg), strict=True))
         plan = match_polygons(project([g for _, g in observed], epsg), cand_m, config.match_overlap)
         absent: list[int] = []
         if footprint is not None:
@@ -139,7 +151,7 @@ def merge_scene(engine: Engine, result: SceneResult, config: MergeConfig = Merge
             absent = absent_lakes(unseen, project([footprint], epsg)[0], config.min_footprint_cover)
 
         new_ids = _insert_lakes(conn, aoi_id, when, [observed[p] for p in plan.new])
-        lake_of = {**plan.continues, **dict(zip(plan.new, new_ids))}
+        lake_of = {**plan.continues, **dict(zip(plan.new, new_ids, strict=True))}
         links = [(a, c, "merged") for a, c in plan.merges] + [(par, lake_of[p], "split") for par, p in plan.splits]
         _insert_lineage(conn, scene_id, when, links)
         present = [(lake_of[p], *observed[p]) for p in sorted(lake_of)]
@@ -219,7 +231,9 @@ def _insert_lineage(conn: Connection, scene_id: int, when: datetime, links: Sequ
         where=stmt.excluded.sensing_time < _lin.c.sensing_time,
     )
     keys = ("parent_lake_id", "child_lake_id", "kind")
-    conn.execute(stmt, [{**dict(zip(keys, link)), "scene_id": scene_id, "sensing_time": when} for link in links])
+    conn.execute(
+        stmt, [{**dict(zip(keys, link, strict=True)), "scene_id": scene_id, "sensing_time": when} for link in links]
+    )
 
 
 def _backfill_absent(
@@ -241,10 +255,15 @@ def _backfill_absent(
         return []
     s, lk = scene, lake
     pairs = conn.execute(
-        select(lk.c.lake_id, s.c.scene_id, s.c.sensing_time, func.ST_AsBinary(lk.c.geom),
-               func.ST_AsBinary(func.ST_Intersection(s.c.valid_footprint, func.ST_Envelope(lk.c.geom))))
+        select(
+            lk.c.lake_id,
+            s.c.scene_id,
+            s.c.sensing_time,
+            func.ST_AsBinary(lk.c.geom),
+            func.ST_AsBinary(func.ST_Intersection(s.c.valid_footprint, func.ST_Envelope(lk.c.geom))),
+        )
         .join_from(lk, s, (s.c.aoi_id == lk.c.aoi_id) & s.c.valid_footprint.op("&&")(lk.c.geom))
-        .where(lk.c.lake_id.in_(new_ids), s.c.scene_id != scene_id)
+        .where(_in(lk.c.lake_id, new_ids), s.c.scene_id != scene_id)
     ).all()
     pairs = [p for p in pairs if p[0] not in split_children or p[2] > when]
     if not pairs:
@@ -253,7 +272,7 @@ def _backfill_absent(
     for lake_id, sid, wkb in conn.execute(
         select(lk.c.lake_id, _obs.c.scene_id, func.ST_AsBinary(_obs.c.geom))
         .join_from(lk, _obs, _obs.c.geom.op("&&")(lk.c.geom))
-        .where(lk.c.lake_id.in_(new_ids), _obs.c.present, _obs.c.scene_id.in_({p[1] for p in pairs}))
+        .where(_in(lk.c.lake_id, new_ids), _obs.c.present, _in(_obs.c.scene_id, {p[1] for p in pairs}))
     ):
         wet.setdefault((lake_id, sid), []).append(shapely.from_wkb(bytes(wkb)))
     out = []
@@ -276,8 +295,10 @@ def _insert_observations(
     late_absent: Sequence[tuple[int, int, datetime]] = (),
 ) -> None:
     dry = {"present": False, "wkb": None, **_attrs(None)}
-    rows = [{"scene_id": scene_id, "sensing_time": when, "lake_id": i, "present": True, "wkb": g.wkb, **_attrs(o)}
-            for i, o, g in present]
+    rows = [
+        {"scene_id": scene_id, "sensing_time": when, "lake_id": i, "present": True, "wkb": g.wkb, **_attrs(o)}
+        for i, o, g in present
+    ]
     rows += [{"scene_id": scene_id, "sensing_time": when, "lake_id": i, **dry} for i in absent]
     rows += [{"scene_id": sid, "sensing_time": t, "lake_id": i, **dry} for i, sid, t in late_absent]
     if rows:
@@ -286,8 +307,16 @@ def _insert_observations(
 
 def _key(v: Version) -> tuple[Any, ...]:
     """A version as stored: (from, to, kind, status, area, Δarea, rate, scene); pins its outline too."""
-    return (v.valid_from, v.valid_to, v.change_kind, v.status, v.source.area_m2,
-            v.area_change_m2, v.growth_rate_m2_per_year, v.scene_id)
+    return (
+        v.valid_from,
+        v.valid_to,
+        v.change_kind,
+        v.status,
+        v.source.area_m2,
+        v.area_change_m2,
+        v.growth_rate_m2_per_year,
+        v.scene_id,
+    )
 
 
 def _current(keys: Sequence[tuple[Any, ...]]) -> tuple[Any, ...] | None:
@@ -298,35 +327,32 @@ def _current(keys: Sequence[tuple[Any, ...]]) -> tuple[Any, ...] | None:
 def _load(conn: Connection, ids: Sequence[int], config: MergeConfig) -> tuple[dict[int, LakeHistory], dict[int, list]]:
     """Derive the lakes' histories from all their observations; also return their stored version keys."""
     observations: dict[int, list[Observation]] = {i: [] for i in ids}
-    rows = conn.execute(
-        select(_obs.c.lake_id, _obs.c.observation_id, _obs.c.sensing_time, _obs.c.present, _obs.c.area_m2,
-               _obs.c.perimeter_m, _obs.c.scene_id, scene.c.scene_key, scene.c.model_version,
-               *[_obs.c[k] for k in EXTRA_ATTRIBUTES])
-        .join(scene, scene.c.scene_id == _obs.c.scene_id)
-        .where(_obs.c.lake_id.in_(ids))
-    )
-    for r in rows:
-        extra = {k: r._mapping[k] for k in EXTRA_ATTRIBUTES}
-        observations[r.lake_id].append(Observation(
-            r.sensing_time, r.present, r.area_m2, r.perimeter_m, extra, r.scene_id, r.observation_id,
-            r.scene_key, r.model_version,
-        ))
+    names = ("observation_id", "sensing_time", "present", "area_m2", "perimeter_m", "scene_id", *EXTRA_ATTRIBUTES)
+    query = select(_obs.c.lake_id, *[_obs.c[k] for k in names], scene.c.scene_key, scene.c.model_version)
+    for r in conn.execute(query.join(scene, scene.c.scene_id == _obs.c.scene_id).where(_in(_obs.c.lake_id, ids))):
+        m = r._mapping
+        observations[r.lake_id].append(
+            Observation(
+                **{k: m[k] for k in names if k not in EXTRA_ATTRIBUTES},
+                attributes={k: m[k] for k in EXTRA_ATTRIBUTES},
+                order_key=r.scene_key,
+                model_version=r.model_version,
+            )
+        )
     events: dict[int, list[LineageEvent]] = {i: [] for i in ids}
     links = select(_lin.c.parent_lake_id, _lin.c.child_lake_id, _lin.c.kind, _lin.c.sensing_time, _lin.c.scene_id)
     for parent, child, kind, t, sid in conn.execute(
-        links.where(_lin.c.parent_lake_id.in_(ids) | _lin.c.child_lake_id.in_(ids))
+        links.where(_in(_lin.c.parent_lake_id, ids) | _in(_lin.c.child_lake_id, ids))
     ):
         roles = [(child, BORN_BY_SPLIT)] if kind == "split" else [(parent, ABSORBED_INTO), (child, ABSORBED_OTHERS)]
         for lake_id, role in roles:
             if lake_id in events:
                 events[lake_id].append(LineageEvent(t, role, sid))
     stored: dict[int, list] = {i: [] for i in ids}
-    lower = func.lower(_ver.c.valid)
-    for r in conn.execute(
-        select(_ver.c.lake_id, lower, func.upper(_ver.c.valid), _ver.c.change_kind, _ver.c.status, _ver.c.area_m2,
-               _ver.c.area_change_m2, _ver.c.growth_rate_m2_per_year, _ver.c.scene_id)
-        .where(_ver.c.lake_id.in_(ids)).order_by(_ver.c.lake_id, lower)
-    ):
+    lower, upper = func.lower(_ver.c.valid), func.upper(_ver.c.valid)
+    key_columns = [_ver.c[k] for k in ("change_kind", "status", "area_m2", "area_change_m2", "growth_rate_m2_per_year")]
+    query = select(_ver.c.lake_id, lower, upper, *key_columns, _ver.c.scene_id).where(_in(_ver.c.lake_id, ids))
+    for r in conn.execute(query.order_by(_ver.c.lake_id, lower)):
         stored[r[0]].append(tuple(r[1:]))
     return {i: derive_history(observations[i], events[i], config) for i in ids}, stored
 
@@ -341,13 +367,22 @@ def _rebuild_history(
     derived = {i: [_key(v) for v in histories[i].versions] for i in ids}
     rewrite = [i for i in ids if derived[i] != stored[i]]  # unchanged histories keep their rows (and ids)
     if rewrite:
-        conn.execute(delete(_ver).where(_ver.c.lake_id.in_(rewrite)))
+        conn.execute(delete(_ver).where(_in(_ver.c.lake_id, rewrite)))
         rows = [
-            {"lake_id": i, "valid": Range(v.valid_from, v.valid_to, bounds="[)"), "change_kind": v.change_kind,
-             "status": v.status, "area_change_m2": v.area_change_m2, "growth_rate_m2_per_year": v.growth_rate_m2_per_year,
-             "scene_id": v.scene_id, "model_version": v.model_version, "src": v.source.observation_id,
-             **_attrs(v.source)}
-            for i in rewrite for v in histories[i].versions
+            {
+                "lake_id": i,
+                "valid": Range(v.valid_from, v.valid_to, bounds="[)"),
+                "change_kind": v.change_kind,
+                "status": v.status,
+                "area_change_m2": v.area_change_m2,
+                "growth_rate_m2_per_year": v.growth_rate_m2_per_year,
+                "scene_id": v.scene_id,
+                "model_version": v.model_version,
+                "src": v.source.observation_id,
+                **_attrs(v.source),
+            }
+            for i in rewrite
+            for v in histories[i].versions
         ]
         if rows:
             outline = select(_obs.c.geom).where(_obs.c.observation_id == bindparam("src")).scalar_subquery()
@@ -357,16 +392,24 @@ def _rebuild_history(
     if states:
         columns = ("status", "first_seen", "last_seen", "last_observed", "n_observations", *ATTRIBUTES)
         outline = select(_obs.c.geom).where(_obs.c.observation_id == bindparam("b_src")).scalar_subquery()
-        stmt = update(lake).where(lake.c.lake_id == bindparam("b_id")).values(
-            geom=outline, updated_at=func.now(), **{c: bindparam(f"b_{c}") for c in columns}
+        stmt = (
+            update(lake)
+            .where(lake.c.lake_id == bindparam("b_id"))
+            .values(geom=outline, updated_at=func.now(), **{c: bindparam(f"b_{c}") for c in columns})
         )
-        conn.execute(stmt, [
-            {"b_id": i, "b_src": s.source.observation_id,
-             **{f"b_{c}": getattr(s, c) for c in columns[:5]},
-             **{f"b_{k}": val for k, val in _attrs(s.source).items()}}
-            for i, s in states.items()
-        ])
-        conn.execute(update(lake).where(lake.c.lake_id.in_(list(states))).values(row_hash=_ROW_HASH))
+        conn.execute(
+            stmt,
+            [
+                {
+                    "b_id": i,
+                    "b_src": s.source.observation_id,
+                    **{f"b_{c}": getattr(s, c) for c in columns[:5]},
+                    **{f"b_{k}": val for k, val in _attrs(s.source).items()},
+                }
+                for i, s in states.items()
+            ],
+        )
+        conn.execute(update(lake).where(_in(lake.c.lake_id, states)).values(row_hash=_ROW_HASH))
 
     kind_now = {i: (derived[i][-1][2] if derived[i] else None) for i in ids}
     return {

@@ -63,7 +63,8 @@ class MergeConfig:
     area_rel_tol: float = 0.05
     """A new version needs |Δarea| / area above this …"""
     boundary_tol_m: float = 10.0
-    """… and |Δarea| above perimeter × this (about one 10 m pixel at the boundary)."""
+    """… and |Δarea| above a shore shift of this many metres (one 10 m pixel), measured on the
+    equal-area disc's perimeter 2√(π·area)."""
     absent_to_disappear: int = 2
     """Consecutive absent observations, on different days, before a lake is marked disappeared."""
     min_footprint_cover: float = 0.95

@@ -6,9 +6,10 @@ Prefect is imported lazily, after its environment defaults are set.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +49,11 @@ def guarded(fn: F) -> F:
             raise BadInput(_one_line(exc)) from exc
         except LocalClusterError as exc:
             raise click.ClickException(_one_line(exc)) from exc
+        except Exception as exc:
+            # Anything else is ours or the environment's: one line, exit 1; the traceback on demand.
+            if os.environ.get("GLACIAL_LAKES_DEBUG"):
+                raise
+            raise click.ClickException(f"{type(exc).__name__}: {_one_line(exc)}") from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -123,9 +129,13 @@ def _parse_day(value: str | None, name: str) -> date | None:
 def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, name: str | None) -> None:
     """Update the inventory of one AOI over a sensing-date window."""
     from flows.aoi import load_aoi
+    from models.registry import load_segmenter
+    from tasks.sources import source_from_uri
 
     settings = _settings()
     aoi = load_aoi(aoi_path, name)
+    source_from_uri(source)  # bad input fails here, with exit 2, before any flow starts
+    load_segmenter(model or settings.model)
     first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
     assert first is not None and last is not None
     if last < first:
@@ -154,7 +164,7 @@ def export(out: Path, as_of: str | None, aoi: str | None) -> None:
     if driver is None:
         raise BadInput(f"--out {out}: use a .gpkg or .geojson file name")
     day = _parse_day(as_of, "--as-of")
-    when = datetime.combine(day, datetime.max.time()).astimezone() if day else None
+    when = datetime.combine(day, time.max, tzinfo=UTC) if day else None
     gdf = lakes_as_of(ready_engine(_settings()), when, aoi)
     out.parent.mkdir(parents=True, exist_ok=True)
     gdf.to_file(out, driver=driver, layer="lakes" if driver == "GPKG" else None)
@@ -167,8 +177,6 @@ def export(out: Path, as_of: str | None, aoi: str | None) -> None:
 @guarded
 def demo(home: Path | None, size: int) -> None:
     """Everything on a fresh machine: local PostGIS, schema, demo catalog, the update flow, a summary."""
-    import os
-
     if home is not None:
         os.environ["GLACIAL_LAKES_HOME"] = str(home)
     from flows.demo import run_demo

@@ -12,7 +12,7 @@ probability says how clearly, so a lake's mean probability means something.
 * **Snow and ice** are bright in the visible and, unlike water, not dark in the NIR: the NDWI
   needed rises with B03 reflectance, B08 must be low and B03 below a ceiling (turbid glacial
   water stays under about 0.25; snow is 0.5–0.9, clean ice 0.3–0.5).
-* **Slope**: lake surfaces are flat; slope from the DEM band must be under ~10°.
+* **Slope**: lake surfaces are flat; the gentlest DEM slope within 50 m must be under ~10°.
 * **SAR**: very bright VV (layover, rough rock, buildings) is not open water.
 * **Terrain shadow** is dark in all bands and looks like water to both indices. A pixel that is
   dark in B03, B08 and B11 *and* has high terrain around it (horizon angle above a threshold)
@@ -133,6 +133,9 @@ class SpectralBaseline:
     slope_max_deg: float = 10.0
     """Water is flat."""
     slope_scale_deg: float = 2.0
+    slope_window_px: int = 5
+    """The slope guard uses the gentlest slope within this window: a shore pixel's DEM slope
+    (30 m DEM, bilinear) is inflated by the bank behind it, its lake-side neighbour's is not."""
     vv_max_db: float = -6.0
     """VV above this is not open water (layover, rough rock, buildings)."""
     vv_water_db: float = -15.0
@@ -166,13 +169,15 @@ class SpectralBaseline:
     def margin(self, stack: NDArray[np.floating]) -> NDArray[np.float32]:
         """The fuzzy-AND margin z in logit units (> 0: water), NaN where spectra are missing.
 
-        A guard whose input is NaN (no SAR, no DEM) gives no evidence and is skipped.
+        A guard whose input is NaN (no SAR, no DEM) gives no evidence and is skipped, except
+        that a pixel dark in all bands stays non-water unless a low horizon or dark VV clears it.
         """
-        g = stack[_B03].astype(np.float64) / 10_000
-        n = stack[_B08].astype(np.float64) / 10_000
-        s = stack[_B11].astype(np.float64) / 10_000
-        vv = stack[_VV].astype(np.float64)
-        dem = stack[_DEM].astype(np.float64)
+        # float32 throughout: a full tile is 1.2e8 pixels per intermediate.
+        g = stack[_B03].astype(np.float32) / 10_000
+        n = stack[_B08].astype(np.float32) / 10_000
+        s = stack[_B11].astype(np.float32) / 10_000
+        vv = stack[_VV].astype(np.float32)
+        dem = stack[_DEM].astype(np.float32)
 
         ndwi_needed = self.ndwi_min + self.ndwi_per_b03 * g
         z_spec = np.maximum(
@@ -183,6 +188,11 @@ class SpectralBaseline:
             (self.b03_max - g) / self.reflectance_scale, (self.b08_max - n) / self.reflectance_scale
         )
         slope = slope_degrees(dem, self.pixel_size_m)
+        if self.slope_window_px > 1:
+            gentlest = ndimage.minimum_filter(
+                np.where(np.isfinite(slope), slope, np.inf), size=self.slope_window_px
+            )
+            slope = np.where(np.isfinite(gentlest), gentlest, np.nan)
         z_slope = (self.slope_max_deg - slope) / self.slope_scale_deg
         z_sar = (self.vv_max_db - vv) / self.vv_scale_db
 
@@ -203,5 +213,5 @@ class SpectralBaseline:
     def predict(self, stack: NDArray[np.float32], valid: NDArray[np.bool_]) -> NDArray[np.float32]:
         """Water probability 0–1 (float32), NaN outside ``valid``; see :class:`Segmenter`."""
         check_stack(stack, valid)
-        z = np.clip(self.gain * self.margin(stack).astype(np.float64), -50, 50)
+        z = np.clip(self.gain * self.margin(stack), -50, 50)
         return mask_outside_valid(1.0 / (1.0 + np.exp(-z)), valid)

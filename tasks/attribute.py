@@ -72,7 +72,8 @@ def attribute_lakes(
     """Attributes each lake polygon of one scene.
 
     Args:
-        polygons_utm: Lake outlines in the grid's CRS (from :func:`tasks.vectorize.mask_to_polygons`).
+        polygons_utm: Lake outlines in the grid's CRS (from
+            :func:`tasks.vectorize.mask_to_polygons`).
         prob: Water probability ``(H, W)`` 0–1 on ``grid``, NaN nodata.
         dem: Elevation ``(H, W)`` metres on ``grid``, NaN nodata.
         grid: The scene grid (UTM).

@@ -123,8 +123,11 @@ def write_stack(
     *,
     cloud_fraction: float = float("nan"),
 ) -> StackInfo:
-    """Writes ``<name>_stack.tif`` (15-band float32 COG, nodata NaN, band descriptions =
-    :data:`STACK_BANDS`) and ``<name>_valid.tif`` (uint8 COG, 1 valid / 0 not) into ``out_dir``.
+    """Writes a scene's stack and valid mask as two COGs in ``out_dir``.
+
+    ``<name>_stack.tif``: 15-band float32, nodata NaN, band descriptions = :data:`STACK_BANDS`.
+    ``<name>_valid.tif``: uint8, 1 valid / 0 not. Each file is written to a temporary name and
+    renamed into place.
 
     Args:
         stack: float32 ``(15, H, W)`` on ``grid``.

@@ -38,6 +38,7 @@ class GridSpec:
     height: int
 
     def __post_init__(self) -> None:
+        """Checks the size and normalises the coefficients to floats."""
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"grid size must be positive, got {self.width}x{self.height}")
         if len(self.transform) != 6:

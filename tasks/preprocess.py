@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
+# One slope implementation, kept in the leaf package (models/ cannot import tasks/).
 from models.baseline import slope_degrees
 from tasks.grid import GridSpec
 
@@ -43,7 +44,9 @@ S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09"
 """The 12 L2A bands in TerraMind (and CryoSentinel) order; B10 has no surface reflectance."""
 
 CLOUD_SCL_CLASSES = frozenset({3, 8, 9, 10})
-"""SCL cloud shadow, cloud medium/high probability, thin cirrus. Never 11 (snow): glacial scenes are snowy."""
+"""SCL cloud shadow, cloud medium/high probability, thin cirrus.
+
+Never 11 (snow): glacial scenes are snowy."""
 
 SCL_INVALID_CLASSES = frozenset({0, 1})
 """SCL no data and saturated/defective: not observed at all."""
@@ -62,8 +65,8 @@ class S2Scene:
         reflectance: float32 ``(12, H, W)``, reflectance × 10 000 (pre-04.00 scale), bands in
             :data:`S2_BANDS` order, NaN where the product has no data.
         clear: bool ``(H, W)``: every band has data, SCL is neither no-data/defective nor cloud.
-        cloud_fraction: Share of data pixels that SCL flags as cloud or cloud shadow, 0–1
-            (1.0 when the scene has no data pixels; 0.0 when no SCL was given).
+        cloud_fraction: Share of observed pixels (data, SCL not 0/1) that SCL flags as cloud
+            or cloud shadow, 0–1 (1.0 when nothing was observed; 0.0 when no SCL was given).
     """
 
     reflectance: NDArray[np.float32]
@@ -117,7 +120,7 @@ def cloud_mask_from_scl(
 
     Returns:
         ``(clear, cloud_fraction)``: clear = data ∧ SCL valid ∧ not cloud; the fraction is of
-        data pixels (1.0 when there are none).
+        observed pixels (data ∧ SCL valid; 1.0 when there are none).
     """
     observed = data & ~np.isin(scl, list(SCL_INVALID_CLASSES))
     cloud = observed & np.isin(scl, list(CLOUD_SCL_CLASSES))

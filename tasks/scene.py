@@ -32,7 +32,7 @@ def prepare_stack(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackInfo:
     s1 = read_s1(plan.s1.asset("vv"), plan.s1.asset("vh"), grid, linear=True)
     dem = read_dem(plan.dem.asset("data"), grid)
     stack, valid = stack_arrays(s2, s1, dem)
-    return write_stack(stack, valid, grid, out_dir, plan.scene_id)
+    return write_stack(stack, valid, grid, out_dir, plan.scene_id, cloud_fraction=s2.cloud_fraction)
 
 
 @dataclass(frozen=True)

@@ -57,15 +57,15 @@ def lake_specs(n_dates: int) -> tuple[LakeSpec, ...]:
     appearing = (None, None) + (1.5,) * (k - 2)
     draining = (2.5, 2.2) + (None,) * (k - 2)
     return (
-        LakeSpec("growing", 0.0, 0.63, growing, 1.45, 95.0, 0.85, True, anchor_shift=0.6),
-        LakeSpec("appearing", -0.13, 0.50, appearing, 1.3, 20.0, 0.3, True),
-        LakeSpec("draining", 0.16, 0.40, draining, 1.6, 70.0, 0.5, True),
-        LakeSpec("clouded", -0.15, 0.27, (2.0,) * k, 1.35, 110.0, 0.2, True),
-        LakeSpec("stable-1", 0.10, 0.12, (3.0,) * k, 1.5, 150.0, 0.15, True),
-        LakeSpec("small-1", 0.21, 0.24, (0.25,) * k, 1.3, 40.0, 0.1, True),
-        LakeSpec("stable-2", -0.24, 0.85, (1.8,) * k, 1.4, 80.0, 0.6, False),
-        LakeSpec("small-2", 0.25, 0.62, (0.35,) * k, 1.25, 120.0, 0.2, False),
-        LakeSpec("small-3", -0.25, 0.70, (0.15,) * k, 1.2, 10.0, 0.1, False),
+        LakeSpec("growing", 0.0, 0.56, growing, 1.45, 95.0, 0.85, True, anchor_shift=0.6),
+        LakeSpec("appearing", -0.12, 0.43, appearing, 1.3, 20.0, 0.3, True),
+        LakeSpec("draining", 0.12, 0.39, draining, 1.6, 70.0, 0.5, True),
+        LakeSpec("clouded", -0.12, 0.24, (2.0,) * k, 1.35, 110.0, 0.2, True),
+        LakeSpec("stable-1", 0.08, 0.13, (3.0,) * k, 1.5, 150.0, 0.15, True),
+        LakeSpec("small-1", 0.18, 0.25, (0.25,) * k, 1.3, 40.0, 0.1, True),
+        LakeSpec("stable-2", -0.23, 0.79, (1.8,) * k, 1.4, 80.0, 0.6, False),
+        LakeSpec("small-2", 0.17, 0.55, (0.35,) * k, 1.25, 120.0, 0.2, False),
+        LakeSpec("small-3", -0.18, 0.62, (0.15,) * k, 1.2, 10.0, 0.1, False),
     )
 
 
@@ -170,8 +170,9 @@ def carve_lakes(
     """Cut each lake's basin into the DEM: flat at lake level over its max extent, dammed all round.
 
     The flat area reaches 15 m beyond the max extent so that bilinear resampling of the DEM is exactly
-    flat inside the lake. Around it a moraine rim rises 4 m above the level and falls off at 20 %,
-    so every lake sits in a closed depression.
+    flat inside the lake. Around it the terrain is clamped between a moraine rampart (4 m above the
+    level for 40 m, then falling off at 25 %) and a bank rising at 35 % (about 19 degrees) near the
+    shore, so every lake sits in a closed depression and no cliff rings its up-slope shore.
 
     Returns:
         The new elevation (metres) and each lake's level (metres).
@@ -183,10 +184,15 @@ def carve_lakes(
         zone = lake_mask(grid, lake.max_extent.buffer(15.0))
         levels[lake.name] = float(np.floor(z[zone].min()))
         zones.append(zone)
-    for lake, zone in zip(lakes, zones):
-        dist = distance_m(zone)
-        near = dist < 200.0
-        z[near] = np.maximum(z[near], levels[lake.name] + 4.0 - 0.20 * dist[near])
+    # Applied over the whole grid (no cut-off radius), so the result stays continuous: rims first,
+    # then banks, then the flat surfaces.
+    dists = [distance_m(zone) for zone in zones]
+    for lake, dist in zip(lakes, dists):
+        z = np.maximum(z, levels[lake.name] + 4.0 - 0.25 * np.maximum(dist - 40.0, 0.0))
+    for lake, dist in zip(lakes, dists):
+        # The quadratic term lifts the bank above any real terrain within ~150 m, so it only trims
+        # the shore and never the valley walls.
+        z = np.minimum(z, levels[lake.name] + 4.0 + 0.35 * dist + 0.004 * dist**2)
     # Flatten last, so no neighbour's rim lands on a lake surface.
     for lake, zone in zip(lakes, zones):
         z[zone] = levels[lake.name]

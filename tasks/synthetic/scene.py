@@ -128,7 +128,7 @@ def surface_cover(land: Landscape, index: int, n_dates: int) -> tuple[NDArray[np
     snow_noise = smooth_noise(rng, shape, 0.015 * s)
     snowline = 0.60 + 0.12 * season + 0.05 * snow_noise
     snow = (t.rel_height > snowline) & (land.slope < math.radians(55))
-    for dx, py, radius in ((-0.34, 0.60, 170.0), (0.33, 0.20, 150.0), (0.31, 0.78, 130.0)):
+    for dx, py, radius in ((-0.27, 0.50, 170.0), (0.26, 0.15, 150.0), (0.25, 0.70, 130.0)):
         cx = valley_centre(py) + dx
         dist = np.hypot(fx - cx, fy - py) * s * g.res
         snow |= dist < radius * (1.0 - 0.35 * season) * (1.0 + 0.25 * snow_noise)

@@ -1,8 +1,9 @@
 """COG writing and STAC item builders for the demo catalog (static, self-contained, relative hrefs).
 
 Items follow the public catalogs' conventions: S2 L2A per-band assets B01…B12 + SCL, S1 ``vv``/``vh``,
-DEM ``data``. ``proj:epsg`` is written next to ``proj:code`` (projection extension v2), so readers
-that expect either find it and pystac does not migrate it away on read.
+DEM ``data``. Items carry ``proj:epsg`` (what the pipeline reads) and ``proj:code`` side by side, and
+do not list the projection extension's schema: pystac, reading an item that lists it (any version),
+drops ``proj:epsg`` in favour of ``proj:code``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from rasterio.transform import Affine
 
 EXT = {
     "eo": "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
-    "proj": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
     "raster": "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
     "sar": "https://stac-extensions.github.io/sar/v1.0.0/schema.json",
     "sat": "https://stac-extensions.github.io/sat/v1.0.0/schema.json",

@@ -31,8 +31,10 @@ SNAP_M = 60.0
 """Scene origin snapped to 60 m so the 10, 20 and 60 m Sentinel-2 grids share one corner."""
 MIN_SIZE_PX = 256
 """Smallest scene that still holds the required lakes."""
-GLACIER_TERMINUS_FY = 0.80
+GLACIER_TERMINUS_FY = 0.74
 """Scene fraction (south) where the glacier tongue ends."""
+FLOOR_HALF_WIDTH = 0.22
+"""Half width of the flat valley floor, scene fraction; the walls rise over the next 0.24."""
 
 
 def rng_for(seed: int, tag: str) -> np.random.Generator:
@@ -152,8 +154,8 @@ def build_terrain(grid: SceneGrid, seed: int) -> Terrain:
     s = grid.size_px
     d = np.abs(fx - valley_centre(fy))
 
-    floor_z = 0.28 * relief * np.clip(fy, -0.1, 1.1) + 0.05 * relief * (np.minimum(d, 0.26) / 0.26) ** 2
-    wall_t = _smoothstep((d - 0.26) / 0.24)
+    floor_z = 0.28 * relief * np.clip(fy, -0.1, 1.1) + 0.05 * relief * (np.minimum(d, FLOOR_HALF_WIDTH) / FLOOR_HALF_WIDTH) ** 2
+    wall_t = _smoothstep((d - FLOOR_HALF_WIDTH) / 0.24)
     crest_var = 1.0 + 0.08 * smooth_noise(rng, shape, 0.08 * s)
     wall_z = 0.72 * relief * wall_t * crest_var
     head_z = 0.45 * relief * _smoothstep((fy - 0.86) / 0.2)
@@ -170,14 +172,14 @@ def build_terrain(grid: SceneGrid, seed: int) -> Terrain:
     z = BASE_ELEVATION_M + floor_z + ridge + (0.15 + 0.85 * wall_t) * rough + (1 - wall_t) * hummocks
 
     # Glacier tongue: widens south of the terminus, rounded snout, convex surface.
-    width = 0.15 * np.sqrt(_smoothstep((fy - GLACIER_TERMINUS_FY) / 0.06))
+    width = 0.13 * np.sqrt(_smoothstep((fy - GLACIER_TERMINUS_FY) / 0.12))
     edge_noise = 0.012 * smooth_noise(rng, shape, 0.02 * s)
     glacier = (fy > GLACIER_TERMINUS_FY) & (d < width + edge_noise * (width > 0))
     bulge = np.where(glacier, np.sqrt(np.clip(1 - (d / np.maximum(width, 1e-6)) ** 2, 0, 1)), 0.0)
     z = z + 30.0 * ndimage.gaussian_filter(bulge, 2.0)
     glacier = ndimage.binary_opening(glacier, iterations=2)
 
-    floor = (d < 0.27 + 0.02 * smooth_noise(rng, shape, 0.03 * s)) & ~glacier
+    floor = (d < FLOOR_HALF_WIDTH + 0.01 + 0.02 * smooth_noise(rng, shape, 0.03 * s)) & ~glacier
     rel = (z - BASE_ELEVATION_M) / relief
     return Terrain(elevation=z, glacier=glacier, floor=floor, rel_height=rel, relief=relief)
 

@@ -60,7 +60,9 @@ def footprint(x0: float = -5_000, y0: float = -5_000, x1: float = 5_000, y1: flo
 FULL = footprint()
 
 
-def result(key: str, days: float, lakes: list[ObservedLake], valid: MultiPolygon | None = FULL, aoi: str = AOI) -> SceneResult:
+def result(
+    key: str, days: float, lakes: list[ObservedLake], valid: MultiPolygon | None = FULL, aoi: str = AOI
+) -> SceneResult:
     return SceneResult(
         scene_key=key,
         aoi_name=aoi,
@@ -86,7 +88,9 @@ def inv(engine: Engine) -> Engine:
 
 def versions(engine: Engine, lake_id: int) -> list[tuple]:  # type: ignore[type-arg]
     v = lake_version
-    q = select(func.lower(v.c.valid), func.upper(v.c.valid), v.c.change_kind, v.c.status, v.c.area_m2, v.c.area_change_m2)
+    q = select(
+        func.lower(v.c.valid), func.upper(v.c.valid), v.c.change_kind, v.c.status, v.c.area_m2, v.c.area_change_m2
+    )
     with engine.connect() as c:
         return [tuple(r) for r in c.execute(q.where(v.c.lake_id == lake_id).order_by(func.lower(v.c.valid)))]
 
@@ -122,8 +126,12 @@ def test_new_lakes_get_rows_observations_and_a_new_version(inv: Engine) -> None:
     (v,) = versions(inv, rows[0].lake_id)
     assert v[1] is None and v[2:4] == ("new", "active")
     with inv.connect() as c:
-        ok = c.execute(text("SELECT bool_and(ST_IsValid(geom) AND ST_SRID(geom) = 4326 AND "
-                            "GeometryType(geom) = 'MULTIPOLYGON') FROM inventory.lake_version")).scalar_one()
+        ok = c.execute(
+            text(
+                "SELECT bool_and(ST_IsValid(geom) AND ST_SRID(geom) = 4326 AND "
+                "GeometryType(geom) = 'MULTIPOLYGON') FROM inventory.lake_version"
+            )
+        ).scalar_one()
         assert ok is True
         assert c.execute(select(func.count()).where(lake.c.row_hash.is_(None))).scalar_one() == 0
 
@@ -133,8 +141,12 @@ def test_growing_lake_gets_a_grown_version_with_positive_change(inv: Engine) -> 
     merge_scene(inv, result("a", 0, [disc(0, 0, 200)]))
     report = merge_scene(inv, result("b", 30, [disc(0, 0, 260)]))
     assert (report.changed_lakes, report.versions_added, report.new_lakes) == (1, 1, 0)
+    with inv.connect() as c:
+        ids_before = c.execute(select(lake_version.c.version_id).order_by(lake_version.c.version_id)).all()
     noise = merge_scene(inv, result("c", 60, [disc(3, -2, 262)]))
     assert (noise.changed_lakes, noise.versions_added, noise.observations) == (0, 0, 1)
+    with inv.connect() as c:  # an unchanged history keeps its rows
+        assert c.execute(select(lake_version.c.version_id).order_by(lake_version.c.version_id)).all() == ids_before
     (row,) = lakes(inv)
     hist = versions(inv, row.lake_id)
     assert [h[2] for h in hist] == ["new", "grown"]
@@ -172,7 +184,9 @@ def test_drained_lake_disappears_after_two_absent_scenes_and_reappears(inv: Engi
     ]
     assert row.last_seen == T0 and row.last_observed == T0 + timedelta(days=40)
     with inv.connect() as c:
-        absent = c.execute(select(lake_observation.c.geom, lake_observation.c.area_m2).where(~lake_observation.c.present))
+        absent = c.execute(
+            select(lake_observation.c.geom, lake_observation.c.area_m2).where(~lake_observation.c.present)
+        )
         assert all(g is None and a is None for g, a in absent)
     back = merge_scene(inv, result("d", 60, [disc(0, 0, 190)]))
     assert (back.reappeared, back.new_lakes) == (1, 0)
@@ -206,7 +220,9 @@ def test_split_continues_the_largest_and_links_the_new_lake(inv: Engine) -> None
     continuing = next(r for r in rows if r.lake_id == parent.lake_id)
     assert continuing.area_m2 == pytest.approx(600 * 300, rel=1e-3)  # the larger piece
     with inv.connect() as c:
-        links = c.execute(select(lake_lineage.c.parent_lake_id, lake_lineage.c.child_lake_id, lake_lineage.c.kind)).all()
+        links = c.execute(
+            select(lake_lineage.c.parent_lake_id, lake_lineage.c.child_lake_id, lake_lineage.c.kind)
+        ).all()
     assert links == [(parent.lake_id, child.lake_id, "split")]
     assert [v[2] for v in versions(inv, child.lake_id)] == ["split"]
     assert [v[2] for v in versions(inv, parent.lake_id)] == ["new", "shrunk"]
@@ -219,7 +235,9 @@ def test_merge_retires_the_smaller_lake_into_the_larger(inv: Engine) -> None:
     report = merge_scene(inv, result("b", 30, [rect(0, 0, 700, 300)]))
     assert (report.new_lakes, report.observations) == (0, 1)
     with inv.connect() as c:
-        links = c.execute(select(lake_lineage.c.parent_lake_id, lake_lineage.c.child_lake_id, lake_lineage.c.kind)).all()
+        links = c.execute(
+            select(lake_lineage.c.parent_lake_id, lake_lineage.c.child_lake_id, lake_lineage.c.kind)
+        ).all()
     assert links == [(small.lake_id, big.lake_id, "merged")]
     assert [v[2:4] for v in versions(inv, big.lake_id)] == [("new", "active"), ("merged", "active")]
     assert [v[2:4] for v in versions(inv, small.lake_id)] == [("new", "active"), ("merged", "disappeared")]
@@ -237,7 +255,10 @@ def _scenario(i: int) -> list[SceneResult]:
     b = [disc(0, 0, 260), disc(-2_000, 1_000, 181)]
     c = [disc(0, 0, 320), disc(-2_000, 1_000, 179)]
     d = [disc(0, 0, 321), disc(2_000, 0, 140), disc(-2_000, 1_000, 180)]
-    return [result(f"{i}{k}", days, ls, aoi=f"aoi{i}") for k, days, ls in (("A", 0, a), ("B", 20, b), ("C", 45, c), ("D", 80, d))]
+    return [
+        result(f"{i}{k}", days, ls, aoi=f"aoi{i}")
+        for k, days, ls in (("A", 0, a), ("B", 20, b), ("C", 45, c), ("D", 80, d))
+    ]
 
 
 def _history_by_place(engine: Engine, aoi_name: str) -> dict[tuple[int, int], list[tuple]]:  # type: ignore[type-arg]
@@ -252,9 +273,17 @@ def _history_by_place(engine: Engine, aoi_name: str) -> dict[tuple[int, int], li
         out = {}
         for lake_id, lon, lat in places:
             rows = c.execute(
-                select(func.lower(v.c.valid), func.upper(v.c.valid), v.c.change_kind, v.c.status, v.c.area_m2,
-                       v.c.area_change_m2, v.c.growth_rate_m2_per_year)
-                .where(v.c.lake_id == lake_id).order_by(func.lower(v.c.valid))
+                select(
+                    func.lower(v.c.valid),
+                    func.upper(v.c.valid),
+                    v.c.change_kind,
+                    v.c.status,
+                    v.c.area_m2,
+                    v.c.area_change_m2,
+                    v.c.growth_rate_m2_per_year,
+                )
+                .where(v.c.lake_id == lake_id)
+                .order_by(func.lower(v.c.valid))
             ).all()
             out[(lon, lat)] = [tuple(r) for r in rows]
     return out
@@ -273,7 +302,9 @@ def test_out_of_order_arrival_gives_the_same_versions(inv: Engine) -> None:
     expected = _history_by_place(inv, "aoi1")
     assert len(expected) == 3
     assert {tuple(v[2] for v in vs) for vs in expected.values()} == {
-        ("new", "grown", "grown"), ("new", "disappeared", "reappeared"), ("new",)
+        ("new", "grown", "grown"),
+        ("new", "disappeared", "reappeared"),
+        ("new",),
     }
     assert _history_by_place(inv, "aoi2") == expected
 
@@ -284,23 +315,29 @@ def test_exclusion_constraint_holds_and_is_enforced(inv: Engine) -> None:
         merge_scene(inv, result(k, days, [disc(0, 0, r)]))
     merge_scene(inv, result("e", 5, [disc(0, 0, 230)]))  # backfill between versions
     with inv.connect() as c:
-        overlaps = c.execute(text(
-            "SELECT count(*) FROM inventory.lake_version a JOIN inventory.lake_version b "
-            "ON a.lake_id = b.lake_id AND a.version_id < b.version_id AND a.valid && b.valid"
-        )).scalar_one()
-        gaps = c.execute(text(
-            "SELECT count(*) FROM (SELECT upper(valid) AS u, lead(lower(valid)) OVER w AS nxt FROM "
-            "inventory.lake_version WINDOW w AS (PARTITION BY lake_id ORDER BY lower(valid))) s "
-            "WHERE nxt IS NOT NULL AND u IS DISTINCT FROM nxt"
-        )).scalar_one()
+        overlaps = c.execute(
+            text(
+                "SELECT count(*) FROM inventory.lake_version a JOIN inventory.lake_version b "
+                "ON a.lake_id = b.lake_id AND a.version_id < b.version_id AND a.valid && b.valid"
+            )
+        ).scalar_one()
+        gaps = c.execute(
+            text(
+                "SELECT count(*) FROM (SELECT upper(valid) AS u, lead(lower(valid)) OVER w AS nxt FROM "
+                "inventory.lake_version WINDOW w AS (PARTITION BY lake_id ORDER BY lower(valid))) s "
+                "WHERE nxt IS NOT NULL AND u IS DISTINCT FROM nxt"
+            )
+        ).scalar_one()
     assert (overlaps, gaps) == (0, 0)
     hist = versions(inv, lakes(inv)[0].lake_id)
     assert [h[0] for h in hist] == [T0 + timedelta(days=d) for d in (0, 5, 10, 20, 30)]  # backfill slotted in
     with pytest.raises(IntegrityError), inv.begin() as c:
-        c.execute(text(
-            "INSERT INTO inventory.lake_version (lake_id, valid, change_kind, status) "
-            "SELECT lake_id, tstzrange(lower(valid), NULL), 'grown', 'active' FROM inventory.lake_version LIMIT 1"
-        ))
+        c.execute(
+            text(
+                "INSERT INTO inventory.lake_version (lake_id, valid, change_kind, status) "
+                "SELECT lake_id, tstzrange(lower(valid), NULL), 'grown', 'active' FROM inventory.lake_version LIMIT 1"
+            )
+        )
 
 
 def test_unknown_aoi_and_naive_time_are_rejected(inv: Engine) -> None:
@@ -367,9 +404,9 @@ def test_real_icimod_outlines_round_trip_and_stay_stable(inv: Engine) -> None:
     first = merge_scene(inv, result("e1", 0, [water(g) for g in in_utm], valid=valid, aoi="everest"))
     assert (first.new_lakes, first.observations) == (42, 42)
     with inv.connect() as c:
-        drift = c.execute(text(
-            "SELECT max(abs(ST_Area(ST_Transform(geom, 32645)) - area_m2) / area_m2) FROM inventory.lake"
-        )).scalar_one()
+        drift = c.execute(
+            text("SELECT max(abs(ST_Area(ST_Transform(geom, 32645)) - area_m2) / area_m2) FROM inventory.lake")
+        ).scalar_one()
     assert drift < 1e-6
     noisy = [water(g.buffer(5.0 if i % 2 else -5.0)) for i, g in enumerate(in_utm)]
     second = merge_scene(inv, result("e2", 16, noisy, valid=valid, aoi="everest"))

@@ -32,6 +32,10 @@ def _square_lake():
 
 
 def test_square_lake_attributes():
+    """A 10 × 10-pixel lake is 10,000 m², 400 m around (UTM); DEM and probability are its pixels'.
+
+    Guards against degree-based areas and off-by-one windows.
+    """
     mask, dem, prob = _square_lake()
     polys = mask_to_polygons(mask, GRID, min_area_m2=0.0)
     (lake,) = attribute_lakes(polys, prob, dem, GRID)
@@ -47,6 +51,10 @@ def test_square_lake_attributes():
 
 
 def test_geometry_is_a_valid_lonlat_multipolygon_of_the_same_lake():
+    """The outline handed to the DB is a valid EPSG:4326 MultiPolygon of the same place and size.
+
+    Guards against a missing or swapped reprojection.
+    """
     mask, dem, prob = _square_lake()
     (lake,) = attribute_lakes(mask_to_polygons(mask, GRID, min_area_m2=0.0), prob, dem, GRID)
     geom = lake.geometry
@@ -61,6 +69,10 @@ def test_geometry_is_a_valid_lonlat_multipolygon_of_the_same_lake():
 
 
 def test_lake_with_island_and_nodata_dem():
+    """Islands are holes.
+
+    (area subtracted, shore counted); a lake with no DEM gets elevation None, never 0
+    """
     mask = np.zeros(GRID.shape, dtype=bool)
     mask[2:22, 2:22] = True
     mask[10:14, 10:14] = False  # island of 16 px
@@ -75,6 +87,7 @@ def test_lake_with_island_and_nodata_dem():
 
 
 def test_median_elevation_ignores_nodata_pixels():
+    """NaN DEM pixels inside a lake are left out of the median instead of poisoning it."""
     mask, dem, prob = _square_lake()
     dem[5:15, 20:25] = np.nan  # west half missing: the median is of 3505…3509, 3515…3519, …
     (lake,) = attribute_lakes(mask_to_polygons(mask, GRID, min_area_m2=0.0), prob, dem, GRID)
@@ -83,12 +96,17 @@ def test_median_elevation_ignores_nodata_pixels():
 
 
 def test_shape_mismatch_is_refused():
+    """Rasters not on the grid are refused rather than sampled at wrong pixels."""
     mask, dem, prob = _square_lake()
     with pytest.raises(ValueError, match="grid"):
         attribute_lakes(mask_to_polygons(mask, GRID), prob[:-1], dem, GRID)
 
 
 def test_valid_footprint():
+    """The footprint covers the valid pixels, keeps clouds as holes, is None when nothing is valid.
+
+    Guards against "absent" rows claimed for unseen places.
+    """
     valid = np.zeros(GRID.shape, dtype=bool)
     assert valid_footprint(valid, GRID) is None
     valid[:, :30] = True

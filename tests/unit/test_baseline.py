@@ -1,4 +1,4 @@
-"""Spectral baseline segmenter: finds lake water, rejects snow, ice, shadow, steep and bright SAR."""
+"""Spectral baseline: finds lake water; rejects snow, ice, shadow, steep slopes, bright SAR."""
 
 from __future__ import annotations
 
@@ -64,6 +64,10 @@ def _centre(prob: np.ndarray, r: int, c: int) -> float:
 
 
 def test_is_a_segmenter_with_a_stable_versioned_id():
+    """The baseline satisfies the Segmenter protocol and its version changes with its thresholds.
+
+    Guards against stale ledger keys.
+    """
     a, b = SpectralBaseline(), SpectralBaseline()
     assert isinstance(a, Segmenter) and a.name == "spectral-baseline"
     assert a.version == b.version and a.version.startswith("spectral-baseline-v1+")
@@ -71,6 +75,10 @@ def test_is_a_segmenter_with_a_stable_versioned_id():
 
 
 def test_finds_water_and_rejects_snow_ice_cloud_rock():
+    """Clear and turbid lake water score high; snow, ice, cloud, rock and vegetation score low.
+
+    Guards against the MNDWI snow confusion.
+    """
     classes = {**WATER, **NOT_WATER}
     positions = [(r, c) for r in (2, 12, 22, 32, 42, 52) for c in (2, 12)]  # far from the cliff
     patches = dict(zip(positions, classes.values(), strict=False))
@@ -86,8 +94,9 @@ def test_finds_water_and_rejects_snow_ice_cloud_rock():
 
 
 def test_shadow_needs_dark_sar_where_terrain_can_cast_it():
-    """Dark-in-all-bands pixels next to a cliff are water only if VV is dark; on open flat
-    ground (no terrain to cast a shadow) dark water needs no SAR confirmation.
+    """Dark-in-all-bands pixels next to a cliff are water only if VV is dark.
+
+    On open flat ground (no terrain to cast a shadow) dark water needs no SAR confirmation.
     """
     g, n, s = SHADOW
     dg, dn, ds = DARK_WATER
@@ -107,6 +116,7 @@ def test_shadow_needs_dark_sar_where_terrain_can_cast_it():
 
 
 def test_steep_slopes_and_bright_sar_are_not_water():
+    """Water-like spectra on a 60° slope or with very bright VV are not lakes."""
     water = WATER["clear water"]
     stack = _scene(_valley(), {(10, 50): water, (30, 10): (*water[:3], -3.0)})
     prob = SpectralBaseline().predict(stack, np.ones(stack.shape[1:], dtype=bool))
@@ -114,7 +124,21 @@ def test_steep_slopes_and_bright_sar_are_not_water():
     assert _centre(prob, 30, 10) < 0.2, "VV −3 dB is layover or rough land, not a lake"
 
 
+def test_shore_under_a_steep_bank_stays_water():
+    """A lake pixel right under a cliff keeps its water call.
+
+    Guards against the DEM slope of shore pixels, inflated by the bank behind them, eroding
+    every lake's outline.
+    """
+    # Water-like spectra over columns 38–43: the floor ends at 39, the 60° cliff starts at 40.
+    stack = _scene(_valley(), {(20, 38): WATER["clear water"]})
+    prob = SpectralBaseline().predict(stack, np.ones(stack.shape[1:], dtype=bool))
+    assert prob[21:25, 38:40].min() > 0.9
+    assert prob[21:25, 41:44].max() < 0.05, "the bank itself is not water"
+
+
 def test_nan_outside_valid_and_probability_is_soft():
+    """Output is NaN outside valid, a soft probability inside, and malformed stacks are refused."""
     stack = _scene(_valley(), {(10, 10): WATER["turbid glacial water (wind-roughened)"]})
     valid = np.ones(stack.shape[1:], dtype=bool)
     valid[:, :5] = False

@@ -28,12 +28,17 @@ def _inputs():
 
 
 def test_band_order_is_one_contract():
+    """The tasks and models packages agree on the 15-band order.
+
+    Guards against a silent band shuffle into the model.
+    """
     assert len(STACK_BANDS) == 15
     assert STACK_BANDS == MODEL_STACK_BANDS
     assert STACK_BANDS[-3:] == ("VV", "VH", "DEM") and STACK_BANDS[2] == "B03"
 
 
 def test_valid_is_clear_s2_and_finite_s1_and_dem():
+    """Valid = clear S2 ∧ finite S1 ∧ finite DEM, and nodata stays NaN in the stack (never 0)."""
     s2, s1, dem = _inputs()
     stack, valid = stack_arrays(s2, s1, dem)
     assert stack.shape == (15, 16, 24) and stack.dtype == np.float32
@@ -58,11 +63,13 @@ def test_valid_is_clear_s2_and_finite_s1_and_dem():
     ],
 )
 def test_mismatched_grids_are_refused(bad):
+    """Arrays on different grids are refused instead of being stacked misaligned."""
     with pytest.raises(ValueError, match="like S2|must be"):
         stack_arrays(*bad(*_inputs()))
 
 
 def test_cog_round_trip_keeps_nan_mask_and_grid(tmp_path):
+    """The stack COG and mask COG round-trip exactly: bands, NaN, mask, grid and fractions."""
     s2, s1, dem = _inputs()
     stack, valid = stack_arrays(s2, s1, dem)
     info = write_stack(stack, valid, GRID, tmp_path / "out", "scene-1", cloud_fraction=0.09)
@@ -90,6 +97,7 @@ def test_cog_round_trip_keeps_nan_mask_and_grid(tmp_path):
 
 
 def test_read_stack_refuses_foreign_files(tmp_path):
+    """A raster not written by write_stack is refused with a reason."""
     path = tmp_path / "other.tif"
     profile = {"driver": "GTiff", "width": 4, "height": 4, "count": 1, "dtype": "float32",
                "crs": "EPSG:32645", "transform": GRID.affine}  # fmt: skip
@@ -100,6 +108,7 @@ def test_read_stack_refuses_foreign_files(tmp_path):
 
 
 def test_write_stack_checks_shapes_and_name(tmp_path):
+    """Wrong shapes and path-like names are refused before anything is written."""
     s2, s1, dem = _inputs()
     stack, valid = stack_arrays(s2, s1, dem)
     with pytest.raises(ValueError, match="grid"):

@@ -166,7 +166,7 @@ def test_versions_do_not_depend_on_arrival_order(series: list[float | None], per
     reference = derive_history(obs, (), CONFIG)
     assert derive_history(shuffled, (), CONFIG) == reference
     versions = reference.versions
-    for earlier, later in zip(versions, versions[1:]):
+    for earlier, later in zip(versions, versions[1:], strict=False):
         assert earlier.valid_to == later.valid_from and earlier.valid_from < later.valid_from
     if versions:
         assert versions[-1].valid_to is None and versions[0].change_kind == "new"

@@ -30,6 +30,7 @@ RES_OF = {b: 10 for b in ("B02", "B03", "B04", "B08")} | {b: 60 for b in ("B01",
 
 
 def from_origin(west: float, north: float, xsize: float, ysize: float) -> Affine:
+    """North-up transform (rasterio's helper, without its pending-deprecation warning)."""
     return Affine(xsize, 0.0, west, 0.0, -ysize, north)
 
 
@@ -68,6 +69,7 @@ def test_baselines_give_the_same_reflectance():
 
 @pytest.mark.parametrize("baseline", ["04.00", "N0400", "4.0", "05.10", " n0511 "])
 def test_offset_applies_from_04_00(baseline):
+    """The offset is removed from baseline 04.00 on, whatever the spelling of the baseline."""
     assert harmonise_s2_dn(np.array([1500], np.uint16), baseline)[0] == 500.0
 
 
@@ -79,6 +81,7 @@ def test_dark_pixels_clip_to_zero_not_nodata():
 
 
 def test_bad_baseline_is_rejected():
+    """An unreadable baseline raises instead of silently skipping the harmonisation."""
     with pytest.raises(ValueError, match="baseline"):
         harmonise_s2_dn(np.array([1], np.uint16), "latest")
 
@@ -107,6 +110,10 @@ def _s2_files(tmp_path: Path, *, offset: int = 1000) -> tuple[dict[str, str], st
 
 
 def test_bands_land_on_the_10m_grid_where_they_should(tmp_path):
+    """20 m and 60 m bands land on the 10 m grid at the right place.
+
+    Guards against half-pixel and scale shifts.
+    """
     hrefs, scl = _s2_files(tmp_path)
     scene = read_s2(hrefs, scl, "05.09", GRID)
     assert scene.reflectance.shape == (12, 32, 32) and scene.reflectance.dtype == np.float32
@@ -129,6 +136,10 @@ def test_bands_land_on_the_10m_grid_where_they_should(tmp_path):
 
 
 def test_nodata_and_clouds_are_not_clear(tmp_path):
+    """Nodata stays NaN and not clear; SCL clouds are not clear, SCL snow is.
+
+    The cloud fraction is of data pixels, not of the grid.
+    """
     hrefs, scl = _s2_files(tmp_path)
     scene = read_s2(hrefs, scl, "05.09", GRID)
     b03 = scene.reflectance[S2_BANDS.index("B03")]
@@ -142,6 +153,7 @@ def test_nodata_and_clouds_are_not_clear(tmp_path):
 
 
 def test_without_scl_everything_with_data_is_clear(tmp_path):
+    """Without SCL no cloud masking happens and pre-04.00 DN are used as they are."""
     hrefs, _ = _s2_files(tmp_path, offset=0)
     scene = read_s2(hrefs, None, "02.14", GRID)
     assert scene.clear[:, 2:].all() and not scene.clear[:, :2].any()
@@ -150,6 +162,7 @@ def test_without_scl_everything_with_data_is_clear(tmp_path):
 
 
 def test_missing_band_is_named(tmp_path):
+    """A missing band raises with its name instead of producing a short stack."""
     hrefs, scl = _s2_files(tmp_path)
     del hrefs["B8A"]
     with pytest.raises(KeyError, match="B8A"):
@@ -160,12 +173,14 @@ def test_missing_band_is_named(tmp_path):
 
 
 def test_sigma0_to_db():
+    """Linear → dB is 10·log10, with NaN for non-positive and missing power."""
     out = sigma0_to_db(np.array([1.0, 0.1, 0.0, -1.0, np.nan]))
     np.testing.assert_allclose(out[:2], [0.0, -10.0], atol=1e-6)
     assert np.isnan(out[2:]).all() and out.dtype == np.float32
 
 
 def test_lee_filter_reduces_speckle_keeps_mean_and_nodata():
+    """The Lee filter reduces speckle without bias and neither fills nor spreads nodata."""
     rng = np.random.default_rng(0)
     truth = 0.05
     speckled = truth * rng.gamma(4.4, 1 / 4.4, size=(64, 64))
@@ -200,6 +215,35 @@ def test_read_s1_from_another_grid_in_linear_or_db(tmp_path):
     np.testing.assert_allclose(a[:, 10:, 4:12], b[:, 10:, 4:12], atol=0.01)
 
 
+def test_read_s1_geocodes_gcp_only_grd(tmp_path):
+    """A GRD with only GCPs (no geotransform) is geocoded onto the grid through them.
+
+    Its rows run south to north, so its first rows must land on the grid's southern rows.
+    """
+    from rasterio.control import GroundControlPoint
+    from rasterio.crs import CRS
+
+    lin = np.full((40, 40), 0.01, dtype=np.float32)
+    lin[:10] = 0.1  # first 10 rows, which the GCPs place in the south
+    gcps = [
+        GroundControlPoint(row=r, col=c, x=X0 - 40 + c * 10, y=Y0 - 360 + r * 10)
+        for r in (0, 20, 40)
+        for c in (0, 20, 40)
+    ]
+    path = tmp_path / "grd.tif"
+    profile = {"driver": "GTiff", "width": 40, "height": 40, "count": 1, "dtype": "float32"}
+    with (
+        pytest.warns(rasterio.errors.NotGeoreferencedWarning),
+        rasterio.open(path, "w", **profile) as dst,
+    ):
+        dst.write(lin, 1)
+        dst.gcps = (gcps, CRS.from_epsg(EPSG))
+    out = read_s1(str(path), str(path), GRID, speckle_size=1)
+    # Source rows 0–9 span y = Y0 − 360 … Y0 − 260: grid rows 26–31.
+    np.testing.assert_allclose(out[0, 26:], -10.0, atol=0.01)
+    np.testing.assert_allclose(out[0, :26], -20.0, atol=0.01)
+
+
 # --- DEM and slope ---------------------------------------------------------------------------
 
 
@@ -229,6 +273,7 @@ def test_dem_in_4326_keeps_its_values_on_a_utm_grid(tmp_path):
 
 
 def test_slope_of_a_plane_and_a_hole():
+    """Slope of a plane is exact, and a DEM hole does not erase its neighbours' slope."""
     rows, cols = np.indices((16, 16))
     dem = (cols * 10.0 * 0.1).astype(np.float32)  # rises 0.1 m per m eastwards
     dem[8, 8] = np.nan
@@ -241,6 +286,7 @@ def test_slope_of_a_plane_and_a_hole():
 
 
 def test_grid_for_geometry_snaps_to_resolution():
+    """The scene grid is in the AOI's UTM zone, snapped to 10 m and covers the whole AOI."""
     from shapely.geometry import box
 
     aoi = box(77.01, 43.02, 77.06, 43.05)

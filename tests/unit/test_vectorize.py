@@ -42,6 +42,10 @@ def _shapes() -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("name", ["square", "L", "ring", "blob", "all"])
 def test_round_trip_iou(name):
+    """Mask → polygons → rasterise reproduces the mask.
+
+    (IoU ≥ 0.99, area exact) on several shapes
+    """
     shapes = _shapes()
     mask = np.logical_or.reduce(list(shapes.values())) if name == "all" else shapes[name]
     polys = mask_to_polygons(mask, GRID, min_area_m2=0.0)
@@ -52,6 +56,7 @@ def test_round_trip_iou(name):
 
 
 def test_holes_are_kept():
+    """Islands stay holes in the lake polygon."""
     ring = _shapes()["ring"]
     (poly,) = mask_to_polygons(ring, GRID, min_area_m2=0.0)
     assert isinstance(poly, Polygon) and len(poly.interiors) == 1
@@ -61,6 +66,7 @@ def test_holes_are_kept():
 
 
 def test_small_polygons_are_dropped():
+    """Lakes under 0.5 ha are dropped, 0.5 ha and larger kept."""
     mask = np.zeros(GRID.shape, dtype=bool)
     mask[2:9, 2:9] = True  # 49 px = 4900 m²: below 0.5 ha
     mask[20:30, 20:25] = True  # 50 px = 5000 m²: kept
@@ -71,6 +77,7 @@ def test_small_polygons_are_dropped():
 
 
 def test_four_connectivity_splits_diagonal_contacts():
+    """Pixels touching only at a corner form separate, valid lakes (4-connectivity)."""
     mask = np.zeros(GRID.shape, dtype=bool)
     mask[10:20, 10:20] = True
     mask[20:30, 20:30] = True  # touches the first only at a corner
@@ -79,6 +86,7 @@ def test_four_connectivity_splits_diagonal_contacts():
 
 
 def test_polygons_are_in_the_grid_crs():
+    """Polygons are in the grid's UTM metres at the mask's place."""
     mask = np.zeros(GRID.shape, dtype=bool)
     mask[0:10, 54:64] = True  # the grid's north-east corner
     (poly,) = mask_to_polygons(mask, GRID)
@@ -87,6 +95,7 @@ def test_polygons_are_in_the_grid_crs():
 
 
 def test_probability_threshold_and_nodata():
+    """Water is prob > threshold; NaN is never water."""
     prob = np.array([[0.2, 0.5, 0.51], [np.nan, 0.9, 1.0]], dtype=np.float32)
     np.testing.assert_array_equal(
         probability_to_mask(prob), [[False, False, True], [False, True, True]]
@@ -95,6 +104,7 @@ def test_probability_threshold_and_nodata():
 
 
 def test_water_outside_valid_is_ignored():
+    """Water outside the valid mask is not vectorised; wrong shapes are refused."""
     mask = np.zeros(GRID.shape, dtype=bool)
     mask[10:30, 10:30] = True
     valid = np.ones(GRID.shape, dtype=bool)
