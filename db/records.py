@@ -29,6 +29,9 @@ class ObservedLake:
     """Median DEM elevation inside the lake, m; None where the DEM was nodata."""
     mean_probability: float
     """Mean segmentation probability inside the lake, 0–1."""
+    attributes: Mapping[str, object] = field(default_factory=dict, hash=False)
+    """Source attributes (JSON-serialisable), stored in ``lake_observation.attributes``; e.g. the
+    fields of an imported inventory. Left out of the hash: a mapping is not hashable."""
 
 
 @dataclass(frozen=True)

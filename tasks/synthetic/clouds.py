@@ -18,11 +18,13 @@ from scipy import ndimage
 from tasks.synthetic.lakes import Lake, distance_m, lake_mask
 from tasks.synthetic.terrain import SceneGrid, rng_for, smooth_noise
 
+# fmt: off
 #                         B01   B02   B03   B04   B05   B06   B07   B08   B8A   B09   B11   B12
 CLOUD_SPECTRUM = np.array([0.62, 0.60, 0.60, 0.61, 0.62, 0.63, 0.63, 0.64, 0.63, 0.50, 0.42, 0.32])
 """Thick water cloud: bright in every band, SWIR included (unlike snow)."""
 CIRRUS_SPECTRUM = np.array([0.06, 0.055, 0.05, 0.045, 0.04, 0.04, 0.04, 0.04, 0.04, 0.03, 0.03, 0.02])
 """Added reflectance of a unit-thickness cirrus veil."""
+# fmt: on
 CLOUD_HEIGHT_M = 1500.0
 """Cloud height above the terrain, metres: sets the cloud-shadow offset."""
 COVERED_LAKE = "clouded"
@@ -67,7 +69,9 @@ def _keep_out(grid: SceneGrid, lakes: tuple[Lake, ...], inner_m: float = 250.0) 
     return _smoothstep((distance_m(union) - inner_m) / 150.0)
 
 
-def make_clouds(grid: SceneGrid, lakes: tuple[Lake, ...], index: int, sun_az: float, sun_el: float, seed: int) -> CloudField:
+def make_clouds(
+    grid: SceneGrid, lakes: tuple[Lake, ...], index: int, sun_az: float, sun_el: float, seed: int
+) -> CloudField:
     """The cloud field of date ``index`` (see the module docstring for the plan)."""
     rng = rng_for(seed, f"clouds:{index}")
     n = grid.work_size

@@ -127,7 +127,9 @@ def place_lakes(grid: SceneGrid, specs: tuple[LakeSpec, ...], seed: int) -> tupl
 def lake_mask(grid: SceneGrid, polygon: Polygon) -> NDArray[np.bool_]:
     """Working-grid pixels whose centre lies inside ``polygon``."""
     n = grid.work_size
-    return rasterize([(polygon, 1)], out_shape=(n, n), transform=grid.work_transform, all_touched=False, dtype="uint8").astype(bool)
+    return rasterize(
+        [(polygon, 1)], out_shape=(n, n), transform=grid.work_transform, all_touched=False, dtype="uint8"
+    ).astype(bool)
 
 
 def distance_m(mask: NDArray[np.bool_]) -> NDArray[np.float64]:

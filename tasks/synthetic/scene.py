@@ -21,8 +21,8 @@ from tasks.synthetic.terrain import (
     CENTRE_LON_LAT,
     SceneGrid,
     Terrain,
-    illumination,
     cast_shadow,
+    illumination,
     rng_for,
     slope_aspect,
     smooth_noise,
@@ -32,13 +32,16 @@ from tasks.synthetic.terrain import (
 
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 """Sentinel-2 L2A reflectance bands in TerraMind order."""
+# fmt: off
 BAND_RES_M = {
     "B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
     "B08": 10, "B8A": 20, "B09": 60, "B11": 20, "B12": 20, "SCL": 20,
 }
+# fmt: on
 """Native pixel size of each Sentinel-2 L2A asset, metres."""
 
 ROCK, MORAINE, SILT, VEG, ICE, SNOW, WATER_CLEAR, WATER_TURBID = range(8)
+# fmt: off
 #                        B01    B02    B03    B04    B05    B06    B07    B08    B8A    B09    B11    B12
 SPECTRA = np.array([
     [0.110, 0.100, 0.120, 0.140, 0.160, 0.170, 0.180, 0.190, 0.200, 0.190, 0.220, 0.180],  # rock
@@ -58,6 +61,7 @@ SIGMA0_DB = np.array([
     [-10.5, -17.5], [-11.5, -18.5], [-13.5, -21.0], [-12.0, -18.0],
     [-14.5, -22.0], [-16.0, -23.5], [-22.5, -29.5], [-22.0, -29.0],
 ])
+# fmt: on
 S1_LOOK_AZIMUTH_DEG = 78.0
 """Ascending, right-looking: the radar looks east-north-east."""
 S1_INCIDENCE_DEG = 38.0
@@ -82,7 +86,9 @@ class Landscape:
     seed: int
 
 
-def build_landscape(grid: SceneGrid, terrain: Terrain, elevation: NDArray[np.float64], lakes: tuple[Lake, ...], seed: int) -> Landscape:
+def build_landscape(
+    grid: SceneGrid, terrain: Terrain, elevation: NDArray[np.float64], lakes: tuple[Lake, ...], seed: int
+) -> Landscape:
     """Bundle the static layers and derive slope, aspect and the lake keep-out distance."""
     slope, aspect = slope_aspect(elevation, grid.res)
     union = np.zeros((grid.work_size,) * 2, dtype=bool)
@@ -107,7 +113,9 @@ class DateScene:
     sun_elevation: float
 
 
-def surface_cover(land: Landscape, index: int, n_dates: int) -> tuple[NDArray[np.uint8], NDArray[np.float64], dict[str, NDArray[np.bool_]]]:
+def surface_cover(
+    land: Landscape, index: int, n_dates: int
+) -> tuple[NDArray[np.uint8], NDArray[np.float64], dict[str, NDArray[np.bool_]]]:
     """Surface type, meadow fraction and per-lake water masks on date ``index``.
 
     Snow retreats up-slope through the season; low avalanche-cone patches shrink. Snow never comes
@@ -122,7 +130,9 @@ def surface_cover(land: Landscape, index: int, n_dates: int) -> tuple[NDArray[np
 
     surface = np.where(t.floor, MORAINE, ROCK).astype(np.uint8)
     veg_noise = smooth_noise(rng, shape, 0.02 * s)
-    meadow = np.clip(0.35 + 0.25 * veg_noise, 0.0, 0.75) * ((t.rel_height < 0.14) & (land.slope < math.radians(25)) & t.floor)
+    meadow = np.clip(0.35 + 0.25 * veg_noise, 0.0, 0.75) * (
+        (t.rel_height < 0.14) & (land.slope < math.radians(25)) & t.floor
+    )
     surface[meadow > 0.2] = VEG
 
     snow_noise = smooth_noise(rng, shape, 0.015 * s)
@@ -163,7 +173,9 @@ def render_date(land: Landscape, index: int, n_dates: int, when: datetime) -> Da
         if lake.name in water:
             turb[water[lake.name]] = np.clip(lake.spec.turbidity + 0.05 * math.sin(index + len(lake.name)), 0, 1)
     is_water = (surface == WATER_CLEAR) | (surface == WATER_TURBID)
-    refl[:, is_water] = (1 - turb[is_water]) * SPECTRA[WATER_CLEAR][:, None] + turb[is_water] * SPECTRA[WATER_TURBID][:, None]
+    refl[:, is_water] = (1 - turb[is_water]) * SPECTRA[WATER_CLEAR][:, None] + turb[is_water] * SPECTRA[WATER_TURBID][
+        :, None
+    ]
 
     # Texture (static across dates): strong on rock and moraine, faint on water, snow and ice.
     tex_rng = rng_for(land.seed, "texture")
@@ -177,7 +189,9 @@ def render_date(land: Landscape, index: int, n_dates: int, when: datetime) -> Da
     cos_z = math.sin(math.radians(sun_el))
     # L2A keeps some topographic brightness; lakes are flat so they are untouched (factor 1).
     refl *= np.clip(0.6 + 0.4 * cos_i / cos_z, 0.35, 1.3)
-    shade = ((cos_i < 0.08) | cast_shadow(land.elevation, sun_az, sun_el, g.res, land.terrain.relief)) & (land.lake_distance > 60.0)
+    shade = ((cos_i < 0.08) | cast_shadow(land.elevation, sun_az, sun_el, g.res, land.terrain.relief)) & (
+        land.lake_distance > 60.0
+    )
     refl[:, shade] = 0.008 + 0.035 * refl[:, shade]
 
     scl = np.full(shape, 5, dtype=np.uint8)
@@ -191,7 +205,9 @@ def render_date(land: Landscape, index: int, n_dates: int, when: datetime) -> Da
     return DateScene(np.clip(refl, 0.0, 1.6).astype(np.float32), scl, surface, water, sun_az, sun_el)
 
 
-def render_s1(land: Landscape, surface: NDArray[np.uint8], index: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+def render_s1(
+    land: Landscape, surface: NDArray[np.uint8], index: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Geocoded sigma0 VV and VH (linear power) at 20 m on the scene grid, with 4-look speckle.
 
     ``surface`` is the paired S2 date's surface cover, so the radar sees the same lake extents.
@@ -200,7 +216,9 @@ def render_s1(land: Landscape, surface: NDArray[np.uint8], index: int) -> tuple[
     rng = rng_for(land.seed, f"s1:{index}")
     theta = math.radians(S1_INCIDENCE_DEG)
     towards_sensor = math.radians(S1_LOOK_AZIMUTH_DEG + 180)
-    cos_loc = np.cos(theta) * np.cos(land.slope) + np.sin(theta) * np.sin(land.slope) * np.cos(land.aspect - towards_sensor)
+    cos_loc = np.cos(theta) * np.cos(land.slope) + np.sin(theta) * np.sin(land.slope) * np.cos(
+        land.aspect - towards_sensor
+    )
     gain = np.clip(cos_loc / math.cos(theta), 0.15, 4.0)
     out = []
     for pol in range(2):
@@ -216,7 +234,7 @@ def to_native(stack: NDArray[np.floating], grid: SceneGrid, res: int) -> NDArray
     f = int(res // grid.res)
     n = grid.shape(res)[0]
     m = grid.margin_px
-    cut = stack[:, m: m + n * f, m: m + n * f].astype(np.float64)
+    cut = stack[:, m : m + n * f, m : m + n * f].astype(np.float64)
     return cut.reshape(cut.shape[0], n, f, n, f).mean(axis=(2, 4))
 
 
@@ -224,7 +242,7 @@ def scl_to_20m(scl: NDArray[np.uint8], grid: SceneGrid) -> NDArray[np.uint8]:
     """20 m SCL from the 10 m classes: the most frequent class, ties broken by :data:`SCL_PRIORITY`."""
     n = grid.shape(20)[0]
     m = grid.margin_px
-    cut = scl[m: m + 2 * n, m: m + 2 * n].reshape(n, 2, n, 2).transpose(0, 2, 1, 3).reshape(n, n, 4)
+    cut = scl[m : m + 2 * n, m : m + 2 * n].reshape(n, 2, n, 2).transpose(0, 2, 1, 3).reshape(n, n, 4)
     rank = np.zeros(16, dtype=np.int64)
     for r, code in enumerate(SCL_PRIORITY):
         rank[code] = len(SCL_PRIORITY) - r

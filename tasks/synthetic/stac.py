@@ -27,11 +27,13 @@ EXT = {
     "sar": "https://stac-extensions.github.io/sar/v1.0.0/schema.json",
     "sat": "https://stac-extensions.github.io/sat/v1.0.0/schema.json",
 }
+# fmt: off
 S2_BAND_INFO = {
     "B01": ("coastal", 0.443), "B02": ("blue", 0.490), "B03": ("green", 0.560), "B04": ("red", 0.665),
     "B05": ("rededge", 0.704), "B06": ("rededge", 0.740), "B07": ("rededge", 0.783), "B08": ("nir", 0.842),
     "B8A": ("nir08", 0.865), "B09": ("nir09", 0.945), "B11": ("swir16", 1.610), "B12": ("swir22", 2.190),
 }
+# fmt: on
 """Common name and centre wavelength (micrometres) of each S2 band."""
 LICENSE = "CC0-1.0"
 
@@ -41,8 +43,14 @@ def write_cog(path: Path, data: NDArray[Any], transform: Affine, epsg: int, noda
     path.parent.mkdir(parents=True, exist_ok=True)
     rows, cols = data.shape
     profile = dict(
-        driver="GTiff", width=cols, height=rows, count=1, dtype=data.dtype.name,
-        crs=CRS.from_epsg(epsg), transform=transform, nodata=nodata,
+        driver="GTiff",
+        width=cols,
+        height=rows,
+        count=1,
+        dtype=data.dtype.name,
+        crs=CRS.from_epsg(epsg),
+        transform=transform,
+        nodata=nodata,
     )
     with MemoryFile() as mem, mem.open(**profile) as tmp:
         tmp.write(data, 1)
@@ -51,12 +59,16 @@ def write_cog(path: Path, data: NDArray[Any], transform: Affine, epsg: int, noda
 
 def _proj(epsg: int, shape: tuple[int, int], transform: Affine) -> dict[str, Any]:
     return {
-        "proj:code": f"EPSG:{epsg}", "proj:epsg": epsg,
-        "proj:shape": list(shape), "proj:transform": list(transform)[:6],
+        "proj:code": f"EPSG:{epsg}",
+        "proj:epsg": epsg,
+        "proj:shape": list(shape),
+        "proj:transform": list(transform)[:6],
     }
 
 
-def s2_asset(href: Path, band: str, res: int, shape: tuple[int, int], transform: Affine, offset_dn: int) -> pystac.Asset:
+def s2_asset(
+    href: Path, band: str, res: int, shape: tuple[int, int], transform: Affine, offset_dn: int
+) -> pystac.Asset:
     """Asset of one S2 L2A band (uint16 DN) or of the SCL (uint8 classes)."""
     extra: dict[str, Any] = {"gsd": float(res), **_proj(32643, shape, transform)}
     if band == "SCL":
@@ -67,22 +79,33 @@ def s2_asset(href: Path, band: str, res: int, shape: tuple[int, int], transform:
         title = f"Band {band} ({common}) - {res}m"
         extra["eo:bands"] = [{"name": band, "common_name": common, "center_wavelength": wl}]
         # reflectance = DN * scale + offset, where DN = reflectance * 10000 + BOA_ADD_OFFSET.
-        extra["raster:bands"] = [{
-            "nodata": 0, "data_type": "uint16", "spatial_resolution": res,
-            "scale": 0.0001, "offset": -offset_dn / 10000,
-        }]
-    return pystac.Asset(href=str(href), title=title, media_type=pystac.MediaType.COG, roles=["data"], extra_fields=extra)
+        extra["raster:bands"] = [
+            {
+                "nodata": 0,
+                "data_type": "uint16",
+                "spatial_resolution": res,
+                "scale": 0.0001,
+                "offset": -offset_dn / 10000,
+            }
+        ]
+    return pystac.Asset(
+        href=str(href), title=title, media_type=pystac.MediaType.COG, roles=["data"], extra_fields=extra
+    )
 
 
 def s1_asset(href: Path, pol: str, shape: tuple[int, int], transform: Affine) -> pystac.Asset:
     """Asset of one S1 polarisation: geocoded sigma0, linear power, float32, NaN nodata."""
     extra = {
-        "gsd": 20.0, **_proj(32643, shape, transform),
+        "gsd": 20.0,
+        **_proj(32643, shape, transform),
         "raster:bands": [{"nodata": "nan", "data_type": "float32", "spatial_resolution": 20, "unit": "linear power"}],
     }
     return pystac.Asset(
-        href=str(href), title=f"{pol.upper()}: sigma0, linear power, geocoded (EPSG:32643, 20 m)",
-        media_type=pystac.MediaType.COG, roles=["data"], extra_fields=extra,
+        href=str(href),
+        title=f"{pol.upper()}: sigma0, linear power, geocoded (EPSG:32643, 20 m)",
+        media_type=pystac.MediaType.COG,
+        roles=["data"],
+        extra_fields=extra,
     )
 
 
@@ -90,9 +113,13 @@ def dem_asset(href: Path, shape: tuple[int, int], transform: Affine) -> pystac.A
     """Asset of the DEM: float32 metres, EPSG:4326, 1 arc-second, nodata -32767."""
     extra = {
         **_proj(4326, shape, transform),
-        "raster:bands": [{"nodata": -32767.0, "data_type": "float32", "sampling": "point", "spatial_resolution": 30, "unit": "metre"}],
+        "raster:bands": [
+            {"nodata": -32767.0, "data_type": "float32", "sampling": "point", "spatial_resolution": 30, "unit": "metre"}
+        ],
     }
-    return pystac.Asset(href=str(href), title="Elevation", media_type=pystac.MediaType.COG, roles=["data"], extra_fields=extra)
+    return pystac.Asset(
+        href=str(href), title="Elevation", media_type=pystac.MediaType.COG, roles=["data"], extra_fields=extra
+    )
 
 
 def make_item(
@@ -106,7 +133,11 @@ def make_item(
 ) -> pystac.Item:
     """A STAC item with the given assets (hrefs still absolute; made relative on save)."""
     item = pystac.Item(
-        id=item_id, geometry=dict(footprint), bbox=bbox, datetime=when, properties=dict(properties),
+        id=item_id,
+        geometry=dict(footprint),
+        bbox=bbox,
+        datetime=when,
+        properties=dict(properties),
         stac_extensions=[EXT[e] for e in extensions],
     )
     for key, asset in assets.items():
@@ -120,7 +151,9 @@ def make_collection(collection_id: str, description: str, items: list[pystac.Ite
     bbox = [float(boxes[:, 0].min()), float(boxes[:, 1].min()), float(boxes[:, 2].max()), float(boxes[:, 3].max())]
     times = sorted(it.datetime for it in items if it.datetime is not None)
     collection = pystac.Collection(
-        id=collection_id, description=description, license=LICENSE,
+        id=collection_id,
+        description=description,
+        license=LICENSE,
         extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[times[0], times[-1]]])),
     )
     collection.add_items(items)

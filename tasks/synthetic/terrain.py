@@ -154,7 +154,10 @@ def build_terrain(grid: SceneGrid, seed: int) -> Terrain:
     s = grid.size_px
     d = np.abs(fx - valley_centre(fy))
 
-    floor_z = 0.28 * relief * np.clip(fy, -0.1, 1.1) + 0.05 * relief * (np.minimum(d, FLOOR_HALF_WIDTH) / FLOOR_HALF_WIDTH) ** 2
+    floor_z = (
+        0.28 * relief * np.clip(fy, -0.1, 1.1)
+        + 0.05 * relief * (np.minimum(d, FLOOR_HALF_WIDTH) / FLOOR_HALF_WIDTH) ** 2
+    )
     wall_t = _smoothstep((d - FLOOR_HALF_WIDTH) / 0.24)
     crest_var = 1.0 + 0.08 * smooth_noise(rng, shape, 0.08 * s)
     wall_z = 0.72 * relief * wall_t * crest_var
@@ -202,11 +205,20 @@ def sun_position(when: datetime, lon: float, lat: float) -> tuple[float, float]:
     hour = when.hour + when.minute / 60 + when.second / 3600
     g = 2 * math.pi / 365 * (doy - 1 + (hour - 12) / 24)
     eqtime = 229.18 * (
-        0.000075 + 0.001868 * math.cos(g) - 0.032077 * math.sin(g) - 0.014615 * math.cos(2 * g) - 0.040849 * math.sin(2 * g)
+        0.000075
+        + 0.001868 * math.cos(g)
+        - 0.032077 * math.sin(g)
+        - 0.014615 * math.cos(2 * g)
+        - 0.040849 * math.sin(2 * g)
     )
     decl = (
-        0.006918 - 0.399912 * math.cos(g) + 0.070257 * math.sin(g) - 0.006758 * math.cos(2 * g)
-        + 0.000907 * math.sin(2 * g) - 0.002697 * math.cos(3 * g) + 0.00148 * math.sin(3 * g)
+        0.006918
+        - 0.399912 * math.cos(g)
+        + 0.070257 * math.sin(g)
+        - 0.006758 * math.cos(2 * g)
+        + 0.000907 * math.sin(2 * g)
+        - 0.002697 * math.cos(3 * g)
+        + 0.00148 * math.sin(3 * g)
     )
     true_solar_min = hour * 60 + eqtime + 4 * lon
     ha = math.radians(true_solar_min / 4 - 180)
@@ -225,7 +237,9 @@ def illumination(
     return np.cos(zen) * np.cos(slope) + np.sin(zen) * np.sin(slope) * np.cos(az - aspect)
 
 
-def cast_shadow(z: NDArray[np.float64], sun_az: float, sun_el: float, res: float = RES_M, relief: float = 1500.0) -> NDArray[np.bool_]:
+def cast_shadow(
+    z: NDArray[np.float64], sun_az: float, sun_el: float, res: float = RES_M, relief: float = 1500.0
+) -> NDArray[np.bool_]:
     """Pixels hidden from the sun by terrain towards it (horizon march in 2 px steps)."""
     n_rows, n_cols = z.shape
     step_e, step_n = math.sin(math.radians(sun_az)), math.cos(math.radians(sun_az))
@@ -237,7 +251,7 @@ def cast_shadow(z: NDArray[np.float64], sun_az: float, sun_el: float, res: float
         if abs(dc) >= n_cols or abs(dr) >= n_rows:
             break
         dist = math.hypot(dc, dr) * res
-        src = z[max(dr, 0): n_rows + min(dr, 0), max(dc, 0): n_cols + min(dc, 0)]
+        src = z[max(dr, 0) : n_rows + min(dr, 0), max(dc, 0) : n_cols + min(dc, 0)]
         dst = (slice(max(-dr, 0), n_rows + min(-dr, 0)), slice(max(-dc, 0), n_cols + min(-dc, 0)))
         shadow[dst] |= src > z[dst] + dist * tan_el
     return shadow

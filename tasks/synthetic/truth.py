@@ -30,8 +30,12 @@ def to_wgs84(geom: Any) -> Any:
 
 
 def lake_features(
-    lakes: tuple[Lake, ...], index: int, day: date, masked: NDArray[np.bool_],
-    water: dict[str, NDArray[np.bool_]], levels: dict[str, float],
+    lakes: tuple[Lake, ...],
+    index: int,
+    day: date,
+    masked: NDArray[np.bool_],
+    water: dict[str, NDArray[np.bool_]],
+    levels: dict[str, float],
 ) -> list[dict[str, Any]]:
     """GeoJSON features (EPSG:4326) of the lakes holding water on date ``index``.
 
@@ -46,33 +50,40 @@ def lake_features(
         if outline is None:
             continue
         area = round(float(outline.area), 2)
-        features.append({
-            "type": "Feature",
-            "properties": {
-                "lake": lake.name, "date": day.isoformat(), "area_m2": area,
-                "visible": not bool(masked[water[lake.name]].any()),
-                "min_mappable": area >= MIN_MAPPABLE_M2, "level_m": levels[lake.name],
-            },
-            "geometry": mapping(to_wgs84(outline)),
-        })
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {
+                    "lake": lake.name,
+                    "date": day.isoformat(),
+                    "area_m2": area,
+                    "visible": not bool(masked[water[lake.name]].any()),
+                    "min_mappable": area >= MIN_MAPPABLE_M2,
+                    "level_m": levels[lake.name],
+                },
+                "geometry": mapping(to_wgs84(outline)),
+            }
+        )
     return features
 
 
 def glacier_features(grid: SceneGrid, glacier: NDArray[np.bool_]) -> list[dict[str, Any]]:
     """RGI-like glacier outlines (EPSG:4326) of the glacier mask, clipped to the scene."""
     m, n = grid.margin_px, grid.size_px
-    cut = glacier[m: m + n, m: m + n].astype(np.uint8)
+    cut = glacier[m : m + n, m : m + n].astype(np.uint8)
     parts = [shape(g) for g, v in shapes(cut, mask=cut.astype(bool), transform=grid.transform(grid.res)) if v == 1]
     features = []
     for k, part in enumerate(sorted(parts, key=lambda p: -p.area)):
         if part.area < 1e5:  # RGI's 0.01 km² floor would keep more; the demo needs only the tongue
             continue
         outline = make_valid(part.buffer(10.0).buffer(-10.0).simplify(8.0))
-        features.append({
-            "type": "Feature",
-            "properties": {"glac_id": f"DEMO-{k + 1:03d}", "area_m2": round(float(outline.area), 2)},
-            "geometry": mapping(to_wgs84(outline)),
-        })
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {"glac_id": f"DEMO-{k + 1:03d}", "area_m2": round(float(outline.area), 2)},
+                "geometry": mapping(to_wgs84(outline)),
+            }
+        )
     return features
 
 

@@ -23,8 +23,21 @@ from rasterio.features import rasterize
 from tasks.synthetic import DemoCatalog, generate_demo_catalog, load_truth
 
 S2_KEYS = {"B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12", "SCL"}
-NATIVE_RES = {"B02": 10, "B03": 10, "B04": 10, "B08": 10, "B05": 20, "B06": 20, "B07": 20, "B8A": 20,
-              "B11": 20, "B12": 20, "SCL": 20, "B01": 60, "B09": 60}
+NATIVE_RES = {
+    "B02": 10,
+    "B03": 10,
+    "B04": 10,
+    "B08": 10,
+    "B05": 20,
+    "B06": 20,
+    "B07": 20,
+    "B8A": 20,
+    "B11": 20,
+    "B12": 20,
+    "SCL": 20,
+    "B01": 60,
+    "B09": 60,
+}
 REQUIRED = {"growing", "appearing", "draining", "clouded", "stable-1"}
 
 
@@ -61,7 +74,9 @@ def _mask(geoms: gpd.GeoSeries, shape: tuple[int, int], transform: rasterio.Affi
     return rasterize([(g, 1) for g in geoms], out_shape=shape, transform=transform).astype(bool)
 
 
-def test_catalog_has_the_expected_collections_items_and_assets(demo: DemoCatalog, items: dict[str, list[pystac.Item]]) -> None:
+def test_catalog_has_the_expected_collections_items_and_assets(
+    demo: DemoCatalog, items: dict[str, list[pystac.Item]]
+) -> None:
     """pystac reads the static catalog; S2 items carry all 13 band assets, S1 vv/vh, DEM data."""
     assert set(items) == {"sentinel-2-l2a", "sentinel-1-grd", "cop-dem-glo-30"}
     s2, s1, dem = items["sentinel-2-l2a"], items["sentinel-1-grd"], items["cop-dem-glo-30"]
@@ -87,7 +102,9 @@ def test_catalog_has_the_expected_collections_items_and_assets(demo: DemoCatalog
         for asset in json.loads(path.read_text()).get("assets", {}).values():
             assert asset["href"].startswith("./")
     aoi = json.loads(demo.aoi_path.read_text())["features"]
-    assert len(aoi) == 1 and aoi[0]["geometry"]["type"] == "Polygon" and aoi[0]["properties"] == {"name": "demo-tienshan"}
+    assert (
+        len(aoi) == 1 and aoi[0]["geometry"]["type"] == "Polygon" and aoi[0]["properties"] == {"name": "demo-tienshan"}
+    )
 
 
 def test_each_raster_has_its_native_grid_crs_dtype_and_nodata(items: dict[str, list[pystac.Item]]) -> None:
@@ -113,7 +130,9 @@ def test_each_raster_has_its_native_grid_crs_dtype_and_nodata(items: dict[str, l
         assert 3250 < src.read(1).min() and src.read(1).max() < 4700
 
 
-def test_baseline_offset_is_in_the_0509_dns_and_not_in_the_0214_ones(items: dict[str, list[pystac.Item]], truth: gpd.GeoDataFrame) -> None:
+def test_baseline_offset_is_in_the_0509_dns_and_not_in_the_0214_ones(
+    items: dict[str, list[pystac.Item]], truth: gpd.GeoDataFrame
+) -> None:
     """DN = reflectance * 10000 + 1000 on 05.09 items only; harmonised, the same lake reads the same."""
     lake = truth[truth.lake == "stable-1"].to_crs(32643).geometry.iloc[0].buffer(-20)
     medians = {}
@@ -154,7 +173,7 @@ def test_truth_lakes_change_as_specified(truth: gpd.GeoDataFrame, demo: DemoCata
     extents = truth.to_crs(32643).groupby("lake").geometry.agg(lambda g: g.union_all())
     names = list(extents.index)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             assert extents[a].distance(extents[b]) >= 150, (a, b)
 
 
@@ -168,7 +187,9 @@ def test_one_s2_date_has_no_s1_within_7_days(items: dict[str, list[pystac.Item]]
     assert info["dates"][1]["cloud_fraction"] > 0.02 and info["dates"][0]["cloud_fraction"] == 0
 
 
-def test_scl_marks_the_clouded_lake_as_thick_cloud_on_date_2_only(items: dict[str, list[pystac.Item]], truth: gpd.GeoDataFrame) -> None:
+def test_scl_marks_the_clouded_lake_as_thick_cloud_on_date_2_only(
+    items: dict[str, list[pystac.Item]], truth: gpd.GeoDataFrame
+) -> None:
     """The whole clouded lake plus a 100 m margin is SCL 8/9 (its outline itself 9) on date 2; water otherwise."""
     lake = truth[truth.lake == "clouded"].to_crs(32643).geometry.iloc[0]
     for k, item in enumerate(items["sentinel-2-l2a"]):
@@ -204,10 +225,13 @@ def test_snow_fools_mndwi_but_not_ndwi(items: dict[str, list[pystac.Item]], trut
         assert (b03_20[water] > b08_20[water]).all() and np.percentile(b11[water], 95) < 0.02
 
 
-def test_s1_water_is_dark_and_follows_the_paired_s2_extent(items: dict[str, list[pystac.Item]], truth: gpd.GeoDataFrame) -> None:
+def test_s1_water_is_dark_and_follows_the_paired_s2_extent(
+    items: dict[str, list[pystac.Item]], truth: gpd.GeoDataFrame
+) -> None:
     """VV ~ -23 dB on lakes vs ~ -12 dB on bare ground (4-look speckle, 20 m); the growing lake is
     bigger in the later S1 scene, as on the paired S2 date."""
     s2 = {i.datetime.date(): i for i in items["sentinel-2-l2a"]}
+    s2_dates = list(s2)
     utm = truth.to_crs(32643)
     dark = []
     for item in items["sentinel-1-grd"]:
@@ -218,7 +242,12 @@ def test_s1_water_is_dark_and_follows_the_paired_s2_extent(items: dict[str, list
         assert scl_t == t
         lakes = utm[(utm.date == pair) & utm.min_mappable]
         water = _mask(lakes.geometry.buffer(-25), vv.shape, t)
-        land = (scl == 5) & ~_mask(utm.geometry.buffer(100), vv.shape, t)
+        land = (scl == 5) & ~_mask(utm.geometry.buffer(100), vv.shape, t) & ~np.isnan(vv)
+        nodata = np.isnan(vv)
+        assert np.array_equal(nodata, np.isnan(vh)) and not nodata[water].any()
+        # One scene (paired with date 3) is clipped by the swath edge: a NaN strip, not fake zeros.
+        assert nodata.any() == (pair == s2_dates[2]) and (vv[~nodata] > 0).all()
+        assert nodata[:, 8:].sum() == 0
         vv_db, vh_db = 10 * np.log10(vv), 10 * np.log10(vh)
         assert -25 < np.median(vv_db[water]) < -20 and -32 < np.median(vh_db[water]) < -27
         assert -15 < np.median(vv_db[land]) < -8 and -23 < np.median(vh_db[land]) < -15
@@ -227,7 +256,9 @@ def test_s1_water_is_dark_and_follows_the_paired_s2_extent(items: dict[str, list
     assert dark[-1] > dark[0] * 1.5
 
 
-def test_dem_is_flat_inside_each_lake_and_lakes_sit_in_depressions(items: dict[str, list[pystac.Item]], truth: gpd.GeoDataFrame) -> None:
+def test_dem_is_flat_inside_each_lake_and_lakes_sit_in_depressions(
+    items: dict[str, list[pystac.Item]], truth: gpd.GeoDataFrame
+) -> None:
     """Every 1" DEM pixel inside a lake's max extent equals its level; a 20-50 m ring around is higher."""
     dem, t = _read(items["cop-dem-glo-30"][0], "data")
     utm = truth.to_crs(32643)
@@ -242,7 +273,11 @@ def test_dem_is_flat_inside_each_lake_and_lakes_sit_in_depressions(items: dict[s
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_gives_identical_bytes_and_another_seed_differs(demo: DemoCatalog, tmp_path: Path) -> None:

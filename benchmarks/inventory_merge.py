@@ -1,0 +1,294 @@
+"""Inventory merge at High-Mountain-Asia scale, against a plain COPY append of the same rows.
+
+Builds ``--lakes`` lake outlines from the real ICIMOD 2015 inventory (3,609 polygons in the
+Koshi, Gandaki and Karnali basins), replicated on a grid of copies shifted by more than the
+inventory's extent so copies never overlap, and measures in one database:
+
+* ``append_s``: ``GeoDataFrame.to_postgis`` append of the same rows into a scratch table;
+* ``first_merge_s``: :func:`db.merge.merge_scene` of the scene into an empty inventory;
+* ``noop_merge_s``: a second scene (new key, 16 days later, same footprint, same outlines):
+  one observation per lake, no version;
+* ``changed_merge_s``: a third scene where every outline grew by at least two 10 m pixels
+  (enough to pass both change tolerances): one new version per lake.
+
+Uses ``DATABASE_URL`` when set (migrated to head; the benchmark adds an AOI of its own and drops
+its scratch table), else starts a private PostGIS cluster under a temporary directory on a free
+port and removes it at the end. The last output line is one JSON object with the figures.
+
+Run from the project root: ``python benchmarks/inventory_merge.py --lakes 31698``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from pyproj import Transformer
+from shapely.geometry import MultiPolygon, box
+from sqlalchemy import Engine, text
+
+from db.engine import make_engine
+from db.history import as_multipolygon
+from db.local_cluster import LocalCluster, ensure_local_database
+from db.merge import ensure_aoi, merge_scene
+from db.migrate import upgrade
+from db.records import MergeConfig, MergeReport, ObservedLake, SceneResult
+
+PROJECT = Path(__file__).resolve().parents[1]
+ICIMOD = PROJECT / ".." / "shared" / "realdata" / "icimod_glacial_lakes_2015" / "GL_3basins_2015.geojson"
+DEFAULT_LAKES = 31_698
+UTM_EPSG = 32645  # UTM 45N, the zone of the Koshi basin: one metric CRS for the whole AOI
+GROW_M = 20.0  # two 10 m pixels
+T0 = datetime(2024, 9, 1, 5, 0, tzinfo=UTC)
+SCRATCH_TABLE = "merge_bench_append"
+
+
+@dataclass(frozen=True)
+class Outlines:
+    """Lake outlines in EPSG:4326 and the same in UTM (metres), index-aligned."""
+
+    lonlat: np.ndarray
+    utm: np.ndarray
+
+
+def _to_utm(epsg: int) -> Transformer:
+    return Transformer.from_crs(4326, epsg, always_xy=True)
+
+
+def _to_lonlat(epsg: int) -> Transformer:
+    return Transformer.from_crs(epsg, 4326, always_xy=True)
+
+
+def _transform(geoms: np.ndarray, transformer: Transformer) -> np.ndarray:
+    return shapely.transform(geoms, lambda c: np.column_stack(transformer.transform(c[:, 0], c[:, 1])))
+
+
+def grown_distance(areas_m2: np.ndarray) -> np.ndarray:
+    """Buffer distance (m) that takes every lake past both change tolerances: ≥ 2 pixels, and
+    enough for the 5 % relative one on large compact lakes (perimeter ≥ the disc's 2√(πA))."""
+    return np.maximum(GROW_M, 0.03 * np.sqrt(areas_m2))
+
+
+def load_outlines(n: int, path: Path = ICIMOD, epsg: int = UTM_EPSG) -> Outlines:
+    """``n`` non-overlapping outlines: the ICIMOD polygons, then shifted copies on a grid.
+
+    Lakes closer to a neighbour than twice their growth distance are left out, so the grown
+    outlines of the last scene never touch each other (each still continues only its own lake).
+    """
+    frame = gpd.read_file(path)
+    base = np.asarray([as_multipolygon(g) for g in frame.geometry.values if g is not None], dtype=object)
+    base = base[[g is not None for g in base]]
+    utm = _transform(base, _to_utm(epsg))
+    reach = grown_distance(shapely.area(utm)) + 1.0
+    tree = shapely.STRtree(utm)
+    pairs = tree.query(shapely.buffer(utm, 2 * reach), predicate="intersects")
+    crowded = np.zeros(len(base), dtype=bool)
+    crowded[pairs[0][pairs[0] != pairs[1]]] = True
+    base = base[~crowded]
+    x0, y0, x1, y1 = shapely.total_bounds(base)
+    step_x, step_y = (x1 - x0) + 0.2, (y1 - y0) + 0.2
+    copies = math.ceil(n / len(base))
+    columns = math.ceil(math.sqrt(copies))
+    out = []
+    for k in range(copies):
+        dx, dy = step_x * (k % columns), step_y * (k // columns)
+        out.append(shapely.transform(base, lambda c, dx=dx, dy=dy: c + (dx, dy)))
+    lonlat = np.concatenate(out)[:n]
+    return Outlines(lonlat, _transform(lonlat, _to_utm(epsg)))
+
+
+def observed(outlines: Outlines) -> tuple[ObservedLake, ...]:
+    """ObservedLake records: area and perimeter in UTM metres, centroid in degrees."""
+    area = shapely.area(outlines.utm)
+    length = shapely.length(outlines.utm)
+    cx, cy = shapely.get_coordinates(shapely.centroid(outlines.lonlat)).T
+    rng = np.random.default_rng(0)
+    elevation = rng.uniform(4_000.0, 5_800.0, len(area))
+    probability = rng.uniform(0.6, 0.99, len(area))
+    return tuple(
+        ObservedLake(MultiPolygon(g) if g.geom_type == "Polygon" else g, *vals)
+        for g, *vals in zip(
+            outlines.lonlat,
+            area.tolist(),
+            length.tolist(),
+            cx.tolist(),
+            cy.tolist(),
+            elevation.tolist(),
+            probability.tolist(),
+            strict=True,
+        )
+    )
+
+
+def grown(outlines: Outlines, epsg: int = UTM_EPSG) -> Outlines:
+    """Every outline buffered outward in UTM by :func:`grown_distance`, back in EPSG:4326."""
+    utm = shapely.buffer(outlines.utm, grown_distance(shapely.area(outlines.utm)), quad_segs=2)
+    lonlat = np.asarray([as_multipolygon(g) for g in _transform(utm, _to_lonlat(epsg))], dtype=object)
+    return Outlines(lonlat, _transform(lonlat, _to_utm(epsg)))
+
+
+def scene(key: str, days: int, lakes: Sequence[ObservedLake], footprint: MultiPolygon, aoi: str) -> SceneResult:
+    """A synthetic scene result at ``T0 + days`` seeing ``footprint``."""
+    return SceneResult(
+        scene_key=f"{aoi}-{key}",
+        aoi_name=aoi,
+        sensing_time=T0 + timedelta(days=days),
+        s2_product_id=f"S2B_MSIL2A_BENCH_{key}",
+        s1_product_id=None,
+        dem_id="COP-DEM-GLO-30",
+        model_version="bench",
+        params_hash="bench",
+        valid_footprint=footprint,
+        cloud_fraction=0.0,
+        valid_fraction=1.0,
+        lakes=tuple(lakes),
+    )
+
+
+def frame_of(lakes: Sequence[ObservedLake]) -> gpd.GeoDataFrame:
+    """The same rows as a GeoDataFrame (geometry + attribute columns), EPSG:4326."""
+    names = ("area_m2", "perimeter_m", "centroid_lon", "centroid_lat", "elevation_m", "mean_probability")
+    data = {k: [getattr(o, k) for o in lakes] for k in names}
+    return gpd.GeoDataFrame(data, geometry=[o.geometry for o in lakes], crs=4326)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    """``DATABASE_URL`` when set, else a private cluster that is stopped and removed afterwards."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    root = Path(tempfile.mkdtemp(prefix="gl-bench-"))
+    root.chmod(0o755)  # the postgres service user must enter it when we run as root
+    port = _free_port()
+    try:
+        yield ensure_local_database(root, port)
+    finally:
+        LocalCluster(root, port).stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _timed(label: str, fn, *args):  # type: ignore[no-untyped-def]
+    print(f"{label} …", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    value = fn(*args)
+    elapsed = time.perf_counter() - start
+    print(f"{label}: {elapsed:.3f} s", file=sys.stderr, flush=True)
+    return value, elapsed
+
+
+def _append(engine: Engine, frame: gpd.GeoDataFrame) -> None:
+    frame.to_postgis(SCRATCH_TABLE, engine, schema="public", if_exists="append", index=False)
+
+
+def _counts(engine: Engine, aoi: str) -> dict[str, int]:
+    sql = text(
+        "SELECT (SELECT count(*) FROM inventory.lake l JOIN inventory.aoi a USING (aoi_id) WHERE a.name = :a),"
+        " (SELECT count(*) FROM inventory.lake_observation o JOIN inventory.scene s USING (scene_id)"
+        "  JOIN inventory.aoi a USING (aoi_id) WHERE a.name = :a),"
+        " (SELECT count(*) FROM inventory.lake_version v JOIN inventory.lake l USING (lake_id)"
+        "  JOIN inventory.aoi a USING (aoi_id) WHERE a.name = :a)"
+    )
+    with engine.connect() as conn:
+        lakes, observations, versions = conn.execute(sql, {"a": aoi}).one()
+    return {"lakes": lakes, "observations": observations, "versions": versions}
+
+
+def run(n: int, url: str) -> dict[str, float | int]:
+    """Build the scenes, migrate, time the append and the three merges; return the figures."""
+    t = time.perf_counter()
+    outlines = load_outlines(n)
+    if len(outlines.lonlat) < n:
+        raise SystemExit(f"only {len(outlines.lonlat)} outlines could be built")
+    lakes = observed(outlines)
+    changed = observed(grown(outlines))
+    footprint = MultiPolygon([box(*shapely.total_bounds(outlines.lonlat)).buffer(0.05, join_style="mitre")])
+    aoi = f"bench-{uuid.uuid4().hex[:8]}"
+    frame = frame_of(lakes)
+    print(f"built {n} lakes in {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
+
+    upgrade(url, "head")
+    engine = make_engine(url)
+    try:
+        ensure_aoi(engine, aoi, footprint, UTM_EPSG)
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP TABLE IF EXISTS public.{SCRATCH_TABLE}"))
+        frame.iloc[:0].to_postgis(SCRATCH_TABLE, engine, schema="public", if_exists="replace", index=False)
+        _, append_s = _timed("append (to_postgis)", _append, engine, frame)
+        config = MergeConfig()
+        first, first_s = _timed("first merge", merge_scene, engine, scene("s1", 0, lakes, footprint, aoi), config)
+        noop, noop_s = _timed("identical re-merge", merge_scene, engine, scene("s2", 16, lakes, footprint, aoi), config)
+        change, change_s = _timed("all-changed merge", merge_scene, engine, scene("s3", 32, changed, footprint, aoi))
+        counts = _counts(engine, aoi)
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP TABLE IF EXISTS public.{SCRATCH_TABLE}"))
+    finally:
+        engine.dispose()
+    _check(n, first, noop, change, counts)
+    return {
+        "lakes": n,
+        "append_s": round(append_s, 3),
+        "first_merge_s": round(first_s, 3),
+        "noop_merge_s": round(noop_s, 3),
+        "changed_merge_s": round(change_s, 3),
+        "first_over_append": round(first_s / append_s, 2),
+        "noop_over_append": round(noop_s / append_s, 2),
+        "changed_over_append": round(change_s / append_s, 2),
+    }
+
+
+def _check(n: int, first: MergeReport, noop: MergeReport, change: MergeReport, counts: dict[str, int]) -> None:
+    """The merges did what the design requires; a benchmark of a wrong result is worthless."""
+    expected = [
+        (first.new_lakes, first.versions_added, first.observations) == (n, n, n),
+        (noop.new_lakes, noop.versions_added, noop.changed_lakes, noop.observations) == (0, 0, 0, n),
+        (change.new_lakes, change.versions_added, change.changed_lakes, change.observations) == (0, n, n, n),
+        counts == {"lakes": n, "observations": 3 * n, "versions": 2 * n},
+    ]
+    if not all(expected):
+        raise SystemExit(f"merge results are wrong: {first} {noop} {change} {counts}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lakes", type=int, default=DEFAULT_LAKES, help="number of lakes (default %(default)s)")
+    args = parser.parse_args(argv)
+    with database() as url:
+        figures = run(args.lakes, url)
+    a = figures["append_s"]
+    print(
+        f"{figures['lakes']} lakes: append {a:.2f} s; first merge {figures['first_merge_s']:.2f} s "
+        f"({figures['first_over_append']}× append), identical re-merge {figures['noop_merge_s']:.2f} s "
+        f"({figures['noop_over_append']}×), all changed {figures['changed_merge_s']:.2f} s "
+        f"({figures['changed_over_append']}×)",
+        flush=True,
+    )
+    print(json.dumps(figures), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
