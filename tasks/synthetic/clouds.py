@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from tasks.synthetic.lakes import Lake, distance_m, lake_mask
-from tasks.synthetic.terrain import SceneGrid, rng_for, smooth_noise
+from tasks.synthetic.terrain import SceneGrid, rng_for, smooth_noise, smoothstep
 
 # fmt: off
 #                         B01   B02   B03   B04   B05   B06   B07   B08   B8A   B09   B11   B12
@@ -31,11 +31,6 @@ COVERED_LAKE = "clouded"
 COVER_DATE_INDEX = 1
 COVER_MARGIN_M = 260.0
 """Thick cloud extends at least about this far beyond the covered lake's outline."""
-
-
-def _smoothstep(t: NDArray[np.float64]) -> NDArray[np.float64]:
-    t = np.clip(t, 0.0, 1.0)
-    return t * t * (3 - 2 * t)
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,7 +61,7 @@ def _keep_out(grid: SceneGrid, lakes: tuple[Lake, ...], inner_m: float = 250.0) 
     union = np.zeros((grid.work_size,) * 2, dtype=bool)
     for lake in lakes:
         union |= lake_mask(grid, lake.max_extent)
-    return _smoothstep((distance_m(union) - inner_m) / 150.0)
+    return smoothstep((distance_m(union) - inner_m) / 150.0)
 
 
 def make_clouds(
@@ -93,17 +88,17 @@ def make_clouds(
         cols, rows = np.meshgrid(np.arange(n) + 0.5, np.arange(n) + 0.5)
         dist = np.hypot(t.c + cols * t.a - cx, t.f + rows * t.e - cy)
         radius = (r_lake + COVER_MARGIN_M) * (1 + 0.12 * np.clip(smooth_noise(rng, shape, 0.05 * s), -1, 1))
-        opacity = _smoothstep((radius + 180.0 - dist) / 180.0) * np.maximum(_keep_out(grid, others), dist < radius)
+        opacity = smoothstep((radius + 180.0 - dist) / 180.0) * np.maximum(_keep_out(grid, others), dist < radius)
         shadow_keep = _keep_out(grid, others)
     elif index == 3:
         field = smooth_noise(rng, shape, 0.035 * s)
-        opacity = _smoothstep((field - 0.9) / 0.6) * keep_all
+        opacity = smoothstep((field - 0.9) / 0.6) * keep_all
     elif index == 4:
         fx, fy = grid.fractions()
-        band = _smoothstep(1 - np.abs(0.8 * fx + fy - 0.55) / 0.12)
+        band = smoothstep(1 - np.abs(0.8 * fx + fy - 0.55) / 0.12)
         cirrus = 0.8 * band * (0.75 + 0.25 * np.clip(smooth_noise(rng, shape, 0.05 * s), -1, 1)) * keep_all
         field = smooth_noise(rng, shape, 0.02 * s)
-        opacity = _smoothstep((field - 2.0) / 0.5) * keep_all
+        opacity = smoothstep((field - 2.0) / 0.5) * keep_all
 
     if opacity.any():
         reach = CLOUD_HEIGHT_M / math.tan(math.radians(sun_el)) / grid.res

@@ -124,7 +124,8 @@ def valley_centre(fy: NDArray[np.float64] | float) -> NDArray[np.float64] | floa
     return 0.5 + 0.05 * np.sin(2 * np.pi * (0.9 * np.asarray(fy) + 0.1))
 
 
-def _smoothstep(t: NDArray[np.float64]) -> NDArray[np.float64]:
+def smoothstep(t: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Hermite ramp 0→1 over t in [0, 1] (clipped outside): soft edges for masks."""
     t = np.clip(t, 0.0, 1.0)
     return t * t * (3 - 2 * t)
 
@@ -158,10 +159,10 @@ def build_terrain(grid: SceneGrid, seed: int) -> Terrain:
         0.28 * relief * np.clip(fy, -0.1, 1.1)
         + 0.05 * relief * (np.minimum(d, FLOOR_HALF_WIDTH) / FLOOR_HALF_WIDTH) ** 2
     )
-    wall_t = _smoothstep((d - FLOOR_HALF_WIDTH) / 0.24)
+    wall_t = smoothstep((d - FLOOR_HALF_WIDTH) / 0.24)
     crest_var = 1.0 + 0.08 * smooth_noise(rng, shape, 0.08 * s)
     wall_z = 0.72 * relief * wall_t * crest_var
-    head_z = 0.45 * relief * _smoothstep((fy - 0.86) / 0.2)
+    head_z = 0.45 * relief * smoothstep((fy - 0.86) / 0.2)
     # Rougher on the walls (spurs, gullies) than on the hummocky moraine floor; amplitudes scale with
     # the scene like the noise wavelengths do, so slopes stay alike at every size.
     k = s / 512
@@ -175,7 +176,7 @@ def build_terrain(grid: SceneGrid, seed: int) -> Terrain:
     z = BASE_ELEVATION_M + floor_z + ridge + (0.15 + 0.85 * wall_t) * rough + (1 - wall_t) * hummocks
 
     # Glacier tongue: widens south of the terminus, rounded snout, convex surface.
-    width = 0.13 * np.sqrt(_smoothstep((fy - GLACIER_TERMINUS_FY) / 0.12))
+    width = 0.13 * np.sqrt(smoothstep((fy - GLACIER_TERMINUS_FY) / 0.12))
     edge_noise = 0.012 * smooth_noise(rng, shape, 0.02 * s)
     glacier = (fy > GLACIER_TERMINUS_FY) & (d < width + edge_noise * (width > 0))
     bulge = np.where(glacier, np.sqrt(np.clip(1 - (d / np.maximum(width, 1e-6)) ** 2, 0, 1)), 0.0)

@@ -1,0 +1,361 @@
+"""Import an existing lake inventory (GeoJSON, GeoPackage, shapefile …) as a baseline epoch.
+
+The file becomes one pseudo-scene merged with :func:`db.merge.merge_scene`, so it gets the same
+identity matching, observations and derived history as a satellite scene, and re-importing the
+same file for the same date and AOI is a no-op (ledger key = sha256 of the file bytes, layer,
+date and AOI name).
+
+Geometry handling: the layer must declare a CRS (any: it is reprojected to EPSG:4326); every
+feature is repaired (``make_valid``, polygonal parts only, 2-D) and exploded into polygons, one
+lake each; polygons smaller than ``min_area_m2`` are dropped. Areas, perimeters (holes
+included) and centroids are measured in the UTM zone of each polygon's centroid (standard
+6° zones, no Norway/Svalbard exceptions), or in ``utm_epsg`` for all when given. The source
+attributes (JSON-safe: NaN and NaT become null, dates ISO 8601) plus ``_fid`` (0-based
+feature position in the layer) and, for multi-part features, ``_part`` go to
+``lake_observation.attributes``.
+
+The pseudo-scene's valid footprint is, by default, the union of the imported outlines: an
+inventory is evidence of water where it maps lakes, not of dry ground elsewhere (it has a
+minimum mapping unit and its own date), so it never marks other lakes absent. ``footprint=
+"hull"`` uses the convex hull of the lakes instead (the inventory is taken as complete there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from datetime import time as dtime
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from pyproj import CRS, Transformer
+from shapely.geometry import MultiPolygon, Polygon, box
+from sqlalchemy import Engine, select, text
+
+from db.history import as_multipolygon
+from db.merge import ensure_aoi, merge_scene
+from db.records import MergeReport, ObservedLake, SceneResult
+from db.schema import SCHEMA, SRID, aoi
+
+MIN_AREA_M2 = 1.0
+"""Default smallest polygon kept, m² (drops slivers left by ``make_valid``, keeps every real lake)."""
+MODEL_VERSION = "import"
+_SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
+
+
+@dataclass(frozen=True)
+class InventoryLakes:
+    """Lakes read from an inventory file (EPSG:4326 outlines, metres / m² in local UTM)."""
+
+    lakes: tuple[ObservedLake, ...]
+    features: int
+    """Features in the layer."""
+    skipped_empty: int
+    """Features with no geometry, or nothing polygonal left after repair."""
+    skipped_small: int
+    """Polygons below the minimum area."""
+    source_crs: str
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What :func:`import_inventory` did."""
+
+    scene_key: str
+    aoi_name: str
+    aoi_created: bool
+    source_crs: str
+    features: int
+    lakes: int
+    """Polygons handed to the merge (one lake observation each)."""
+    skipped_empty: int
+    skipped_small: int
+    total_area_m2: float
+    """Sum of the imported polygons' areas, m² (local UTM)."""
+    merge: MergeReport
+    attributes_written: int
+    """Observation rows whose ``attributes`` JSON was (re)written; 0 on a re-import."""
+
+    @property
+    def noop(self) -> bool:
+        """True when the file was already imported for this date and AOI."""
+        return self.merge.noop
+
+
+def utm_epsg_for(lon: float, lat: float) -> int:
+    """EPSG code of the standard UTM zone (WGS 84) holding lon/lat, degrees."""
+    zone = min(max(int(math.floor((lon + 180.0) / 6.0)) + 1, 1), 60)
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+def json_safe(value: object) -> object:
+    """A JSON value for one attribute: numpy scalars unwrapped, NaN/NaT → None, dates → ISO 8601."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float | Decimal):
+        number = float(value)
+        return number if math.isfinite(number) else None  # JSONB has no NaN
+    if isinstance(value, datetime | date | dtime):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [json_safe(v) for v in value]
+    return str(value)
+
+
+def _polygons(geometry: object) -> list[Polygon]:
+    """Valid 2-D polygons of one feature (EPSG:4326); [] when nothing polygonal is left."""
+    if geometry is None:
+        return []
+    repaired = as_multipolygon(geometry)  # type: ignore[arg-type]
+    return [] if repaired is None else list(repaired.geoms)
+
+
+def _measure(polygons: Sequence[Polygon], epsg: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Area m², perimeter m, centroid lon, lat of EPSG:4326 polygons, measured in ``epsg``."""
+    forward = Transformer.from_crs(SRID, epsg, always_xy=True)
+    inverse = Transformer.from_crs(epsg, SRID, always_xy=True)
+    projected = shapely.transform(
+        np.asarray(polygons, dtype=object), lambda c: np.column_stack(forward.transform(c[:, 0], c[:, 1]))
+    )
+    # Projection can pinch a ring that was valid in degrees; measure the repaired outline.
+    bad = ~shapely.is_valid(projected)
+    projected[bad] = shapely.make_valid(projected[bad])
+    centroids = shapely.get_coordinates(shapely.centroid(projected))
+    lon, lat = inverse.transform(centroids[:, 0], centroids[:, 1])
+    return shapely.area(projected), shapely.length(projected), np.asarray(lon), np.asarray(lat)
+
+
+def read_inventory(
+    path: Path, *, layer: str | None = None, utm_epsg: int | None = None, min_area_m2: float = MIN_AREA_M2
+) -> InventoryLakes:
+    """Read, reproject, repair, explode and measure the lakes of an inventory file.
+
+    Args:
+        path: a local vector file readable by pyogrio (GeoJSON, GeoPackage, shapefile …).
+        layer: layer name for multi-layer formats; None reads the first layer.
+        utm_epsg: metric CRS for every measurement; None measures each polygon in its own UTM zone.
+        min_area_m2: polygons smaller than this (m², after repair) are dropped.
+
+    Returns:
+        The lakes (``elevation_m`` and ``mean_probability`` None: an inventory carries neither a
+        DEM sample nor a model probability) and counts of what was skipped.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a regular file.
+        ValueError: the layer has no CRS (one-line message), or ``utm_epsg`` is not metric.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"inventory file not found: {path}")
+    if utm_epsg is not None:
+        crs = CRS.from_epsg(utm_epsg)
+        if not crs.is_projected or crs.axis_info[0].unit_name not in ("metre", "meter"):
+            raise ValueError(f"utm_epsg {utm_epsg} is not a projected CRS in metres")
+    frame = gpd.read_file(path, layer=layer, engine="pyogrio")
+    if frame.crs is None:
+        raise ValueError(f"{path.name}: the layer has no CRS; assign one (e.g. ogr2ogr -a_srs) and import again")
+    source_crs = frame.crs.to_string()
+    if frame.crs.to_epsg() != SRID:
+        frame = frame.to_crs(SRID)
+    properties = frame.drop(columns=frame.geometry.name).to_dict("records")
+
+    polygons: list[Polygon] = []
+    attributes: list[dict[str, object]] = []
+    skipped_empty = 0
+    for fid, (geometry, props) in enumerate(zip(frame.geometry, properties, strict=True)):
+        parts = _polygons(geometry)
+        if not parts:
+            skipped_empty += 1
+            continue
+        base = {str(k): json_safe(v) for k, v in props.items()} | {"_fid": fid}
+        for k, poly in enumerate(parts):
+            polygons.append(poly)
+            attributes.append(base | {"_part": k} if len(parts) > 1 else base)
+
+    n = len(polygons)
+    area, perimeter, lon, lat = (np.full(n, np.nan) for _ in range(4))
+    if n:
+        reps = shapely.get_coordinates(shapely.point_on_surface(np.asarray(polygons, dtype=object)))
+        zones = np.full(n, utm_epsg) if utm_epsg else np.array([utm_epsg_for(x, y) for x, y in reps])
+        for epsg in np.unique(zones):
+            idx = np.flatnonzero(zones == epsg)
+            measured = _measure([polygons[i] for i in idx], int(epsg))
+            for column, values in zip((area, perimeter, lon, lat), measured, strict=True):
+                column[idx] = values
+    keep = [i for i in range(n) if area[i] >= min_area_m2]
+    lakes = tuple(
+        ObservedLake(
+            geometry=MultiPolygon([polygons[i]]),
+            area_m2=float(area[i]),
+            perimeter_m=float(perimeter[i]),
+            centroid_lon=float(lon[i]),
+            centroid_lat=float(lat[i]),
+            elevation_m=None,
+            mean_probability=None,  # type: ignore[arg-type]  # no model: unknown, not 0 or 1
+            attributes=attributes[i],
+        )
+        for i in keep
+    )
+    return InventoryLakes(lakes, len(frame), skipped_empty, n - len(keep), source_crs)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of the file's bytes; for a shapefile, of its .shp/.shx/.dbf/.prj/.cpg parts in that order."""
+    digest = hashlib.sha256()
+    parts = [path]
+    if path.suffix.lower() == ".shp":
+        parts = [p for s in _SHAPEFILE_PARTS if (p := path.with_suffix(s)).is_file()]
+    for part in parts:
+        digest.update(part.suffix.lower().encode())
+        with part.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _utc(when: datetime) -> datetime:
+    # A naive datetime is read as UTC, like every sensing time in the inventory.
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _footprint(lakes: Sequence[ObservedLake], mode: str) -> MultiPolygon | None:
+    union = shapely.union_all([lake.geometry for lake in lakes])
+    return as_multipolygon(union.convex_hull if mode == "hull" else union)
+
+
+def _aoi_exists(engine: Engine, name: str) -> bool:
+    with engine.connect() as conn:
+        return conn.execute(select(aoi.c.aoi_id).where(aoi.c.name == name)).first() is not None
+
+
+# Rows of this scene's present observations, keyed by the md5 of their outline (OGC WKB, little
+# endian): the merge writes each outline byte for byte as handed over, so this finds the feature.
+_OBSERVATIONS = text(
+    f"SELECT o.observation_id, md5(ST_AsBinary(o.geom, 'NDR')) FROM {SCHEMA}.lake_observation AS o "
+    f"JOIN {SCHEMA}.scene AS s ON s.scene_id = o.scene_id WHERE s.scene_key = :key AND o.present "
+    "ORDER BY o.observation_id"
+)
+_WRITE_ATTRIBUTES = text(
+    f"UPDATE {SCHEMA}.lake_observation AS o SET attributes = r.a "
+    "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, a jsonb) "
+    "WHERE o.observation_id = r.id AND o.attributes IS DISTINCT FROM r.a RETURNING o.observation_id"
+)
+
+
+def _store_attributes(engine: Engine, scene_key: str, lakes: Sequence[ObservedLake]) -> int:
+    """Write each lake's source attributes to its observation row; return the rows changed."""
+    by_outline: dict[str, list[Mapping[str, object]]] = {}
+    for lake in lakes:
+        key = hashlib.md5(shapely.to_wkb(lake.geometry, byte_order=1), usedforsecurity=False).hexdigest()
+        by_outline.setdefault(key, []).append(lake.attributes)
+    with engine.begin() as conn:
+        rows = []
+        for observation_id, key in conn.execute(_OBSERVATIONS, {"key": scene_key}):
+            if by_outline.get(key):  # identical outlines: attributes in file order
+                rows.append({"id": int(observation_id), "a": by_outline[key].pop(0)})
+        if not rows:
+            return 0
+        return len(conn.execute(_WRITE_ATTRIBUTES, {"rows": json.dumps(rows)}).all())
+
+
+def import_inventory(
+    engine: Engine,
+    path: Path,
+    *,
+    aoi_name: str,
+    when: datetime,
+    utm_epsg: int | None = None,
+    layer: str | None = None,
+    min_area_m2: float = MIN_AREA_M2,
+    footprint: Literal["lakes", "hull"] = "lakes",
+) -> ImportReport:
+    """Merge an inventory file into the database as the epoch ``when``.
+
+    Args:
+        engine: engine on a migrated inventory database (owner or writer role).
+        path: inventory file (any CRS; see the module docstring for the geometry rules).
+        aoi_name: AOI to merge into; created from the lakes' bounding box (EPSG:4326) when missing,
+            with ``utm_epsg`` or the UTM zone of the box centre as its grid CRS. An existing AOI is
+            left unchanged.
+        when: the inventory's reference date (sensing time of the epoch); naive means UTC.
+        utm_epsg: metric CRS for every area; None uses each lake's own UTM zone.
+        layer: layer of a multi-layer file; None for the first.
+        min_area_m2: smallest polygon kept, m².
+        footprint: the epoch's valid footprint: ``"lakes"`` (union of the outlines) or ``"hull"``.
+
+    Returns:
+        Counts, the total imported area (m²) and the merge report (``noop`` on a re-import).
+
+    Raises:
+        ValueError: no CRS, no polygon to import, or a bad ``utm_epsg`` / ``footprint``.
+        FileNotFoundError: ``path`` is not a file.
+    """
+    if footprint not in ("lakes", "hull"):
+        raise ValueError(f"footprint must be 'lakes' or 'hull', not {footprint!r}")
+    when = _utc(when)
+    read = read_inventory(path, layer=layer, utm_epsg=utm_epsg, min_area_m2=min_area_m2)
+    if not read.lakes:
+        raise ValueError(f"{path.name}: no polygon of at least {min_area_m2} m² to import")
+    content = file_digest(path)
+    key_parts = (content, layer or "", when.isoformat(), aoi_name)
+    scene_key = hashlib.sha256("\x1f".join(key_parts).encode()).hexdigest()
+    params = {"min_area_m2": min_area_m2, "utm_epsg": utm_epsg, "footprint": footprint}
+    params_hash = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+
+    created = False
+    if not _aoi_exists(engine, aoi_name):
+        bounds = shapely.total_bounds([lake.geometry for lake in read.lakes])
+        centre_lon, centre_lat = (bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2
+        ensure_aoi(engine, aoi_name, box(*bounds), utm_epsg or utm_epsg_for(centre_lon, centre_lat))
+        created = True
+
+    inputs = {"source": f"file:{path.name}", "sha256": content, "source_crs": read.source_crs}
+    if layer:
+        inputs["layer"] = layer
+    result = SceneResult(
+        scene_key=scene_key,
+        aoi_name=aoi_name,
+        sensing_time=when,
+        s2_product_id=f"import:{path.name}",
+        s1_product_id=None,
+        dem_id=None,
+        model_version=MODEL_VERSION,
+        params_hash=params_hash,
+        valid_footprint=_footprint(read.lakes, footprint),
+        cloud_fraction=0.0,
+        valid_fraction=1.0,
+        lakes=read.lakes,
+        inputs=inputs,
+    )
+    report = merge_scene(engine, result)
+    # A separate, idempotent transaction: a re-import fills in anything a crash here left out.
+    written = _store_attributes(engine, scene_key, read.lakes)
+    return ImportReport(
+        scene_key=scene_key,
+        aoi_name=aoi_name,
+        aoi_created=created,
+        source_crs=read.source_crs,
+        features=read.features,
+        lakes=len(read.lakes),
+        skipped_empty=read.skipped_empty,
+        skipped_small=read.skipped_small,
+        total_area_m2=float(sum(lake.area_m2 for lake in read.lakes)),
+        merge=report,
+        attributes_written=written,
+    )
