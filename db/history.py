@@ -7,6 +7,9 @@ History (:func:`derive_history`): a lake's versions are a deterministic function
 observations ordered by sensing time and of its lineage events (split, merge). The merge
 recomputes them from *all* of a lake's observations whenever one is added, so the order in
 which scenes arrive never changes the result and re-running a scene changes nothing.
+:func:`extend_history` is the same rule applied to one observation newer than all of a lake's
+others, where the end of the history alone decides (the merge's fast path); it declines the
+cases that need the whole series.
 
 Rules (tolerances from :class:`db.records.MergeConfig`):
 
@@ -42,7 +45,7 @@ import math
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 import numpy as np
@@ -159,14 +162,30 @@ def _ordered_for_history(observations: Iterable[Observation]) -> list[Observatio
     return kept
 
 
+def area_change(
+    prev_water: float | None, water: float | None, prev_from: datetime, start: datetime
+) -> tuple[float | None, float | None]:
+    """(Δ water area in m², growth rate in m²/year) of a version starting at ``start`` after one
+    starting at ``prev_from``; None where an area is unknown, rate None for a zero interval."""
+    if water is None or prev_water is None:
+        return None, None
+    change = water - prev_water
+    years = (start - prev_from).total_seconds() / _SECONDS_PER_YEAR
+    return change, (change / years if years > 0 else None)
+
+
 def _is_change(current: Observation, new: Observation, config: MergeConfig) -> bool:
-    if current.area_m2 is None or new.area_m2 is None:
+    return _is_area_change(current.area_m2, new.area_m2, config)
+
+
+def _is_area_change(current: float | None, new: float | None, config: MergeConfig) -> bool:
+    if current is None or new is None:
         return False
-    delta = abs(new.area_m2 - current.area_m2)
+    delta = abs(new - current)
     # Perimeter of the equal-area disc, not the measured one: outlines traced from a raster are
     # staircases whose length overstates the shore by up to 4/π, which would inflate the tolerance.
-    perimeter = 2.0 * math.sqrt(math.pi * current.area_m2)
-    return delta > config.area_rel_tol * current.area_m2 and delta > perimeter * config.boundary_tol_m
+    perimeter = 2.0 * math.sqrt(math.pi * current)
+    return delta > config.area_rel_tol * current and delta > perimeter * config.boundary_tol_m
 
 
 class _Builder:
@@ -184,11 +203,7 @@ class _Builder:
         water = 0.0 if status == DISAPPEARED else source.area_m2
         change = rate = None
         if prev is not None:
-            prev_water = prev.water_area_m2
-            if water is not None and prev_water is not None:
-                change = water - prev_water
-                years = (start.sensing_time - prev.valid_from).total_seconds() / _SECONDS_PER_YEAR
-                rate = change / years if years > 0 else None
+            change, rate = area_change(prev.water_area_m2, water, prev.valid_from, start.sensing_time)
             self.versions[-1] = replace(prev, valid_to=start.sensing_time)
         self.versions.append(
             Version(
@@ -271,6 +286,136 @@ def _state(observations: Sequence[Observation], current: Version | None) -> Lake
     )
 
 
+@dataclass(frozen=True)
+class HistoryTip:
+    """The end of a lake's derived history, as its ``lake`` row records it."""
+
+    status: str
+    """Status of the current version."""
+    area_m2: float | None
+    """Area (m², UTM) of the current version's outline (the last known one when disappeared)."""
+    first_seen: datetime
+    last_seen: datetime
+    last_observed: datetime
+    n_observations: int
+
+
+@dataclass(frozen=True)
+class HistoryTips:
+    """Tips of several lakes column by column (index i is one lake): what extending needs."""
+
+    status: np.ndarray
+    """Status of the current version (str objects)."""
+    area_m2: np.ndarray
+    """float64, m² of the current version's outline; NaN when unknown."""
+    last_seen_us: np.ndarray
+    """int64 microseconds since 1970-01-01 UTC."""
+    last_observed_us: np.ndarray
+    """int64 microseconds since 1970-01-01 UTC."""
+
+    def take(self, index: np.ndarray) -> HistoryTips:
+        """The tips at ``index`` (integer positions)."""
+        return HistoryTips(self.status[index], self.area_m2[index], self.last_seen_us[index], self.last_observed_us[index])
+
+    @classmethod
+    def of(cls, tips: Sequence[HistoryTip]) -> HistoryTips:
+        """Columns of the given tips."""
+        return cls(
+            np.asarray([t.status for t in tips], dtype=object),
+            np.asarray([t.area_m2 for t in tips], dtype=float),
+            np.asarray([micros(t.last_seen) for t in tips], dtype=np.int64),
+            np.asarray([micros(t.last_observed) for t in tips], dtype=np.int64),
+        )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros(t: datetime) -> int:
+    """Exact microseconds since 1970-01-01 UTC of a tz-aware time."""
+    return (t - _EPOCH) // timedelta(microseconds=1)
+
+
+CONTINUES = ""
+"""Kind returned by :func:`extend_histories` when the current version continues."""
+
+
+def extend_histories(
+    tips: HistoryTips, when: datetime, present: np.ndarray, area_m2: np.ndarray, config: MergeConfig = MergeConfig()
+) -> np.ndarray:
+    """:func:`derive_history`'s rules applied to one new observation per lake, from the tips alone.
+
+    Decides the common cases of an observation newer than all of the lake's others; None asks for
+    the whole history to be derived again: the observation is not strictly newer than the lake's
+    last one (backfill, or one sensing time seen twice), an area is unknown, the lake comes back
+    (present while disappeared), or an absent observation may complete a run of absences (the
+    previous observation was absent too, or one absence suffices). Lineage events at or after
+    ``when`` are the caller's to rule out.
+
+    Args:
+        tips: the lakes' histories so far.
+        when: sensing time of the new observations (tz-aware).
+        present: bool per lake; False: seen dry.
+        area_m2: float64 per lake, the observed area (m², UTM); ignored where absent.
+        config: change and disappearance tolerances.
+
+    Returns:
+        Object array per lake: ``"grown"`` / ``"shrunk"`` (a version opens with the observation as
+        its outline), :data:`CONTINUES`, or None (derive the whole history).
+    """
+    present = np.asarray(present, dtype=bool)
+    area = np.asarray(area_m2, dtype=float)
+    prev = tips.area_m2
+    active = tips.status == ACTIVE
+    newer = (micros(when) > tips.last_observed_us) & ~np.isnan(prev)
+    with np.errstate(invalid="ignore"):
+        delta = np.abs(area - prev)
+        # Same arithmetic as _is_area_change, element by element (IEEE: identical results).
+        changed = (delta > config.area_rel_tol * prev) & (delta > 2.0 * np.sqrt(np.pi * prev) * config.boundary_tol_m)
+        grown = area > prev
+    kind = np.full(len(prev), None, dtype=object)
+    wet = newer & present & active & ~np.isnan(area)
+    kind[wet] = CONTINUES
+    kind[wet & changed & grown] = "grown"
+    kind[wet & changed & ~grown] = "shrunk"
+    # Seen dry once after being seen wet, or dry again while disappeared: no trace in the history.
+    run_may_end = (tips.last_seen_us < tips.last_observed_us) | (config.absent_to_disappear <= 1)
+    dry = newer & ~present & ((active & ~run_may_end) | (tips.status == DISAPPEARED))
+    kind[dry] = CONTINUES
+    return kind
+
+
+@dataclass(frozen=True)
+class Extension:
+    """What one more observation does to a history: the version it opens, and the new tip."""
+
+    change_kind: str | None
+    """Kind of the version the observation opens (with itself as outline source); None: the
+    current version continues."""
+    tip: HistoryTip
+
+
+def extend_history(tip: HistoryTip, obs: Observation, config: MergeConfig = MergeConfig()) -> Extension | None:
+    """:func:`extend_histories` for one lake, with the new tip; None: derive the whole history."""
+    area = np.nan if obs.area_m2 is None else obs.area_m2
+    (kind,) = extend_histories(HistoryTips.of([tip]), obs.sensing_time, np.array([obs.present]), np.array([area]), config)
+    if kind is None:
+        return None
+    when = obs.sensing_time
+    if not obs.present:
+        return Extension(None, replace(tip, last_observed=when, n_observations=tip.n_observations + 1))
+    return Extension(
+        kind or None,
+        replace(
+            tip,
+            area_m2=obs.area_m2 if kind else tip.area_m2,
+            last_seen=when,
+            last_observed=when,
+            n_observations=tip.n_observations + 1,
+        ),
+    )
+
+
 # --- Identity: which lake a polygon continues (pure, geometries in one metric CRS) ---
 
 
@@ -287,6 +432,20 @@ def as_multipolygon(geometry: BaseGeometry | None) -> MultiPolygon | None:
         return None
     result = MultiPolygon(polygons)
     return result if result.is_valid else as_multipolygon(shapely.make_valid(result, method="structure"))
+
+
+def as_multipolygons(geometries: Sequence[BaseGeometry | None]) -> list[MultiPolygon | None]:
+    """:func:`as_multipolygon` of each geometry; valid 2-D MultiPolygons whose parts all have an
+    area are recognised in bulk and kept as they are (same object, same coordinates)."""
+    geoms = np.empty(len(geometries), dtype=object)
+    geoms[:] = list(geometries)
+    ok = (shapely.get_type_id(geoms) == 6) & ~shapely.is_empty(geoms) & ~shapely.has_z(geoms)
+    ok &= shapely.is_valid(geoms)
+    if ok.any():
+        parts, owner = shapely.get_parts(geoms[ok], return_index=True)
+        degenerate = shapely.is_empty(parts) | ~(shapely.area(parts) > 0)
+        ok[np.flatnonzero(ok)[np.unique(owner[degenerate])]] = False
+    return [g if keep else as_multipolygon(g) for g, keep in zip(geoms.tolist(), ok.tolist(), strict=True)]
 
 
 @lru_cache(maxsize=16)
@@ -348,16 +507,47 @@ def match_polygons(
     edges: dict[int, list[tuple[int, float]]] = {}  # polygon → [(lake position, intersection m²)]
     if len(lake_ids) and len(poly_geoms):
         pi, li = shapely.STRtree(lake_geoms).query(poly_geoms, predicate="intersects")
-        inter = shapely.area(shapely.intersection(poly_geoms[pi], lake_geoms[li]))
-        smaller = np.minimum(shapely.area(poly_geoms[pi]), shapely.area(lake_geoms[li]))
-        ok = (smaller > 0) & (inter >= min_overlap * smaller)
+        inter, ok = _overlaps(poly_geoms[pi], lake_geoms[li], min_overlap)
         for p, lpos, a in zip(pi[ok], li[ok], inter[ok], strict=True):
             edges.setdefault(int(p), []).append((int(lpos), float(a)))
-
     poly_area = shapely.area(poly_geoms) if len(poly_geoms) else np.zeros(0)
     lake_area = shapely.area(lake_geoms) if len(lake_ids) else np.zeros(0)
-    heir: dict[int, tuple[float, float, int]] = {}  # lake position → best (area, intersection, -index)
+    return _plan(len(poly_geoms), lake_ids, edges, poly_area, lake_area)
+
+
+def _overlaps(polygons: np.ndarray, lakes: np.ndarray, min_overlap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Intersection areas of the pairs and whether each pair matches (metric CRS)."""
+    inter = shapely.area(shapely.intersection(polygons, lakes))
+    smaller = np.minimum(shapely.area(polygons), shapely.area(lakes))
+    return inter, (smaller > 0) & (inter >= min_overlap * smaller)
+
+
+def _plan(
+    n_polygons: int,
+    lake_ids: Sequence[int],
+    edges: Mapping[int, list[tuple[int, float]]],
+    poly_area: np.ndarray,
+    lake_area: np.ndarray,
+) -> MatchPlan:
+    """The plan from the matching pairs (polygon → [(lake position, intersection m²)]) and areas (m²).
+
+    A polygon and a lake matching only each other simply continue; areas and intersections rank
+    the candidates around a polygon or lake with several matches, and are read only there.
+    """
+    lake_degree: dict[int, int] = {}
+    for matches in edges.values():
+        for lpos, _ in matches:
+            lake_degree[lpos] = lake_degree.get(lpos, 0) + 1
+    continues: dict[int, int] = {}
+    crowded: dict[int, list[tuple[int, float]]] = {}
     for p, matches in edges.items():
+        if len(matches) == 1 and lake_degree[matches[0][0]] == 1:
+            continues[p] = lake_ids[matches[0][0]]
+        else:
+            crowded[p] = matches
+
+    heir: dict[int, tuple[float, float, int]] = {}  # lake position → best (area, intersection, -index)
+    for p, matches in crowded.items():
         for lpos, a in matches:
             rank = (float(poly_area[p]), a, -p)
             if lpos not in heir or rank > heir[lpos]:
@@ -366,21 +556,103 @@ def match_polygons(
     for lpos, (_, _, neg_p) in heir.items():
         heirs_of.setdefault(-neg_p, []).append(lpos)
 
-    continues: dict[int, int] = {}
-    new: list[int] = []
     merges: list[tuple[int, int]] = []
     splits: list[tuple[int, int]] = []
-    for p in range(len(poly_geoms)):
+    for p in sorted(crowded):
         if p in heirs_of:
             ranked = sorted(heirs_of[p], key=lambda lpos: (-lake_area[lpos], lake_ids[lpos]))
             continues[p] = lake_ids[ranked[0]]
             merges.extend((lake_ids[other], lake_ids[ranked[0]]) for other in ranked[1:])
         else:
-            new.append(p)
-            if p in edges:
-                parent = max(edges[p], key=lambda e: (e[1], -lake_ids[e[0]]))[0]
-                splits.append((lake_ids[parent], p))
-    return MatchPlan(continues, tuple(new), tuple(merges), tuple(splits))
+            parent = max(crowded[p], key=lambda e: (e[1], -lake_ids[e[0]]))[0]
+            splits.append((lake_ids[parent], p))
+    new = tuple(p for p in range(n_polygons) if p not in continues)
+    return MatchPlan(dict(sorted(continues.items())), new, tuple(merges), tuple(splits))
+
+
+# Shortcuts of match_outlines, decided in EPSG:4326: identical outlines, or one covering the other,
+# overlap fully in UTM too, and outlines that do not touch do not overlap. Only the vertices are
+# projected, so an edge bends between the two CRSs by at most L²/8R (0.2 mm for a 100 m edge, 2 cm
+# for 1 km): the shortcuts can only differ from measuring in UTM for outlines within that distance
+# of each other whose overlap ratio sits on the threshold. Thresholds near 0 or 1 and outlines
+# under about a square metre are measured.
+_SHORTCUT_OVERLAP = (1e-3, 0.999)
+_SHORTCUT_MIN_AREA_DEG2 = 1e-10
+
+
+def match_outlines(
+    polygons: Sequence[BaseGeometry], lakes: Mapping[int, BaseGeometry], utm_epsg: int, min_overlap: float
+) -> MatchPlan:
+    """:func:`match_polygons` for EPSG:4326 outlines, with overlaps measured in ``utm_epsg``.
+
+    Gives the plan of ``match_polygons(project(polygons), project(lakes))`` but projects and
+    intersects only where it can change the outcome: a pair of identical outlines, or of one
+    covering the other, matches; a pair that does not touch does not; every other pair that the
+    bounding boxes propose is measured in metres, and so is every pair around a polygon or lake
+    with several matches (their areas rank the candidates).
+    """
+    lake_ids = list(lakes)
+    if not lake_ids or not len(polygons) or not _SHORTCUT_OVERLAP[0] <= min_overlap <= _SHORTCUT_OVERLAP[1]:
+        lakes_m = dict(zip(lake_ids, project([lakes[i] for i in lake_ids], utm_epsg), strict=True))
+        return match_polygons(project(list(polygons), utm_epsg), lakes_m, min_overlap)
+    lake_geoms = np.asarray([lakes[i] for i in lake_ids], dtype=object)
+    poly_geoms = np.asarray(polygons, dtype=object)
+    pi, li = shapely.STRtree(lake_geoms).query(poly_geoms)  # bounding boxes only
+    p_geoms, l_geoms = poly_geoms[pi], lake_geoms[li]
+    tiny = np.minimum(shapely.area(p_geoms), shapely.area(l_geoms)) < _SHORTCUT_MIN_AREA_DEG2
+    same = shapely.equals_exact(p_geoms, l_geoms, 0.0) & ~tiny
+    touch = ~same & ~tiny & shapely.intersects(p_geoms, l_geoms)
+    cover = np.zeros(len(pi), dtype=bool)
+    cover[touch] = shapely.covers(p_geoms[touch], l_geoms[touch]) | shapely.covers(l_geoms[touch], p_geoms[touch])
+    measure = tiny | (touch & ~cover)
+
+    metric = _Projected(poly_geoms, lake_geoms, utm_epsg)
+    matched = same | cover
+    if measure.any():
+        _, ok = _overlaps(metric.polygons(pi[measure]), metric.lakes(li[measure]), min_overlap)
+        matched[measure] = ok
+    pi, li = pi[matched], li[matched]
+    # Pairs around a polygon or lake with several matches rank by areas: measure those exactly.
+    crowded = _repeated(pi)[pi] | _repeated(li)[li] if len(pi) else np.zeros(0, dtype=bool)
+    inter = np.zeros(len(pi))
+    poly_area, lake_area = np.zeros(len(poly_geoms)), np.zeros(len(lake_ids))
+    if crowded.any():
+        cp, cl = pi[crowded], li[crowded]
+        inter[crowded], _ = _overlaps(metric.polygons(cp), metric.lakes(cl), min_overlap)
+        poly_area[np.unique(cp)] = shapely.area(metric.polygons(np.unique(cp)))
+        lake_area[np.unique(cl)] = shapely.area(metric.lakes(np.unique(cl)))
+    edges: dict[int, list[tuple[int, float]]] = {}
+    for p, lpos, a in zip(pi.tolist(), li.tolist(), inter.tolist(), strict=True):
+        edges.setdefault(p, []).append((lpos, a))
+    return _plan(len(poly_geoms), lake_ids, edges, poly_area, lake_area)
+
+
+def _repeated(index: np.ndarray) -> np.ndarray:
+    """Boolean lookup table: which values occur more than once in ``index``."""
+    counts = np.bincount(index)
+    return counts > 1
+
+
+class _Projected:
+    """Lazily projected polygons and lakes (each projected once, on first use)."""
+
+    def __init__(self, polygons: np.ndarray, lakes: np.ndarray, utm_epsg: int) -> None:
+        self._src = (polygons, lakes)
+        self._out: tuple[dict[int, BaseGeometry], dict[int, BaseGeometry]] = ({}, {})
+        self._epsg = utm_epsg
+
+    def _get(self, which: int, index: np.ndarray) -> np.ndarray:
+        cache = self._out[which]
+        missing = [i for i in np.unique(index).tolist() if i not in cache]
+        if missing:
+            cache.update(zip(missing, project(list(self._src[which][missing]), self._epsg), strict=True))
+        return np.asarray([cache[i] for i in index.tolist()], dtype=object)
+
+    def polygons(self, index: np.ndarray) -> np.ndarray:
+        return self._get(0, index)
+
+    def lakes(self, index: np.ndarray) -> np.ndarray:
+        return self._get(1, index)
 
 
 def absent_lakes(lakes: Mapping[int, BaseGeometry], footprint: BaseGeometry, min_cover: float) -> list[int]:

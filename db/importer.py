@@ -8,8 +8,8 @@ date and AOI name).
 Geometry handling: the layer must declare a CRS (any: it is reprojected to EPSG:4326); every
 feature is repaired (``make_valid``, polygonal parts only, 2-D) and exploded into polygons, one
 lake each; polygons smaller than ``min_area_m2`` are dropped. Areas, perimeters (holes
-included) and centroids are measured in the UTM zone of each polygon's centroid (standard
-6° zones, no Norway/Svalbard exceptions), or in ``utm_epsg`` for all when given. The source
+included) and centroids are measured in the UTM zone of a point on each polygon (standard 6°
+zones, no Norway/Svalbard exceptions), or in ``utm_epsg`` for all when given. The source
 attributes (JSON-safe: NaN and NaT become null, dates ISO 8601) plus ``_fid`` (0-based
 feature position in the layer) and, for multi-part features, ``_part`` go to
 ``lake_observation.attributes``.
@@ -229,25 +229,15 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _utc(when: datetime) -> datetime:
-    # A naive datetime is read as UTC, like every sensing time in the inventory.
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
 def _footprint(lakes: Sequence[ObservedLake], mode: str) -> MultiPolygon | None:
     union = shapely.union_all([lake.geometry for lake in lakes])
     return as_multipolygon(union.convex_hull if mode == "hull" else union)
 
 
-def _aoi_exists(engine: Engine, name: str) -> bool:
-    with engine.connect() as conn:
-        return conn.execute(select(aoi.c.aoi_id).where(aoi.c.name == name)).first() is not None
-
-
-# Rows of this scene's present observations, keyed by the md5 of their outline (OGC WKB, little
-# endian): the merge writes each outline byte for byte as handed over, so this finds the feature.
+# This scene's present observations with the measurements the merge copied from each lake
+# (floats exact through float8): they find the feature each row came from.
 _OBSERVATIONS = text(
-    f"SELECT o.observation_id, md5(ST_AsBinary(o.geom, 'NDR')) FROM {SCHEMA}.lake_observation AS o "
+    f"SELECT o.observation_id, o.area_m2, o.centroid_lon, o.centroid_lat FROM {SCHEMA}.lake_observation AS o "
     f"JOIN {SCHEMA}.scene AS s ON s.scene_id = o.scene_id WHERE s.scene_key = :key AND o.present "
     "ORDER BY o.observation_id"
 )
@@ -260,15 +250,14 @@ _WRITE_ATTRIBUTES = text(
 
 def _store_attributes(engine: Engine, scene_key: str, lakes: Sequence[ObservedLake]) -> int:
     """Write each lake's source attributes to its observation row; return the rows changed."""
-    by_outline: dict[str, list[Mapping[str, object]]] = {}
+    by_lake: dict[tuple[float, float, float], list[Mapping[str, object]]] = {}
     for lake in lakes:
-        key = hashlib.md5(shapely.to_wkb(lake.geometry, byte_order=1), usedforsecurity=False).hexdigest()
-        by_outline.setdefault(key, []).append(lake.attributes)
+        by_lake.setdefault((lake.area_m2, lake.centroid_lon, lake.centroid_lat), []).append(lake.attributes)
     with engine.begin() as conn:
         rows = []
-        for observation_id, key in conn.execute(_OBSERVATIONS, {"key": scene_key}):
-            if by_outline.get(key):  # identical outlines: attributes in file order
-                rows.append({"id": int(observation_id), "a": by_outline[key].pop(0)})
+        for observation_id, *measured in conn.execute(_OBSERVATIONS, {"key": scene_key}):
+            if by_lake.get(key := tuple(measured)):  # twin features: attributes in file order
+                rows.append({"id": int(observation_id), "a": by_lake[key].pop(0)})
         if not rows:
             return 0
         return len(conn.execute(_WRITE_ATTRIBUTES, {"rows": json.dumps(rows)}).all())
@@ -308,7 +297,8 @@ def import_inventory(
     """
     if footprint not in ("lakes", "hull"):
         raise ValueError(f"footprint must be 'lakes' or 'hull', not {footprint!r}")
-    when = _utc(when)
+    # A naive datetime is read as UTC, like every sensing time in the inventory.
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     read = read_inventory(path, layer=layer, utm_epsg=utm_epsg, min_area_m2=min_area_m2)
     if not read.lakes:
         raise ValueError(f"{path.name}: no polygon of at least {min_area_m2} m² to import")
@@ -318,12 +308,12 @@ def import_inventory(
     params = {"min_area_m2": min_area_m2, "utm_epsg": utm_epsg, "footprint": footprint}
     params_hash = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
-    created = False
-    if not _aoi_exists(engine, aoi_name):
+    with engine.connect() as conn:
+        created = conn.execute(select(aoi.c.aoi_id).where(aoi.c.name == aoi_name)).first() is None
+    if created:
         bounds = shapely.total_bounds([lake.geometry for lake in read.lakes])
         centre_lon, centre_lat = (bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2
         ensure_aoi(engine, aoi_name, box(*bounds), utm_epsg or utm_epsg_for(centre_lon, centre_lat))
-        created = True
 
     inputs = {"source": f"file:{path.name}", "sha256": content, "source_crs": read.source_crs}
     if layer:

@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import (
     BigInteger,
     Connection,
+    DateTime,
     Engine,
     LargeBinary,
-    Text,
     any_,
     bindparam,
-    cast,
     delete,
     func,
     insert,
@@ -48,19 +49,24 @@ from db.history import (
     BORN_BY_SPLIT,
     DISAPPEARED,
     EXTRA_ATTRIBUTES,
+    HistoryTips,
     LakeHistory,
     LineageEvent,
     Observation,
     Version,
     absent_lakes,
+    area_change,
     as_multipolygon,
+    as_multipolygons,
     derive_history,
+    extend_histories,
+    match_outlines,
     match_polygons,
     metric_transformer,
     project,
 )
 from db.records import MergeConfig, MergeReport, ObservedLake, SceneResult
-from db.schema import SRID, aoi, lake, lake_lineage, lake_observation, lake_version, scene
+from db.schema import SCHEMA, SRID, aoi, lake, lake_lineage, lake_observation, lake_version, scene
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +131,8 @@ def merge_scene(engine: Engine, result: SceneResult, config: MergeConfig = Merge
     when = result.sensing_time
     if when.tzinfo is None:
         raise ValueError("SceneResult.sensing_time must be timezone-aware (UTC)")
-    observed = [(o, g) for o in result.lakes if (g := as_multipolygon(o.geometry)) is not None]
+    outlines = as_multipolygons([o.geometry for o in result.lakes])
+    observed = [(o, g) for o, g in zip(result.lakes, outlines, strict=True) if g is not None]
     if len(observed) < len(result.lakes):
         log.warning("scene %s: dropped %d empty outlines", result.scene_key, len(result.lakes) - len(observed))
     footprint = as_multipolygon(result.valid_footprint)
@@ -139,54 +146,218 @@ def merge_scene(engine: Engine, result: SceneResult, config: MergeConfig = Merge
         if row is None:
             raise LookupError(f"unknown AOI {result.aoi_name!r}: register it with ensure_aoi first")
         aoi_id, epsg = int(row[0]), int(row[1])
+        # A few bulk statements: JIT compilation costs more than it saves, and joins and sorts
+        # over one scene's rows (outlines included) should stay in memory.
+        conn.execute(text("SET LOCAL jit = off"))
+        conn.execute(text("SET LOCAL work_mem = '64MB'"))
         scene_id = _insert_scene(conn, result, aoi_id, footprint)
 
         extent = [g for _, g in observed] + ([footprint] if footprint is not None else [])
-        candidates = _candidates(conn, aoi_id, when, tuple(shapely.total_bounds(extent))) if extent else {}
-        cand_m = dict(zip(candidates, project([g for g, _ in candidates.values()], epsg), strict=True))
-        plan = match_polygons(project([g for _, g in observed], epsg), cand_m, config.match_overlap)
+        cand = _candidates(conn, aoi_id, when, tuple(shapely.total_bounds(extent))) if extent else _Candidates()
+        plan = match_outlines([g for _, g in observed], cand.geoms, epsg, config.match_overlap)
+        matched = plan.matched_lakes
         absent: list[int] = []
         if footprint is not None:
-            unseen = {i: g for i, g in cand_m.items() if i not in plan.matched_lakes}
-            absent = absent_lakes(unseen, project([footprint], epsg)[0], config.min_footprint_cover)
+            unseen = {i: g for i, g in cand.geoms.items() if i not in matched}
+            absent = _absent(unseen, footprint, epsg, config)
 
-        new_ids = _insert_lakes(conn, aoi_id, when, [observed[p] for p in plan.new])
+        new_ids = _allocate_lake_ids(conn, len(plan.new))
         lake_of = {**plan.continues, **dict(zip(plan.new, new_ids, strict=True))}
         links = [(a, c, "merged") for a, c in plan.merges] + [(par, lake_of[p], "split") for par, p in plan.splits]
-        _insert_lineage(conn, scene_id, when, links)
-        present = [(lake_of[p], *observed[p]) for p in sorted(lake_of)]
         split_children = {lake_of[p] for _, p in plan.splits}
+        # History: extended here from each lake's tip where that suffices, else derived again.
+        rebuild = {i for a, c, kind in links for i in (a, c) if kind == "merged"} | _lineage_since(conn, when)
+        steps = _steps(cand, lake_of, observed, absent, rebuild, when, config)
+        rebuild |= {i for i in (*plan.continues.values(), *absent) if i not in steps}
+        opened = {i: (cand.area(i), observed[p][0].area_m2) for p, i in plan.continues.items() if steps.get(i)}
+
+        _stage(conn, observed, lake_of, set(new_ids), split_children, steps)
+        _insert_lakes(conn, aoi_id, when)
+        _insert_lineage(conn, scene_id, when, links)
         late = _backfill_absent(conn, scene_id, when, epsg, new_ids, split_children, config)
-        _insert_observations(conn, scene_id, when, present, absent, late)
+        if late:
+            _mark_rebuilt(conn, {i for i, _, _ in late})
+            rebuild |= {i for i, _, _ in late}
+        _insert_observations(conn, scene_id, when, absent, late)
+        opened = {i: a for i, a in opened.items() if i not in rebuild}
+        dry = sorted(i for i in absent if i in steps and i not in rebuild)
+        counts = _extend_histories(conn, scene_id, result.model_version, when, opened, dry)
 
         touched = set(lake_of.values()) | set(absent) | {a for a, _ in plan.merges}
-        status_before = {i: candidates[i][1] for i in touched if i in candidates}
-        counts = _rebuild_history(conn, sorted(touched), status_before, config)
+        status_before = {i: cand.status(i) for i in touched & rebuild if i in cand.position}
+        rebuilt = _rebuild_history(conn, sorted(touched & rebuild), status_before, config)
     return MergeReport(
         scene_key=result.scene_key,
         noop=False,
-        observations=len(present),
+        observations=len(lake_of),
         absent=len(absent),
         new_lakes=len(new_ids),
-        **counts,
+        **{k: counts[k] + rebuilt[k] for k in counts},
     )
 
 
-def _candidates(
-    conn: Connection, aoi_id: int, when: datetime, bounds: tuple[float, ...]
-) -> dict[int, tuple[BaseGeometry, str]]:
+@dataclass(frozen=True)
+class _Candidates:
+    """Lakes a scene may continue or see dry: outlines (EPSG:4326) and history tips, by lake id."""
+
+    geoms: dict[int, BaseGeometry] = field(default_factory=dict)
+    position: dict[int, int] = field(default_factory=dict)
+    """Lake id → index into ``tips``."""
+    tips: HistoryTips = HistoryTips(*(np.zeros(0, dtype=t) for t in (object, float, np.int64, np.int64)))
+
+    def status(self, lake_id: int) -> str:
+        return str(self.tips.status[self.position[lake_id]])
+
+    def area(self, lake_id: int) -> float:
+        return float(self.tips.area_m2[self.position[lake_id]])
+
+
+_MICROS = "CAST(EXTRACT(epoch FROM {}) * 1000000 AS bigint)"  # exact: EXTRACT gives numeric
+_CANDIDATES = f"""
+SELECT l.lake_id, ST_AsBinary(l.geom), l.status, l.area_m2, {_MICROS.format("l.last_seen")},
+       {_MICROS.format("l.last_observed")}
+FROM {SCHEMA}.lake AS l
+WHERE l.aoi_id = %(aoi)s AND l.geom && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, {SRID})
+  AND l.lake_id NOT IN (SELECT parent_lake_id FROM {SCHEMA}.lake_lineage
+                        WHERE kind = 'merged' AND sensing_time <= %(t)s)
+  AND l.lake_id NOT IN (SELECT child_lake_id FROM {SCHEMA}.lake_lineage
+                        WHERE kind = 'split' AND sensing_time > %(t)s)
+"""
+
+
+def _candidates(conn: Connection, aoi_id: int, when: datetime, bounds: tuple[float, ...]) -> _Candidates:
     """Lakes of the AOI in the bbox that existed at ``when`` (not absorbed yet, not split off later)."""
-    merged_away = select(_lin.c.parent_lake_id).where(_lin.c.kind == "merged", _lin.c.sensing_time <= when)
-    split_later = select(_lin.c.child_lake_id).where(_lin.c.kind == "split", _lin.c.sensing_time > when)
-    rows = conn.execute(
-        select(lake.c.lake_id, func.ST_AsBinary(lake.c.geom), lake.c.status).where(
-            lake.c.aoi_id == aoi_id,
-            lake.c.geom.op("&&")(func.ST_MakeEnvelope(*bounds, SRID)),
-            lake.c.lake_id.not_in(merged_away),
-            lake.c.lake_id.not_in(split_later),
-        )
+    params = {"aoi": aoi_id, "t": when, **dict(zip(("x0", "y0", "x1", "y1"), map(float, bounds), strict=True))}
+    with _driver(conn).cursor(binary=True) as cur:  # binary: the outlines arrive as raw WKB
+        rows = cur.execute(_CANDIDATES, params).fetchall()
+    if not rows:
+        return _Candidates()
+    ids, wkb, status, area, seen, observed = zip(*rows, strict=True)
+    tips = HistoryTips(
+        np.asarray(status, dtype=object),
+        np.asarray(area, dtype=float),  # NULL → NaN
+        np.asarray(seen, dtype=np.int64),
+        np.asarray(observed, dtype=np.int64),
     )
-    return {int(i): (shapely.from_wkb(bytes(wkb)), status) for i, wkb, status in rows}
+    geoms = shapely.from_wkb(list(wkb)).tolist()
+    return _Candidates(dict(zip(ids, geoms, strict=True)), {i: k for k, i in enumerate(ids)}, tips)
+
+
+def _driver(conn: Connection) -> Any:
+    """The psycopg connection under ``conn`` (same transaction), for COPY and binary fetches."""
+    return conn.connection.driver_connection
+
+
+def _absent(unseen: Mapping[int, BaseGeometry], footprint: MultiPolygon, epsg: int, config: MergeConfig) -> list[int]:
+    """Unseen candidates inside the footprint (measured in UTM); those it does not reach are skipped."""
+    if not unseen:
+        return []
+    ids = np.asarray(list(unseen))
+    geoms = np.asarray(list(unseen.values()), dtype=object)
+    shapely.prepare(footprint)
+    near = shapely.intersects(footprint, geoms)
+    if not near.any():
+        return []
+    lakes_m = dict(zip(ids[near].tolist(), project(list(geoms[near]), epsg), strict=True))
+    return absent_lakes(lakes_m, project([footprint], epsg)[0], config.min_footprint_cover)
+
+
+def _lineage_since(conn: Connection, when: datetime) -> set[int]:
+    """Lakes in a split or merge at or after ``when``: their history needs the whole series."""
+    rows = conn.execute(select(_lin.c.parent_lake_id, _lin.c.child_lake_id).where(_lin.c.sensing_time >= when))
+    return {int(i) for r in rows for i in r}
+
+
+def _steps(
+    cand: _Candidates,
+    lake_of: Mapping[int, int],
+    observed: Sequence[tuple[ObservedLake, MultiPolygon]],
+    absent: Sequence[int],
+    rebuild: Collection[int],
+    when: datetime,
+    config: MergeConfig,
+) -> dict[int, str]:
+    """Existing lakes whose history this scene extends from the tip: lake id → kind of the version
+    opened, or :data:`CONTINUES` (see :func:`extend_histories`)."""
+    wet = [(lake_id, p) for p, lake_id in lake_of.items() if lake_id in cand.position and lake_id not in rebuild]
+    ids = [lake_id for lake_id, _ in wet] + [i for i in absent if i not in rebuild]
+    if not ids:
+        return {}
+    index = np.asarray([cand.position[i] for i in ids], dtype=np.int64)
+    tips = cand.tips.take(index)
+    present = np.arange(len(ids)) < len(wet)
+    area = np.full(len(ids), np.nan)
+    area[: len(wet)] = [observed[p][0].area_m2 for _, p in wet]
+    kinds = extend_histories(tips, when, present, area, config)
+    return {i: k for i, k in zip(ids, kinds.tolist(), strict=True) if k is not None}
+
+
+_STAGE_COLUMNS = (
+    ("p", "int4"),
+    ("lake_id", "int8"),
+    ("is_new", "bool"),
+    ("fast", "bool"),
+    ("kind", "text"),
+    ("geom", "geometry"),
+    *((name, "float8") for name in ATTRIBUTES),
+)
+
+
+def _stage(
+    conn: Connection,
+    observed: Sequence[tuple[ObservedLake, MultiPolygon]],
+    lake_of: Mapping[int, int],
+    new_ids: Collection[int],
+    split_children: Collection[int],
+    steps: Mapping[int, str],
+) -> None:
+    """COPY the scene's outlines into ``_merge_obs`` (temporary, dropped at commit).
+
+    One row per present polygon: its lake, whether the lake is new, whether its history is extended
+    here (``fast``) and the kind of the version it opens (None: none, or left to the rebuild).
+    """
+    columns = ", ".join(f"{name} {_PG_TYPE[typ]}" for name, typ in _STAGE_COLUMNS)
+    conn.execute(text(f"CREATE TEMPORARY TABLE _merge_obs ({columns}) ON COMMIT DROP"))
+    if not lake_of:
+        return
+    order = sorted(lake_of)
+    lake_ids = [lake_of[p] for p in order]
+    new = [i in new_ids for i in lake_ids]
+    kind = [("split" if i in split_children else "new") if n else (steps.get(i) or None) for i, n in zip(lake_ids, new)]
+    fast = [n or i in steps for i, n in zip(lake_ids, new)]
+    lakes = [observed[p][0] for p in order]
+    attributes = [[getattr(o, k) for o in lakes] for k in ATTRIBUTES]
+    sql = f"COPY _merge_obs ({', '.join(n for n, _ in _STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+    with _driver(conn).cursor() as cur, cur.copy(sql) as copy:
+        # Raw EWKB: the server's geometry receive function reads the bytes as they are.
+        copy.set_types(["bytea" if typ == "geometry" else typ for _, typ in _STAGE_COLUMNS])
+        for row in zip(order, lake_ids, new, fast, kind, _ewkb([observed[p][1] for p in order]), *attributes):
+            copy.write_row(row)
+
+
+# EWKB header of a 2-D MultiPolygon in EPSG:4326, little endian: type 6 with the SRID flag, then the SRID.
+_EWKB_HEADER = b"\x01" + (6 | 0x20000000).to_bytes(4, "little") + SRID.to_bytes(4, "little")
+
+
+def _ewkb(outlines: Sequence[MultiPolygon]) -> list[bytes]:
+    """EWKB (SRID 4326) of 2-D MultiPolygons: their little-endian WKB with the SRID spliced in."""
+    return [_EWKB_HEADER + w[5:] for w in shapely.to_wkb(np.asarray(outlines, dtype=object), byte_order=1).tolist()]
+
+
+_PG_TYPE = {"geometry": "geometry", "int4": "integer", "int8": "bigint", "bool": "boolean", "text": "text", "float8": "double precision"}
+
+
+def _mark_rebuilt(conn: Connection, ids: Collection[int]) -> None:
+    """Hand staged lakes over to the full rebuild (new lakes that got absent rows from older scenes)."""
+    conn.execute(text("UPDATE _merge_obs SET fast = false WHERE lake_id = ANY(:ids)"), {"ids": sorted(ids)})
+
+
+def _allocate_lake_ids(conn: Connection, n: int) -> list[int]:
+    """``n`` new lake ids from the identity sequence, ascending."""
+    if n == 0:
+        return []
+    sql = text(f"SELECT nextval(pg_get_serial_sequence('{SCHEMA}.lake', 'lake_id')) FROM generate_series(1, :n)")
+    return sorted(int(i) for i in conn.execute(sql, {"n": n}).scalars())
 
 
 def _insert_scene(conn: Connection, result: SceneResult, aoi_id: int, footprint: MultiPolygon | None) -> int:
@@ -208,16 +379,19 @@ def _insert_scene(conn: Connection, result: SceneResult, aoi_id: int, footprint:
     return int(conn.execute(stmt, row).scalar_one())
 
 
-def _insert_lakes(
-    conn: Connection, aoi_id: int, when: datetime, observed: Sequence[tuple[ObservedLake, MultiPolygon]]
-) -> list[int]:
-    """New lake rows (provisional state; :func:`_rebuild_history` writes the derived one), ids in order."""
-    if not observed:
-        return []
-    stamps = {"first_seen": when, "last_seen": when, "last_observed": when}
-    rows = [{"aoi_id": aoi_id, **stamps, "wkb": g.wkb, **_attrs(o)} for o, g in observed]
-    stmt = insert(lake).values(geom=_geom()).returning(lake.c.lake_id, sort_by_parameter_order=True)
-    return [int(r[0]) for r in conn.execute(stmt, rows)]
+def _insert_lakes(conn: Connection, aoi_id: int, when: datetime) -> None:
+    """Lake rows of the staged new lakes, with the state of a lake seen once (a rebuild may refine it)."""
+    names = ", ".join(ATTRIBUTES)
+    state = {"status": "'active'", "geom": "s.geom", **{k: f"s.{k}" for k in ATTRIBUTES}}
+    state |= {"first_seen": ":t", "last_seen": ":t", "last_observed": ":t", "n_observations": "1"}
+    sql = f"""
+        INSERT INTO {SCHEMA}.lake (lake_id, aoi_id, status, geom, {names}, first_seen, last_seen, last_observed,
+                                   n_observations, row_hash)
+        SELECT s.lake_id, :aoi, 'active', s.geom, {", ".join(f"s.{k}" for k in ATTRIBUTES)}, :t, :t, :t, 1,
+               {_row_hash_sql(state)}
+        FROM _merge_obs AS s WHERE s.is_new ORDER BY s.lake_id
+    """
+    conn.execute(text(sql).bindparams(bindparam("t", type_=DateTime(timezone=True))), {"aoi": aoi_id, "t": when})
 
 
 def _insert_lineage(conn: Connection, scene_id: int, when: datetime, links: Sequence[tuple[int, int, str]]) -> None:
@@ -290,19 +464,111 @@ def _insert_observations(
     conn: Connection,
     scene_id: int,
     when: datetime,
-    present: Sequence[tuple[int, ObservedLake, MultiPolygon]],
     absent: Sequence[int],
     late_absent: Sequence[tuple[int, int, datetime]] = (),
 ) -> None:
-    dry = {"present": False, "wkb": None, **_attrs(None)}
-    rows = [
-        {"scene_id": scene_id, "sensing_time": when, "lake_id": i, "present": True, "wkb": g.wkb, **_attrs(o)}
-        for i, o, g in present
-    ]
-    rows += [{"scene_id": scene_id, "sensing_time": when, "lake_id": i, **dry} for i in absent]
-    rows += [{"scene_id": sid, "sensing_time": t, "lake_id": i, **dry} for i, sid, t in late_absent]
-    if rows:
-        conn.execute(insert(_obs).values(geom=_geom()), rows)
+    """This scene's present rows (from ``_merge_obs``), then its absent rows, then backfilled absent rows."""
+    names = ", ".join(ATTRIBUTES)
+    conn.execute(
+        text(
+            f"INSERT INTO {SCHEMA}.lake_observation (scene_id, lake_id, sensing_time, present, geom, {names}) "
+            f"SELECT :sid, s.lake_id, :t, true, s.geom, {', '.join(f's.{k}' for k in ATTRIBUTES)} "
+            "FROM _merge_obs AS s"
+        ),
+        {"sid": scene_id, "t": when},
+    )
+    dry = [(i, scene_id, when) for i in absent] + list(late_absent)
+    if dry:
+        lake_ids, scene_ids, times = (list(col) for col in zip(*dry, strict=True))
+        conn.execute(
+            text(
+                f"INSERT INTO {SCHEMA}.lake_observation (scene_id, lake_id, sensing_time, present) "
+                "SELECT d.s, d.l, d.t, false FROM unnest(CAST(:l AS bigint[]), CAST(:s AS bigint[]), "
+                "CAST(:t AS timestamptz[])) WITH ORDINALITY AS d(l, s, t, n) ORDER BY d.n"
+            ),
+            {"l": lake_ids, "s": scene_ids, "t": times},
+        )
+
+
+def _extend_histories(
+    conn: Connection,
+    scene_id: int,
+    model_version: str,
+    when: datetime,
+    opened: Mapping[int, tuple[float, float]],
+    dry: Sequence[int],
+) -> dict[str, int]:
+    """Write the histories extended from their tips (``fast`` staged rows, and ``dry`` lakes).
+
+    Staged new lakes get their first version (``new`` or ``split``); an existing lake whose
+    observation opens a version (``opened``: lake → (current area, new area), m²) has the current
+    one closed at ``when``; their lake rows move on. Returns the report's change counts.
+    """
+    t = {"t": when}
+    change: dict[int, tuple[float | None, float | None]] = {}
+    if opened:
+        closed = conn.execute(
+            text(
+                f"UPDATE {SCHEMA}.lake_version AS v SET valid = tstzrange(lower(v.valid), :t, '[)') "
+                "WHERE v.lake_id = ANY(:ids) AND upper_inf(v.valid) RETURNING v.lake_id, lower(v.valid)"
+            ),
+            {**t, "ids": sorted(opened)},
+        ).all()
+        for lake_id, valid_from in closed:
+            change[lake_id] = area_change(*opened[lake_id], valid_from, when)
+        if len(change) != len(opened):  # never expected: the merge keeps one open version per lake
+            raise RuntimeError(f"lakes without a current version: {sorted(set(opened) - set(change))}")
+    ids = sorted(change)
+    rows = conn.execute(
+        text(
+            f"INSERT INTO {SCHEMA}.lake_version (lake_id, valid, change_kind, status, geom, {', '.join(ATTRIBUTES)}, "
+            "area_change_m2, growth_rate_m2_per_year, scene_id, model_version) "
+            f"SELECT s.lake_id, tstzrange(:t, NULL, '[)'), s.kind, 'active', s.geom, "
+            f"{', '.join(f's.{k}' for k in ATTRIBUTES)}, c.change, c.rate, :sid, :model "
+            "FROM _merge_obs AS s LEFT JOIN unnest(CAST(:ids AS bigint[]), CAST(:change AS float8[]), "
+            "CAST(:rate AS float8[])) AS c(lake_id, change, rate) ON c.lake_id = s.lake_id "
+            "WHERE s.fast AND s.kind IS NOT NULL ORDER BY s.lake_id"
+        ),
+        {
+            **t,
+            "sid": scene_id,
+            "model": model_version,
+            "ids": ids,
+            "change": [change[i][0] for i in ids],
+            "rate": [change[i][1] for i in ids],
+        },
+    ).rowcount
+
+    # Lake rows: a new outline where a version opened; the time stamps and count move on.
+    opens = "s.kind IS NOT NULL"
+    state = {
+        "status": "l.status",
+        "geom": f"CASE WHEN {opens} THEN s.geom ELSE l.geom END",
+        **{k: f"CASE WHEN {opens} THEN s.{k} ELSE l.{k} END" for k in ATTRIBUTES},
+        "first_seen": "l.first_seen",
+        "last_seen": ":t",
+        "last_observed": ":t",
+        "n_observations": "l.n_observations + 1",
+    }
+    assign = ", ".join(f"{k} = {v}" for k, v in state.items() if k not in ("status", "first_seen"))
+    conn.execute(
+        text(
+            f"UPDATE {SCHEMA}.lake AS l SET {assign}, updated_at = now(), row_hash = {_row_hash_sql(state)} "
+            "FROM _merge_obs AS s WHERE s.fast AND NOT s.is_new AND l.lake_id = s.lake_id"
+        ).bindparams(bindparam("t", type_=DateTime(timezone=True))),
+        t,
+    )
+    if dry:
+        state = {k: f"l.{k}" for k in ("status", "geom", *ATTRIBUTES, "first_seen", "last_seen")}
+        state |= {"last_observed": ":t", "n_observations": "l.n_observations + 1"}
+        conn.execute(
+            text(
+                f"UPDATE {SCHEMA}.lake AS l SET last_observed = :t, n_observations = l.n_observations + 1, "
+                f"updated_at = now(), row_hash = {_row_hash_sql(state)} WHERE l.lake_id = ANY(:ids)"
+            ).bindparams(bindparam("t", type_=DateTime(timezone=True))),
+            {**t, "ids": dry},
+        )
+    return {"changed_lakes": len(ids), "disappeared": 0, "reappeared": 0, "versions_added": rows}
 
 
 def _key(v: Version) -> tuple[Any, ...]:
@@ -409,7 +675,9 @@ def _rebuild_history(
                 for i, s in states.items()
             ],
         )
-        conn.execute(update(lake).where(_in(lake.c.lake_id, states)).values(row_hash=_ROW_HASH))
+        conn.execute(
+            text(f"UPDATE {SCHEMA}.lake SET row_hash = {_ROW_HASH} WHERE lake_id = ANY(:ids)"), {"ids": sorted(states)}
+        )
 
     kind_now = {i: (derived[i][-1][2] if derived[i] else None) for i in ids}
     return {
@@ -420,19 +688,23 @@ def _rebuild_history(
     }
 
 
-def _text(column: Any) -> Any:
-    return func.coalesce(cast(column, Text), "")
+def _row_hash_sql(value: Mapping[str, str]) -> str:
+    """SQL of a lake row's content hash from the SQL expressions of its new column values.
+
+    Status, outline (hex WKB), attributes, time stamps (epoch) and observation count, NULL as ''; the
+    same text whichever statement writes the row. float8::text is exact and stable (PG ≥ 12).
+    """
+    parts = [value["status"], f"encode(ST_AsBinary({value['geom']}), 'hex')"]
+    parts += [f"coalesce(CAST({value[k]} AS TEXT), '')" for k in ATTRIBUTES]
+    parts += [
+        f"coalesce(CAST(EXTRACT(epoch FROM CAST({value[k]} AS timestamptz)) AS TEXT), '')"
+        for k in ("first_seen", "last_seen", "last_observed")
+    ]
+    parts.append(f"coalesce(CAST({value['n_observations']} AS TEXT), '')")
+    return f"md5(concat_ws('|', {', '.join(parts)}))"
 
 
-# Content hash of a lake row (status, outline, attributes, time stamps), computed where the data lies
-# so it is the same whichever process wrote the row; float8::text is exact and stable (PG ≥ 12).
-_ROW_HASH = func.md5(
-    func.concat_ws(
-        "|",
-        lake.c.status,
-        func.encode(func.ST_AsBinary(lake.c.geom), "hex"),
-        *[_text(lake.c[k]) for k in ATTRIBUTES],
-        *[_text(func.extract("epoch", lake.c[k])) for k in ("first_seen", "last_seen", "last_observed")],
-        _text(lake.c.n_observations),
-    )
+# The hash of the row as it stands (the rebuild writes the state first, then the hash).
+_ROW_HASH = _row_hash_sql(
+    {k: k for k in ("status", "geom", *ATTRIBUTES, "first_seen", "last_seen", "last_observed", "n_observations")}
 )

@@ -171,6 +171,52 @@ def export(out: Path, as_of: str | None, aoi: str | None) -> None:
     click.echo(f"{len(gdf)} lakes written to {out}")
 
 
+@main.command("import-inventory")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--date", "on", required=True, help="epoch of the inventory, YYYY-MM-DD (UTC)")
+@click.option("--aoi", default=None, help="AOI name (default: the file stem); created from the lakes' extent if new")
+@click.option("--layer", default=None, help="layer of a multi-layer file (default: the first)")
+@click.option("--utm-epsg", type=int, default=None, help="metric CRS for areas (default: each lake's UTM zone)")
+@click.option(
+    "--footprint",
+    type=click.Choice(["lakes", "hull"]),
+    default="lakes",
+    show_default=True,
+    help="what the inventory 'saw': its lakes only, or their convex hull (absences inside it count)",
+)
+@click.option("--min-area", type=float, default=1.0, show_default=True, help="drop polygons under this, m²")
+@guarded
+def import_inventory(
+    file: Path, on: str, aoi: str | None, layer: str | None, utm_epsg: int | None, footprint: str, min_area: float
+) -> None:
+    """Import an existing inventory (GeoJSON, GeoPackage, shapefile) as a baseline epoch."""
+    from db.importer import import_inventory as run_import
+    from flows.database import ready_engine
+
+    day = _parse_day(on, "--date")
+    assert day is not None
+    if not file.exists():
+        raise BadInput(f"{file}: no such file")
+    report = run_import(
+        ready_engine(_settings()),
+        file,
+        aoi_name=aoi or file.stem,
+        when=datetime.combine(day, time.min, tzinfo=UTC),
+        utm_epsg=utm_epsg,
+        layer=layer,
+        min_area_m2=min_area,
+        footprint=footprint,  # type: ignore[arg-type]
+    )
+    if report.noop:
+        click.echo(f"{file.name}: already imported for {day} into {report.aoi_name}: nothing changed")
+        return
+    click.echo(
+        f"{file.name} → {report.aoi_name} as of {day}: {report.lakes} lakes "
+        f"({report.total_area_m2 / 1e6:.2f} km², source CRS {report.source_crs}); "
+        f"skipped {report.skipped_empty} empty, {report.skipped_small} under {min_area:g} m²"
+    )
+
+
 @main.command()
 @click.option("--home", type=click.Path(path_type=Path), default=None, help="override GLACIAL_LAKES_HOME")
 @click.option("--size", default=512, show_default=True, help="demo scene size, pixels (10 m)")

@@ -1,12 +1,24 @@
 """Segmentation stage: analysis-ready stack in, water-probability COG out.
 
 The probability raster is float32 0–1 on the scene grid, NaN (declared nodata) outside the
-valid mask: nodata is never written as 0, which would read as "certainly dry".
+valid mask: nodata is never written as 0, which would read as "certainly dry". The optional
+mask is uint8: 1 water (probability > threshold), 0 dry, 255 nodata.
+
+TerraMind segmenters stream: rows are read, inferred and written a band at a time, so memory
+does not grow with the scene height. Other segmenters (the spectral baseline) get the whole
+stack in memory.
+
+:class:`CoregisteredSource` serves one-off inputs (``glacial-lakes segment``): a 12-band S2
+GeoTIFF defines the grid; S1 (VV, VH in dB) and the DEM (metres) on any grid are warped onto it
+window by window (bilinear, GDAL ``WarpedVRT``).
 """
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -16,40 +28,201 @@ from prefect.cache_policies import NO_CACHE
 
 from models.registry import load_segmenter
 from tasks.coregister import StackInfo, read_stack
-from tasks.grid import GridSpec
+from tasks.grid import GridSpec, read_grid
+from tasks.preprocess import S2_BANDS, harmonise_s2_dn
+
+__all__ = ["CoregisteredSource", "segment_files", "segment_stack", "segment_task", "write_float_cog", "write_probability"]
+
+Rows = Iterator[tuple[int, NDArray[np.float32]]]
+MASK_NODATA = 255
 
 
 def write_float_cog(array: NDArray[np.float32], grid: GridSpec, path: Path, description: str) -> Path:
     """Write one float32 band as a tiled, deflate-compressed COG with NaN nodata."""
+    return write_probability(iter([(0, array.astype(np.float32, copy=False))]), grid, path, description=description)[0]
+
+
+def _stream_to_cog(chunks: Iterator[tuple[int, NDArray[Any]]], grid: GridSpec, path: Path, dtype: str,
+                   nodata: float, description: str, predictor: int) -> None:  # fmt: skip
+    # Rows arrive top to bottom: write them to a striped scratch GeoTIFF, then let GDAL copy it
+    # into a COG block by block. Neither step holds the whole raster in memory.
+    from rasterio.shutil import copy as rio_copy
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial.tif")
-    profile = {
-        "driver": "COG",
-        "dtype": "float32",
-        "count": 1,
-        "width": grid.width,
-        "height": grid.height,
-        "crs": grid.crs,
-        "transform": grid.affine,
-        "nodata": float("nan"),
-        "compress": "deflate",
-        "predictor": 3,
-        "blocksize": 256,
-    }
-    with rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(array.astype(np.float32, copy=False), 1)
-        dst.set_band_description(1, description)
-    # Write-then-rename: a crash never leaves a half-written file under the final name.
-    tmp.replace(path)
-    return path
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".seg-") as tmpdir:
+        scratch = Path(tmpdir) / "rows.tif"
+        profile = {"driver": "GTiff", "dtype": dtype, "count": 1, "width": grid.width, "height": grid.height,
+                   "crs": grid.crs, "transform": grid.affine, "nodata": nodata, "tiled": False, "blockysize": 16}  # fmt: skip
+        with rasterio.open(scratch, "w", **profile) as dst:
+            for r0, rows in chunks:
+                dst.write(rows.astype(dtype, copy=False), 1, window=((r0, r0 + rows.shape[0]), (0, grid.width)))
+            dst.set_band_description(1, description)
+        partial = Path(tmpdir) / "out.tif"
+        rio_copy(scratch, partial, driver="COG", compress="deflate", predictor=predictor, blocksize=256)
+        partial.replace(path)  # write-then-rename: never a half-written file under the final name
+
+
+def write_probability(rows: Rows, grid: GridSpec, out_path: Path, mask_path: Path | None = None,
+                      threshold: float = 0.5, description: str = "water probability") -> tuple[Path, Path | None]:  # fmt: skip
+    """Writes probability rows (top to bottom) as a float32 COG, and optionally the uint8 mask.
+
+    Args:
+        rows: ``(row0, probability rows)`` covering the grid top to bottom, NaN nodata.
+        grid: The scene grid.
+        out_path: Probability COG (float32, NaN nodata).
+        mask_path: Mask COG (uint8: 1 water where probability > threshold, 0 dry, 255 nodata).
+        threshold: Water threshold.
+        description: Band description of the probability.
+    """
+    if mask_path is None:
+        _stream_to_cog(rows, grid, Path(out_path), "float32", float("nan"), description, 3)
+        return Path(out_path), None
+    kept: list[tuple[int, NDArray[np.uint8]]] = []
+
+    def tee() -> Iterator[tuple[int, NDArray[np.float32]]]:
+        for r0, p in rows:
+            m = np.where(np.isnan(p), MASK_NODATA, p > threshold).astype(np.uint8)
+            kept.append((r0, m))  # uint8: a quarter of the probability's size
+            yield r0, p
+
+    _stream_to_cog(tee(), grid, Path(out_path), "float32", float("nan"), description, 3)
+    _stream_to_cog(iter(kept), grid, Path(mask_path), "uint8", MASK_NODATA, f"water mask (p > {threshold})", 2)
+    return Path(out_path), Path(mask_path)
+
+
+class CoregisteredSource:
+    """S2 + S1 + DEM files co-registered onto the S2 file's grid, read a band of rows at a time.
+
+    Args:
+        s2: 12-band GeoTIFF in TerraMind order, reflectance × 10 000; 0 or the nodata tag = nodata.
+        s1: 2-band GeoTIFF, VV then VH backscatter in dB (used as is: no speckle filter).
+        dem: 1-band elevation raster, metres.
+        s2_offset: DN offset present in the S2 file: 0 (harmonised, pre-04.00 scale) or 1000
+            (un-harmonised baseline ≥ 04.00 product), removed on reading.
+
+    Raises:
+        ValueError: Unreadable file, wrong band count, no CRS, or no overlap with the S2 grid;
+            the message names the input.
+    """
+
+    def __init__(self, s2: str | Path, s1: str | Path, dem: str | Path, s2_offset: int = 0) -> None:
+        from rasterio.enums import Resampling
+        from rasterio.vrt import WarpedVRT
+
+        if s2_offset not in (0, 1000):
+            raise ValueError(f"S2 offset must be 0 or 1000 DN, got {s2_offset}")
+        self._baseline = "04.00" if s2_offset else "02.00"  # what harmonise_s2_dn keys the offset on
+        self._files: list[Any] = []
+        try:
+            self._s2 = self._open("S2", s2, len(S2_BANDS))
+            try:
+                self.grid = read_grid(str(s2))
+            except ValueError as exc:
+                raise ValueError(f"S2 file {exc}") from exc
+            self.height, self.width = self.grid.height, self.grid.width
+            vrts = []
+            for role, path, count in (("S1", s1, 2), ("DEM", dem, 1)):
+                ds = self._open(role, path, count)
+                self._check_overlap(role, path, ds)
+                src_nodata = ds.nodata if ds.nodata is not None else (np.nan if ds.dtypes[0].startswith("float") else None)
+                vrt = WarpedVRT(ds, crs=self.grid.crs, transform=self.grid.affine, width=self.width,
+                                height=self.height, resampling=Resampling.bilinear, src_nodata=src_nodata,
+                                nodata=np.nan, dtype="float32")  # fmt: skip
+                self._files.append(vrt)
+                vrts.append(vrt)
+            self._s1, self._dem = vrts
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, role: str, path: str | Path, count: int) -> Any:
+        try:
+            ds = rasterio.open(path)
+        except rasterio.errors.RasterioIOError as exc:
+            raise ValueError(f"{role} file {path}: cannot be read ({str(exc).splitlines()[0]})") from exc
+        self._files.append(ds)
+        if ds.count != count:
+            raise ValueError(f"{role} file {path}: expected {count} band(s), found {ds.count}")
+        if ds.crs is None:
+            raise ValueError(f"{role} file {path}: raster has no CRS")
+        return ds
+
+    def _check_overlap(self, role: str, path: str | Path, ds: Any) -> None:
+        from rasterio.warp import transform_bounds
+
+        left, bottom, right, top = transform_bounds(ds.crs, self.grid.crs, *ds.bounds, densify_pts=21)
+        gl, gb, gr, gt = self.grid.bounds
+        if left >= gr or right <= gl or bottom >= gt or top <= gb:
+            raise ValueError(f"{role} file {path} does not overlap the S2 grid")
+
+    @property
+    def crs(self) -> Any:
+        """The S2 grid's CRS."""
+        return self.grid.crs
+
+    @property
+    def transform(self) -> Any:
+        """The S2 grid's affine transform."""
+        return self.grid.affine
+
+    def read_rows(self, row0: int, row1: int) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """Stack rows ``[row0, row1)`` (15 bands, NaN nodata) and where all sources have data."""
+        from rasterio.windows import Window
+
+        win = Window(0, row0, self.width, row1 - row0)  # type: ignore[call-arg]
+        s2 = self._s2.read(window=win, masked=True).astype(np.float32).filled(np.nan)
+        s2 = harmonise_s2_dn(s2, self._baseline)
+        s1 = self._s1.read(window=win)
+        dem = self._dem.read(1, window=win)[np.newaxis]
+        stack = np.concatenate([s2, s1, dem]).astype(np.float32, copy=False)
+        return stack, np.isfinite(stack).all(axis=0)
+
+    def close(self) -> None:
+        """Closes every file and VRT opened (VRTs first)."""
+        for f in reversed(self._files):
+            f.close()
+        self._files = []
+
+    def __enter__(self) -> CoregisteredSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _rows_in_memory(segmenter: Any, source: Any) -> Rows:
+    stack, valid = source.read_rows(0, source.height)
+    prob = segmenter.predict(stack, valid)
+    yield 0, np.where(valid, prob, np.nan).astype(np.float32)
+
+
+def _probability_rows(segmenter: Any, source: Any, progress: Callable[[int, int], None] | None) -> Rows:
+    if hasattr(segmenter, "iter_probability_rows"):
+        return segmenter.iter_probability_rows(source, progress=progress)
+    return _rows_in_memory(segmenter, source)
+
+
+def segment_files(s2: Path, s1: Path, dem: Path, out_path: Path, model_spec: str, *, mask_path: Path | None = None,
+                  threshold: float = 0.5, s2_offset: int = 0,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[Path, Path | None]:  # fmt: skip
+    """Co-registers S1 and the DEM onto the S2 grid, segments, writes probability (and mask) COGs."""
+    segmenter = load_segmenter(model_spec)
+    with CoregisteredSource(s2, s1, dem, s2_offset) as source:
+        rows = _probability_rows(segmenter, source, progress)
+        return write_probability(rows, source.grid, out_path, mask_path, threshold, f"water probability ({segmenter.name})")
 
 
 def segment_stack(stack_info: StackInfo, model_spec: str, out_path: Path) -> Path:
     """Run the named segmenter over a stack file and write the probability COG."""
-    stack, valid, grid = read_stack(stack_info)
     segmenter = load_segmenter(model_spec)
-    prob = segmenter.predict(stack, valid)
-    prob = np.where(valid, prob, np.nan).astype(np.float32)
+    if hasattr(segmenter, "iter_probability_rows"):
+        from models.inference import RasterStackSource
+
+        with RasterStackSource(stack_info.path, stack_info.valid_path) as source:
+            rows = segmenter.iter_probability_rows(source)
+            return write_probability(rows, stack_info.grid, out_path, description=f"water probability ({segmenter.name})")[0]
+    stack, valid, grid = read_stack(stack_info)
+    prob = np.where(valid, segmenter.predict(stack, valid), np.nan).astype(np.float32)
     return write_float_cog(prob, grid, out_path, f"water probability ({segmenter.name})")
 
 

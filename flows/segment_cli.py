@@ -1,0 +1,82 @@
+"""``glacial-lakes segment``: one S2 + S1 + DEM scene in, a water-probability COG out.
+
+Inputs are analysis-ready files on any grids; S1 and the DEM are co-registered onto the S2
+grid (bilinear). Expected scales:
+
+* ``--s2``: one 12-band GeoTIFF, bands B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12
+  (TerraMind order), surface reflectance × 10 000 on the harmonised pre-04.00 scale; 0 or the
+  file's nodata tag is nodata. For un-harmonised baseline ≥ 04.00 products pass
+  ``--s2-offset 1000``.
+* ``--s1``: 2 bands, VV then VH backscatter in dB (used as given: no speckle filter).
+* ``--dem``: 1 band, metres.
+
+Exit status: 0 success, 2 bad input (one line naming the input), 1 anything else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from flows.cli import BadInput, guarded
+from flows.settings import Settings, prepare_prefect_environment
+
+__all__ = ["segment_command"]
+
+
+def _existing(option: str, path: Path) -> Path:
+    if not path.is_file():
+        raise BadInput(f"{option} {path}: no such file")
+    return path
+
+
+def _progress(step: str) -> None:
+    click.echo(f"» {step}", err=True)
+
+
+def _window_progress() -> object:
+    shown = {"pct": -1}
+
+    def report(done: int, total: int) -> None:
+        pct = 100 * done // max(total, 1)
+        if pct // 10 != shown["pct"] // 10 or done == total:
+            shown["pct"] = pct
+            _progress(f"segment: {done}/{total} windows ({pct} %)")
+
+    return report
+
+
+@click.command("segment")
+@click.option("--s2", "s2", required=True, type=click.Path(path_type=Path), help="12-band S2 L2A GeoTIFF, reflectance ×10 000")
+@click.option("--s1", "s1", required=True, type=click.Path(path_type=Path), help="2-band S1 GeoTIFF: VV, VH in dB")
+@click.option("--dem", "dem", required=True, type=click.Path(path_type=Path), help="1-band DEM, metres")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="probability COG to write (float32, NaN nodata)")
+@click.option("--mask-out", "mask_out", default=None, type=click.Path(path_type=Path), help="uint8 mask COG: 1 water, 0 dry, 255 nodata")
+@click.option("--model", default=None, help="baseline | PATH | hf://org/repo/path (default GLACIAL_LAKES_MODEL)")
+@click.option("--threshold", default=None, type=float, help="water where probability > this (default GLACIAL_LAKES_THRESHOLD)")
+@click.option("--s2-offset", "s2_offset", default="0", show_default=True, type=click.Choice(["0", "1000"]),
+              help="DN offset in the S2 file (1000: un-harmonised baseline ≥ 04.00)")  # fmt: skip
+@guarded
+def segment_command(s2: Path, s1: Path, dem: Path, out: Path, mask_out: Path | None, model: str | None,
+                    threshold: float | None, s2_offset: str) -> None:  # fmt: skip
+    """Segment lake water in one scene: S1 and DEM are co-registered onto the S2 grid."""
+    settings = Settings()
+    prepare_prefect_environment(settings)  # tasks import prefect, which reads its settings at import
+    for option, path in (("--s2", s2), ("--s1", s1), ("--dem", dem)):
+        _existing(option, path)
+    threshold = settings.threshold if threshold is None else threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise BadInput(f"--threshold {threshold}: must be between 0 and 1")
+    spec = model or settings.model
+    from models.registry import load_segmenter
+    from tasks.segment import CoregisteredSource, segment_files
+
+    with CoregisteredSource(s2, s1, dem, int(s2_offset)):
+        pass  # bad inputs fail here, before an expensive model is built
+    _progress(f"loading model {spec}")
+    segmenter = load_segmenter(spec)
+    _progress(f"segmenting with {segmenter.name} ({segmenter.version})")
+    prob, mask = segment_files(s2, s1, dem, out, spec, mask_path=mask_out, threshold=threshold,
+                               s2_offset=int(s2_offset), progress=_window_progress())  # type: ignore[arg-type]  # fmt: skip
+    click.echo(f"probability written to {prob}" + (f"; mask to {mask}" if mask else ""))

@@ -1,0 +1,343 @@
+"""Scene inference: streaming sliding windows, Gaussian blending of logits, flip TTA.
+
+Windows are ``window`` px (224) at ``stride`` (112); starts are 0, stride, 2·stride, … plus a
+last one at ``extent − window`` so the far edge is covered. Each window's binary logit is
+weighted by a 2-D Gaussian (peak 1 at the window centre, σ = 56 px), accumulated in float32
+and divided by the summed weights; the sigmoid comes last (CryoSentinel's recipe, spec §3.1).
+Flip TTA (identity, H, V, HV) averages the un-flipped logits of the four passes (spec §2.5).
+A scene smaller than a window is reflect-padded and the result cropped back.
+
+Memory does not grow with the scene height: rows are read one band of ``window`` rows at a
+time (:class:`WindowSource`), only the rows that a later window can still touch are kept in
+the accumulators, and finished rows are handed to the caller as soon as they are final
+(:func:`iter_logit_rows`). Memory grows with the scene width only (one band of rows).
+
+Pixels outside ``valid`` are NaN in the output; windows without a single valid pixel are not
+run at all. Invalid inputs are filled as CryoSentinel did (:func:`models.normalisation.prepare_stack`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from models.checkpoint import LoadedModel
+from models.normalisation import NormStats, prepare_stack
+from models.segmenter import check_stack
+from models.terramind import forward_binary_logits
+
+__all__ = [
+    "ArraySource",
+    "Forward",
+    "InferenceParams",
+    "RasterStackSource",
+    "TerraMindSegmenter",
+    "WindowSource",
+    "flip_tta",
+    "gaussian_weights",
+    "iter_logit_rows",
+    "model_forward",
+    "predict_logits",
+    "resolve_device",
+    "window_starts",
+]
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+"""Normalised ``(B, 15, h, w)`` float32 CPU batch → ``(B, h, w)`` float32 CPU binary logits."""
+Progress = Callable[[int, int], None]
+"""Called with (windows done, windows in the scene)."""
+
+
+@dataclass(frozen=True)
+class InferenceParams:
+    """How a scene is tiled, blended and augmented.
+
+    Attributes:
+        window: Window size, px (TerraMind v1: 224).
+        stride: Step between window starts, px, in (0, window].
+        sigma: Gaussian σ of the blend weights, px; ``None`` weights every pixel equally.
+        tta: Flip TTA (4 passes per window).
+        batch_size: Windows per forward call (each is 4 passes with TTA).
+        device: ``auto`` (CUDA if present, with bf16 autocast; else CPU float32), ``cpu``, ``cuda``.
+    """
+
+    window: int = 224
+    stride: int = 112
+    sigma: float | None = 56.0
+    tta: bool = True
+    batch_size: int = 4
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        """Checks the tiling."""
+        if self.window <= 0 or not 0 < self.stride <= self.window:
+            raise ValueError(f"need 0 < stride ≤ window, got stride {self.stride}, window {self.window}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
+
+    @property
+    def output_hash(self) -> str:
+        """12 hex over what changes outputs (device and batch size excluded)."""
+        d = {k: v for k, v in asdict(self).items() if k not in {"device", "batch_size"}}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class WindowSource(Protocol):
+    """Rows of a scene's analysis-ready stack, read on demand."""
+
+    height: int
+    width: int
+
+    def read_rows(self, row0: int, row1: int) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """Stack rows ``[row0, row1)``: float32 ``(15, r, width)`` NaN nodata, and bool ``(r, width)`` valid."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class ArraySource:
+    """A stack already in memory."""
+
+    stack: NDArray[np.float32]
+    valid: NDArray[np.bool_]
+
+    def __post_init__(self) -> None:
+        """Checks shapes."""
+        check_stack(self.stack, self.valid)
+
+    @property
+    def height(self) -> int:
+        return int(self.stack.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.stack.shape[2])
+
+    def read_rows(self, row0: int, row1: int) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        return self.stack[:, row0:row1], self.valid[row0:row1]
+
+
+class RasterStackSource:
+    """Windowed reads of a 15-band stack raster (e.g. our stack COG) and its valid mask.
+
+    The mask is ``valid_path`` (uint8, 1 = valid), else the file named by the stack's
+    ``valid_mask`` tag beside it, else "every band finite". Use as a context manager.
+    """
+
+    def __init__(self, path: str | Path, valid_path: str | Path | None = None) -> None:
+        import rasterio
+
+        self._ds = rasterio.open(path)
+        if self._ds.count != 15:
+            self._ds.close()
+            raise ValueError(f"{path}: expected a 15-band stack, found {self._ds.count} bands")
+        tag = self._ds.tags().get("valid_mask")
+        if valid_path is None and tag:
+            valid_path = Path(path).with_name(tag)
+        self._valid = rasterio.open(valid_path) if valid_path is not None else None
+        self.height, self.width = self._ds.height, self._ds.width
+        self.crs, self.transform = self._ds.crs, self._ds.transform
+
+    def read_rows(self, row0: int, row1: int) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        from rasterio.windows import Window
+
+        win = Window(0, row0, self.width, row1 - row0)  # type: ignore[call-arg]
+        stack = self._ds.read(window=win, out_dtype="float32")
+        if self._valid is not None:
+            valid = self._valid.read(1, window=win) == 1
+        else:
+            valid = np.isfinite(stack).all(axis=0)
+        return stack, valid
+
+    def close(self) -> None:
+        """Closes the files."""
+        self._ds.close()
+        if self._valid is not None:
+            self._valid.close()
+
+    def __enter__(self) -> RasterStackSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def gaussian_weights(window: int, sigma: float | None) -> NDArray[np.float32]:
+    """``(window, window)`` blend weights: a Gaussian with peak 1 at the centre, or ones."""
+    if sigma is None:
+        return np.ones((window, window), np.float32)
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    c = np.arange(window, dtype=np.float64) - (window - 1) / 2.0
+    g = np.exp(-(c**2) / (2.0 * sigma**2))
+    w = np.outer(g, g)
+    return (w / w.max()).astype(np.float32)
+
+
+def window_starts(extent: int, window: int, stride: int) -> list[int]:
+    """0, stride, … while the window fits, plus ``extent − window`` if the edge is not covered."""
+    if extent <= window:
+        return [0]
+    starts = list(range(0, extent - window + 1, stride))
+    if starts[-1] + window < extent:
+        starts.append(extent - window)
+    return starts
+
+
+def flip_tta(forward: Forward) -> Forward:
+    """Wraps a forward in flip TTA: mean of the un-flipped logits of id, H, V and HV passes."""
+    flips: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        out = forward(torch.cat([x.flip(d) if d else x for d in flips]))
+        parts = out.split(b)
+        return sum((p.flip(d) if d else p for p, d in zip(parts, flips, strict=True)), torch.zeros_like(parts[0])) / 4
+
+    return run
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def model_forward(model: torch.nn.Module, num_classes: int, device: torch.device) -> Forward:
+    """The model as a :data:`Forward`: eval, no grad, bf16 autocast on CUDA, fp32 on CPU."""
+    model.eval()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device, non_blocking=True)
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            z = forward_binary_logits(model, x, num_classes)
+        return z.float().cpu()
+
+    return run
+
+
+def _pad_to(a: NDArray[Any], rows: int, cols: int, mode: str, **kw: Any) -> NDArray[Any]:
+    pr, pc = rows - a.shape[-2], cols - a.shape[-1]
+    if pr <= 0 and pc <= 0:
+        return a
+    pad = [(0, 0)] * (a.ndim - 2) + [(0, max(pr, 0)), (0, max(pc, 0))]
+    return np.pad(a, pad, mode=mode, **kw)
+
+
+def iter_logit_rows(
+    forward: Forward,
+    source: WindowSource,
+    stats: NormStats,
+    params: InferenceParams = InferenceParams(),
+    weights: NDArray[np.float32] | None = None,
+    progress: Progress | None = None,
+) -> Iterator[tuple[int, NDArray[np.float32]]]:
+    """Blended logits of a scene, yielded top to bottom as rows become final.
+
+    Args:
+        forward: Normalised window batch → binary logits (TTA already included if wanted).
+        source: The stack, read a band of rows at a time.
+        stats: Normalisation statistics of the model.
+        params: Window, stride, σ; ``tta`` and ``device`` are the forward's business here.
+        weights: Override of the ``(window, window)`` blend weights (default: Gaussian σ).
+        progress: Called after each band of windows.
+
+    Yields:
+        ``(row0, logits)``: float32 ``(r, width)`` for rows ``row0 … row0+r−1``, NaN outside valid.
+    """
+    h, w, win = source.height, source.width, params.window
+    hp, wp = max(h, win), max(w, win)
+    ys, xs = window_starts(hp, win, params.stride), window_starts(wp, win, params.stride)
+    g = gaussian_weights(win, params.sigma) if weights is None else np.asarray(weights, np.float32)
+    total, done, lo = len(ys) * len(xs), 0, 0
+    acc = np.zeros((0, wp), np.float32)
+    wsum = np.zeros((0, wp), np.float32)
+    vbuf = np.zeros((0, wp), bool)
+
+    def finish(r0: int, a: NDArray[np.float32], s: NDArray[np.float32], v: NDArray[np.bool_]) -> Iterator[tuple[int, NDArray[np.float32]]]:
+        n = min(r0 + a.shape[0], h) - r0
+        if n > 0:
+            ok = v[:n, :w] & (s[:n, :w] > 0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out = np.where(ok, a[:n, :w] / s[:n, :w], np.nan).astype(np.float32)
+            yield r0, out
+
+    for y in ys:
+        if y > lo:  # rows above y are touched by no later window: final
+            k = y - lo
+            yield from finish(lo, acc[:k], wsum[:k], vbuf[:k])
+            acc, wsum, vbuf, lo = acc[k:], wsum[k:], vbuf[k:], y
+        grow = y + win - lo - acc.shape[0]
+        if grow > 0:
+            acc = np.concatenate([acc, np.zeros((grow, wp), np.float32)])
+            wsum = np.concatenate([wsum, np.zeros((grow, wp), np.float32)])
+            vbuf = np.concatenate([vbuf, np.zeros((grow, wp), bool)])
+        stack, valid = source.read_rows(y, min(y + win, h))
+        x = _pad_to(prepare_stack(stack, stats), win, wp, "reflect")
+        v = _pad_to(np.asarray(valid, bool), win, wp, "constant", constant_values=False)
+        r = slice(y - lo, y - lo + win)
+        vbuf[r] |= v
+        todo = [x0 for x0 in xs if v[:, x0 : x0 + win].any()]
+        for i in range(0, len(todo), params.batch_size):
+            chunk = todo[i : i + params.batch_size]
+            batch = torch.from_numpy(np.stack([x[:, :, x0 : x0 + win] for x0 in chunk]))
+            logits = forward(batch).numpy()
+            for j, x0 in enumerate(chunk):
+                acc[r, x0 : x0 + win] += logits[j] * g
+                wsum[r, x0 : x0 + win] += g
+        done += len(xs)
+        if progress is not None:
+            progress(done, total)
+    yield from finish(lo, acc, wsum, vbuf)
+
+
+def predict_logits(forward: Forward, source: WindowSource, stats: NormStats,
+                   params: InferenceParams = InferenceParams(), **kw: Any) -> NDArray[np.float32]:  # fmt: skip
+    """The whole scene's blended logits ``(H, W)`` in memory (NaN outside valid)."""
+    out = np.full((source.height, source.width), np.nan, np.float32)
+    for r0, rows in iter_logit_rows(forward, source, stats, params, **kw):
+        out[r0 : r0 + rows.shape[0]] = rows
+    return out
+
+
+def sigmoid(z: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Logistic function, NaN preserved, no overflow warnings."""
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float32)
+
+
+class TerraMindSegmenter:
+    """A loaded TerraMind model as a :class:`~models.segmenter.Segmenter`.
+
+    ``name`` is ``terramind-<variant>``; ``version`` is the weights' sha256 (16 hex), the
+    architecture hash and a hash of the statistics and inference parameters, so it changes
+    whenever the outputs could.
+    """
+
+    def __init__(self, loaded: LoadedModel, params: InferenceParams = InferenceParams()) -> None:
+        self.loaded, self.params = loaded, params
+        self.device = resolve_device(params.device)
+        loaded.model.to(self.device)
+        self.name = f"terramind-{loaded.config.variant}"
+        extra = hashlib.sha256(f"{loaded.stats.stats_hash}|{params.output_hash}".encode()).hexdigest()[:8]
+        self.version = f"{self.name}:{loaded.version}+{extra}"
+        fwd = model_forward(loaded.model, loaded.config.num_classes, self.device)
+        self.forward: Forward = flip_tta(fwd) if params.tta else fwd
+
+    def iter_probability_rows(self, source: WindowSource, progress: Progress | None = None) -> Iterator[tuple[int, NDArray[np.float32]]]:
+        """Water probability rows as they become final (see :func:`iter_logit_rows`)."""
+        for r0, z in iter_logit_rows(self.forward, source, self.loaded.stats, self.params, progress=progress):
+            yield r0, sigmoid(z)
+
+    def predict(self, stack: NDArray[np.float32], valid: NDArray[np.bool_]) -> NDArray[np.float32]:
+        """Water probability 0–1 (float32), NaN outside ``valid``; see :class:`Segmenter`."""
+        z = predict_logits(self.forward, ArraySource(stack, valid), self.loaded.stats, self.params)
+        return sigmoid(z)

@@ -1,0 +1,212 @@
+"""M1–M3: the revision chain (single head, no embedded COMMIT), schema round trips on an empty
+database, and an upgrade of a populated database that must not touch its data."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.script import ScriptDirectory
+
+from db import migrate
+from db.engine import make_engine
+from db.importer import import_inventory
+from db.merge import ensure_aoi, merge_scene
+from db.schema import SCHEMA
+
+_spec = importlib.util.spec_from_file_location(
+    "gl_fault_helpers", Path(__file__).resolve().parents[1] / "faults" / "_helpers.py"
+)
+assert _spec is not None and _spec.loader is not None
+h = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(h)
+
+pytestmark = pytest.mark.db
+
+HEAD = "0002_queries"
+REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
+EVEREST = REALDATA / "icimod_glacial_lakes_2015" / "GL_3basins_2015_everest_subset.geojson"
+
+# Everything a revision creates, as sorted text rows per kind: a structural diff, like a
+# normalised ``pg_dump --schema-only``, without needing the client binaries.
+_SCHEMA_DUMP = {
+    "columns": """
+        SELECT table_name, column_name, ordinal_position, data_type, udt_name, is_nullable,
+               coalesce(column_default, ''), is_identity, coalesce(col_description(
+                   (quote_ident(table_schema) || '.' || quote_ident(table_name))::regclass, ordinal_position), '')
+        FROM information_schema.columns WHERE table_schema = :s""",
+    "constraints": """
+        SELECT c.conrelid::regclass::text, c.conname, c.contype, pg_get_constraintdef(c.oid),
+               c.condeferrable, c.condeferred
+        FROM pg_constraint AS c WHERE c.connamespace = CAST(:s AS regnamespace)""",
+    "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = :s",
+    "views": "SELECT viewname, definition FROM pg_views WHERE schemaname = :s",
+    "functions": """
+        SELECT p.proname, pg_get_functiondef(p.oid), coalesce(obj_description(p.oid, 'pg_proc'), ''),
+               coalesce(array_to_string(p.proacl, ','), '')
+        FROM pg_proc AS p WHERE p.pronamespace = CAST(:s AS regnamespace)""",
+    "relations": """
+        SELECT c.relname, c.relkind, pg_get_userbyid(c.relowner), coalesce(array_to_string(c.relacl, ','), ''),
+               coalesce(obj_description(c.oid, 'pg_class'), '')
+        FROM pg_class AS c WHERE c.relnamespace = CAST(:s AS regnamespace)""",
+    "geometry_columns": """
+        SELECT f_table_name, f_geometry_column, coord_dimension, srid, type
+        FROM geometry_columns WHERE f_table_schema = :s""",
+    "default_privileges": """
+        SELECT pg_get_userbyid(d.defaclrole), d.defaclobjtype, array_to_string(d.defaclacl, ',')
+        FROM pg_default_acl AS d WHERE d.defaclnamespace = CAST(:s AS regnamespace)""",
+}
+
+_GEOMETRIES = {
+    "aoi": ("aoi_id", "geom"),
+    "scene": ("scene_id", "valid_footprint"),
+    "lake": ("lake_id", "geom"),
+    "lake_observation": ("observation_id", "geom"),
+    "lake_version": ("version_id", "geom"),
+}
+
+
+def schema_dump(url: str) -> dict[str, list[tuple[object, ...]]]:
+    """Sorted catalogue rows per kind for schema ``inventory`` (empty lists when it is absent)."""
+    engine = make_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            if conn.execute(sa.text("SELECT to_regnamespace(:s)"), {"s": SCHEMA}).scalar() is None:
+                return {kind: [] for kind in _SCHEMA_DUMP}
+            return {
+                kind: sorted(tuple(map(str, row)) for row in conn.execute(sa.text(sql), {"s": SCHEMA}))
+                for kind, sql in _SCHEMA_DUMP.items()
+            }
+    finally:
+        engine.dispose()
+
+
+def data_fingerprint(engine: sa.Engine) -> dict[str, tuple[int, str]]:
+    """Per table: row count and md5 of its geometries' WKB ordered by primary key."""
+    out = {}
+    with engine.connect() as conn:
+        for table, (key, column) in _GEOMETRIES.items():
+            sql = (
+                f"SELECT count(*), md5(string_agg(encode(ST_AsBinary({column}), 'hex'), ',' ORDER BY {key})) "
+                f"FROM {SCHEMA}.{table}"
+            )
+            n, digest = conn.execute(sa.text(sql)).one()
+            out[table] = (int(n), digest or "")
+        for table in ("lake_lineage", "acquisition", "ingest_run"):
+            out[table] = (int(conn.execute(sa.text(f"SELECT count(*) FROM {SCHEMA}.{table}")).scalar_one()), "")
+    return out
+
+
+def offline_sql(*args: str) -> str:
+    """The SQL an upgrade/downgrade would run (Alembic ``--sql`` mode), as one script."""
+    config = migrate.alembic_config("postgresql+psycopg://offline@localhost/offline")
+    config.output_buffer = io.StringIO()
+    getattr(command, args[0])(config, args[1], sql=True)
+    return config.output_buffer.getvalue()
+
+
+def _transaction_statements(sql: str) -> list[str]:
+    # Top-level statements only: PL/pgSQL's BEGIN/END inside DO blocks carry no semicolon
+    # (BEGIN) or a label/keyword (END IF; END $$;).
+    pattern = r"^\s*(BEGIN|START TRANSACTION|COMMIT|END|ROLLBACK|SAVEPOINT\b.*)\s*;\s*$"
+    return [m.group(1).upper() for m in re.finditer(pattern, sql, re.IGNORECASE | re.MULTILINE)]
+
+
+def test_single_head_and_one_transaction_per_chain() -> None:
+    script = ScriptDirectory.from_config(migrate.alembic_config(""))
+    heads = script.get_heads()
+    chain = [rev.revision for rev in script.walk_revisions("base", "heads")][::-1]
+    # pgstac's lesson: a COMMIT inside a revision would split the one-transaction chain.
+    up = _transaction_statements(offline_sql("upgrade", "head"))
+    down = _transaction_statements(offline_sql("downgrade", f"{HEAD}:base"))
+    h.write_report("migrations", {"heads": heads, "chain": chain, "upgrade_transaction_statements": up})
+    assert heads == [HEAD] and migrate.head() == HEAD
+    assert chain == ["0001", HEAD]
+    assert up == down == ["BEGIN", "COMMIT"]
+
+
+def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> None:
+    """base → 0001 → head, then head → 0001 → head and head → base → head: equal schema each time."""
+    with h.fresh_database(pg_url_base, None) as url:
+        assert migrate.current(url) is None and schema_dump(url)["columns"] == []
+        migrate.upgrade(url, "0001")
+        at_0001 = schema_dump(url)
+        migrate.upgrade(url, "head")
+        at_head = schema_dump(url)
+        migrate.downgrade(url, "0001")
+        back_0001 = schema_dump(url)
+        migrate.upgrade(url, "head")
+        again_head = schema_dump(url)
+        migrate.downgrade(url, "base")
+        at_base = schema_dump(url)
+        assert migrate.current(url) is None
+        migrate.upgrade(url, "head")
+        rebuilt = schema_dump(url)
+        assert migrate.current(url) == HEAD
+
+    diffs = {
+        "0001_down_up": sum(len(set(at_0001[k]) ^ set(back_0001[k])) for k in at_0001),
+        "head_down_up": sum(len(set(at_head[k]) ^ set(again_head[k])) for k in at_head),
+        "base_up": sum(len(set(at_head[k]) ^ set(rebuilt[k])) for k in at_head),
+    }
+    h.write_report("migrations", {"schema_diff_rows": diffs})
+    assert back_0001 == at_0001 and again_head == at_head and rebuilt == at_head
+    assert all(rows == [] for rows in at_base.values())
+    # 0002 adds exactly the time-series view and function, with their grants.
+    added = {k: sorted(set(at_head[k]) - set(at_0001[k])) for k in at_head}
+    assert [r[0] for r in added["views"]] == ["lake_area_timeseries"]
+    assert [r[0] for r in added["functions"]] == ["lake_area_series"]
+    assert added["indexes"] == added["constraints"] == added["geometry_columns"] == []
+
+
+def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str) -> None:
+    """Seeded at 0001 with merged scenes and an imported inventory: counts and WKB md5 unchanged."""
+    with h.fresh_database(pg_url_base, None) as url:
+        migrate.upgrade(url, "0001")
+        engine = make_engine(url)
+        try:
+            ensure_aoi(engine, "khumbu", h.footprint(), h.UTM)
+            for s in h.scenario("khumbu"):
+                merge_scene(engine, s)
+            if EVEREST.exists():
+                import_inventory(engine, EVEREST, aoi_name="everest", when=datetime(2015, 10, 1, tzinfo=UTC))
+            before = data_fingerprint(engine)
+            started = time.monotonic()
+            migrate.upgrade(url, "head")
+            upgrade_s = time.monotonic() - started
+            after = data_fingerprint(engine)
+            started = time.monotonic()
+            migrate.downgrade(url, "0001")
+            downgrade_s = time.monotonic() - started
+            after_down = data_fingerprint(engine)
+            migrate.upgrade(url, "head")
+            with engine.connect() as conn:
+                lake_id = conn.execute(sa.text(f"SELECT min(lake_id) FROM {SCHEMA}.lake")).scalar_one()
+                series = conn.execute(
+                    sa.text(f"SELECT count(*) FROM {SCHEMA}.lake_area_series(:l)"), {"l": lake_id}
+                ).scalar_one()
+                observed = conn.execute(
+                    sa.text(f"SELECT count(*) FROM {SCHEMA}.lake_observation WHERE lake_id = :l"), {"l": lake_id}
+                ).scalar_one()
+        finally:
+            engine.dispose()
+
+    h.write_report(
+        "migrations",
+        {
+            "populated_rows": {t: n for t, (n, _) in before.items()},
+            "populated_tables_changed_by_upgrade": sorted(t for t in before if before[t] != after[t]),
+            "seconds_0001_to_head": round(upgrade_s, 3),
+            "seconds_head_to_0001": round(downgrade_s, 3),
+        },
+    )
+    assert before["lake"][0] > 0 and before["lake_version"][0] > before["lake"][0]
+    assert after == before and after_down == before
+    assert series == observed > 1  # the new function reads the old rows
