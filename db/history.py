@@ -2,14 +2,15 @@
 
 Identity (:func:`match_polygons`, :func:`absent_lakes`): a scene's polygons are matched to
 existing lakes by overlap, with every area measured in one metric (UTM) CRS.
+:func:`match_outlines` gives the same plan from EPSG:4326 outlines, projecting and intersecting
+only the pairs whose overlap is not evident (identical or covering outlines, or disjoint ones).
 
 History (:func:`derive_history`): a lake's versions are a deterministic function of its
-observations ordered by sensing time and of its lineage events (split, merge). The merge
-recomputes them from *all* of a lake's observations whenever one is added, so the order in
-which scenes arrive never changes the result and re-running a scene changes nothing.
-:func:`extend_history` is the same rule applied to one observation newer than all of a lake's
-others, where the end of the history alone decides (the merge's fast path); it declines the
-cases that need the whole series.
+observations ordered by sensing time and of its lineage events (split, merge); whichever order
+scenes arrive in, and however often one is re-run, the result is the same.
+:func:`extend_histories` applies the same rules to one observation per lake that is newer than
+all of the lake's others, from the end of each history alone (the merge's fast path, vectorised);
+it declines the cases that need the whole series, which the merge derives again in full.
 
 Rules (tolerances from :class:`db.records.MergeConfig`):
 
@@ -315,7 +316,9 @@ class HistoryTips:
 
     def take(self, index: np.ndarray) -> HistoryTips:
         """The tips at ``index`` (integer positions)."""
-        return HistoryTips(self.status[index], self.area_m2[index], self.last_seen_us[index], self.last_observed_us[index])
+        return HistoryTips(
+            self.status[index], self.area_m2[index], self.last_seen_us[index], self.last_observed_us[index]
+        )
 
     @classmethod
     def of(cls, tips: Sequence[HistoryTip]) -> HistoryTips:
@@ -398,7 +401,8 @@ class Extension:
 def extend_history(tip: HistoryTip, obs: Observation, config: MergeConfig = MergeConfig()) -> Extension | None:
     """:func:`extend_histories` for one lake, with the new tip; None: derive the whole history."""
     area = np.nan if obs.area_m2 is None else obs.area_m2
-    (kind,) = extend_histories(HistoryTips.of([tip]), obs.sensing_time, np.array([obs.present]), np.array([area]), config)
+    tips = HistoryTips.of([tip])
+    (kind,) = extend_histories(tips, obs.sensing_time, np.array([obs.present]), np.array([area]), config)
     if kind is None:
         return None
     when = obs.sensing_time
@@ -440,11 +444,12 @@ def as_multipolygons(geometries: Sequence[BaseGeometry | None]) -> list[MultiPol
     geoms = np.empty(len(geometries), dtype=object)
     geoms[:] = list(geometries)
     ok = (shapely.get_type_id(geoms) == 6) & ~shapely.is_empty(geoms) & ~shapely.has_z(geoms)
-    ok &= shapely.is_valid(geoms)
-    if ok.any():
-        parts, owner = shapely.get_parts(geoms[ok], return_index=True)
+    ok &= shapely.is_valid(geoms) & (shapely.area(geoms) > 0)
+    several = ok & (shapely.get_num_geometries(geoms) > 1)  # one part: its area is the whole's
+    if several.any():
+        parts, owner = shapely.get_parts(geoms[several], return_index=True)
         degenerate = shapely.is_empty(parts) | ~(shapely.area(parts) > 0)
-        ok[np.flatnonzero(ok)[np.unique(owner[degenerate])]] = False
+        ok[np.flatnonzero(several)[np.unique(owner[degenerate])]] = False
     return [g if keep else as_multipolygon(g) for g, keep in zip(geoms.tolist(), ok.tolist(), strict=True)]
 
 
@@ -592,45 +597,57 @@ def match_outlines(
     with several matches (their areas rank the candidates).
     """
     lake_ids = list(lakes)
-    if not lake_ids or not len(polygons) or not _SHORTCUT_OVERLAP[0] <= min_overlap <= _SHORTCUT_OVERLAP[1]:
+    if not lake_ids or not len(polygons):
+        return MatchPlan({}, tuple(range(len(polygons))), (), ())
+    if not _SHORTCUT_OVERLAP[0] <= min_overlap <= _SHORTCUT_OVERLAP[1]:
         lakes_m = dict(zip(lake_ids, project([lakes[i] for i in lake_ids], utm_epsg), strict=True))
         return match_polygons(project(list(polygons), utm_epsg), lakes_m, min_overlap)
     lake_geoms = np.asarray([lakes[i] for i in lake_ids], dtype=object)
     poly_geoms = np.asarray(polygons, dtype=object)
     pi, li = shapely.STRtree(lake_geoms).query(poly_geoms)  # bounding boxes only
-    p_geoms, l_geoms = poly_geoms[pi], lake_geoms[li]
+    matched = shapely.equals_exact(poly_geoms[pi], lake_geoms[li], 0.0)
+    rest = np.flatnonzero(~matched)
+    p_geoms, l_geoms = poly_geoms[pi[rest]], lake_geoms[li[rest]]
     tiny = np.minimum(shapely.area(p_geoms), shapely.area(l_geoms)) < _SHORTCUT_MIN_AREA_DEG2
-    same = shapely.equals_exact(p_geoms, l_geoms, 0.0) & ~tiny
-    touch = ~same & ~tiny & shapely.intersects(p_geoms, l_geoms)
-    cover = np.zeros(len(pi), dtype=bool)
-    cover[touch] = shapely.covers(p_geoms[touch], l_geoms[touch]) | shapely.covers(l_geoms[touch], p_geoms[touch])
-    measure = tiny | (touch & ~cover)
-
+    cover, touch = np.zeros(len(rest), dtype=bool), np.zeros(len(rest), dtype=bool)
+    todo = ~tiny
+    cover[todo] = shapely.covers(p_geoms[todo], l_geoms[todo])  # grown
+    todo &= ~cover
+    cover[todo] = shapely.covers(l_geoms[todo], p_geoms[todo])  # shrunk
+    todo &= ~cover
+    touch[todo] = shapely.intersects(p_geoms[todo], l_geoms[todo])  # neither: measure
+    matched[rest[cover]] = True
+    measure = rest[tiny | touch]
     metric = _Projected(poly_geoms, lake_geoms, utm_epsg)
-    matched = same | cover
-    if measure.any():
-        _, ok = _overlaps(metric.polygons(pi[measure]), metric.lakes(li[measure]), min_overlap)
-        matched[measure] = ok
+    if len(measure):
+        _, matched[measure] = _overlaps(metric.polygons(pi[measure]), metric.lakes(li[measure]), min_overlap)
     pi, li = pi[matched], li[matched]
-    # Pairs around a polygon or lake with several matches rank by areas: measure those exactly.
-    crowded = _repeated(pi)[pi] | _repeated(li)[li] if len(pi) else np.zeros(0, dtype=bool)
-    inter = np.zeros(len(pi))
+
+    # A polygon and a lake matching only each other continue; pairs around a polygon or lake with
+    # several matches rank by areas, so those are measured exactly and planned one by one.
+    crowded = _repeated(pi, len(poly_geoms))[pi] | _repeated(li, len(lake_ids))[li]
+    lake_array = np.asarray(lake_ids, dtype=object)
+    continues = dict(zip(pi[~crowded].tolist(), lake_array[li[~crowded]].tolist(), strict=True))
+    if not crowded.any():
+        new = tuple(np.setdiff1d(np.arange(len(poly_geoms)), pi).tolist())
+        return MatchPlan(dict(sorted(continues.items())), new, (), ())
+    cp, cl = pi[crowded], li[crowded]
+    inter, _ = _overlaps(metric.polygons(cp), metric.lakes(cl), min_overlap)
     poly_area, lake_area = np.zeros(len(poly_geoms)), np.zeros(len(lake_ids))
-    if crowded.any():
-        cp, cl = pi[crowded], li[crowded]
-        inter[crowded], _ = _overlaps(metric.polygons(cp), metric.lakes(cl), min_overlap)
-        poly_area[np.unique(cp)] = shapely.area(metric.polygons(np.unique(cp)))
-        lake_area[np.unique(cl)] = shapely.area(metric.lakes(np.unique(cl)))
+    poly_area[np.unique(cp)] = shapely.area(metric.polygons(np.unique(cp)))
+    lake_area[np.unique(cl)] = shapely.area(metric.lakes(np.unique(cl)))
     edges: dict[int, list[tuple[int, float]]] = {}
-    for p, lpos, a in zip(pi.tolist(), li.tolist(), inter.tolist(), strict=True):
+    for p, lpos, a in zip(cp.tolist(), cl.tolist(), inter.tolist(), strict=True):
         edges.setdefault(p, []).append((lpos, a))
-    return _plan(len(poly_geoms), lake_ids, edges, poly_area, lake_area)
+    crowded_plan = _plan(len(poly_geoms), lake_ids, edges, poly_area, lake_area)
+    continues.update(crowded_plan.continues)
+    new = tuple(p for p in crowded_plan.new if p not in continues)
+    return MatchPlan(dict(sorted(continues.items())), new, crowded_plan.merges, crowded_plan.splits)
 
 
-def _repeated(index: np.ndarray) -> np.ndarray:
-    """Boolean lookup table: which values occur more than once in ``index``."""
-    counts = np.bincount(index)
-    return counts > 1
+def _repeated(index: np.ndarray, size: int) -> np.ndarray:
+    """Lookup table over ``range(size)``: which values occur more than once in ``index``."""
+    return np.bincount(index, minlength=size) > 1
 
 
 class _Projected:

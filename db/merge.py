@@ -2,19 +2,36 @@
 
 One scene is one transaction under an advisory lock per AOI: concurrent merges of an AOI
 serialise, a crash leaves nothing half written, and a scene key already committed is a no-op.
-Identity and history are decided in Python (:mod:`db.history`, geometries projected to the
-AOI's UTM CRS for every area); SQL fetches candidates and writes in batches. Every geometry
-written is a valid 2-D MultiPolygon in EPSG:4326.
+Every geometry written is a valid 2-D MultiPolygon in EPSG:4326; every area is measured in the
+AOI's UTM CRS.
 
-A lake first found by a scene merged *after* newer scenes (backfill) also gets absent rows
-for those newer scenes that saw its place dry (inside their valid footprint, no water matching
-it), so the observations, and hence the history, do not depend on the order of arrival.
+The merge is set-based, so that an AOI of tens of thousands of lakes merges in a few bulk
+statements:
+
+* Identity is decided in Python on the candidates' outlines fetched in one binary query
+  (:func:`db.history.match_outlines`: overlaps in metres, computed only where they can change
+  the outcome).
+* The scene's outlines are COPYed (binary) into a temporary staging table, from which lakes,
+  observations and versions are inserted and lake rows updated, one statement each.
+* History stays a function of the observations (:func:`db.history.derive_history`). In the
+  common case, a scene newer than every observation of a lake, the lake row's tip decides
+  (:func:`db.history.extend_histories`): a version opens only where the area changed beyond
+  tolerance, closing the previous one. Backfills, repeated sensing times, disappearance and
+  reappearance runs, splits and merges derive the affected lakes' histories again from all their
+  observations, as before. :func:`stale_histories` checks that both paths agree.
+
+A lake first found by a scene merged *after* other scenes also gets absent rows for those scenes
+that saw its place dry (inside their valid footprint, no water matching it), so the
+observations, and hence the history, do not depend on the order of arrival.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import Collection, Mapping, Sequence
+import struct
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,6 +52,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     select,
     text,
     update,
@@ -131,6 +149,26 @@ def merge_scene(engine: Engine, result: SceneResult, config: MergeConfig = Merge
     when = result.sensing_time
     if when.tzinfo is None:
         raise ValueError("SceneResult.sensing_time must be timezone-aware (UTC)")
+    with _gc_paused():
+        return _merge(engine, result, config)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: a merge allocates some 10^5 short-lived containers, on
+    which the collector would walk the whole heap again and again; reference counting still
+    frees them. Restored on exit (left alone if someone else had it off)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _merge(engine: Engine, result: SceneResult, config: MergeConfig) -> MergeReport:
+    when = result.sensing_time
     outlines = as_multipolygons([o.geometry for o in result.lakes])
     observed = [(o, g) for o, g in zip(result.lakes, outlines, strict=True) if g is not None]
     if len(observed) < len(result.lakes):
@@ -172,16 +210,21 @@ def merge_scene(engine: Engine, result: SceneResult, config: MergeConfig = Merge
         opened = {i: (cand.area(i), observed[p][0].area_m2) for p, i in plan.continues.items() if steps.get(i)}
 
         _stage(conn, observed, lake_of, set(new_ids), split_children, steps)
-        _insert_lakes(conn, aoi_id, when)
+        if new_ids:
+            _insert_lakes(conn, aoi_id, when)
         _insert_lineage(conn, scene_id, when, links)
         late = _backfill_absent(conn, scene_id, when, epsg, new_ids, split_children, config)
         if late:
             _mark_rebuilt(conn, {i for i, _, _ in late})
             rebuild |= {i for i, _, _ in late}
         _insert_observations(conn, scene_id, when, absent, late)
-        opened = {i: a for i, a in opened.items() if i not in rebuild}
-        dry = sorted(i for i in absent if i in steps and i not in rebuild)
-        counts = _extend_histories(conn, scene_id, result.model_version, when, opened, dry)
+        fast = _FastPath(
+            opened={i: a for i, a in opened.items() if i not in rebuild},
+            dry=sorted(i for i in absent if i in steps and i not in rebuild),
+            wet=any(i in steps and i not in rebuild for i in plan.continues.values()),
+            first_versions=len(new_ids) > len({i for i, _, _ in late}),
+        )
+        counts = _extend_histories(conn, scene_id, result.model_version, when, fast)
 
         touched = set(lake_of.values()) | set(absent) | {a for a, _ in plan.merges}
         status_before = {i: cand.status(i) for i in touched & rebuild if i in cand.position}
@@ -194,6 +237,47 @@ def merge_scene(engine: Engine, result: SceneResult, config: MergeConfig = Merge
         new_lakes=len(new_ids),
         **{k: counts[k] + rebuilt[k] for k in counts},
     )
+
+
+def stale_histories(engine: Engine, aoi_name: str, config: MergeConfig = MergeConfig()) -> list[int]:
+    """Lakes of ``aoi_name`` whose stored history differs from :func:`derive_history` of their facts.
+
+    Compares every version (validity, kind, status, area, Δarea, rate, scene, outline) and the lake
+    row (status, outline, attributes, time stamps, observation count, content hash) with what the
+    lake's observations and lineage derive. The merge keeps this list empty, whichever path wrote
+    a history; a non-empty one names lakes to rebuild.
+    """
+    with engine.connect() as conn:
+        ids = sorted(conn.execute(select(lake.c.lake_id).join(aoi).where(aoi.c.name == aoi_name)).scalars())
+        if not ids:
+            return []
+        histories, stored = _load(conn, ids, config)
+        digest = func.md5(func.ST_AsBinary(lake.c.geom))
+        state = (lake.c.status, lake.c.first_seen, lake.c.last_seen, lake.c.last_observed, lake.c.n_observations)
+        hash_ok = lake.c.row_hash == literal_column(_ROW_HASH)
+        query = select(lake.c.lake_id, *state, *[lake.c[k] for k in ATTRIBUTES], digest, hash_ok)
+        rows = {r[0]: tuple(r[1:]) for r in conn.execute(query.where(_in(lake.c.lake_id, ids)))}
+        version_outlines: dict[int, list[str]] = {i: [] for i in ids}
+        query = select(_ver.c.lake_id, func.md5(func.ST_AsBinary(_ver.c.geom))).where(_in(_ver.c.lake_id, ids))
+        for lake_id, md5 in conn.execute(query.order_by(_ver.c.lake_id, func.lower(_ver.c.valid))):
+            version_outlines[lake_id].append(md5)
+        sources = {v.source.observation_id for h in histories.values() for v in h.versions}
+        query = select(_obs.c.observation_id, func.md5(func.ST_AsBinary(_obs.c.geom)))
+        sources.discard(None)
+        outline = {i: md5 for i, md5 in conn.execute(query.where(_in(_obs.c.observation_id, sources)))}
+    stale = []
+    for i in ids:
+        history = histories[i]
+        ok = [_key(v) for v in history.versions] == stored[i]
+        ok = ok and [outline.get(v.source.observation_id) for v in history.versions] == version_outlines[i]
+        s = history.state
+        if s is not None:
+            expected = (s.status, s.first_seen, s.last_seen, s.last_observed, s.n_observations)
+            expected += (*_attrs(s.source).values(), outline.get(s.source.observation_id), True)
+            ok = ok and rows[i] == expected
+        if not ok:
+            stale.append(i)
+    return stale
 
 
 @dataclass(frozen=True)
@@ -249,13 +333,17 @@ def _driver(conn: Connection) -> Any:
 
 
 def _absent(unseen: Mapping[int, BaseGeometry], footprint: MultiPolygon, epsg: int, config: MergeConfig) -> list[int]:
-    """Unseen candidates inside the footprint (measured in UTM); those it does not reach are skipped."""
+    """Unseen candidates inside the footprint (cover measured in UTM, :func:`absent_lakes`).
+
+    Lakes the footprint does not even touch in EPSG:4326 are not projected: their cover is nil.
+    """
     if not unseen:
         return []
     ids = np.asarray(list(unseen))
     geoms = np.asarray(list(unseen.values()), dtype=object)
-    shapely.prepare(footprint)
-    near = shapely.intersects(footprint, geoms)
+    near = np.ones(len(ids), dtype=bool)
+    if config.min_footprint_cover > 0:
+        near = shapely.intersects(footprint, geoms)
     if not near.any():
         return []
     lakes_m = dict(zip(ids[near].tolist(), project(list(geoms[near]), epsg), strict=True))
@@ -278,7 +366,7 @@ def _steps(
     config: MergeConfig,
 ) -> dict[int, str]:
     """Existing lakes whose history this scene extends from the tip: lake id → kind of the version
-    opened, or :data:`CONTINUES` (see :func:`extend_histories`)."""
+    opened, or ``""`` when the current one continues (see :func:`extend_histories`)."""
     wet = [(lake_id, p) for p, lake_id in lake_of.items() if lake_id in cand.position and lake_id not in rebuild]
     ids = [lake_id for lake_id, _ in wet] + [i for i in absent if i not in rebuild]
     if not ids:
@@ -292,15 +380,14 @@ def _steps(
     return {i: k for i, k in zip(ids, kinds.tolist(), strict=True) if k is not None}
 
 
-_STAGE_COLUMNS = (
-    ("p", "int4"),
-    ("lake_id", "int8"),
-    ("is_new", "bool"),
-    ("fast", "bool"),
-    ("kind", "text"),
-    ("geom", "geometry"),
-    *((name, "float8") for name in ATTRIBUTES),
+_STAGE = (
+    "p integer, lake_id bigint, is_new boolean, fast boolean, opens smallint, "
+    + "".join(f"{k} double precision, " for k in ATTRIBUTES)
+    + f"geom geometry(MultiPolygon, {SRID})"
 )
+_OPENS = ("new", "split", "grown", "shrunk")
+"""Version kinds by staged ``opens`` code (1-based; 0: the observation opens no version)."""
+_KIND = f"(ARRAY{list(_OPENS)})[s.opens]"
 
 
 def _stage(
@@ -314,37 +401,77 @@ def _stage(
     """COPY the scene's outlines into ``_merge_obs`` (temporary, dropped at commit).
 
     One row per present polygon: its lake, whether the lake is new, whether its history is extended
-    here (``fast``) and the kind of the version it opens (None: none, or left to the rebuild).
+    here (``fast``) and the version it opens (``opens``, see :data:`_OPENS`; 0 also where the
+    rebuild decides), its attributes and outline.
     """
-    columns = ", ".join(f"{name} {_PG_TYPE[typ]}" for name, typ in _STAGE_COLUMNS)
-    conn.execute(text(f"CREATE TEMPORARY TABLE _merge_obs ({columns}) ON COMMIT DROP"))
+    conn.execute(text(f"CREATE TEMPORARY TABLE _merge_obs ({_STAGE}) ON COMMIT DROP"))
     if not lake_of:
         return
     order = sorted(lake_of)
     lake_ids = [lake_of[p] for p in order]
     new = [i in new_ids for i in lake_ids]
-    kind = [("split" if i in split_children else "new") if n else (steps.get(i) or None) for i, n in zip(lake_ids, new)]
-    fast = [n or i in steps for i, n in zip(lake_ids, new)]
+    kinds = [("split" if i in split_children else "new") if n else steps.get(i) for i, n in zip(lake_ids, new)]
     lakes = [observed[p][0] for p in order]
-    attributes = [[getattr(o, k) for o in lakes] for k in ATTRIBUTES]
-    sql = f"COPY _merge_obs ({', '.join(n for n, _ in _STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-    with _driver(conn).cursor() as cur, cur.copy(sql) as copy:
-        # Raw EWKB: the server's geometry receive function reads the bytes as they are.
-        copy.set_types(["bytea" if typ == "geometry" else typ for _, typ in _STAGE_COLUMNS])
-        for row in zip(order, lake_ids, new, fast, kind, _ewkb([observed[p][1] for p in order]), *attributes):
-            copy.write_row(row)
+    columns = {
+        "p": order,
+        "lake": lake_ids,
+        "new": new,
+        "fast": [n or i in steps for i, n in zip(lake_ids, new)],
+        "opens": [_OPENS.index(k) + 1 if k else 0 for k in kinds],
+        **{k: [getattr(o, k) for o in lakes] for k in ATTRIBUTES},
+    }
+    wkb = shapely.to_wkb(np.asarray([observed[p][1] for p in order], dtype=object), byte_order=1).tolist()
+    with _driver(conn).cursor() as cur, cur.copy("COPY _merge_obs FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(_pgcopy(columns, wkb))
 
 
-# EWKB header of a 2-D MultiPolygon in EPSG:4326, little endian: type 6 with the SRID flag, then the SRID.
-_EWKB_HEADER = b"\x01" + (6 | 0x20000000).to_bytes(4, "little") + SRID.to_bytes(4, "little")
+# PostgreSQL's binary COPY format, built column-wise with numpy (a Python call per field would
+# cost more than the server's work on the rows): a signature, then per row a field count and
+# each field as its length and big-endian bytes (length -1: NULL), then a trailer.
+_PGCOPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_PGCOPY_TRAILER = b"\xff\xff"
+_ROW = np.dtype(
+    [("fields", ">i2")]
+    + [
+        (f"{name}{part}", t)
+        for name, typ in (("p", ">i4"), ("lake", ">i8"), ("new", "u1"), ("fast", "u1"), ("opens", ">i2"))
+        + tuple((k, ">f8") for k in ATTRIBUTES)
+        for part, t in (("_n", ">i4"), ("", typ))
+    ]
+    + [("geom_n", ">i4")]
+)
+"""Every field of a ``_merge_obs`` row but the outline's bytes, which follow it."""
 
 
-def _ewkb(outlines: Sequence[MultiPolygon]) -> list[bytes]:
-    """EWKB (SRID 4326) of 2-D MultiPolygons: their little-endian WKB with the SRID spliced in."""
-    return [_EWKB_HEADER + w[5:] for w in shapely.to_wkb(np.asarray(outlines, dtype=object), byte_order=1).tolist()]
+def _pgcopy(columns: Mapping[str, Sequence[Any]], wkb: Sequence[bytes]) -> bytes:
+    """``_merge_obs`` rows in binary COPY format (attributes may be None: NULL; the outline is WKB,
+    which the typed column's receive function reads and gives the column's SRID)."""
+    n = len(wkb)
+    rows = np.empty(n, _ROW)
+    rows["fields"] = len(columns) + 1
+    for name, values in columns.items():
+        rows[f"{name}_n"], rows[name] = np.dtype(_ROW[name]).itemsize, values  # None → NaN, fixed below
+    rows["geom_n"] = np.fromiter(map(len, wkb), dtype=np.int64, count=n)
+    blob, size = rows.tobytes(), _ROW.itemsize
+    parts: list[bytes | None] = [None] * (2 * n)
+    parts[0::2] = [blob[i : i + size] for i in range(0, len(blob), size)]
+    parts[1::2] = wkb
+    maybe_null = np.zeros(n, dtype=bool)
+    for k in ATTRIBUTES:
+        maybe_null |= np.isnan(rows[k])
+    for i in np.flatnonzero(maybe_null).tolist():
+        if any(columns[k][i] is None for k in ATTRIBUTES):
+            parts[2 * i] = _pgcopy_row_with_nulls(rows[i], columns, i)
+    return b"".join((_PGCOPY_SIGNATURE, *parts, _PGCOPY_TRAILER))  # type: ignore[arg-type]
 
 
-_PG_TYPE = {"geometry": "geometry", "int4": "integer", "int8": "bigint", "bool": "boolean", "text": "text", "float8": "double precision"}
+def _pgcopy_row_with_nulls(row: np.void, columns: Mapping[str, Sequence[Any]], i: int) -> bytes:
+    raw = row.tobytes()  # the record's own (big-endian) bytes
+    out = bytearray(raw[: _ROW.fields[f"{ATTRIBUTES[0]}_n"][1]])
+    for k in ATTRIBUTES:
+        value = columns[k][i]
+        out += b"\xff\xff\xff\xff" if value is None else struct.pack(">id", 8, value)
+    return bytes(out + raw[-4:])  # the outline's length
 
 
 def _mark_rebuilt(conn: Connection, ids: Collection[int]) -> None:
@@ -389,7 +516,7 @@ def _insert_lakes(conn: Connection, aoi_id: int, when: datetime) -> None:
                                    n_observations, row_hash)
         SELECT s.lake_id, :aoi, 'active', s.geom, {", ".join(f"s.{k}" for k in ATTRIBUTES)}, :t, :t, :t, 1,
                {_row_hash_sql(state)}
-        FROM _merge_obs AS s WHERE s.is_new ORDER BY s.lake_id
+        FROM _merge_obs AS s WHERE s.is_new
     """
     conn.execute(text(sql).bindparams(bindparam("t", type_=DateTime(timezone=True))), {"aoi": aoi_id, "t": when})
 
@@ -428,6 +555,13 @@ def _backfill_absent(
     if not new_ids:
         return []
     s, lk = scene, lake
+    others = select(s.c.scene_id).where(
+        s.c.aoi_id == select(lk.c.aoi_id).where(lk.c.lake_id == new_ids[0]).scalar_subquery(),
+        s.c.scene_id != scene_id,
+        s.c.valid_footprint.isnot(None),
+    )
+    if conn.execute(others.limit(1)).first() is None:  # the AOI's first scene: nothing to look back at
+        return []
     pairs = conn.execute(
         select(
             lk.c.lake_id,
@@ -490,21 +624,31 @@ def _insert_observations(
         )
 
 
+@dataclass(frozen=True)
+class _FastPath:
+    """The histories a merge extends from their tips (the others are rebuilt)."""
+
+    opened: Mapping[int, tuple[float, float]]
+    """Existing lakes seen wet that open a version: lake id → (current area, new area), m²."""
+    dry: Sequence[int]
+    """Existing lakes seen dry whose current version continues."""
+    wet: bool
+    """Some existing lake seen wet is extended (staged with ``fast``)."""
+    first_versions: bool
+    """Some new lake gets its first version (staged with ``fast``)."""
+
+
 def _extend_histories(
-    conn: Connection,
-    scene_id: int,
-    model_version: str,
-    when: datetime,
-    opened: Mapping[int, tuple[float, float]],
-    dry: Sequence[int],
+    conn: Connection, scene_id: int, model_version: str, when: datetime, fast: _FastPath
 ) -> dict[str, int]:
-    """Write the histories extended from their tips (``fast`` staged rows, and ``dry`` lakes).
+    """Write the histories extended from their tips: the staged ``fast`` rows, and the dry lakes.
 
     Staged new lakes get their first version (``new`` or ``split``); an existing lake whose
-    observation opens a version (``opened``: lake → (current area, new area), m²) has the current
-    one closed at ``when``; their lake rows move on. Returns the report's change counts.
+    observation opens a version has the current one closed at ``when`` and a new one opened; the
+    lake rows move on. Returns the report's change counts.
     """
     t = {"t": when}
+    opened, dry = fast.opened, fast.dry
     change: dict[int, tuple[float | None, float | None]] = {}
     if opened:
         closed = conn.execute(
@@ -519,28 +663,30 @@ def _extend_histories(
         if len(change) != len(opened):  # never expected: the merge keeps one open version per lake
             raise RuntimeError(f"lakes without a current version: {sorted(set(opened) - set(change))}")
     ids = sorted(change)
-    rows = conn.execute(
-        text(
-            f"INSERT INTO {SCHEMA}.lake_version (lake_id, valid, change_kind, status, geom, {', '.join(ATTRIBUTES)}, "
-            "area_change_m2, growth_rate_m2_per_year, scene_id, model_version) "
-            f"SELECT s.lake_id, tstzrange(:t, NULL, '[)'), s.kind, 'active', s.geom, "
-            f"{', '.join(f's.{k}' for k in ATTRIBUTES)}, c.change, c.rate, :sid, :model "
-            "FROM _merge_obs AS s LEFT JOIN unnest(CAST(:ids AS bigint[]), CAST(:change AS float8[]), "
-            "CAST(:rate AS float8[])) AS c(lake_id, change, rate) ON c.lake_id = s.lake_id "
-            "WHERE s.fast AND s.kind IS NOT NULL ORDER BY s.lake_id"
-        ),
-        {
-            **t,
-            "sid": scene_id,
-            "model": model_version,
-            "ids": ids,
-            "change": [change[i][0] for i in ids],
-            "rate": [change[i][1] for i in ids],
-        },
-    ).rowcount
+    rows = 0
+    if ids or fast.first_versions:
+        rows = conn.execute(
+            text(
+                f"INSERT INTO {SCHEMA}.lake_version (lake_id, valid, change_kind, status, geom, "
+                f"{', '.join(ATTRIBUTES)}, area_change_m2, growth_rate_m2_per_year, scene_id, model_version) "
+                f"SELECT s.lake_id, tstzrange(:t, NULL, '[)'), {_KIND}, 'active', s.geom, "
+                f"{', '.join(f's.{k}' for k in ATTRIBUTES)}, c.change, c.rate, :sid, :model "
+                "FROM _merge_obs AS s LEFT JOIN unnest(CAST(:ids AS bigint[]), CAST(:change AS float8[]), "
+                "CAST(:rate AS float8[])) AS c(lake_id, change, rate) ON c.lake_id = s.lake_id "
+                "WHERE s.fast AND s.opens > 0"
+            ),
+            {
+                **t,
+                "sid": scene_id,
+                "model": model_version,
+                "ids": ids,
+                "change": [change[i][0] for i in ids],
+                "rate": [change[i][1] for i in ids],
+            },
+        ).rowcount
 
     # Lake rows: a new outline where a version opened; the time stamps and count move on.
-    opens = "s.kind IS NOT NULL"
+    opens = "s.opens > 0"
     state = {
         "status": "l.status",
         "geom": f"CASE WHEN {opens} THEN s.geom ELSE l.geom END",
@@ -551,13 +697,14 @@ def _extend_histories(
         "n_observations": "l.n_observations + 1",
     }
     assign = ", ".join(f"{k} = {v}" for k, v in state.items() if k not in ("status", "first_seen"))
-    conn.execute(
-        text(
-            f"UPDATE {SCHEMA}.lake AS l SET {assign}, updated_at = now(), row_hash = {_row_hash_sql(state)} "
-            "FROM _merge_obs AS s WHERE s.fast AND NOT s.is_new AND l.lake_id = s.lake_id"
-        ).bindparams(bindparam("t", type_=DateTime(timezone=True))),
-        t,
-    )
+    if fast.wet:
+        conn.execute(
+            text(
+                f"UPDATE {SCHEMA}.lake AS l SET {assign}, updated_at = now(), row_hash = {_row_hash_sql(state)} "
+                "FROM _merge_obs AS s WHERE s.fast AND NOT s.is_new AND l.lake_id = s.lake_id"
+            ).bindparams(bindparam("t", type_=DateTime(timezone=True))),
+            t,
+        )
     if dry:
         state = {k: f"l.{k}" for k in ("status", "geom", *ATTRIBUTES, "first_seen", "last_seen")}
         state |= {"last_observed": ":t", "n_observations": "l.n_observations + 1"}

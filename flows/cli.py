@@ -231,5 +231,13 @@ def demo(home: Path | None, size: int) -> None:
     run_demo(settings, size_px=size, echo=click.echo, progress=progress)
 
 
+# Registered last: these modules import BadInput and guarded from this one.
+from flows.segment_cli import segment_command  # noqa: E402
+from flows.train_cli import train_command  # noqa: E402
+
+main.add_command(segment_command)
+main.add_command(train_command)
+
+
 if __name__ == "__main__":
     main()

@@ -15,6 +15,7 @@ Exit status: 0 success, 2 bad input (one line naming the input), 1 anything else
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -35,7 +36,7 @@ def _progress(step: str) -> None:
     click.echo(f"» {step}", err=True)
 
 
-def _window_progress() -> object:
+def _window_progress() -> Callable[[int, int], None]:
     shown = {"pct": -1}
 
     def report(done: int, total: int) -> None:
@@ -48,13 +49,13 @@ def _window_progress() -> object:
 
 
 @click.command("segment")
-@click.option("--s2", "s2", required=True, type=click.Path(path_type=Path), help="12-band S2 L2A GeoTIFF, reflectance ×10 000")
-@click.option("--s1", "s1", required=True, type=click.Path(path_type=Path), help="2-band S1 GeoTIFF: VV, VH in dB")
-@click.option("--dem", "dem", required=True, type=click.Path(path_type=Path), help="1-band DEM, metres")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="probability COG to write (float32, NaN nodata)")
-@click.option("--mask-out", "mask_out", default=None, type=click.Path(path_type=Path), help="uint8 mask COG: 1 water, 0 dry, 255 nodata")
+@click.option("--s2", required=True, type=click.Path(path_type=Path), help="12-band S2 L2A, reflectance ×10 000")
+@click.option("--s1", required=True, type=click.Path(path_type=Path), help="2-band S1 GeoTIFF: VV, VH in dB")
+@click.option("--dem", required=True, type=click.Path(path_type=Path), help="1-band DEM, metres")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="probability COG (float32, NaN nodata)")
+@click.option("--mask-out", default=None, type=click.Path(path_type=Path), help="uint8 mask COG, 255 nodata")
 @click.option("--model", default=None, help="baseline | PATH | hf://org/repo/path (default GLACIAL_LAKES_MODEL)")
-@click.option("--threshold", default=None, type=float, help="water where probability > this (default GLACIAL_LAKES_THRESHOLD)")
+@click.option("--threshold", default=None, type=float, help="water if p > this (default GLACIAL_LAKES_THRESHOLD)")
 @click.option("--s2-offset", "s2_offset", default="0", show_default=True, type=click.Choice(["0", "1000"]),
               help="DN offset in the S2 file (1000: un-harmonised baseline ≥ 04.00)")  # fmt: skip
 @guarded
@@ -77,6 +78,8 @@ def segment_command(s2: Path, s1: Path, dem: Path, out: Path, mask_out: Path | N
     _progress(f"loading model {spec}")
     segmenter = load_segmenter(spec)
     _progress(f"segmenting with {segmenter.name} ({segmenter.version})")
-    prob, mask = segment_files(s2, s1, dem, out, spec, mask_path=mask_out, threshold=threshold,
-                               s2_offset=int(s2_offset), progress=_window_progress())  # type: ignore[arg-type]  # fmt: skip
+    prob, mask = segment_files(
+        s2, s1, dem, out, spec, mask_path=mask_out, threshold=threshold, s2_offset=int(s2_offset),
+        progress=_window_progress(),
+    )  # fmt: skip
     click.echo(f"probability written to {prob}" + (f"; mask to {mask}" if mask else ""))

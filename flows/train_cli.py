@@ -52,15 +52,15 @@ def _scenes(stacks: tuple[Path, ...], triplets: tuple[str, ...], labels: Path) -
 
 
 @click.command("train")
-@click.option("--stack", "stacks", multiple=True, type=click.Path(path_type=Path), help="15-band stack COG (repeatable)")
+@click.option("--stack", "stacks", multiple=True, type=click.Path(path_type=Path), help="stack COG (repeatable)")
 @click.option("--triplet", "triplets", multiple=True, help="S2.tif,S1.tif,DEM.tif (repeatable)")
-@click.option("--labels", required=True, type=click.Path(path_type=Path), help="lake polygons (GeoJSON/GPKG) or label raster")
+@click.option("--labels", required=True, type=click.Path(path_type=Path), help="lake polygons or a label raster")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="checkpoint to write (.ckpt)")
 @click.option("--variant", default="tiny", show_default=True, type=click.Choice(["tiny", "small", "base", "large"]))
 @click.option("--layout", default="light", show_default=True, type=click.Choice(["light", "heavy"]))
 @click.option("--classes", "num_classes", default=1, show_default=True, type=click.Choice(["1", "2"]))
-@click.option("--init", default=None, help="TerraMind backbone or model checkpoint: PATH | hf://… (default: random)")
-@click.option("--stats", default="cryosentinel", show_default=True, help="cryosentinel | terramind_pretrain | FILE.json")
+@click.option("--init", default=None, help="TerraMind backbone or model checkpoint, PATH | hf://… (default: random)")
+@click.option("--stats", default="cryosentinel", show_default=True, help="cryosentinel | terramind_pretrain | FILE")
 @click.option("--epochs", default=10, show_default=True, type=int)
 @click.option("--batch-size", default=4, show_default=True, type=int, help="≥ 2 (BatchNorm)")
 @click.option("--lr", default=1e-4, show_default=True, type=float)
@@ -86,4 +86,5 @@ def train_command(stacks: tuple[Path, ...], triplets: tuple[str, ...], labels: P
     _progress("reading scenes and labels")
     scenes = _scenes(stacks, triplets, labels)
     result = train(scenes, out, cfg, init=init, stats=norm, progress=_progress)
-    click.echo(f"checkpoint written to {result.path} (best epoch {result.best_epoch}, val IoU {result.best_val_iou:.4f})")
+    best = f"best epoch {result.best_epoch}, val IoU {result.best_val_iou:.4f}"
+    click.echo(f"checkpoint written to {result.path} ({best})")

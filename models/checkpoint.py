@@ -40,6 +40,7 @@ __all__ = [
     "LoadedModel",
     "ModelLoadError",
     "ParsedCheckpoint",
+    "config_of",
     "file_sha256",
     "infer_config",
     "load_backbone",
@@ -271,6 +272,21 @@ def infer_config(sd: dict[str, torch.Tensor]) -> ModelConfig:
     return ModelConfig(variant, layout, num_classes, decoder_channels=int(widths[0].shape[0]))
 
 
+def config_of(parsed: ParsedCheckpoint) -> ModelConfig:
+    """The architecture of a full-model checkpoint: read off its shapes, checked against its own claim.
+
+    Our checkpoints embed their config, which also holds what shapes cannot show (merge method).
+    """
+    config = infer_config(parsed.state_dict)
+    if parsed.config is None:
+        return config
+    seen = (config.variant, config.layout, config.num_classes, config.decoder_channels)
+    said = (parsed.config.variant, parsed.config.layout, parsed.config.num_classes, parsed.config.decoder_channels)
+    if seen != said:
+        raise ModelLoadError(f"embedded config {said} disagrees with the tensors {seen}")
+    return parsed.config
+
+
 def _check_keys(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], what: str,
                 allowed_extra: Any = None) -> None:  # fmt: skip
     missing = [k for k in expected if k not in given]
@@ -339,10 +355,10 @@ def load_model(spec: str, stats: NormStats | str | Path | None = None,
     try:
         parsed = parse_checkpoint(read_checkpoint(path))
         if parsed.kind == "backbone":
-            raise ModelLoadError("is a TerraMind backbone checkpoint (no decoder): fine-tune it first (glacial-lakes train)")
-        config = infer_config(parsed.state_dict)
-        if parsed.config is not None and parsed.config != config:
-            raise ModelLoadError(f"embedded config {parsed.config} disagrees with the tensors ({config})")
+            raise ModelLoadError(
+                "is a TerraMind backbone checkpoint (no decoder): fine-tune it first (glacial-lakes train)"
+            )
+        config = config_of(parsed)
         model = build_model(config)
         strict_load(model, parsed.state_dict, config)
     except ModelLoadError as exc:

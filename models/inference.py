@@ -54,6 +54,8 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 """Normalised ``(B, 15, h, w)`` float32 CPU batch → ``(B, h, w)`` float32 CPU binary logits."""
 Progress = Callable[[int, int], None]
 """Called with (windows done, windows in the scene)."""
+Rows = Iterator[tuple[int, NDArray[np.float32]]]
+"""``(first row, float32 rows × width)`` pieces of a raster, top to bottom."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,7 @@ def iter_logit_rows(
     params: InferenceParams = InferenceParams(),
     weights: NDArray[np.float32] | None = None,
     progress: Progress | None = None,
-) -> Iterator[tuple[int, NDArray[np.float32]]]:
+) -> Rows:
     """Blended logits of a scene, yielded top to bottom as rows become final.
 
     Args:
@@ -262,7 +264,7 @@ def iter_logit_rows(
     wsum = np.zeros((0, wp), np.float32)
     vbuf = np.zeros((0, wp), bool)
 
-    def finish(r0: int, a: NDArray[np.float32], s: NDArray[np.float32], v: NDArray[np.bool_]) -> Iterator[tuple[int, NDArray[np.float32]]]:
+    def finish(r0: int, a: NDArray[np.float32], s: NDArray[np.float32], v: NDArray[np.bool_]) -> Rows:
         n = min(r0 + a.shape[0], h) - r0
         if n > 0:
             ok = v[:n, :w] & (s[:n, :w] > 0)
@@ -332,7 +334,7 @@ class TerraMindSegmenter:
         fwd = model_forward(loaded.model, loaded.config.num_classes, self.device)
         self.forward: Forward = flip_tta(fwd) if params.tta else fwd
 
-    def iter_probability_rows(self, source: WindowSource, progress: Progress | None = None) -> Iterator[tuple[int, NDArray[np.float32]]]:
+    def iter_probability_rows(self, source: WindowSource, progress: Progress | None = None) -> Rows:
         """Water probability rows as they become final (see :func:`iter_logit_rows`)."""
         for r0, z in iter_logit_rows(self.forward, source, self.loaded.stats, self.params, progress=progress):
             yield r0, sigmoid(z)

@@ -11,9 +11,10 @@ harmonised pre-04.00 scale (no ``BOA_ADD_OFFSET``). ``s2_dn_offset`` is the numb
 statistics' own data carried on top of that scale (1000 for statistics computed over
 un-harmonised baseline ≥ 04.00 products, 0 for harmonised data). :func:`prepare_stack` adds it
 before anything else, so a model sees exactly the scale its statistics describe. Both shipped
-files use 0: CryoSentinel ingested through Earth Engine (``unmask(0)``), whose current L2A
-collection is the harmonised one, and its statistics were computed on that data; the spec
-(§1.2) says nothing more. TerraMind's pretraining data is documented no further either.
+files use 0, an assumption: the spec (§1.2) says nothing about the offset; CryoSentinel's
+nodata convention (``unmask(0)``) points to an Earth Engine ingest, whose current L2A
+collection is the harmonised one. TerraMind's pretraining data is not documented either. If a
+release turns out to have been trained on un-harmonised data, set its ``s2_dn_offset`` to 1000.
 
 **Nodata (spec §1.6).** NaN is our nodata; CryoSentinel fed the model fixed fill values
 instead, and so must we for its weights: S2 nodata is 0 (Earth Engine ``unmask(0)``) and S2 is

@@ -32,7 +32,7 @@ import torch.nn.functional as F  # noqa: N812
 from numpy.typing import NDArray
 
 from models.checkpoint import (
-    infer_config,
+    config_of,
     load_backbone,
     parse_checkpoint,
     read_checkpoint,
@@ -58,7 +58,9 @@ class BlockSplit:
     def __post_init__(self) -> None:
         """The buffer must leave some of each block."""
         if self.block_size_deg <= 0 or not 0 <= self.buffer_deg < self.block_size_deg / 2:
-            raise ValueError(f"need block size > 0 and 0 ≤ buffer < block/2, got {self.block_size_deg}/{self.buffer_deg}")
+            raise ValueError(
+                f"need block size > 0 and 0 ≤ buffer < block/2, got {self.block_size_deg}/{self.buffer_deg}"
+            )
 
     def split_for(self, lat: float, lon: float) -> str:
         """``train`` | ``val`` | ``test`` | ``BUFFER`` for a chip centre."""
@@ -148,7 +150,8 @@ def make_chips(scenes: Sequence[TrainScene], stats: NormStats, cfg: TrainConfig)
     """Cuts scenes into chips and assigns each to a split by its centre (see module docstring)."""
     from pyproj import Transformer
 
-    parts: dict[str, list[tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]]]] = {"train": [], "val": [], "test": []}
+    parts: dict[str, list[tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]]]]
+    parts = {"train": [], "val": [], "test": []}
     c = cfg.chip
     for scene in scenes:
         _, h, w = scene.stack.shape
@@ -167,13 +170,11 @@ def make_chips(scenes: Sequence[TrainScene], stats: NormStats, cfg: TrainConfig)
                 if split in parts:
                     x = prepare_stack(scene.stack[:, r : r + c, col : col + c], stats)
                     parts[split].append((x, scene.labels[r : r + c, col : col + c].astype(np.float32), m.copy()))
-    out = {}
-    for name, items in parts.items():
-        if items:
-            out[name] = Chips(np.stack([i[0] for i in items]), np.stack([i[1] for i in items]), np.stack([i[2] for i in items]))
-        else:
-            out[name] = Chips(np.zeros((0, 15, c, c), np.float32), np.zeros((0, c, c), np.float32), np.zeros((0, c, c), bool))
-    return out
+    empty = (np.zeros((0, 15, c, c), np.float32), np.zeros((0, c, c), np.float32), np.zeros((0, c, c), bool))
+    return {
+        name: Chips(*(np.stack([i[k] for i in items]) for k in range(3))) if items else Chips(*empty)
+        for name, items in parts.items()
+    }
 
 
 def bce_dice_loss(z: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -194,7 +195,7 @@ def _init_model(cfg: TrainConfig, init: str | None, cache_dir: Any) -> tuple[tor
     if parsed.kind == "backbone":
         model = build_model(cfg.model)
         return model, cfg.model, f"backbone {init} ({load_backbone(model, path)[:16]})"
-    config = infer_config(parsed.state_dict)  # continue from a full model: its architecture wins
+    config = config_of(parsed)  # continue from a full model: its architecture wins
     model = build_model(config)
     strict_load(model, parsed.state_dict, config)
     return model, config, f"model {init}"
@@ -287,7 +288,9 @@ def train(scenes: Sequence[TrainScene], out_path: str | Path, cfg: TrainConfig =
 # --- I/O ---------------------------------------------------------------------------------------
 
 
-def _labels_on_grid(labels: str | Path, crs: Any, transform: Any, shape: tuple[int, int]) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
+def _labels_on_grid(
+    labels: str | Path, crs: Any, transform: Any, shape: tuple[int, int]
+) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
     """Label raster (1 water / 0 not) and where it is known, on a grid."""
     import rasterio
     from rasterio.enums import Resampling

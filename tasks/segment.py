@@ -31,7 +31,14 @@ from tasks.coregister import StackInfo, read_stack
 from tasks.grid import GridSpec, read_grid
 from tasks.preprocess import S2_BANDS, harmonise_s2_dn
 
-__all__ = ["CoregisteredSource", "segment_files", "segment_stack", "segment_task", "write_float_cog", "write_probability"]
+__all__ = [
+    "CoregisteredSource",
+    "segment_files",
+    "segment_stack",
+    "segment_task",
+    "write_float_cog",
+    "write_probability",
+]
 
 Rows = Iterator[tuple[int, NDArray[np.float32]]]
 MASK_NODATA = 255
@@ -42,29 +49,24 @@ def write_float_cog(array: NDArray[np.float32], grid: GridSpec, path: Path, desc
     return write_probability(iter([(0, array.astype(np.float32, copy=False))]), grid, path, description=description)[0]
 
 
-def _stream_to_cog(chunks: Iterator[tuple[int, NDArray[Any]]], grid: GridSpec, path: Path, dtype: str,
-                   nodata: float, description: str, predictor: int) -> None:  # fmt: skip
-    # Rows arrive top to bottom: write them to a striped scratch GeoTIFF, then let GDAL copy it
-    # into a COG block by block. Neither step holds the whole raster in memory.
-    from rasterio.shutil import copy as rio_copy
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".seg-") as tmpdir:
-        scratch = Path(tmpdir) / "rows.tif"
-        profile = {"driver": "GTiff", "dtype": dtype, "count": 1, "width": grid.width, "height": grid.height,
-                   "crs": grid.crs, "transform": grid.affine, "nodata": nodata, "tiled": False, "blockysize": 16}  # fmt: skip
-        with rasterio.open(scratch, "w", **profile) as dst:
-            for r0, rows in chunks:
-                dst.write(rows.astype(dtype, copy=False), 1, window=((r0, r0 + rows.shape[0]), (0, grid.width)))
-            dst.set_band_description(1, description)
-        partial = Path(tmpdir) / "out.tif"
-        rio_copy(scratch, partial, driver="COG", compress="deflate", predictor=predictor, blocksize=256)
-        partial.replace(path)  # write-then-rename: never a half-written file under the final name
+def _scratch_profile(grid: GridSpec, dtype: str, nodata: float) -> dict[str, Any]:
+    # Striped and uncompressed: rows can be written in any band height without re-reading blocks.
+    return {"driver": "GTiff", "dtype": dtype, "count": 1, "width": grid.width, "height": grid.height,
+            "crs": grid.crs, "transform": grid.affine, "nodata": nodata, "tiled": False, "blockysize": 16}  # fmt: skip
 
 
-def write_probability(rows: Rows, grid: GridSpec, out_path: Path, mask_path: Path | None = None,
-                      threshold: float = 0.5, description: str = "water probability") -> tuple[Path, Path | None]:  # fmt: skip
+def write_probability(
+    rows: Rows,
+    grid: GridSpec,
+    out_path: Path,
+    mask_path: Path | None = None,
+    threshold: float = 0.5,
+    description: str = "water probability",
+) -> tuple[Path, Path | None]:
     """Writes probability rows (top to bottom) as a float32 COG, and optionally the uint8 mask.
+
+    Rows go to scratch GeoTIFFs as they arrive; GDAL then copies each into a COG block by
+    block, so neither step holds a whole raster. Each COG is renamed into place when complete.
 
     Args:
         rows: ``(row0, probability rows)`` covering the grid top to bottom, NaN nodata.
@@ -74,20 +76,33 @@ def write_probability(rows: Rows, grid: GridSpec, out_path: Path, mask_path: Pat
         threshold: Water threshold.
         description: Band description of the probability.
     """
-    if mask_path is None:
-        _stream_to_cog(rows, grid, Path(out_path), "float32", float("nan"), description, 3)
-        return Path(out_path), None
-    kept: list[tuple[int, NDArray[np.uint8]]] = []
+    from contextlib import ExitStack
 
-    def tee() -> Iterator[tuple[int, NDArray[np.float32]]]:
-        for r0, p in rows:
-            m = np.where(np.isnan(p), MASK_NODATA, p > threshold).astype(np.uint8)
-            kept.append((r0, m))  # uint8: a quarter of the probability's size
-            yield r0, p
+    from rasterio.shutil import copy as rio_copy
 
-    _stream_to_cog(tee(), grid, Path(out_path), "float32", float("nan"), description, 3)
-    _stream_to_cog(iter(kept), grid, Path(mask_path), "uint8", MASK_NODATA, f"water mask (p > {threshold})", 2)
-    return Path(out_path), Path(mask_path)
+    outputs = [(Path(out_path), "float32", float("nan"), description, 3)]
+    if mask_path is not None:
+        outputs.append((Path(mask_path), "uint8", MASK_NODATA, f"water mask (p > {threshold})", 2))
+    for path, *_ in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".seg-") as tmpdir:
+        scratch = [Path(tmpdir) / f"rows{i}.tif" for i in range(len(outputs))]
+        with ExitStack() as files:
+            dsts = [files.enter_context(rasterio.open(s, "w", **_scratch_profile(grid, dt, nd)))
+                    for s, (_, dt, nd, _, _) in zip(scratch, outputs, strict=True)]  # fmt: skip
+            for r0, p in rows:
+                window = ((r0, r0 + p.shape[0]), (0, grid.width))
+                dsts[0].write(p.astype(np.float32, copy=False), 1, window=window)
+                if len(dsts) > 1:
+                    mask = np.where(np.isnan(p), MASK_NODATA, p > threshold).astype(np.uint8)
+                    dsts[1].write(mask, 1, window=window)
+            for dst, (_, _, _, desc, _) in zip(dsts, outputs, strict=True):
+                dst.set_band_description(1, desc)
+        for s, (path, _, _, _, predictor) in zip(scratch, outputs, strict=True):
+            partial = path.with_name(f".{path.name}.partial")
+            rio_copy(s, partial, driver="COG", compress="deflate", predictor=predictor, blocksize=256)
+            partial.replace(path)  # write-then-rename: never a half-written file under the final name
+    return Path(out_path), (Path(mask_path) if mask_path is not None else None)
 
 
 class CoregisteredSource:
@@ -124,7 +139,9 @@ class CoregisteredSource:
             for role, path, count in (("S1", s1, 2), ("DEM", dem, 1)):
                 ds = self._open(role, path, count)
                 self._check_overlap(role, path, ds)
-                src_nodata = ds.nodata if ds.nodata is not None else (np.nan if ds.dtypes[0].startswith("float") else None)
+                # No nodata tag: NaN is the nodata of float rasters, integer ones have none.
+                is_float = ds.dtypes[0].startswith("float")
+                src_nodata = ds.nodata if ds.nodata is not None else (np.nan if is_float else None)
                 vrt = WarpedVRT(ds, crs=self.grid.crs, transform=self.grid.affine, width=self.width,
                                 height=self.height, resampling=Resampling.bilinear, src_nodata=src_nodata,
                                 nodata=np.nan, dtype="float32")  # fmt: skip
@@ -209,7 +226,8 @@ def segment_files(s2: Path, s1: Path, dem: Path, out_path: Path, model_spec: str
     segmenter = load_segmenter(model_spec)
     with CoregisteredSource(s2, s1, dem, s2_offset) as source:
         rows = _probability_rows(segmenter, source, progress)
-        return write_probability(rows, source.grid, out_path, mask_path, threshold, f"water probability ({segmenter.name})")
+        description = f"water probability ({segmenter.name})"
+        return write_probability(rows, source.grid, out_path, mask_path, threshold, description)
 
 
 def segment_stack(stack_info: StackInfo, model_spec: str, out_path: Path) -> Path:
@@ -220,7 +238,8 @@ def segment_stack(stack_info: StackInfo, model_spec: str, out_path: Path) -> Pat
 
         with RasterStackSource(stack_info.path, stack_info.valid_path) as source:
             rows = segmenter.iter_probability_rows(source)
-            return write_probability(rows, stack_info.grid, out_path, description=f"water probability ({segmenter.name})")[0]
+            description = f"water probability ({segmenter.name})"
+            return write_probability(rows, stack_info.grid, out_path, description=description)[0]
     stack, valid, grid = read_stack(stack_info)
     prob = np.where(valid, segmenter.predict(stack, valid), np.nan).astype(np.float32)
     return write_float_cog(prob, grid, out_path, f"water probability ({segmenter.name})")

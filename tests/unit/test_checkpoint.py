@@ -104,11 +104,14 @@ def _fill_hf_cache(cache: Path, repo: str, filename: str, src: Path, extra: dict
         (root / "snapshots" / rev / name).write_text(text)
 
 
-def test_hf_spec_loads_offline_from_a_prefilled_cache(release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hf_spec_loads_offline_from_a_prefilled_cache(
+    release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """hf://org/repo/path resolves through the HF cache with HF_HUB_OFFLINE=1; sibling stats are used."""
     cache = tmp_path / "hub"
     stats = load_stats("terramind_pretrain").to_dict()
-    _fill_hf_cache(cache, "glacial/cryo-test", "ckpt/soup.ckpt", release, {"ckpt/soup.ckpt.stats.json": json.dumps(stats)})
+    sibling = {"ckpt/soup.ckpt.stats.json": json.dumps(stats)}
+    _fill_hf_cache(cache, "glacial/cryo-test", "ckpt/soup.ckpt", release, sibling)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     loaded = load_model("hf://glacial/cryo-test/ckpt/soup.ckpt")
@@ -124,7 +127,8 @@ def test_our_checkpoint_carries_config_and_stats(tmp_path: Path) -> None:
     """save_checkpoint embeds config and stats; the registry wraps it as a versioned segmenter."""
     torch.manual_seed(0)
     config = ModelConfig("tiny", "light", 2)
-    path = save_checkpoint(tmp_path / "ours.ckpt", build_model(config), config, load_stats("terramind_pretrain"), epoch=3)
+    stats = load_stats("terramind_pretrain")
+    path = save_checkpoint(tmp_path / "ours.ckpt", build_model(config), config, stats, epoch=3)
     parsed = parse_checkpoint(torch.load(path, weights_only=True))
     assert parsed.config == config and parsed.stats is not None
     seg = load_segmenter(str(path))
@@ -137,7 +141,9 @@ def test_backbone_checkpoint_loads_into_the_encoder_only(tmp_path: Path) -> None
     torch.manual_seed(0)
     donor = build_model(ModelConfig("tiny", "light", 1)).encoder.state_dict()
     path = tmp_path / "TerraMind_v1_tiny.pt"
-    torch.save({**donor, "decoder.0.attn.qkv.weight": torch.zeros(3), "encoder_embeddings.untok_sen1rtc@224.proj.weight": torch.zeros(2)}, path)
+    unused = {"decoder.0.attn.qkv.weight": torch.zeros(3),  # TerraMind's own decoder, another modality
+              "encoder_embeddings.untok_sen1rtc@224.proj.weight": torch.zeros(2)}  # fmt: skip
+    torch.save({**donor, **unused}, path)
     torch.manual_seed(1)
     model = build_model(ModelConfig("tiny", "light", 1))
     head_before = model.head.state_dict()["head.2.weight"].clone()
@@ -147,7 +153,8 @@ def test_backbone_checkpoint_loads_into_the_encoder_only(tmp_path: Path) -> None
     assert torch.equal(model.head.state_dict()["head.2.weight"], head_before)
     with pytest.raises(ModelLoadError, match="backbone"):
         load_model(str(path))  # no decoder: not a segmenter
-    broken = {k: v for k, v in donor.items() if k != key} | {"encoder_embeddings.untok_sen2l2a@224.junk": torch.zeros(1)}
+    broken = {k: v for k, v in donor.items() if k != key}
+    broken["encoder_embeddings.untok_sen2l2a@224.junk"] = torch.zeros(1)
     torch.save(broken, path)
     with pytest.raises(ModelLoadError, match=r"missing keys: encoder\.0\.attn\.qkv\.weight.*unexpected keys"):
         load_backbone(model, path)

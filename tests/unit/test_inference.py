@@ -184,3 +184,30 @@ def test_memory_does_not_grow_with_scene_height(tmp_path: Path) -> None:
     assert large < whole_scene, (large, whole_scene)  # less than one copy of the scene
     with RasterStackSource(large_path) as source:  # and the streamed result is complete
         assert np.isfinite(predict_logits(FakeModel(), source, STATS, NO_TTA)).all()
+
+
+def test_pipeline_stage_streams_a_stack_cog_to_the_same_probabilities(tmp_path: Path) -> None:
+    """segment_stack with a checkpoint streams the stack file; the COG equals the in-memory predict."""
+    from models.checkpoint import save_checkpoint
+    from models.registry import load_segmenter
+    from models.segmenter import Segmenter
+    from tasks.coregister import write_stack
+    from tasks.grid import GridSpec
+    from tasks.segment import segment_stack
+
+    torch.manual_seed(2)
+    config = ModelConfig("tiny", "light", 2)
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", build_model(config), config, STATS)
+    grid = GridSpec(32643, (10.0, 0.0, 500_000.0, 0.0, -10.0, 4_800_000.0), 224, 224)
+    stack = _scene(224, 224, seed=4)
+    valid = np.ones((224, 224), bool)
+    valid[100:110, :] = False
+    info = write_stack(stack, valid, grid, tmp_path, "scene")
+    seg = load_segmenter(str(ckpt))
+    assert isinstance(seg, Segmenter)
+    out = segment_stack(info, str(ckpt), tmp_path / "prob.tif")
+    with rasterio.open(out) as ds:
+        streamed = ds.read(1)
+        assert ds.crs.to_epsg() == 32643 and np.isnan(ds.nodata)
+    np.testing.assert_allclose(streamed, seg.predict(stack, valid), atol=1e-6, equal_nan=True)
+    assert np.isnan(streamed[100:110]).all() and np.isfinite(streamed[:100]).all()

@@ -20,8 +20,8 @@ ORIGIN = (600_000.0, 4_800_000.0)
 
 def _write(path: Path, data: np.ndarray, dtype: str, *, crs: str | None = CRS, origin: tuple[float, float] = ORIGIN,
            nodata: float | None = None) -> Path:  # fmt: skip
-    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0], "dtype": dtype,
-               "transform": from_origin(*origin, 10, 10), "nodata": nodata}  # fmt: skip
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
+               "dtype": dtype, "transform": from_origin(*origin, 10, 10), "nodata": nodata}  # fmt: skip
     if crs:
         profile["crs"] = crs
     with rasterio.open(path, "w", **profile) as dst:
@@ -121,7 +121,8 @@ def _published_protocol(ckpt: Path, s2: np.ndarray, s1: np.ndarray, dem: np.ndar
     def z(a: np.ndarray, m: list[float], s: list[float]) -> torch.Tensor:
         return ((torch.from_numpy(a) - torch.tensor(m).view(-1, 1, 1)) / torch.tensor(s).view(-1, 1, 1))[None]
 
-    batch = {"S2L2A": z(x2, s2_mean, s2_std), "S1GRD": z(x1, [-9.25, -18.0], [5.90, 5.92]), "DEM": z(xd, [4299.8], [901.0])}
+    batch = {"S2L2A": z(x2, s2_mean, s2_std), "S1GRD": z(x1, [-9.25, -18.0], [5.90, 5.92]),
+             "DEM": z(xd, [4299.8], [901.0])}  # fmt: skip
     flips = ((), (-1,), (-2,), (-2, -1))
     with torch.no_grad():  # the four flipped copies in one batch, un-flipped after
         out = model({k: torch.cat([v.flip(d) if d else v for d in flips]) for k, v in batch.items()}).output

@@ -141,4 +141,5 @@ def test_s2_offset_is_applied_in_one_place() -> None:
     shifted = NormStats(base.name, base.means, base.stds, s2_dn_offset=1000)
     x = np.full((15, 2, 2), 500.0, np.float32)
     delta = prepare_stack(x, shifted)[:12] - prepare_stack(x, base)[:12]
-    np.testing.assert_allclose(delta, np.broadcast_to(1000 / np.array(base.stds[:12])[:, None, None], delta.shape), rtol=1e-5)
+    expected = np.broadcast_to(1000 / np.array(base.stds[:12])[:, None, None], delta.shape)
+    np.testing.assert_allclose(delta, expected, rtol=1e-5)
