@@ -610,11 +610,14 @@ def match_outlines(
     p_geoms, l_geoms = poly_geoms[pi[rest]], lake_geoms[li[rest]]
     tiny = np.minimum(shapely.area(p_geoms), shapely.area(l_geoms)) < _SHORTCUT_MIN_AREA_DEG2
     cover, touch = np.zeros(len(rest), dtype=bool), np.zeros(len(rest), dtype=bool)
-    todo = ~tiny
+    pb, lb = shapely.bounds(p_geoms), shapely.bounds(l_geoms)
+    p_holds_l = (pb[:, :2] <= lb[:, :2]).all(axis=1) & (pb[:, 2:] >= lb[:, 2:]).all(axis=1)
+    l_holds_p = (lb[:, :2] <= pb[:, :2]).all(axis=1) & (lb[:, 2:] >= pb[:, 2:]).all(axis=1)
+    todo = ~tiny & p_holds_l  # only a box holding the other's box can cover it
     cover[todo] = shapely.covers(p_geoms[todo], l_geoms[todo])  # grown
-    todo &= ~cover
+    todo = ~tiny & ~cover & l_holds_p
     cover[todo] = shapely.covers(l_geoms[todo], p_geoms[todo])  # shrunk
-    todo &= ~cover
+    todo = ~tiny & ~cover
     touch[todo] = shapely.intersects(p_geoms[todo], l_geoms[todo])  # neither: measure
     matched[rest[cover]] = True
     measure = rest[tiny | touch]

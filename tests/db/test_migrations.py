@@ -30,7 +30,7 @@ _spec.loader.exec_module(h)
 
 pytestmark = pytest.mark.db
 
-HEAD = "0002_queries"
+HEAD = "0003_merge_performance"
 REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
 EVEREST = REALDATA / "icimod_glacial_lakes_2015" / "GL_3basins_2015_everest_subset.geojson"
 
@@ -128,7 +128,7 @@ def test_single_head_and_one_transaction_per_chain() -> None:
     down = _transaction_statements(offline_sql("downgrade", f"{HEAD}:base"))
     h.write_report("migrations", {"heads": heads, "chain": chain, "upgrade_transaction_statements": up})
     assert heads == [HEAD] and migrate.head() == HEAD
-    assert chain == ["0001", HEAD]
+    assert chain == ["0001", "0002_queries", HEAD]
     assert up == down == ["BEGIN", "COMMIT"]
 
 
