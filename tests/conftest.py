@@ -7,8 +7,10 @@ port under a temporary directory and removed at the end of the session.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 import socket
 import tempfile
 import uuid
@@ -21,6 +23,22 @@ import sqlalchemy as sa
 from db.engine import make_engine, normalise_url
 from db.local_cluster import LocalCluster, ensure_postgis_installed
 from db.migrate import upgrade
+
+
+def _register_test_helpers() -> None:
+    """Make tests/faults/_helpers.py importable as ``gl_test_helpers``, once.
+
+    The test folders are not packages (pytest runs with ``--import-mode=importlib``), and the
+    fault-test child processes import the same file by its own name, so it cannot live in a package.
+    """
+    spec = importlib.util.spec_from_file_location("gl_test_helpers", Path(__file__).with_name("faults") / "_helpers.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gl_test_helpers"] = module
+    spec.loader.exec_module(module)
+
+
+_register_test_helpers()
 
 TEMPLATE_DB = "gl_template"
 # Durability is irrelevant for throw-away test data; these make CREATE DATABASE and

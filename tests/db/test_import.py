@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import time
 from dataclasses import replace
@@ -22,12 +21,7 @@ from db.merge import merge_scene
 from db.records import ObservedLake
 from db.schema import SCHEMA
 
-_spec = importlib.util.spec_from_file_location(
-    "gl_fault_helpers", Path(__file__).resolve().parents[1] / "faults" / "_helpers.py"
-)
-assert _spec is not None and _spec.loader is not None
-h = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(h)
+import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
 
 pytestmark = pytest.mark.db
 

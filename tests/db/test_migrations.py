@@ -3,7 +3,6 @@ database, and an upgrade of a populated database that must not touch its data.""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import re
 import time
@@ -21,12 +20,7 @@ from db.importer import import_inventory
 from db.merge import ensure_aoi, merge_scene
 from db.schema import SCHEMA
 
-_spec = importlib.util.spec_from_file_location(
-    "gl_fault_helpers", Path(__file__).resolve().parents[1] / "faults" / "_helpers.py"
-)
-assert _spec is not None and _spec.loader is not None
-h = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(h)
+import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
 
 pytestmark = pytest.mark.db
 

@@ -14,7 +14,6 @@ Examples share the test's database; each uses its own AOIs (lakes never cross AO
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 from pathlib import Path
 
@@ -28,12 +27,7 @@ from shapely.geometry import MultiPolygon, Point, box
 from db.merge import ensure_aoi, merge_scene
 from db.records import SceneResult
 
-_spec = importlib.util.spec_from_file_location(
-    "gl_fault_helpers", Path(__file__).resolve().parents[1] / "faults" / "_helpers.py"
-)
-assert _spec is not None and _spec.loader is not None
-h = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(h)
+import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
 
 pytestmark = pytest.mark.db
 

@@ -4,7 +4,6 @@ extent query actually uses)."""
 
 from __future__ import annotations
 
-import importlib.util
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,7 @@ from db.engine import make_engine
 from db.merge import ensure_aoi, merge_scene
 from db.schema import SCHEMA
 
-_spec = importlib.util.spec_from_file_location(
-    "gl_fault_helpers", Path(__file__).resolve().parents[1] / "faults" / "_helpers.py"
-)
-assert _spec is not None and _spec.loader is not None
-h = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(h)
+import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
 
 pytestmark = pytest.mark.db
 

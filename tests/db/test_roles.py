@@ -8,7 +8,6 @@ complete merge and inventory import as the writer.
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -24,12 +23,7 @@ from db.importer import import_inventory
 from db.merge import ensure_aoi, merge_scene
 from db.schema import OWNER_ROLE, READER_ROLE, SCHEMA, WRITER_ROLE, metadata
 
-_spec = importlib.util.spec_from_file_location(
-    "gl_fault_helpers", Path(__file__).resolve().parents[1] / "faults" / "_helpers.py"
-)
-assert _spec is not None and _spec.loader is not None
-h = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(h)
+import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
 
 pytestmark = pytest.mark.db
 

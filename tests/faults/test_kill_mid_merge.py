@@ -10,7 +10,6 @@ of a clean run in a fresh database.
 
 from __future__ import annotations
 
-import importlib.util
 import signal
 import subprocess
 import sys
@@ -24,10 +23,7 @@ import sqlalchemy as sa
 from db.engine import make_engine
 from db.merge import ensure_aoi, merge_scene
 
-_spec = importlib.util.spec_from_file_location("gl_fault_helpers", Path(__file__).resolve().with_name("_helpers.py"))
-assert _spec is not None and _spec.loader is not None
-h = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(h)
+import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
 
