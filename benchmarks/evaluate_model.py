@@ -116,17 +116,20 @@ def read_sen1floods11() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return stack, valid, label
 
 
-def run_set(predict: Predict, stacks: np.ndarray, valids: np.ndarray, labels: np.ndarray) -> tuple[dict[str, int], list[float]]:
-    """Summed confusion counts and per-chip water IoU (chips with water only)."""
+def run_set(
+    predict: Predict, stacks: np.ndarray, valids: np.ndarray, labels: np.ndarray
+) -> tuple[dict[str, int], list[float], list[float]]:
+    """Summed confusion counts, per-chip water IoU (chips with water only), per-chip false-water share."""
     total = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
-    per_chip = []
+    per_chip, false_share = [], []
     for s, v, lab in zip(stacks, valids, labels, strict=True):
         c = counts(predict(s, v), lab)
         for k in total:
             total[k] += c[k]
         if (lab == 1).any():
             per_chip.append(c["tp"] / max(c["tp"] + c["fp"] + c["fn"], 1))
-    return total, per_chip
+        false_share.append(c["fp"] / max(c["fp"] + c["tn"], 1))
+    return total, per_chip, false_share
 
 
 def evaluate(methods: dict[str, Predict], n_test: int, n_land: int, n_snow: int, seed: int) -> dict[str, object]:
@@ -136,19 +139,21 @@ def evaluate(methods: dict[str, Predict], n_test: int, n_land: int, n_snow: int,
     snow = make_training_chips(n_snow, 224, seed + 1, "test", Scenario(kind="alpine", water=False, snow_cover=0.9))
     tm_stack, tm_valid, tm_label, offset = read_terramesh()
     sf_stack, sf_valid, sf_label = read_sen1floods11()
-    out: dict[str, object] = {"terramesh_offset_check": offset, "sen1floods11_flat_dem_m": FLAT_DEM_M,
-                              "chips": {"synthetic_test": n_test, "land_only": n_land, "snow": n_snow, "seed": seed}}  # fmt: skip
+    out: dict[str, object] = {
+        "terramesh_offset_check": offset, "sen1floods11_flat_dem_m": FLAT_DEM_M,
+        "chips": {"synthetic_test": n_test, "land_only": n_land, "snow": n_snow, "seed": seed},
+    }  # fmt: skip
     for name, predict in methods.items():
         t = time.time()
-        c_test, per_chip = run_set(predict, test.stack, test.valid, test.label)
-        c_land, _ = run_set(predict, land.stack, land.valid, land.label)
-        c_snow, _ = run_set(predict, snow.stack, snow.valid, snow.label)
-        snow_shares = [counts(predict(s, v), lab)["fp"] / max(int(v.sum()), 1)
-                       for s, v, lab in zip(snow.stack, snow.valid, snow.label, strict=True)]  # fmt: skip
+        c_test, per_chip, _ = run_set(predict, test.stack, test.valid, test.label)
+        c_land, _, _ = run_set(predict, land.stack, land.valid, land.label)
+        c_snow, _, snow_shares = run_set(predict, snow.stack, snow.valid, snow.label)
         tm = scores(counts(predict(tm_stack, tm_valid), tm_label))
         sf = scores(counts(predict(sf_stack, sf_valid), sf_label))
         out[name] = {
-            "synthetic_test": {**scores(c_test), "mean_chip_iou": round(float(np.mean(per_chip)), 4) if per_chip else None},
+            "synthetic_test": {
+                **scores(c_test), "mean_chip_iou": round(float(np.mean(per_chip)), 4) if per_chip else None
+            },
             "terramesh": tm,
             "sen1floods11": sf,
             "mean_real_iou": round((tm["iou"] + sf["iou"]) / 2, 4),
@@ -183,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model)
     model = TerraMindSegmenter(loaded, InferenceParams(tta=not args.no_tta, device="cpu"))
-    methods: dict[str, Predict] = {"terramind": model.predict, "mndwi": mndwi_rule, "baseline": SpectralBaseline().predict}
+    methods: dict[str, Predict] = {
+        "terramind": model.predict, "mndwi": mndwi_rule, "baseline": SpectralBaseline().predict
+    }  # fmt: skip
     figures = evaluate(methods, args.test_chips, args.land_chips, args.snow_chips, args.seed)
     ours = figures["terramind"]
     assert isinstance(ours, dict)

@@ -149,10 +149,13 @@ def _terrain(rng: np.random.Generator, n: int, kind: str) -> NDArray[np.float64]
     if kind == "lowland":
         relief = rng.uniform(5, 120)
         tilt = rng.uniform(-0.02, 0.02, 2) * RES_M
-        return rng.uniform(0, 1500) + relief * (0.6 * _noise(rng, n, 0.3 * n) + 0.3 * _noise(rng, n, 0.08 * n)) + tilt[0] * rows + tilt[1] * cols
+        base = rng.uniform(0, 1500)
+        rolling = 0.6 * _noise(rng, n, 0.3 * n) + 0.3 * _noise(rng, n, 0.08 * n)
+        return base + relief * rolling + tilt[0] * rows + tilt[1] * cols
     relief = rng.uniform(150, 1400)
     a = rng.uniform(0, math.pi)
-    d = np.abs(cols * math.cos(a) + rows * math.sin(a) - rng.uniform(-0.25, 0.25) * n) + 0.06 * n * _noise(rng, n, 0.1 * n)
+    d = np.abs(cols * math.cos(a) + rows * math.sin(a) - rng.uniform(-0.25, 0.25) * n)
+    d = d + 0.06 * n * _noise(rng, n, 0.1 * n)  # a winding valley
     half, wall = rng.uniform(0.05, 0.35) * n, rng.uniform(0.15, 0.5) * n
     t = smoothstep((d - half) / wall)
     along = (-cols * math.sin(a) + rows * math.cos(a)) * rng.uniform(-0.08, 0.08) * RES_M
@@ -162,7 +165,9 @@ def _terrain(rng: np.random.Generator, n: int, kind: str) -> NDArray[np.float64]
     return rng.uniform(2500, 5200) + z + along
 
 
-def _lakes(rng: np.random.Generator, z: NDArray[np.float64], count: int, lo: int, hi: int) -> tuple[NDArray[np.float64], list[NDArray[np.bool_]]]:
+def _lakes(
+    rng: np.random.Generator, z: NDArray[np.float64], count: int, lo: int, hi: int
+) -> tuple[NDArray[np.float64], list[NDArray[np.bool_]]]:
     """Perturbed-ellipse lakes on gentle ground, basins carved flat. Returns cover fraction and zones."""
     n = z.shape[0]
     slope = np.degrees(slope_aspect(ndimage.gaussian_filter(z, 3), RES_M)[0])
@@ -277,7 +282,9 @@ def _cover_lowland(rng: np.random.Generator, z: NDArray[np.float64], snow_cover:
     return cover
 
 
-def _clouds(rng: np.random.Generator, n: int, mode: str, sun_az: float, sun_el: float) -> tuple[CloudField, NDArray[np.bool_]]:
+def _clouds(
+    rng: np.random.Generator, n: int, mode: str, sun_az: float, sun_el: float
+) -> tuple[CloudField, NDArray[np.bool_]]:
     """Cloud field and the mask of what a cloud mask would flag (thick cloud, maybe its shadow)."""
     zero = np.zeros((n, n))
     opacity, cirrus, shadow, masked = zero.copy(), zero.copy(), zero.copy(), np.zeros((n, n), bool)
@@ -300,8 +307,9 @@ def _clouds(rng: np.random.Generator, n: int, mode: str, sun_az: float, sun_el: 
     return CloudField(opacity, shadow, cirrus, _noise(rng, n, 4.0)), masked
 
 
-def render_chip(size: int = 224, seed: int = 0, split: str = "train", index: int = 0,
-                scenario: Scenario = Scenario()) -> tuple[NDArray[np.float32], NDArray[np.bool_], NDArray[np.uint8], ChipParams]:  # fmt: skip
+def render_chip(
+    size: int = 224, seed: int = 0, split: str = "train", index: int = 0, scenario: Scenario = Scenario()
+) -> tuple[NDArray[np.float32], NDArray[np.bool_], NDArray[np.uint8], ChipParams]:
     """One chip: stack ``(15, size, size)`` float32, valid, label (1/0/:data:`IGNORE`) and its draws."""
     rng = np.random.default_rng([seed, SPLITS[split], index])
     m = size // 4  # margin: shadows, rivers and blurs reach in from outside the chip
@@ -318,11 +326,13 @@ def render_chip(size: int = 224, seed: int = 0, split: str = "train", index: int
     if scenario.snow_cover is not None:
         snow_cover = scenario.snow_cover
     else:
-        snow_cover = float(rng.choice([0.0, rng.uniform(0.02, 0.3), rng.uniform(0.3, 0.7), rng.uniform(0.9, 1.0)], p=[0.3, 0.35, 0.2, 0.15] if alpine else [0.85, 0.1, 0.05, 0.0]))
+        levels = [0.0, rng.uniform(0.02, 0.3), rng.uniform(0.3, 0.7), rng.uniform(0.9, 1.0)]
+        snow_cover = float(rng.choice(levels, p=[0.3, 0.35, 0.2, 0.15] if alpine else [0.85, 0.1, 0.05, 0.0]))
     wet_share = float(rng.choice([0.0, rng.uniform(0.1, 1.0)], p=[0.35, 0.65]))
 
     def add_water(f: NDArray[np.float64]) -> None:
-        main, other = rng.choice(len(WATER_TYPES), 2, replace=False, p=[0.3, 0.2, 0.3, 0.2] if alpine else [0.25, 0.15, 0.2, 0.4])
+        odds = [0.3, 0.2, 0.3, 0.2] if alpine else [0.25, 0.15, 0.2, 0.4]  # clear, dark, milky, muddy
+        main, other = rng.choice(len(WATER_TYPES), 2, replace=False, p=odds)
         mix = rng.uniform(0, 0.5) * np.clip(0.5 + 0.5 * _noise(rng, n, 0.05 * n), 0, 1)
         new = f > frac
         weights[:, new] = 0
@@ -335,12 +345,15 @@ def render_chip(size: int = 224, seed: int = 0, split: str = "train", index: int
         lakes, zones = _lakes(rng, z, count, m, n - m)
         for zone in zones:
             add_water(np.where(zone, lakes, 0.0))
-            state = str(rng.choice(["open", "partly_frozen", "frozen", "snow_covered"], p=[0.72, 0.12, 0.08, 0.08] if alpine else [1, 0, 0, 0]))
+            odds = [0.72, 0.12, 0.08, 0.08] if alpine else [1, 0, 0, 0]
+            state = str(rng.choice(["open", "partly_frozen", "frozen", "snow_covered"], p=odds))
             if snow_cover > 0.85 and alpine:
                 state = "snow_covered"
             states.append(state)
             if state != "open":
-                cover = 1.0 if state != "partly_frozen" else smoothstep((_noise(rng, n, 6.0) - rng.uniform(-0.8, 0.8)) / 0.3)
+                cover = 1.0
+                if state == "partly_frozen":  # ice floes and shore ice; open leads between
+                    cover = smoothstep((_noise(rng, n, 6.0) - rng.uniform(-0.8, 0.8)) / 0.3)
                 ice[zone] = np.maximum(ice[zone], (cover * np.ones((n, n)))[zone])
                 snowy[zone] |= state == "snow_covered"
         if rng.random() < (0.35 if alpine else 0.6):
@@ -365,7 +378,8 @@ def render_chip(size: int = 224, seed: int = 0, split: str = "train", index: int
     cover[SNOW] += frac * ice * snowy
 
     # --- Sentinel-2: per-chip spectra, texture, sun, shadow, haze, gain, clouds, resolution.
-    land_spec = LAND_SPECTRA * rng.uniform(0.85, 1.15, (len(LAND_SPECTRA), 1)) * np.exp(rng.normal(0, 0.07, LAND_SPECTRA.shape))
+    land_spec = LAND_SPECTRA * rng.uniform(0.85, 1.15, (len(LAND_SPECTRA), 1))
+    land_spec = land_spec * np.exp(rng.normal(0, 0.07, LAND_SPECTRA.shape))
     water_spec = WATER_SPECTRA * np.exp(rng.normal(0, 0.12, WATER_SPECTRA.shape)) * rng.uniform(0.8, 1.25)
     texture = 0.6 * _noise(rng, n, 1.5) + 0.8 * _noise(rng, n, 6.0)
     land = np.einsum("cb,chw->bhw", land_spec, cover) * (1 + rng.uniform(0.03, 0.12) * texture)
@@ -385,7 +399,9 @@ def render_chip(size: int = 224, seed: int = 0, split: str = "train", index: int
     refl += haze * HAZE[:, None, None]
     gain = float(rng.uniform(0.7, 1.3))
     refl *= gain * np.exp(rng.normal(0, 0.03, 12))[:, None, None]
-    cloud_mode = str(rng.choice(["none", "masked", "distractor", "both"], p=[0.45, 0.25, 0.15, 0.15])) if scenario.clouds else "none"
+    cloud_mode = "none"
+    if scenario.clouds:
+        cloud_mode = str(rng.choice(["none", "masked", "distractor", "both"], p=[0.45, 0.25, 0.15, 0.15]))
     clouds, cloud_masked = _clouds(rng, n, cloud_mode, sun_az, sun_el)
     refl, _ = clouds.apply(refl, np.zeros((n, n), np.uint8))
     for b in _BANDS_20M:
@@ -423,7 +439,8 @@ def render_chip(size: int = 224, seed: int = 0, split: str = "train", index: int
     if rng.random() < 0.08:  # S2 swath edge, S1 strip or DEM void: NaN nodata
         rows, cols = np.mgrid[0:size, 0:size]
         a = rng.uniform(0, 2 * math.pi)
-        edge = rows * math.sin(a) + cols * math.cos(a) > rng.uniform(0.5, 1.0) * size * (abs(math.sin(a)) + abs(math.cos(a)))
+        reach = rng.uniform(0.5, 1.0) * size * (abs(math.sin(a)) + abs(math.cos(a)))
+        edge = rows * math.sin(a) + cols * math.cos(a) > reach
         stack[[slice(0, 12), slice(12, 14), slice(14, 15)][rng.integers(3)], edge] = np.nan
     valid &= np.isfinite(stack).all(axis=0)
     water_px = open_water[m : m + size, m : m + size] >= 0.5
