@@ -41,6 +41,7 @@ from pyproj import CRS, Transformer
 from shapely.geometry import MultiPolygon, Polygon, box
 from sqlalchemy import Engine, select, text
 
+from db.crs import utm_epsg_for
 from db.history import as_multipolygon
 from db.merge import ensure_aoi, merge_scene
 from db.records import MergeReport, ObservedLake, SceneResult
@@ -89,12 +90,6 @@ class ImportReport:
     def noop(self) -> bool:
         """True when the file was already imported for this date and AOI."""
         return self.merge.noop
-
-
-def utm_epsg_for(lon: float, lat: float) -> int:
-    """EPSG code of the standard UTM zone (WGS 84) holding lon/lat, degrees."""
-    zone = min(max(int(math.floor((lon + 180.0) / 6.0)) + 1, 1), 60)
-    return (32600 if lat >= 0 else 32700) + zone
 
 
 def json_safe(value: object) -> object:

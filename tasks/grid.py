@@ -17,6 +17,8 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from shapely.geometry.base import BaseGeometry
 
+from db.crs import utm_epsg_for
+
 __all__ = ["GridSpec", "grid_for_geometry", "read_grid", "utm_epsg_for"]
 
 
@@ -78,22 +80,6 @@ class GridSpec:
         xs = (c, c + a * self.width, c + b * self.height, c + a * self.width + b * self.height)
         ys = (f, f + d * self.width, f + e * self.height, f + d * self.width + e * self.height)
         return (min(xs), min(ys), max(xs), max(ys))
-
-
-def utm_epsg_for(lon: float, lat: float) -> int:
-    """EPSG code of the WGS 84 UTM zone containing a point.
-
-    Standard 6° zones; the Norway/Svalbard exceptions of MGRS are not applied, so a grid is
-    always the plain zone of its longitude. ``lon`` = 180 falls in zone 60.
-
-    Args:
-        lon: Longitude, degrees (EPSG:4326).
-        lat: Latitude, degrees; ≥ 0 gives the northern zone (326xx), < 0 the southern (327xx).
-    """
-    if not (math.isfinite(lon) and math.isfinite(lat)) or abs(lat) > 90 or abs(lon) > 180:
-        raise ValueError(f"not a lon/lat point: ({lon}, {lat})")
-    zone = min(int((lon + 180.0) // 6.0) + 1, 60)
-    return (32600 if lat >= 0 else 32700) + zone
 
 
 def grid_for_geometry(

@@ -40,6 +40,8 @@ def _register_test_helpers() -> None:
 
 _register_test_helpers()
 
+from gl_test_helpers import admin_sql as _admin  # noqa: E402  (registered just above)
+
 TEMPLATE_DB = "gl_template"
 # Durability is irrelevant for throw-away test data; these make CREATE DATABASE and
 # commits several times faster on a small machine.
@@ -60,16 +62,6 @@ def _free_port() -> int:
 def database_url(base: str, dbname: str) -> str:
     """``base`` with its database replaced by ``dbname`` (password kept)."""
     return normalise_url(base).set(database=dbname).render_as_string(hide_password=False)
-
-
-def _admin(base: str, sql: str) -> None:
-    """Run one statement on the maintenance database in autocommit (CREATE/DROP DATABASE)."""
-    engine = make_engine(base, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(sql))
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(scope="session")

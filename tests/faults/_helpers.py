@@ -179,7 +179,8 @@ def row_counts(engine: sa.Engine) -> dict[str, int]:
 # -- databases and reports ------------------------------------------------------------------------
 
 
-def _admin(base: str, sql: str) -> None:
+def admin_sql(base: str, sql: str) -> None:
+    """Run one statement on the maintenance database in autocommit (CREATE/DROP DATABASE)."""
     engine = make_engine(base, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
@@ -193,11 +194,11 @@ def fresh_database(pg_url_base: str, template: str | None) -> Iterator[str]:
     """URL of a new database, cloned from ``template`` (a database URL) or empty when None; dropped after."""
     name = f"test_{uuid.uuid4().hex[:16]}"
     clause = f' TEMPLATE "{sa.engine.make_url(template).database}"' if template else ""
-    _admin(pg_url_base, f'CREATE DATABASE "{name}"{clause}')
+    admin_sql(pg_url_base, f'CREATE DATABASE "{name}"{clause}')
     try:
         yield sa.engine.make_url(pg_url_base).set(database=name).render_as_string(hide_password=False)
     finally:
-        _admin(pg_url_base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin_sql(pg_url_base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def write_report(name: str, figures: dict[str, object]) -> Path:
