@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from dataclasses import replace
 import json
 import math
 import sys
@@ -91,8 +92,10 @@ def compute_stats(stack: np.ndarray, valid: np.ndarray, seed: int) -> NormStats:
     bands = stack.transpose(1, 0, 2, 3).reshape(stack.shape[1], -1)[:, take]
     means = np.nanmean(bands, axis=1)
     stds = np.maximum(np.nanstd(bands, axis=1), 1e-3)
+    # Trained on harmonised reflectance: one-off inputs are tested for the +1000 DN offset.
     return NormStats(STATS_NAME, tuple(means), tuple(stds), 0.0,
-                     "Training chips of benchmarks/train_default_model.py (synthetic, valid pixels)")  # fmt: skip
+                     "Training chips of benchmarks/train_default_model.py (synthetic, valid pixels)",
+                     detect_s2_offset=True)  # fmt: skip
 
 
 def normalise(stack: np.ndarray, stats: NormStats) -> np.ndarray:
@@ -148,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
                     help="bf16 autocast of the training forward (about 1.5x faster on CPUs with AVX512-BF16)")
     ap.add_argument("--workers", type=int, default=2, help="processes rendering chips")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="continue from this checkpoint (its architecture and normalisation statistics are kept)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -157,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     _log(f"rendering {args.train_chips} train + {args.val_chips} val chips of {args.size} px (seed {args.seed})")
     tr_stack, tr_valid, tr_label = generate(args.train_chips, args.size, "train", args.seed, args.workers)
     va_stack, _, va_label = generate(args.val_chips, args.size, "val", args.seed, args.workers)
-    stats = compute_stats(tr_stack, tr_valid, args.seed)
+    init = load_model(str(args.init)) if args.init else None
+    stats = replace(init.stats, detect_s2_offset=True) if init else compute_stats(tr_stack, tr_valid, args.seed)
     water_share = float((tr_label == 1).sum() / max((tr_label != IGNORE).sum(), 1))
     _log(f"chips ready in {time.time() - t0:.0f} s; water {water_share:.3%} of valid training pixels")
     tr_x, va_x = normalise(tr_stack, stats), normalise(va_stack, stats)
@@ -165,10 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     tr_y = (tr_label == 1).astype(np.float32)
     tr_m = tr_label != IGNORE
 
-    config = ModelConfig("tiny", "light", 1, decoder_channels=args.decoder_channels)
-    model = build_model(config)
+    if init:  # weights, architecture and statistics of the earlier model; training continues from them
+        config, model = init.config, init.model.float()
+    else:
+        config = ModelConfig("tiny", "light", 1, decoder_channels=args.decoder_channels)
+        model = build_model(config)
     params = sum(p.numel() for p in model.parameters())
-    _log(f"model terramind-tiny light, decoder {args.decoder_channels} ch, {params / 1e6:.2f} M parameters")
+    origin = f"from {args.init.name}" if args.init else "random init"
+    _log(f"model terramind-tiny {config.layout}, decoder {config.decoder_channels} ch, "
+         f"{params / 1e6:.2f} M parameters, {origin}")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     total = args.epochs * args.steps_per_epoch
     t_train = time.time()
@@ -235,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     assert best_state is not None
     model.load_state_dict(best_state)
     half = copy.deepcopy(model).half()  # fp16 on disk; the loader copies into an fp32 model
-    recipe = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"}
+    recipe = {k: (v.name if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"}
+    if init:
+        recipe["init_version"] = init.version
     save_checkpoint(args.out, half, config, stats, epoch=best_epoch, global_step=step,
                     metrics={"val_iou": round(best["iou"], 4)}, recipe=recipe, history=history,
                     data="synthetic chips only (tasks.synthetic.chips)")  # fmt: skip

@@ -5,8 +5,12 @@ grid (bilinear). Expected scales:
 
 * ``--s2``: one 12-band GeoTIFF, bands B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12
   (TerraMind order), surface reflectance × 10 000 on the harmonised pre-04.00 scale; 0 or the
-  file's nodata tag is nodata. For un-harmonised baseline ≥ 04.00 products pass
-  ``--s2-offset 1000``.
+  file's nodata tag is nodata. Baseline ≥ 04.00 products that still carry the +1000 DN offset
+  are un-harmonised: ``--s2-offset 1000`` says so, ``0`` says the file is harmonised, and
+  ``auto`` (the default) tests the file (every band's 1st percentile ≥ 950 DN means the offset
+  is there) for models trained on harmonised reflectance (the spectral baseline, the shipped
+  default model) and leaves the file as it is for other checkpoints, whose input convention
+  is their own. The decision and its evidence are printed.
 * ``--s1``: 2 bands, VV then VH backscatter in dB (used as given: no speckle filter).
 * ``--dem``: 1 band, metres.
 
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import click
 
-from flows.cli import BadInput, guarded
+from flows.cli_support import BadInput, guarded, progress
 from flows.settings import Settings, prepare_prefect_environment
 
 __all__ = ["segment_command"]
@@ -32,10 +36,6 @@ def _existing(option: str, path: Path) -> Path:
     return path
 
 
-def _progress(step: str) -> None:
-    click.echo(f"» {step}", err=True)
-
-
 def _window_progress() -> Callable[[int, int], None]:
     shown = {"pct": -1}
 
@@ -43,7 +43,7 @@ def _window_progress() -> Callable[[int, int], None]:
         pct = 100 * done // max(total, 1)
         if pct // 10 != shown["pct"] // 10 or done == total:
             shown["pct"] = pct
-            _progress(f"segment: {done}/{total} windows ({pct} %)")
+            progress(f"segment: {done}/{total} windows ({pct} %)")
 
     return report
 
@@ -56,8 +56,8 @@ def _window_progress() -> Callable[[int, int], None]:
 @click.option("--mask-out", default=None, type=click.Path(path_type=Path), help="uint8 mask COG, 255 nodata")
 @click.option("--model", default=None, help="baseline | PATH | hf://org/repo/path (default GLACIAL_LAKES_MODEL)")
 @click.option("--threshold", default=None, type=float, help="water if p > this (default GLACIAL_LAKES_THRESHOLD)")
-@click.option("--s2-offset", "s2_offset", default="0", show_default=True, type=click.Choice(["0", "1000"]),
-              help="DN offset in the S2 file (1000: un-harmonised baseline ≥ 04.00)")  # fmt: skip
+@click.option("--s2-offset", "s2_offset", default="auto", show_default=True, type=click.Choice(["auto", "0", "1000"]),
+              help="DN offset in the S2 file (1000: un-harmonised baseline ≥ 04.00; auto: test the file)")  # fmt: skip
 @guarded
 def segment_command(s2: Path, s1: Path, dem: Path, out: Path, mask_out: Path | None, model: str | None,
                     threshold: float | None, s2_offset: str) -> None:  # fmt: skip
@@ -71,15 +71,24 @@ def segment_command(s2: Path, s1: Path, dem: Path, out: Path, mask_out: Path | N
         raise BadInput(f"--threshold {threshold}: must be between 0 and 1")
     spec = model or settings.model
     from models.registry import load_segmenter
-    from tasks.segment import CoregisteredSource, segment_files
+    from models.segmenter import wants_harmonised_s2
+    from tasks.segment import CoregisteredSource, s2_file_offset, segment_files
 
-    with CoregisteredSource(s2, s1, dem, int(s2_offset)):
+    with CoregisteredSource(s2, s1, dem):
         pass  # bad inputs fail here, before an expensive model is built
-    _progress(f"loading model {spec}")
+    progress(f"loading model {spec}")
     segmenter = load_segmenter(spec)
-    _progress(f"segmenting with {segmenter.name} ({segmenter.version})")
+    if s2_offset != "auto":
+        offset = int(s2_offset)
+    elif wants_harmonised_s2(segmenter):
+        offset, reason = s2_file_offset(s2)
+        progress(f"S2 offset: {reason}")
+    else:
+        offset = 0
+        progress("S2 offset: none removed (this checkpoint does not declare its S2 convention; see --s2-offset)")
+    progress(f"segmenting with {segmenter.name} ({segmenter.version})")
     prob, mask = segment_files(
-        s2, s1, dem, out, spec, mask_path=mask_out, threshold=threshold, s2_offset=int(s2_offset),
+        s2, s1, dem, out, spec, mask_path=mask_out, threshold=threshold, s2_offset=offset,
         progress=_window_progress(),
     )  # fmt: skip
     click.echo(f"probability written to {prob}" + (f"; mask to {mask}" if mask else ""))

@@ -37,8 +37,9 @@ class Settings(BaseSettings):
     """An existing PostGIS; unset → the project's own local cluster under ``home``."""
     pg_port: int = 55432
     """Port of the local cluster (loopback only)."""
-    model: str = "baseline"
-    """Segmenter: ``baseline`` (spectral, QA only), a checkpoint path, or ``hf://repo/path``."""
+    model: str = "default"
+    """Segmenter: ``default`` (the shipped TerraMind-tiny demo model), ``baseline`` (spectral, QA
+    only), a checkpoint path, or ``hf://repo/path``."""
     threshold: float = 0.5
     """Water probability threshold."""
     min_area_m2: float = 5000.0

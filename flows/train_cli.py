@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from flows.cli import BadInput, guarded
+from flows.cli_support import BadInput, guarded
 from flows.settings import Settings, prepare_prefect_environment
 
 __all__ = ["train_command"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -117,6 +118,9 @@ class SpectralBaseline:
     Reflectances below are 0–1 (the stack holds reflectance × 10 000); angles in degrees;
     backscatter in dB. Each ``*_scale`` is the change in its quantity worth one logit.
     """
+
+    harmonised_s2: ClassVar[bool] = True
+    """Its thresholds are surface reflectance: S2 must be on the harmonised scale."""
 
     ndwi_min: float = 0.0
     """NDWI(B03, B08) needed at zero B03 reflectance."""

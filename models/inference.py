@@ -329,6 +329,7 @@ class TerraMindSegmenter:
         self.device = resolve_device(params.device)
         loaded.model.to(self.device)
         self.name = f"terramind-{loaded.config.variant}"
+        self.harmonised_s2 = loaded.stats.detect_s2_offset  # see models.segmenter.wants_harmonised_s2
         extra = hashlib.sha256(f"{loaded.stats.stats_hash}|{params.output_hash}".encode()).hexdigest()[:8]
         self.version = f"{self.name}:{loaded.version}+{extra}"
         fwd = model_forward(loaded.model, loaded.config.num_classes, self.device)

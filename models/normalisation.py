@@ -68,6 +68,10 @@ class NormStats:
         stds: 15 standard deviations, all > 0.
         s2_dn_offset: DN added to our harmonised S2 before normalising (see module docstring).
         source: Free text: where the numbers come from.
+        detect_s2_offset: The model was trained on harmonised reflectance and wants one-off
+            inputs of unknown baseline (``glacial-lakes segment --s2-offset auto``) checked for
+            the +1000 DN offset (:func:`tasks.preprocess.detect_s2_dn_offset`). False for
+            released models whose input convention is unknown: they get the file as it is.
     """
 
     name: str
@@ -75,6 +79,7 @@ class NormStats:
     stds: tuple[float, ...]
     s2_dn_offset: float = 0.0
     source: str = ""
+    detect_s2_offset: bool = False
 
     def __post_init__(self) -> None:
         """Checks band counts and positive deviations."""
@@ -105,11 +110,14 @@ class NormStats:
             stds=tuple(stds),
             s2_dn_offset=float(data.get("s2_dn_offset", 0.0)),
             source=str(data.get("source", "")),
+            detect_s2_offset=bool(data.get("detect_s2_offset", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON layout :meth:`from_dict` reads."""
         out: dict[str, Any] = {"name": self.name, "source": self.source, "s2_dn_offset": self.s2_dn_offset}
+        if self.detect_s2_offset:
+            out["detect_s2_offset"] = True
         start = 0
         for group, n in _GROUPS:
             out[group] = {"means": list(self.means[start : start + n]), "stds": list(self.stds[start : start + n])}

@@ -2,6 +2,9 @@
 
 Specs:
 
+* ``default``: the TerraMind-tiny checkpoint shipped in ``models/weights`` (an offline demo
+  model trained on synthetic scenes: see its ``MODEL_CARD.md``); what runs when nothing is
+  configured;
 * ``baseline``: the spectral baseline (comparison and QA only; chosen explicitly, never as a
   fallback);
 * a local checkpoint path, or ``hf://<org>/<repo>[@<revision>]/<path>`` (through the Hugging
@@ -15,13 +18,17 @@ Anything that cannot be loaded raises :class:`ModelLoadError` with a one-line re
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from models.baseline import SpectralBaseline
 from models.segmenter import Segmenter
 
-__all__ = ["BASELINE", "ModelLoadError", "load_segmenter"]
+__all__ = ["BASELINE", "DEFAULT", "DEFAULT_WEIGHTS", "ModelLoadError", "load_segmenter", "resolve_spec"]
 
 BASELINE = "baseline"
+DEFAULT = "default"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "terramind_tiny_glacial_demo.pt"
+"""The shipped offline model (fp16 TerraMind tiny, light UperNet, statistics beside it)."""
 
 
 class ModelLoadError(ValueError):
@@ -35,9 +42,19 @@ def load_segmenter(spec: str) -> Segmenter:
     if spec == BASELINE:
         return SpectralBaseline()
     if not spec:
-        raise ModelLoadError("empty model spec: use baseline, a checkpoint path or hf://…")
+        raise ModelLoadError("empty model spec: use default, baseline, a checkpoint path or hf://…")
+    path = resolve_spec(spec)
     # Imported here: torch and terratorch are heavy and the baseline needs neither.
     from models.checkpoint import load_model
     from models.inference import TerraMindSegmenter
 
-    return TerraMindSegmenter(load_model(spec))
+    return TerraMindSegmenter(load_model(path))
+
+
+def resolve_spec(spec: str) -> str:
+    """``default`` → the shipped checkpoint's path (refused if the install lacks it); others unchanged."""
+    if spec != DEFAULT:
+        return spec
+    if not DEFAULT_WEIGHTS.is_file():
+        raise ModelLoadError(f"the default model's weights are missing from this install ({DEFAULT_WEIGHTS.name})")
+    return str(DEFAULT_WEIGHTS)

@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["STACK_BANDS", "Segmenter", "band_index", "check_stack", "mask_outside_valid"]
+__all__ = ["STACK_BANDS", "Segmenter", "band_index", "check_stack", "mask_outside_valid", "wants_harmonised_s2"]
 
 STACK_BANDS: tuple[str, ...] = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
@@ -46,6 +46,15 @@ class Segmenter(Protocol):
             float32 ``(H, W)`` in 0–1, NaN where ``valid`` is False.
         """
         ...
+
+
+def wants_harmonised_s2(segmenter: object) -> bool:
+    """Whether ``segmenter`` was built for harmonised L2A reflectance (and wants the offset test).
+
+    True for segmenters that say so with a ``harmonised_s2`` attribute (the spectral baseline,
+    TerraMind checkpoints whose statistics set ``detect_s2_offset``).
+    """
+    return bool(getattr(segmenter, "harmonised_s2", False))
 
 
 def band_index(name: str) -> int:

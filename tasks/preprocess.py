@@ -30,6 +30,7 @@ __all__ = [
     "S2_BANDS",
     "S2Scene",
     "SCL_INVALID_CLASSES",
+    "detect_s2_dn_offset",
     "harmonise_s2_dn",
     "lee_filter",
     "read_dem",
@@ -107,6 +108,35 @@ def harmonise_s2_dn(dn: ArrayLike, processing_baseline: str) -> NDArray[np.float
         out -= BOA_ADD_OFFSET
         np.maximum(out, 0.0, out=out)  # NaN stays NaN
     return out
+
+
+OFFSET_DETECT_MIN_DN = 950.0
+"""Every band's 1st percentile at or above this (DN) → the +1000 offset is in the file.
+
+Harmonised L2A reflectance × 10 000 always has dark pixels somewhere: water, shadow and
+vegetation are below 0.05 in the visible, snow and ice below 0.1 in B11/B12. With the offset
+every band starts near 1000 (a few over-corrected pixels just below it)."""
+
+
+def detect_s2_dn_offset(dn: NDArray[np.floating], percentile: float = 1.0) -> tuple[int, str]:
+    """Whether L2A DN of unknown processing baseline still carry the +1000 ``BOA_ADD_OFFSET``.
+
+    Args:
+        dn: ``(12, N)`` or ``(12, H, W)`` DN sample; NaN or 0 = nodata.
+        percentile: Low percentile tested per band.
+
+    Returns:
+        ``(offset, reason)``: 1000 or 0 DN, and a one-line reason with the evidence.
+    """
+    bands = np.asarray(dn, dtype=np.float64).reshape(dn.shape[0], -1)
+    ok = np.isfinite(bands).all(axis=0) & (bands > 0).all(axis=0)
+    if ok.sum() < 100:
+        return 0, f"too few valid S2 pixels ({int(ok.sum())}) to test for the +1000 offset; none assumed"
+    low = np.percentile(bands[:, ok], percentile, axis=1)
+    if float(low.min()) >= OFFSET_DETECT_MIN_DN:
+        return 1000, (f"every band's p{percentile:g} is ≥ {OFFSET_DETECT_MIN_DN:.0f} DN "
+                      f"(lowest {low.min():.0f}): un-harmonised baseline ≥ 04.00, 1000 removed")  # fmt: skip
+    return 0, f"no +1000 offset in S2 (band {int(low.argmin()) + 1}'s p{percentile:g} is {low.min():.0f} DN)"
 
 
 def cloud_mask_from_scl(

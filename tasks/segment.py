@@ -29,10 +29,11 @@ from prefect.cache_policies import NO_CACHE
 from models.registry import load_segmenter
 from tasks.coregister import StackInfo, read_stack
 from tasks.grid import GridSpec, read_grid
-from tasks.preprocess import S2_BANDS, harmonise_s2_dn
+from tasks.preprocess import S2_BANDS, detect_s2_dn_offset, harmonise_s2_dn
 
 __all__ = [
     "CoregisteredSource",
+    "s2_file_offset",
     "segment_files",
     "segment_stack",
     "segment_task",
@@ -205,6 +206,19 @@ class CoregisteredSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def s2_file_offset(path: str | Path, max_pixels: int = 1_000_000) -> tuple[int, str]:
+    """The +1000 DN offset test (:func:`~tasks.preprocess.detect_s2_dn_offset`) on an S2 file.
+
+    Reads at most about ``max_pixels`` pixels per band (a decimated read: overviews when the
+    file has them); 0 and the nodata tag are nodata.
+    """
+    with rasterio.open(path) as ds:
+        step = max(1, int(np.ceil(np.sqrt(ds.width * ds.height / max_pixels))))
+        shape = (ds.count, max(1, ds.height // step), max(1, ds.width // step))
+        dn = ds.read(out_shape=shape, masked=True).astype(np.float64).filled(np.nan)
+    return detect_s2_dn_offset(dn)
 
 
 def _rows_in_memory(segmenter: Any, source: Any) -> Rows:

@@ -42,7 +42,7 @@ SPLITS = {"train": 1, "val": 2, "test": 3}
 RES_M = 10.0
 
 # Land covers. The first six reuse the demo scene's spectra (rock, moraine, silt, meadow, ice, snow).
-ROCK, DEBRIS, SILT, MEADOW, ICE, SNOW, FOREST, CROP, SOIL, URBAN, DIRTY_ICE, WET_SNOW, LAKE_ICE = range(13)
+ROCK, DEBRIS, SILT, MEADOW, ICE, SNOW, FOREST, CROP, SOIL, URBAN, DIRTY_ICE, WET_SNOW, LAKE_ICE, WET_SOIL = range(14)
 # fmt: off
 #                 B01    B02    B03    B04    B05    B06    B07    B08    B8A    B09    B11    B12
 _EXTRA = np.array([
@@ -53,18 +53,21 @@ _EXTRA = np.array([
     [0.250, 0.260, 0.260, 0.250, 0.240, 0.220, 0.210, 0.200, 0.190, 0.160, 0.050, 0.040],  # dirty ice
     [0.600, 0.620, 0.600, 0.580, 0.540, 0.480, 0.440, 0.400, 0.360, 0.260, 0.025, 0.020],  # wet snow
     [0.350, 0.370, 0.360, 0.340, 0.300, 0.250, 0.230, 0.200, 0.180, 0.140, 0.030, 0.025],  # lake ice
+    [0.045, 0.045, 0.055, 0.065, 0.085, 0.110, 0.120, 0.130, 0.140, 0.140, 0.140, 0.100],  # wet, dark soil
 ])
 LAND_SPECTRA = np.vstack([SPECTRA[:6], _EXTRA])
 """Surface reflectance (0–1) per land cover and band."""
 # Wet snow is the darkest land in SAR (liquid water absorbs): the classic false positive.
 LAND_SAR_DB = np.vstack([SIGMA0_DB[:6], [[-8.0, -14.0], [-10.0, -16.5], [-12.0, -20.0], [-4.0, -10.0],
-                                         [-12.0, -19.0], [-20.5, -27.5], [-16.0, -23.0]]])
-WATER_TYPES = ("clear", "dark", "milky", "muddy")
+                                         [-12.0, -19.0], [-20.5, -27.5], [-16.0, -23.0],
+                                         [-9.0, -16.0]]])
+WATER_TYPES = ("clear", "dark", "milky", "muddy", "shallow")
 WATER_SPECTRA = np.array([
     SPECTRA[6],                                                                     # clear
     [0.040, 0.030, 0.025, 0.015, 0.010, 0.006, 0.005, 0.004, 0.003, 0.002, 0.002, 0.001],  # dark, deep
     [0.100, 0.110, 0.130, 0.090, 0.060, 0.030, 0.025, 0.022, 0.018, 0.010, 0.008, 0.006],  # milky glacial
     [0.100, 0.090, 0.105, 0.110, 0.110, 0.075, 0.068, 0.062, 0.052, 0.030, 0.025, 0.015],  # muddy flood
+    [0.050, 0.040, 0.060, 0.060, 0.070, 0.070, 0.070, 0.070, 0.060, 0.045, 0.040, 0.030],  # shallow, turbid
 ])
 WATER_SAR_DB = np.array([-22.5, -29.5])
 HAZE = np.array([0.060, 0.050, 0.035, 0.025, 0.020, 0.015, 0.012, 0.010, 0.010, 0.008, 0.003, 0.002])
@@ -268,7 +271,7 @@ def _cover_lowland(rng: np.random.Generator, z: NDArray[np.float64], snow_cover:
     ph, pw = rng.integers(8, 40, 2)
     rr, cc = np.mgrid[0:n, 0:n]
     parcel = (rr // ph) * 1000 + (cc + (rr // ph) * rng.integers(0, 17)) // pw
-    classes = rng.choice([CROP, SOIL, MEADOW, CROP, SILT], size=parcel.max() + 1)
+    classes = rng.choice([CROP, SOIL, MEADOW, CROP, SILT, WET_SOIL], size=parcel.max() + 1)
     cls = classes[parcel]
     big = _noise(rng, n, 0.12 * n)
     cls = np.where(big > rng.uniform(0.0, 1.2), FOREST, cls)
@@ -323,6 +326,7 @@ def render_chip(
     frac, ice, snowy = np.zeros((n, n)), np.zeros((n, n)), np.zeros((n, n), bool)
     weights = np.zeros((len(WATER_TYPES), n, n))
     river_w, flood = 0.0, False
+    overhang = np.zeros((n, n))
     if scenario.snow_cover is not None:
         snow_cover = scenario.snow_cover
     else:
@@ -331,7 +335,8 @@ def render_chip(
     wet_share = float(rng.choice([0.0, rng.uniform(0.1, 1.0)], p=[0.35, 0.65]))
 
     def add_water(f: NDArray[np.float64]) -> None:
-        odds = [0.3, 0.2, 0.3, 0.2] if alpine else [0.25, 0.15, 0.2, 0.4]  # clear, dark, milky, muddy
+        # clear, dark, milky, muddy, shallow (turbid, bottom showing through)
+        odds = [0.27, 0.18, 0.27, 0.18, 0.1] if alpine else [0.2, 0.1, 0.15, 0.35, 0.2]
         main, other = rng.choice(len(WATER_TYPES), 2, replace=False, p=odds)
         mix = rng.uniform(0, 0.5) * np.clip(0.5 + 0.5 * _noise(rng, n, 0.05 * n), 0, 1)
         new = f > frac
@@ -356,9 +361,12 @@ def render_chip(
                     cover = smoothstep((_noise(rng, n, 6.0) - rng.uniform(-0.8, 0.8)) / 0.3)
                 ice[zone] = np.maximum(ice[zone], (cover * np.ones((n, n)))[zone])
                 snowy[zone] |= state == "snow_covered"
-        if rng.random() < (0.35 if alpine else 0.6):
-            river_w = float(rng.uniform(1.0, 5.0 if alpine else 12.0))
-            add_water(_river(rng, z, river_w))
+        if rng.random() < (0.35 if alpine else 0.75):
+            river_w = float(rng.uniform(1.0, 5.0) if alpine else rng.uniform(1.5, 14.0))
+            river = _river(rng, z, river_w)
+            add_water(river)
+            if rng.random() < 0.6:  # trees and grass overhanging the banks: water stays water below half
+                overhang = river * rng.uniform(0.1, 0.4) * np.clip(0.5 + 0.5 * _noise(rng, n, 3.0), 0, 1)
         if not alpine and rng.random() < 0.3:
             flood = True
             lowness = -(z - z.mean()) / max(z.std(), 1.0)
@@ -385,7 +393,8 @@ def render_chip(
     land = np.einsum("cb,chw->bhw", land_spec, cover) * (1 + rng.uniform(0.03, 0.12) * texture)
     water = np.einsum("tb,thw->bhw", water_spec, weights) * (1 + 0.02 * texture)
     glint = rng.uniform(0, 0.05) if rng.random() < 0.1 else 0.0
-    refl = land + open_water * (water + glint)
+    bank = land_spec[FOREST if rng.random() < 0.5 else MEADOW][:, None, None]
+    refl = land + open_water * ((1 - overhang) * (water + glint) + overhang * bank)
 
     sun_el, sun_az = float(rng.uniform(15, 70)), float(rng.uniform(0, 360))
     cos_i = illumination(slope, aspect, sun_az, sun_el)

@@ -15,7 +15,6 @@ Examples share the test's database; each uses its own AOIs (lakes never cross AO
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa

@@ -12,7 +12,6 @@ import multiprocessing as mp
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -14,6 +14,7 @@ from tasks.grid import GridSpec, grid_for_geometry, utm_epsg_for
 from tasks.preprocess import (
     CLOUD_SCL_CLASSES,
     S2_BANDS,
+    detect_s2_dn_offset,
     harmonise_s2_dn,
     lee_filter,
     read_dem,
@@ -300,3 +301,41 @@ def test_grid_for_geometry_snaps_to_resolution():
         assert left <= x <= right and bottom <= y <= top
     assert grid.resolution == 10.0 and grid.shape == (grid.height, grid.width)
     assert utm_epsg_for(-70.5, -33.4) == 32719
+
+
+# --- the +1000 DN offset test for one-off inputs of unknown baseline ------------------------------
+
+TERRAMESH_S2 = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "terramesh_sample" / "433D_629L_3_1_S2L2A.tif"
+
+
+def _snow_chip(rng: np.random.Generator) -> np.ndarray:
+    """Harmonised snow-covered ground: bright visible/NIR, dark SWIR (reflectance × 10 000)."""
+    level = np.array([8000, 8300, 8200, 8000, 7800, 7400, 7200, 7000, 6600, 5000, 600, 450], float)
+    return level[:, None, None] * rng.uniform(0.8, 1.1, (12, 64, 64))
+
+
+def test_offset_detection_on_harmonised_and_offset_snow() -> None:
+    """Snow is bright in the visible but dark in B11/B12: harmonised → 0, with the offset → 1000."""
+    snow = _snow_chip(np.random.default_rng(1))
+    assert detect_s2_dn_offset(snow)[0] == 0
+    offset, reason = detect_s2_dn_offset(snow + 1000)
+    assert offset == 1000 and "1000 removed" in reason
+
+
+def test_offset_detection_ignores_nodata_and_needs_enough_pixels() -> None:
+    snow = _snow_chip(np.random.default_rng(2)) + 1000
+    snow[:, :40] = 0  # nodata (0) and NaN never count as dark pixels
+    snow[:, 40:50] = np.nan
+    assert detect_s2_dn_offset(snow)[0] == 1000
+    few = np.full((12, 5, 5), 3000.0)
+    offset, reason = detect_s2_dn_offset(few)
+    assert offset == 0 and "too few" in reason
+
+
+@pytest.mark.skipif(not TERRAMESH_S2.exists(), reason="real TerraMesh chip not available")
+def test_offset_detection_on_the_real_terramesh_chip() -> None:
+    """The real L2A chip carries the offset (every band starts near 1000); harmonised it does not."""
+    with rasterio.open(TERRAMESH_S2) as ds:
+        dn = ds.read().astype(float)
+    assert detect_s2_dn_offset(dn)[0] == 1000
+    assert detect_s2_dn_offset(harmonise_s2_dn(dn, "04.00"))[0] == 0

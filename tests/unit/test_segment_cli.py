@@ -146,9 +146,9 @@ def test_release_checkpoint_reproduces_the_published_protocol(tmp_path: Path) ->
     assert expected[valid].std() > 1e-4  # a non-constant map: the comparison means something
 
 
-@pytest.mark.parametrize("offset", ["1000"])
+@pytest.mark.parametrize("offset", ["1000", "auto"])
 def test_s2_offset_option_removes_the_baseline_offset(tmp_path: Path, offset: str) -> None:
-    """With --s2-offset 1000 a product carrying +1000 DN gives the same result as its harmonised twin."""
+    """With --s2-offset 1000 (or found by auto) a product carrying +1000 DN gives its harmonised twin's result."""
     ok = _inputs(tmp_path)
     code, _ = _run(tmp_path, ok["s2_path"], ok["s1_path"], ok["dem_path"])
     with rasterio.open(tmp_path / "out" / "prob.tif") as ds:
@@ -157,5 +157,28 @@ def test_s2_offset_option_removes_the_baseline_offset(tmp_path: Path, offset: st
     shifted = _write(tmp_path / "s2_raw.tif", np.where(raw > 0, raw + 1000, 0), "uint16")
     code2, out = _run(tmp_path, shifted, ok["s1_path"], ok["dem_path"], "--s2-offset", offset)
     assert code == code2 == 0, out
+    assert ("1000 removed" in out) == (offset == "auto")  # auto says what it decided and why
     with rasterio.open(tmp_path / "out" / "prob.tif") as ds:
         np.testing.assert_allclose(ds.read(1), harmonised, equal_nan=True, atol=1e-6)
+
+
+def test_auto_offset_leaves_a_harmonised_file_alone(tmp_path: Path) -> None:
+    ok = _inputs(tmp_path)
+    code, out = _run(tmp_path, ok["s2_path"], ok["s1_path"], ok["dem_path"])
+    assert code == 0 and "no +1000 offset in S2" in out, out
+
+
+def test_auto_offset_never_touches_a_release_checkpoints_input(tmp_path: Path) -> None:
+    """A checkpoint that does not declare its S2 convention gets the file as it is, even if it looks offset."""
+    ok = _inputs(tmp_path)
+    raw = np.asarray(ok["s2"]).astype(np.int32)
+    shifted = np.where(raw > 0, raw + 1000, 0)
+    s2_path = _write(tmp_path / "s2_raw.tif", shifted, "uint16")
+    ckpt = write_release_checkpoint(tmp_path / "soup.ckpt", "tiny", seed=5)
+    code, out = _run(tmp_path, s2_path, ok["s1_path"], ok["dem_path"], "--model", str(ckpt))
+    assert code == 0 and "none removed" in out, out
+    with rasterio.open(tmp_path / "out" / "prob.tif") as ds:
+        ours = ds.read(1)
+    expected = _published_protocol(ckpt, shifted, np.asarray(ok["s1"]), np.asarray(ok["dem"]))
+    valid = np.isfinite(ours)
+    assert np.abs(ours[valid] - expected[valid]).max() < 1e-4
