@@ -77,7 +77,7 @@ def _parse_day(value: str | None, name: str) -> date | None:
 @click.option("--start", required=True, help="first sensing date, YYYY-MM-DD")
 @click.option("--end", required=True, help="last sensing date, YYYY-MM-DD")
 @click.option("--source", required=True, help="local:DIR or stac:URL")
-@click.option("--model", default=None, help="segmenter: baseline | PATH | hf://… (default GLACIAL_LAKES_MODEL)")
+@click.option("--model", default=None, help="segmenter: default | baseline | PATH | hf://… (default GLACIAL_LAKES_MODEL)")
 @click.option("--name", default=None, help="AOI name (default: the feature's name or the file stem)")
 @guarded
 def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, name: str | None) -> None:
@@ -89,7 +89,7 @@ def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, na
     settings = _settings()
     aoi = load_aoi(aoi_path, name)
     source_from_uri(source)  # bad input fails here, with exit 2, before any flow starts
-    load_segmenter(model or settings.model)
+    load_segmenter(model or settings.model, settings.tta)
     first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
     assert first is not None and last is not None
     if last < first:

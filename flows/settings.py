@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     model: str = "default"
     """Segmenter: ``default`` (the shipped TerraMind-tiny demo model), ``baseline`` (spectral, QA
     only), a checkpoint path, or ``hf://repo/path``."""
+    tta: bool = True
+    """Flip test-time augmentation (4 passes per window) for TerraMind models; part of the model version."""
     threshold: float = 0.5
     """Water probability threshold."""
     min_area_m2: float = 5000.0

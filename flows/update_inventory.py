@@ -52,6 +52,7 @@ class SceneContext:
     data_dir: Path
     model: str
     model_version: str
+    tta: bool
     threshold: float
     min_area_m2: float
     merge_config: MergeConfig
@@ -75,7 +76,7 @@ def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -
     """One scene from files to merge. Raises on failure; the caller records it."""
     scene_dir = ctx.data_dir / "scenes" / key[:16]
     stack = prepare_stack_task(plan, ctx.grid, scene_dir)
-    probability = segment_task(stack, ctx.model, scene_dir / "probability.tif")
+    probability = segment_task(stack, ctx.model, scene_dir / "probability.tif", ctx.tta)
     extracted = extract_lakes_task(stack, probability, ctx.threshold, ctx.min_area_m2)
     result = SceneResult(
         scene_key=key,
@@ -136,7 +137,7 @@ def update_inventory(
     engine = ready_engine(settings)
     db = SecretStr(str(engine.url.render_as_string(hide_password=False)))
     model_spec = model or settings.model
-    segmenter = load_segmenter(model_spec)
+    segmenter = load_segmenter(model_spec, settings.tta)
     epsg = utm_epsg_for(aoi.shape.centroid.x, aoi.shape.centroid.y)
     ctx = SceneContext(
         aoi_name=aoi.name,
@@ -144,6 +145,7 @@ def update_inventory(
         data_dir=settings.data_root / aoi.name,
         model=model_spec,
         model_version=segmenter.version,
+        tta=settings.tta,
         threshold=settings.threshold,
         min_area_m2=settings.min_area_m2,
         merge_config=MergeConfig(),

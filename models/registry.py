@@ -36,8 +36,12 @@ class ModelLoadError(ValueError):
 
 
 @lru_cache(maxsize=4)
-def load_segmenter(spec: str) -> Segmenter:
-    """The segmenter for ``spec``; cached per process because models are expensive to build."""
+def load_segmenter(spec: str, tta: bool = True) -> Segmenter:
+    """The segmenter for ``spec``; cached per process because models are expensive to build.
+
+    ``tta``: flip test-time augmentation for TerraMind models (4 passes per window; off is 4×
+    faster, e.g. on a CPU). It is part of the model version. The baseline ignores it.
+    """
     spec = spec.strip()
     if spec == BASELINE:
         return SpectralBaseline()
@@ -46,9 +50,9 @@ def load_segmenter(spec: str) -> Segmenter:
     path = resolve_spec(spec)
     # Imported here: torch and terratorch are heavy and the baseline needs neither.
     from models.checkpoint import load_model
-    from models.inference import TerraMindSegmenter
+    from models.inference import InferenceParams, TerraMindSegmenter
 
-    return TerraMindSegmenter(load_model(path))
+    return TerraMindSegmenter(load_model(path), InferenceParams(tta=tta))
 
 
 def resolve_spec(spec: str) -> str:

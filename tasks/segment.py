@@ -234,19 +234,19 @@ def _probability_rows(segmenter: Any, source: Any, progress: Callable[[int, int]
 
 
 def segment_files(s2: Path, s1: Path, dem: Path, out_path: Path, model_spec: str, *, mask_path: Path | None = None,
-                  threshold: float = 0.5, s2_offset: int = 0,
+                  threshold: float = 0.5, s2_offset: int = 0, tta: bool = True,
                   progress: Callable[[int, int], None] | None = None) -> tuple[Path, Path | None]:  # fmt: skip
     """Co-registers S1 and the DEM onto the S2 grid, segments, writes probability (and mask) COGs."""
-    segmenter = load_segmenter(model_spec)
+    segmenter = load_segmenter(model_spec, tta)
     with CoregisteredSource(s2, s1, dem, s2_offset) as source:
         rows = _probability_rows(segmenter, source, progress)
         description = f"water probability ({segmenter.name})"
         return write_probability(rows, source.grid, out_path, mask_path, threshold, description)
 
 
-def segment_stack(stack_info: StackInfo, model_spec: str, out_path: Path) -> Path:
+def segment_stack(stack_info: StackInfo, model_spec: str, out_path: Path, tta: bool = True) -> Path:
     """Run the named segmenter over a stack file and write the probability COG."""
-    segmenter = load_segmenter(model_spec)
+    segmenter = load_segmenter(model_spec, tta)
     if hasattr(segmenter, "iter_probability_rows"):
         from models.inference import RasterStackSource
 
@@ -260,6 +260,6 @@ def segment_stack(stack_info: StackInfo, model_spec: str, out_path: Path) -> Pat
 
 
 @task(name="segment", cache_policy=NO_CACHE)
-def segment_task(stack_info: StackInfo, model_spec: str, out_path: Path) -> Path:
+def segment_task(stack_info: StackInfo, model_spec: str, out_path: Path, tta: bool = True) -> Path:
     """Prefect wrapper of ``segment_stack`` (small in, a path out)."""
-    return segment_stack(stack_info, model_spec, out_path)
+    return segment_stack(stack_info, model_spec, out_path, tta)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,12 @@ import torch
 from flows.settings import Settings
 from models import registry
 from models.inference import TerraMindSegmenter
-from models.registry import DEFAULT_WEIGHTS, ModelLoadError, load_segmenter, resolve_spec
+from models.registry import (
+    DEFAULT_WEIGHTS,
+    ModelLoadError,
+    load_segmenter,
+    resolve_spec,
+)
 from tasks.synthetic.chips import IGNORE, Scenario, make_training_chips
 
 SEED = 2024  # not the training recipe's seed; the test split is its own random stream
@@ -72,3 +78,33 @@ def test_finds_lakes_and_rivers_on_unseen_synthetic_chips(default: TerraMindSegm
 def test_snow_covered_ground_is_not_water(default: TerraMindSegmenter) -> None:
     _, false_water = _iou_and_false_water(default, Scenario(kind="alpine", water=False, snow_cover=0.95), 3)
     assert false_water <= 0.05, f"{false_water:.2%} of snow called water"
+
+
+TERRAMESH = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "terramesh_sample"
+
+
+@pytest.mark.skipif(not TERRAMESH.is_dir(), reason="real TerraMesh chip not available")
+def test_segment_cli_on_the_real_chip_as_distributed(default: TerraMindSegmenter, tmp_path: Path) -> None:
+    """The real L2A chip still carries +1000 DN: auto removes it, and the CLI equals the in-memory model."""
+    import rasterio
+    from click.testing import CliRunner
+
+    from flows.segment_cli import segment_command
+    from tasks.preprocess import harmonise_s2_dn
+
+    files = {k: TERRAMESH / f"433D_629L_3_1_{k}.tif" for k in ("S2L2A", "S1RTC", "DEM")}
+    out = tmp_path / "prob.tif"
+    args = ["--s2", files["S2L2A"], "--s1", files["S1RTC"], "--dem", files["DEM"], "--out", out]
+    env = {"GLACIAL_LAKES_HOME": str(tmp_path / "home")}
+    result = CliRunner().invoke(segment_command, [str(a) for a in args], env=env)
+    assert result.exit_code == 0, result.output
+    assert "1000 removed" in result.output and "terramind-tiny" in result.output
+    with rasterio.open(out) as ds:
+        cli = ds.read(1)
+    bands = []
+    for key in ("S2L2A", "S1RTC", "DEM"):
+        with rasterio.open(files[key]) as ds:
+            bands.append(ds.read().astype(np.float32))
+    stack = np.concatenate([harmonise_s2_dn(bands[0], "04.00"), bands[1], bands[2]])
+    direct = default.predict(stack, np.isfinite(stack).all(axis=0))
+    np.testing.assert_allclose(cli, direct, atol=1e-5)
