@@ -27,7 +27,9 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
 
     root = settings.home / "demo" / f"catalog-{size_px}px"
     progress(f"[2/4] demo catalog: {root}")
-    catalog = generate_demo_catalog(root, size_px=size_px)
+    # One AOI per scene size: catalogs of different sizes cover different ground, and one
+    # inventory must never mix them (a 256 px demo after a 512 px one would score both).
+    catalog = generate_demo_catalog(root, size_px=size_px, aoi_name=f"demo-tienshan-{size_px}px")
     aoi = load_aoi(catalog.aoi_path)
 
     progress(f"[3/4] update_inventory over {len(catalog.dates)} Sentinel-2 dates (model: {settings.model})")
