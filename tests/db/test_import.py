@@ -22,10 +22,10 @@ from db.records import ObservedLake
 from db.schema import SCHEMA
 
 import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
+from gl_test_helpers import REALDATA
 
 pytestmark = pytest.mark.db
 
-REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
 ICIMOD = REALDATA / "icimod_glacial_lakes_2015" / "GL_3basins_2015.geojson"
 ICIMOD_FEATURES, ICIMOD_NULL_GEOMETRIES = 3624, 15  # documented in the data folder's README
 WHEN = datetime(2015, 10, 1, tzinfo=UTC)

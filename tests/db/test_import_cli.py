@@ -8,12 +8,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, text
 
+from gl_test_helpers import REALDATA  # tests/faults/_helpers.py, registered by tests/conftest.py
 from flows.cli import main
 
 pytestmark = pytest.mark.db
 
 SUBSET = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata" / "icimod_glacial_lakes_2015"
+    REALDATA / "icimod_glacial_lakes_2015"
     / "GL_3basins_2015_everest_subset.geojson"
 )
 

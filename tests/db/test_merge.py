@@ -7,7 +7,6 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from shapely.geometry.base import BaseGeometry
 from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from gl_test_helpers import REALDATA  # tests/faults/_helpers.py, registered by tests/conftest.py
 from db.engine import make_engine
 from db.merge import ensure_aoi, merge_scene
 from db.records import MergeReport, ObservedLake, SceneResult
@@ -387,7 +387,6 @@ def test_merge_runs_as_the_writer_role(db_url: str) -> None:
     assert (report.noop, report.changed_lakes, report.versions_added) == (False, 1, 1)
 
 
-REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
 EVEREST = REALDATA / "icimod_glacial_lakes_2015" / "GL_3basins_2015_everest_subset.geojson"
 
 

@@ -43,6 +43,7 @@ from db.history import (
     match_polygons,
     project,
 )
+import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
 from db.merge import ensure_aoi, merge_scene, stale_histories
 from db.records import MergeConfig, ObservedLake, SceneResult
 from db.schema import lake, lake_observation, lake_version
@@ -299,7 +300,7 @@ _TIMES = ("first_seen", "last_seen", "last_observed")
 
 
 @pytest.mark.db
-@pytest.mark.skipif(not (ROOT / ".." / "shared" / "realdata").exists(), reason="real sample data not present")
+@pytest.mark.skipif(not h.REALDATA.exists(), reason="real sample data not present")
 def test_three_merges_of_2000_real_outlines(engine: Engine) -> None:
     """First merge: N new lakes; identical re-merge: N observations, no version; all grown: N
     versions. Every history equals the derivation from the observations."""
@@ -404,9 +405,6 @@ def _random_batch(seed: int, aoi: str) -> list[SceneResult]:
     return [s for k, s in enumerate(scenes) if k not in late] + [scenes[k] for k in sorted(late, reverse=True)]
 
 
-_helpers = _load_module("gl_fault_helpers_scale", ROOT / "tests" / "faults" / "_helpers.py")
-
-
 @pytest.mark.db
 @pytest.mark.parametrize("seed", [7, 11])
 def test_random_batch_fast_path_equals_the_pure_derivation(
@@ -438,7 +436,7 @@ def test_random_batch_fast_path_equals_the_pure_derivation(
     n_extended, n_rebuilt = sum(extended), sum(rebuilt)
     full = [merge_scene(engine, s) for s in _random_batch(seed, "full")]
     assert stale_histories(engine, "full") == []
-    assert _helpers.content(engine, "fast") == _helpers.content(engine, "full")
+    assert h.content(engine, "fast") == h.content(engine, "full")
     assert [replace(r, scene_key="") for r in fast] == [replace(r, scene_key="") for r in full]
 
     # The batch did exercise both paths and every kind of change.

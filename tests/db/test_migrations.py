@@ -7,7 +7,6 @@ import io
 import re
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -21,11 +20,11 @@ from db.merge import ensure_aoi, merge_scene
 from db.schema import SCHEMA
 
 import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
+from gl_test_helpers import REALDATA
 
 pytestmark = pytest.mark.db
 
 HEAD = "0003_merge_performance"
-REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
 EVEREST = REALDATA / "icimod_glacial_lakes_2015" / "GL_3basins_2015_everest_subset.geojson"
 
 # Everything a revision creates, as sorted text rows per kind: a structural diff, like a

@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -24,6 +23,7 @@ from db.merge import ensure_aoi, merge_scene
 from db.schema import OWNER_ROLE, READER_ROLE, SCHEMA, WRITER_ROLE, metadata
 
 import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
+from gl_test_helpers import REALDATA
 
 pytestmark = pytest.mark.db
 
@@ -31,7 +31,6 @@ TABLES = tuple(t.name for t in metadata.sorted_tables)
 VIEWS = ("current_lakes", "lake_changes", "growing_lakes", "lake_area_timeseries")
 FUNCTIONS = ("lakes_as_of(timestamptz)", "lake_area_series(bigint)")
 WRITER_MAY_DELETE = ("lake_version", "lake_lineage", "lake_observation")  # history is rebuilt
-REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
 EVEREST = REALDATA / "icimod_glacial_lakes_2015" / "GL_3basins_2015_everest_subset.geojson"
 
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the inventory trust tests: a scene scenario, content digests, reports.
+"""Shared pieces of the tests: a scene scenario, content digests, reports, the real sample data.
 
 Lakes are drawn in UTM 45N metres around a point in the Khumbu (EPSG:32645) and handed to the
 merge in EPSG:4326, like the pipeline does. The test modules load this file by its path (the
@@ -25,6 +25,8 @@ from shapely.geometry.base import BaseGeometry
 from db.engine import make_engine
 from db.records import ObservedLake, SceneResult
 
+REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
+"""Real sample data beside the checkout (see its README); tests that need it skip without it."""
 UTM = 32645
 X0, Y0 = 470_000.0, 3_090_000.0
 T0 = datetime(2023, 7, 1, 4, 55, tzinfo=UTC)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from gl_test_helpers import REALDATA  # tests/faults/_helpers.py, registered by tests/conftest.py
 from flows.settings import Settings
 from models import registry
 from models.inference import TerraMindSegmenter
@@ -80,7 +81,7 @@ def test_snow_covered_ground_is_not_water(default: TerraMindSegmenter) -> None:
     assert false_water <= 0.05, f"{false_water:.2%} of snow called water"
 
 
-TERRAMESH = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "terramesh_sample"
+TERRAMESH = REALDATA / "terramesh_sample"
 
 
 @pytest.mark.skipif(not TERRAMESH.is_dir(), reason="real TerraMesh chip not available")

@@ -10,6 +10,7 @@ import rasterio
 from affine import Affine
 from pyproj import Transformer
 
+from gl_test_helpers import REALDATA  # tests/faults/_helpers.py, registered by tests/conftest.py
 from tasks.grid import GridSpec, grid_for_geometry, utm_epsg_for
 from tasks.preprocess import (
     CLOUD_SCL_CLASSES,
@@ -305,7 +306,7 @@ def test_grid_for_geometry_snaps_to_resolution():
 
 # --- the +1000 DN offset test for one-off inputs of unknown baseline ------------------------------
 
-TERRAMESH_S2 = Path(__file__).resolve().parents[2].parent / "shared" / "realdata" / "terramesh_sample" / "433D_629L_3_1_S2L2A.tif"
+TERRAMESH_S2 = REALDATA / "terramesh_sample" / "433D_629L_3_1_S2L2A.tif"
 
 
 def _snow_chip(rng: np.random.Generator) -> np.ndarray:
