@@ -74,19 +74,21 @@ def scores(c: dict[str, int]) -> dict[str, float]:
     }  # fmt: skip
 
 
-def read_terramesh() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
-    """Stack, valid, label (1 LULC water / 0) of the TerraMesh chip, and the offset evidence."""
+def _read(path: str) -> np.ndarray:
+    """All bands of a raster, ``(bands, H, W)``, in the file's dtype."""
     import rasterio
 
+    with rasterio.open(path) as ds:
+        return ds.read()
+
+
+def read_terramesh() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+    """Stack, valid, label (1 LULC water / 0) of the TerraMesh chip, and the offset evidence."""
     base = REALDATA / "terramesh_sample" / "433D_629L_3_1_"
-    with rasterio.open(f"{base}S2L2A.tif") as ds:
-        dn = ds.read().astype(np.float32)
-    with rasterio.open(f"{base}S1RTC.tif") as ds:
-        s1 = ds.read().astype(np.float32)
-    with rasterio.open(f"{base}DEM.tif") as ds:
-        dem = ds.read(1).astype(np.float32)
-    with rasterio.open(f"{base}LULC.tif") as ds:
-        label = (ds.read(1) == 1).astype(np.uint8)
+    dn = _read(f"{base}S2L2A.tif").astype(np.float32)
+    s1 = _read(f"{base}S1RTC.tif").astype(np.float32)
+    dem = _read(f"{base}DEM.tif")[0].astype(np.float32)
+    label = (_read(f"{base}LULC.tif")[0] == 1).astype(np.uint8)
     mins = dn.reshape(12, -1).min(axis=1)
     evidence = {"min_dn_lowest_band": float(mins.min()), "min_dn_median_band": float(np.median(mins)),
                 "share_of_bands_min_above_900": float((mins > 900).mean())}  # fmt: skip
@@ -98,15 +100,10 @@ def read_terramesh() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, floa
 
 def read_sen1floods11() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stack (L1C without B10, VV, VH, flat DEM), valid, label (-1 → ignore) of the Spain chip."""
-    import rasterio
-
     base = REALDATA / "sen1floods11" / "Spain_7370579_"
-    with rasterio.open(f"{base}S2Hand.tif") as ds:
-        s2 = ds.read().astype(np.float32)
-    with rasterio.open(f"{base}S1Hand.tif") as ds:
-        s1 = ds.read().astype(np.float32)
-    with rasterio.open(f"{base}LabelHand.tif") as ds:
-        lab = ds.read(1)
+    s2 = _read(f"{base}S2Hand.tif").astype(np.float32)
+    s1 = _read(f"{base}S1Hand.tif").astype(np.float32)
+    lab = _read(f"{base}LabelHand.tif")[0]
     s2 = np.delete(s2, 10, axis=0)  # B10 (cirrus, TOA only) is not an L2A band
     s2[s2 == 0] = np.nan  # nodata 0
     dem = np.full((1, *lab.shape), FLAT_DEM_M, np.float32)

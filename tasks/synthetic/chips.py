@@ -5,7 +5,8 @@ A chip is one window of an analysis-ready stack: float32 ``(15, size, size)`` in
 VH in dB, DEM in metres; NaN nodata) on a 10 m grid, a valid mask, and a label (1 water, 0 not
 water, :data:`IGNORE` outside valid). Chips carry no CRS: they stand for a window of any UTM grid.
 Band levels reuse the demo scene's spectra (calibrated on the TerraMesh and Sen1Floods11 chips)
-plus lowland covers, wet snow, lake ice and four water types.
+plus lowland covers (wet dark soil among them), wet snow, lake ice and five water types; river
+banks may be overhung by vegetation.
 
 Label decisions:
 
