@@ -329,11 +329,15 @@ class TerraMindSegmenter:
         self.device = resolve_device(params.device)
         loaded.model.to(self.device)
         self.name = f"terramind-{loaded.config.variant}"
-        self.harmonised_s2 = loaded.stats.detect_s2_offset  # see models.segmenter.wants_harmonised_s2
         extra = hashlib.sha256(f"{loaded.stats.stats_hash}|{params.output_hash}".encode()).hexdigest()[:8]
         self.version = f"{self.name}:{loaded.version}+{extra}"
         fwd = model_forward(loaded.model, loaded.config.num_classes, self.device)
         self.forward: Forward = flip_tta(fwd) if params.tta else fwd
+
+    @property
+    def harmonised_s2(self) -> bool:
+        """Built for harmonised S2 (its statistics set ``detect_s2_offset``); see ``wants_harmonised_s2``."""
+        return self.loaded.stats.detect_s2_offset
 
     def iter_probability_rows(self, source: WindowSource, progress: Progress | None = None) -> Rows:
         """Water probability rows as they become final (see :func:`iter_logit_rows`)."""
