@@ -1,0 +1,52 @@
+"""Error classes every layer raises; the CLI maps them to its exit-status contract.
+
+:class:`InputError` means "the user's input is wrong" (a file, a setting, a parameter, a catalog
+entry): the command exits 2 with one line naming the input. Anything else that escapes a command
+is a bug or an environment failure: exit 1, with the traceback under ``GLACIAL_LAKES_DEBUG=1``.
+
+``InputError`` derives from ``ValueError`` so callers that guard a single value keep working, but
+a plain ``ValueError`` from deep inside numpy or shapely is *not* an input error: raise one of the
+classes below, with a message that names the input, where the input is checked.
+
+This module is a leaf: it imports nothing of the project (and no third-party package).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AoiError",
+    "InputError",
+    "InventoryFileError",
+    "ModelLoadError",
+    "RasterInputError",
+    "SettingsError",
+    "SourceError",
+]
+
+
+class InputError(ValueError):
+    """The user's input is wrong; the message names it (one line)."""
+
+
+class SettingsError(InputError):
+    """A setting (environment variable or CLI option) is missing or out of range."""
+
+
+class AoiError(InputError):
+    """An AOI file or geometry is unusable (unreadable, no CRS, invalid, too large)."""
+
+
+class SourceError(InputError):
+    """A catalog or source URI is unusable (unknown scheme, missing catalog, bad item)."""
+
+
+class ModelLoadError(InputError):
+    """A model spec or checkpoint cannot be loaded (missing file, wrong format, key mismatch)."""
+
+
+class RasterInputError(InputError):
+    """An input raster is unusable (unreadable, wrong band count, no CRS, no overlap)."""
+
+
+class InventoryFileError(InputError):
+    """An inventory file to import is unusable (unreadable, no CRS, no polygons)."""
