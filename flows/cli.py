@@ -14,10 +14,11 @@ from pathlib import Path
 import click
 
 from flows.cli_support import BadInput, guarded, progress
-from flows.settings import Settings, prepare_prefect_environment
+from flows.settings import Settings, load_settings, prepare_prefect_environment
+
 
 def _settings() -> Settings:
-    settings = Settings()
+    settings = load_settings()
     prepare_prefect_environment(settings)
     return settings
 
@@ -44,6 +45,23 @@ def db_upgrade() -> None:
     click.echo(f"inventory schema at revision {current(database_url(settings))}")
 
 
+@db.command("start")
+@guarded
+def db_start() -> None:
+    """Start the local PostGIS cluster (installing PostGIS, creating the cluster and database if needed).
+
+    With DATABASE_URL set the local cluster is not used: the command says so and does nothing.
+    """
+    from flows.database import database_url
+
+    settings = _settings()
+    if settings.database_url is not None:
+        click.echo("DATABASE_URL is set: the local cluster is not used")
+        return
+    url = database_url(settings)
+    click.echo(f"local PostGIS running: {_psql_url(url)}")
+
+
 @db.command("stop")
 @guarded
 def db_stop() -> None:
@@ -54,13 +72,35 @@ def db_stop() -> None:
     click.echo("local PostGIS stopped" if stopped else "local PostGIS was not running")
 
 
+@db.command("status")
+@guarded
+def db_status() -> None:
+    """Say which database the inventory uses and whether the local cluster is running (starts nothing)."""
+    from flows.database import local_cluster
+
+    settings = _settings()
+    if settings.database_url is not None:
+        click.echo("DATABASE_URL is set: the inventory is on that server; the local cluster is not used")
+        return
+    cluster = local_cluster(settings)
+    if cluster.is_running():
+        click.echo(f"local PostGIS running on 127.0.0.1:{cluster.port} (data: {cluster.data_dir})")
+    else:
+        click.echo(f"local PostGIS not running (data: {cluster.data_dir}); `glacial-lakes db start` starts it")
+
+
 @db.command("url")
 @guarded
 def db_url() -> None:
     """Print a psql-compatible URL of the inventory (starts the local cluster if needed)."""
     from flows.database import database_url
 
-    click.echo(database_url(_settings()).replace("postgresql+psycopg://", "postgresql://"))
+    click.echo(_psql_url(database_url(_settings())))
+
+
+def _psql_url(url: str) -> str:
+    """``url`` without SQLAlchemy's driver suffix, as ``psql`` and QGIS take it."""
+    return url.replace("postgresql+psycopg://", "postgresql://")
 
 
 def _parse_day(value: str | None, name: str) -> date | None:

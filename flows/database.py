@@ -11,16 +11,19 @@ from db.local_cluster import LocalCluster, ensure_local_database
 from db.migrate import upgrade
 from flows.settings import Settings
 
-LOCAL_DBNAME = "glacial_lakes"
-
 
 def database_url(settings: Settings, *, start_local: bool = True) -> str:
     """The configured URL; without one, start (if needed) the local cluster and return its URL."""
     if settings.database_url is not None:
         return settings.database_url.get_secret_value()
     if not start_local:
-        return LocalCluster(settings.cluster_root, settings.pg_port).url(LOCAL_DBNAME)
-    return ensure_local_database(settings.cluster_root, settings.pg_port, LOCAL_DBNAME)
+        return local_cluster(settings).url(settings.pg_database)
+    return ensure_local_database(settings.cluster_root, settings.pg_port, settings.pg_database)
+
+
+def local_cluster(settings: Settings) -> LocalCluster:
+    """The project's own cluster under ``GLACIAL_LAKES_HOME`` (whether or not it exists or runs)."""
+    return LocalCluster(settings.cluster_root, settings.pg_port)
 
 
 @lru_cache(maxsize=4)
@@ -37,7 +40,7 @@ def ready_engine(settings: Settings) -> Engine:
 
 def stop_local(settings: Settings) -> bool:
     """Stop the local cluster; False when it was not running."""
-    cluster = LocalCluster(settings.cluster_root, settings.pg_port)
+    cluster = local_cluster(settings)
     if not cluster.is_running():
         return False
     cluster.stop()

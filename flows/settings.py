@@ -9,8 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import SettingsError
+from db.local_cluster import DEFAULT_DBNAME, DEFAULT_PORT
+from tasks.defaults import MAX_PAIR_DAYS, MIN_LAKE_AREA_M2, WATER_THRESHOLD
+
+ENV_PREFIX = "GLACIAL_LAKES_"
 
 
 def default_home() -> Path:
@@ -29,24 +35,26 @@ def default_home() -> Path:
 class Settings(BaseSettings):
     """Environment: ``GLACIAL_LAKES_*`` plus ``DATABASE_URL``."""
 
-    model_config = SettingsConfigDict(env_prefix="GLACIAL_LAKES_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     home: Path = Field(default_factory=default_home)
     """All state: data root, local database cluster, caches, Prefect home."""
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
     """An existing PostGIS; unset → the project's own local cluster under ``home``."""
-    pg_port: int = 55432
+    pg_port: int = DEFAULT_PORT
     """Port of the local cluster (loopback only)."""
+    pg_database: str = DEFAULT_DBNAME
+    """Database of the local cluster that holds the inventory."""
     model: str = "default"
     """Segmenter: ``default`` (the shipped TerraMind-tiny demo model), ``baseline`` (spectral, QA
     only), a checkpoint path, or ``hf://repo/path``."""
     tta: bool = True
     """Flip test-time augmentation (4 passes per window) for TerraMind models; part of the model version."""
-    threshold: float = 0.5
+    threshold: float = WATER_THRESHOLD
     """Water probability threshold."""
-    min_area_m2: float = 5000.0
+    min_area_m2: float = MIN_LAKE_AREA_M2
     """Minimum mapped lake area, m² (0.5 ha)."""
-    max_pair_days: float = 7.0
+    max_pair_days: float = MAX_PAIR_DAYS
     """Largest S2–S1 sensing gap, days."""
 
     @field_validator("home")
@@ -65,6 +73,22 @@ class Settings(BaseSettings):
     @property
     def prefect_home(self) -> Path:
         return self.home / "prefect"
+
+
+def load_settings() -> Settings:
+    """``Settings()`` from the environment, with a bad value reported as one line naming the variable.
+
+    Raises:
+        SettingsError: e.g. ``GLACIAL_LAKES_PG_PORT='x': Input should be a valid integer``.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        alias = Settings.model_fields[field].validation_alias if field in Settings.model_fields else None
+        variable = alias if isinstance(alias, str) else f"{ENV_PREFIX}{field.upper()}"
+        raise SettingsError(f"{variable}={first.get('input')!r}: {first['msg']}") from exc
 
 
 def prepare_prefect_environment(settings: Settings) -> None:
