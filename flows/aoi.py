@@ -8,10 +8,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, ValidationError, field_validator
 from shapely import make_valid
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.base import BaseGeometry
+
+from core.errors import AoiError
 
 MAX_VERTICES = 10_000
 """AOIs are regions, not coastlines: a cap keeps a hostile file from exhausting memory."""
@@ -70,19 +72,29 @@ def load_aoi(path: Path, name: str | None = None) -> AoiSpec:
     """Read an AOI GeoJSON (Feature, FeatureCollection of one feature, or bare geometry).
 
     The name comes from ``name``, else the feature's ``name`` property, else the file stem.
-    Raises ValueError with a one-line reason.
+    Raises:
+        AoiError: unreadable file, not one feature, or a rule broken; one line naming the file
+            and the rule.
     """
     try:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read AOI {path}: {exc}") from exc
+        raise AoiError(f"cannot read AOI {path}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise AoiError(f"AOI {path} is not a GeoJSON object")
     if doc.get("type") == "FeatureCollection":
         features = doc.get("features") or []
         if len(features) != 1:
-            raise ValueError(f"AOI {path} must hold exactly one feature, found {len(features)}")
+            raise AoiError(f"AOI {path} must hold exactly one feature, found {len(features)}")
         doc = features[0]
     props: dict[str, Any] = {}
     if doc.get("type") == "Feature":
         props = doc.get("properties") or {}
         doc = doc.get("geometry") or {}
-    return AoiSpec(name=name or str(props.get("name") or path.stem), geometry=doc)
+    try:
+        return AoiSpec(name=name or str(props.get("name") or path.stem), geometry=doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "AOI"
+        # pydantic prefixes messages of our validators with "Value error, ": the rule is what follows.
+        raise AoiError(f"AOI {path}: {where}: {first['msg'].removeprefix('Value error, ')}") from exc

@@ -17,6 +17,8 @@ import pystac
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
+from core.errors import SourceError  # bad input, not retryable
+
 # Collection id (as the public catalogs spell it) → our kind.
 COLLECTION_KINDS: dict[str, str] = {
     "sentinel-2-l2a": "S2L2A",
@@ -39,10 +41,6 @@ ASSET_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
     "S1RTC": {"vv": ("vv", "VV"), "vh": ("vh", "VH")},
     "DEM": {"data": ("data", "elevation", "DEM")},
 }
-
-
-class SourceError(ValueError):
-    """A source that cannot be read (missing catalog, unknown scheme): bad input, not retryable."""
 
 
 @dataclass(frozen=True)
