@@ -150,14 +150,17 @@ class LocalCluster:
 
     @property
     def data_dir(self) -> Path:
+        """``PGDATA`` (mode 700, owned by the server's user)."""
         return self.root / "data"
 
     @property
     def socket_dir(self) -> Path:
+        """Where the server's Unix socket lives."""
         return self.root / "run"
 
     @property
     def log_path(self) -> Path:
+        """The server log (``pg_ctl -l``)."""
         return self.root / "log" / "postgres.log"
 
     # -- helpers ---------------------------------------------------------------------------
@@ -232,12 +235,15 @@ class LocalCluster:
             return
         self._run(
             "initdb",
-            "-D", str(self.data_dir),
-            "-U", "postgres",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
             "--auth=trust",
-            "-E", "UTF8",
+            "-E",
+            "UTF8",
             "--locale=C.UTF-8",
-        )  # fmt: skip
+        )
 
     def is_running(self) -> bool:
         """True when a server is running on ``data_dir``."""
@@ -268,12 +274,19 @@ class LocalCluster:
         options = [f"-p {self.port}", f"-k {shlex.quote(str(self.socket_dir))}", "-c listen_addresses=127.0.0.1"]
         options += [f"-c {shlex.quote(setting)}" for setting in self.settings]
         done = self._run(
-            "pg_ctl", "start", "-w", "-t", "60",
-            "-D", str(self.data_dir),
-            "-l", str(self.log_path),
-            "-o", " ".join(options),
+            "pg_ctl",
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_path),
+            "-o",
+            " ".join(options),
             check=False,
-        )  # fmt: skip
+        )
         if done.returncode != 0:
             raise LocalClusterError(f"PostgreSQL did not start on port {self.port}: {self._last_log_line()}")
 

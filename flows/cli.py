@@ -117,7 +117,9 @@ def _parse_day(value: str | None, name: str) -> date | None:
 @click.option("--start", required=True, help="first sensing date, YYYY-MM-DD")
 @click.option("--end", required=True, help="last sensing date, YYYY-MM-DD")
 @click.option("--source", required=True, help="local:DIR or stac:URL")
-@click.option("--model", default=None, help="segmenter: default | baseline | PATH | hf://… (default GLACIAL_LAKES_MODEL)")
+@click.option(
+    "--model", default=None, help="segmenter: default | baseline | PATH | hf://… (default GLACIAL_LAKES_MODEL)"
+)
 @click.option("--name", default=None, help="AOI name (default: the feature's name or the file stem)")
 @guarded
 def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, name: str | None) -> None:

@@ -62,4 +62,5 @@ def guarded(fn: F) -> F:
 
 
 def progress(step: str) -> None:
+    """One progress line (``» step``) on standard error, so standard output stays the result."""
     click.echo(f"» {step}", err=True)

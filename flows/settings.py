@@ -64,14 +64,17 @@ class Settings(BaseSettings):
 
     @property
     def data_root(self) -> Path:
+        """Stacks, probabilities and downloads, one folder per AOI."""
         return self.home / "data"
 
     @property
     def cluster_root(self) -> Path:
+        """The local PostGIS cluster (used when ``DATABASE_URL`` is unset)."""
         return self.home / "postgres"
 
     @property
     def prefect_home(self) -> Path:
+        """``PREFECT_HOME`` unless the user set one."""
         return self.home / "prefect"
 
 

@@ -25,7 +25,13 @@ def test_feature_file_loads_with_its_name(tmp_path: Path) -> None:
     ("geometry", "message"),
     [
         ({"type": "Point", "coordinates": [77, 43]}, "Polygon or MultiPolygon"),
-        ({"type": "Polygon", "coordinates": [[[500000, 4700000], [500100, 4700000], [500100, 4700100], [500000, 4700000]]]}, "not lon/lat"),
+        (
+            {
+                "type": "Polygon",
+                "coordinates": [[[500000, 4700000], [500100, 4700000], [500100, 4700100], [500000, 4700000]]],
+            },
+            "not lon/lat",
+        ),
         ({"type": "Polygon", "coordinates": [[[0, 0], [40, 0], [40, 40], [0, 40], [0, 0]]]}, "area"),
         ({"type": "Polygon", "coordinates": "'; DROP TABLE inventory.lake; --"}, "GeoJSON"),
     ],

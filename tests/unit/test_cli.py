@@ -45,7 +45,17 @@ def test_run_rejects_bad_input_with_exit_2(args: list[str], needle: str, aoi_fil
 
 def test_missing_aoi_file_is_exit_2(tmp_path: Path) -> None:
     code, out = _run(
-        ["run", "--aoi", str(tmp_path / "nope.geojson"), "--start", "2024-01-01", "--end", "2024-01-02", "--source", "local:x"],
+        [
+            "run",
+            "--aoi",
+            str(tmp_path / "nope.geojson"),
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-01-02",
+            "--source",
+            "local:x",
+        ],
         tmp_path,
     )
     assert code == 2 and "nope.geojson" in out

@@ -23,7 +23,7 @@ def _free_port() -> int:
 
 @pytest.mark.db
 def test_db_start_status_url_stop_round_trip() -> None:
-    """start makes a reachable database, status reports it, url connects, stop stops it (each idempotent)."""
+    """Start makes a reachable database, status reports it, url connects, stop stops it (each idempotent)."""
     ensure_postgis_installed()
     home = Path(tempfile.mkdtemp(prefix="gl-cli-"))
     home.chmod(0o755)  # the postgres user must enter it when the suite runs as root
