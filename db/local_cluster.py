@@ -233,15 +233,13 @@ class LocalCluster:
         self._prepare_dirs()
         if (self.data_dir / "PG_VERSION").exists():
             return
+        # Long options, one per argument: readable without a formatter exception.
         self._run(
             "initdb",
-            "-D",
-            str(self.data_dir),
-            "-U",
-            "postgres",
+            f"--pgdata={self.data_dir}",
+            "--username=postgres",
             "--auth=trust",
-            "-E",
-            "UTF8",
+            "--encoding=UTF8",
             "--locale=C.UTF-8",
         )
 
@@ -276,15 +274,11 @@ class LocalCluster:
         done = self._run(
             "pg_ctl",
             "start",
-            "-w",
-            "-t",
-            "60",
-            "-D",
-            str(self.data_dir),
-            "-l",
-            str(self.log_path),
-            "-o",
-            " ".join(options),
+            "--wait",
+            "--timeout=60",
+            f"--pgdata={self.data_dir}",
+            f"--log={self.log_path}",
+            f"--options={' '.join(options)}",
             check=False,
         )
         if done.returncode != 0:
