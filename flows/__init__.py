@@ -1,0 +1,10 @@
+"""The edge: Prefect flows and tasks, the ``glacial-lakes`` CLI, settings and the run report.
+
+Lives here: the flows (``update_inventory``, the scheduled rolling update, the demo), every
+``@task`` wrapper with its retry/caching policy (``flows.tasks``), the CLI commands and their
+exit-status contract (``flows.cli``, ``flows.cli_support``), settings read from the environment
+(``flows.settings``; nothing below this package reads the environment), the AOI input model
+and which database to use (``flows.database``).
+
+May import: ``tasks``, ``models``, ``db``, ``demo`` and ``core``. Nothing imports ``flows``.
+"""
