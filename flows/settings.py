@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     """Minimum mapped lake area, m² (0.5 ha)."""
     max_pair_days: float = MAX_PAIR_DAYS
     """Largest S2–S1 sensing gap, days."""
+    hf_home: Path | None = Field(default=None, validation_alias="HF_HOME")
+    """Hugging Face home (its ``hub/`` folder is the model cache) for ``hf://`` model specs."""
+    hf_hub_cache: Path | None = Field(default=None, validation_alias="HF_HUB_CACHE")
+    """Hugging Face model cache; wins over ``HF_HOME``."""
+    hf_hub_offline: bool = Field(default=False, validation_alias="HF_HUB_OFFLINE")
+    """Resolve ``hf://`` specs from the cache only, never over the network."""
 
     @field_validator("home")
     @classmethod
@@ -71,6 +77,13 @@ class Settings(BaseSettings):
     def cluster_root(self) -> Path:
         """The local PostGIS cluster (used when ``DATABASE_URL`` is unset)."""
         return self.home / "postgres"
+
+    @property
+    def hf_cache_dir(self) -> Path | None:
+        """The Hugging Face model cache: ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else None (the library's default)."""
+        if self.hf_hub_cache is not None:
+            return self.hf_hub_cache
+        return self.hf_home / "hub" if self.hf_home is not None else None
 
     @property
     def prefect_home(self) -> Path:
