@@ -14,11 +14,15 @@ grid (bilinear). Expected scales:
 * ``--s1``: 2 bands, VV then VH backscatter in dB (used as given: no speckle filter).
 * ``--dem``: 1 band, metres.
 
+``hf://`` models are looked up in the Hugging Face cache named by ``HF_HUB_CACHE`` (else
+``$HF_HOME/hub``), in the cache only when ``HF_HUB_OFFLINE`` is set: read here, at the edge.
+
 Exit status: 0 success, 2 bad input (one line naming the input), 1 anything else.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,14 +58,31 @@ def _window_progress() -> Callable[[int, int], None]:
 @click.option("--dem", required=True, type=click.Path(path_type=Path), help="1-band DEM, metres")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="probability COG (float32, NaN nodata)")
 @click.option("--mask-out", default=None, type=click.Path(path_type=Path), help="uint8 mask COG, 255 nodata")
-@click.option("--model", default=None, help="default | baseline | PATH | hf://org/repo/path (default GLACIAL_LAKES_MODEL)")
+@click.option(
+    "--model", default=None, help="default | baseline | PATH | hf://org/repo/path (default GLACIAL_LAKES_MODEL)"
+)
 @click.option("--threshold", default=None, type=float, help="water if p > this (default GLACIAL_LAKES_THRESHOLD)")
-@click.option("--s2-offset", "s2_offset", default="auto", show_default=True, type=click.Choice(["auto", "0", "1000"]),
-              help="DN offset in the S2 file (1000: un-harmonised baseline ≥ 04.00; auto: test the file)")  # fmt: skip
+@click.option(
+    "--s2-offset",
+    "s2_offset",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "0", "1000"]),
+    help="DN offset in the S2 file (1000: un-harmonised baseline ≥ 04.00; auto: test the file)",
+)
 @click.option("--tta/--no-tta", default=None, help="flip TTA, 4 passes per window (default GLACIAL_LAKES_TTA, on)")
 @guarded
-def segment_command(s2: Path, s1: Path, dem: Path, out: Path, mask_out: Path | None, model: str | None,
-                    threshold: float | None, s2_offset: str, tta: bool | None) -> None:  # fmt: skip
+def segment_command(
+    s2: Path,
+    s1: Path,
+    dem: Path,
+    out: Path,
+    mask_out: Path | None,
+    model: str | None,
+    threshold: float | None,
+    s2_offset: str,
+    tta: bool | None,
+) -> None:
     """Segment lake water in one scene: S1 and DEM are co-registered onto the S2 grid."""
     settings = Settings()
     prepare_prefect_environment(settings)  # tasks import prefect, which reads its settings at import
@@ -71,6 +92,7 @@ def segment_command(s2: Path, s1: Path, dem: Path, out: Path, mask_out: Path | N
     if not 0.0 <= threshold <= 1.0:
         raise BadInput(f"--threshold {threshold}: must be between 0 and 1")
     spec = model or settings.model
+    from models.hub import HubCache
     from models.registry import load_segmenter
     from models.segmenter import wants_harmonised_s2
     from tasks.segment import CoregisteredSource, s2_file_offset, segment_files
@@ -79,7 +101,7 @@ def segment_command(s2: Path, s1: Path, dem: Path, out: Path, mask_out: Path | N
         pass  # bad inputs fail here, before an expensive model is built
     progress(f"loading model {spec}")
     tta = settings.tta if tta is None else tta
-    segmenter = load_segmenter(spec, tta)
+    segmenter = load_segmenter(spec, tta, HubCache.from_environment(os.environ))
     if s2_offset != "auto":
         offset = int(s2_offset)
     elif wants_harmonised_s2(segmenter):
@@ -90,7 +112,15 @@ def segment_command(s2: Path, s1: Path, dem: Path, out: Path, mask_out: Path | N
         progress("S2 offset: none removed (this checkpoint does not declare its S2 convention; see --s2-offset)")
     progress(f"segmenting with {segmenter.name} ({segmenter.version})")
     prob, mask = segment_files(
-        s2, s1, dem, out, spec, mask_path=mask_out, threshold=threshold, s2_offset=offset, tta=tta,
+        s2,
+        s1,
+        dem,
+        out,
+        spec,
+        mask_path=mask_out,
+        threshold=threshold,
+        s2_offset=offset,
+        tta=tta,
         progress=_window_progress(),
-    )  # fmt: skip
+    )
     click.echo(f"probability written to {prob}" + (f"; mask to {mask}" if mask else ""))

@@ -6,11 +6,15 @@ S2,S1,DEM triplets on any grids (``--triplet``, co-registered onto the S2 grid l
 CRS) or a label raster (> 0 water). Chips are split into train/val/test by CryoSentinel's
 spatial block split. The checkpoint written is loadable with ``--model FILE``.
 
+An ``hf://`` ``--init`` is looked up in the Hugging Face cache named by ``HF_HUB_CACHE`` (else
+``$HF_HOME/hub``), in the cache only when ``HF_HUB_OFFLINE`` is set: read here, at the edge.
+
 Exit status: 0 success, 2 bad input (one line naming the input), 1 anything else.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +31,15 @@ def _progress(step: str) -> None:
 
 
 def _scenes(stacks: tuple[Path, ...], triplets: tuple[str, ...], labels: Path) -> list[Any]:
-    from models.inference import RasterStackSource
     from models.train import load_scene
     from tasks.segment import CoregisteredSource
+    from tasks.stack import StackReader
 
     scenes = []
     for path in stacks:
         if not path.is_file():
             raise BadInput(f"--stack {path}: no such file")
-        with RasterStackSource(path) as source:
+        with StackReader(path, strict=False) as source:  # any 15-band raster, not only the pipeline's
             scenes.append(load_scene(source, labels, name=str(path)))
     for spec in triplets:
         parts = [Path(p) for p in spec.split(",")]
@@ -44,7 +48,7 @@ def _scenes(stacks: tuple[Path, ...], triplets: tuple[str, ...], labels: Path) -
         for p in parts:
             if not p.is_file():
                 raise BadInput(f"--triplet {spec}: {p}: no such file")
-        with CoregisteredSource(*parts) as source:
+        with CoregisteredSource(parts[0], parts[1], parts[2]) as source:
             scenes.append(load_scene(source, labels, name=spec))
     if not scenes:
         raise BadInput("no training scenes: give --stack and/or --triplet")
@@ -69,22 +73,46 @@ def _scenes(stacks: tuple[Path, ...], triplets: tuple[str, ...], labels: Path) -
 @click.option("--buffer", "buffer_deg", default=0.02, show_default=True, type=float, help="split buffer, degrees")
 @click.option("--seed", default=42, show_default=True, type=int)
 @guarded
-def train_command(stacks: tuple[Path, ...], triplets: tuple[str, ...], labels: Path, out: Path, variant: str,
-                  layout: str, num_classes: str, init: str | None, stats: str, epochs: int, batch_size: int,
-                  lr: float, patience: int, block_size: float, buffer_deg: float, seed: int) -> None:  # fmt: skip
+def train_command(
+    stacks: tuple[Path, ...],
+    triplets: tuple[str, ...],
+    labels: Path,
+    out: Path,
+    variant: str,
+    layout: str,
+    num_classes: str,
+    init: str | None,
+    stats: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    patience: int,
+    block_size: float,
+    buffer_deg: float,
+    seed: int,
+) -> None:
     """Fine-tune TerraMind on stacks and inventory labels; write a checkpoint."""
     prepare_prefect_environment(Settings())  # tasks import prefect, which reads its settings at import
     if not labels.is_file():
         raise BadInput(f"--labels {labels}: no such file")
+    from models.hub import HubCache
     from models.normalisation import load_stats
     from models.terramind import ModelConfig
     from models.train import BlockSplit, TrainConfig, train
 
-    cfg = TrainConfig(model=ModelConfig(variant, layout, int(num_classes)), epochs=epochs, batch_size=batch_size,
-                      lr=lr, patience=patience, split=BlockSplit(block_size, buffer_deg), seed=seed)  # fmt: skip
+    cfg = TrainConfig(
+        model=ModelConfig(variant, layout, int(num_classes)),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        patience=patience,
+        split=BlockSplit(block_size, buffer_deg),
+        seed=seed,
+    )
     norm = load_stats(stats)
     _progress("reading scenes and labels")
     scenes = _scenes(stacks, triplets, labels)
-    result = train(scenes, out, cfg, init=init, stats=norm, progress=_progress)
+    hub = HubCache.from_environment(os.environ)
+    result = train(scenes, out, cfg, init=init, stats=norm, hub=hub, progress=_progress)
     best = f"best epoch {result.best_epoch}, val IoU {result.best_val_iou:.4f}"
     click.echo(f"checkpoint written to {result.path} ({best})")

@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
-from models.segmenter import band_index, check_stack, mask_outside_valid
+from models.segmenter import Progress, Rows, WindowSource, band_index, check_stack, mask_outside_valid
 
 __all__ = ["SpectralBaseline", "horizon_angle_degrees", "slope_degrees"]
 
@@ -219,3 +219,17 @@ class SpectralBaseline:
         check_stack(stack, valid)
         z = np.clip(self.gain * self.margin(stack), -50, 50)
         return mask_outside_valid(1.0 / (1.0 + np.exp(-z)), valid)
+
+    def iter_probability_rows(self, source: WindowSource, progress: Progress | None = None) -> Rows:
+        """The :class:`~models.segmenter.Segmenter` streaming form: for now, one block of all rows.
+
+        The slope and horizon guards look up to 640 m (64 px) around a pixel, so a block of rows
+        is only final with a halo of DEM rows above and below it. Until that halo streaming is
+        written (a later change), the whole scene is read and predicted at once: memory grows
+        with the scene, as with :meth:`predict`. ``progress`` is not called (no windows to count).
+
+        Yields:
+            One ``(0, prob)``: float32 ``(height, width)`` in 0–1, NaN outside valid.
+        """
+        stack, valid = source.read_rows(0, source.height)
+        yield 0, self.predict(stack, valid)

@@ -13,17 +13,20 @@ Variant, layout and head are read off tensor shapes (:func:`infer_config`). Load
 a missing key, an unexpected key or a wrong shape refuses the file, naming the keys.
 
 Locations: a local path, or ``hf://<org>/<repo>[@<revision>]/<path>`` through the Hugging Face
-cache (``hf_hub_download``; cache only when ``HF_HUB_OFFLINE`` is set). Normalisation
-statistics: embedded in the checkpoint, else a sibling ``<file>.stats.json``, else CryoSentinel's.
+cache (``hf_hub_download``). Which cache, and whether to stay offline, is an explicit
+:class:`~models.hub.HubCache` parameter filled in at the edge: this module reads no environment
+variable. Normalisation statistics: embedded in the checkpoint, else a sibling
+``<file>.stats.json``, else CryoSentinel's.
 
-The model version is ``<sha256 of the file, 16 hex>+<config hash>``.
+The model version is ``<sha256 of the file, 16 hex>+<config hash>``. Checkpoints are written
+through :func:`core.files.atomic_path`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,14 +34,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.errors import ModelLoadError
+from core.files import atomic_path
+from models.hub import DEFAULT_HUB, HF_SCHEME, HubCache
 from models.normalisation import NormStats, load_stats
-from models.registry import ModelLoadError  # defined there so the CLI can catch it without torch
 from models.terramind import VARIANTS, ModelConfig, build_model
 
 __all__ = [
-    "HF_SCHEME",
     "LoadedModel",
-    "ModelLoadError",
     "ParsedCheckpoint",
     "config_of",
     "file_sha256",
@@ -53,13 +56,19 @@ __all__ = [
     "write_release_checkpoint",
 ]
 
-HF_SCHEME = "hf://"
 STATS_SUFFIX = ".stats.json"
 FORMAT_KEY = "glacial_lakes"
 
 # Parts of a full TerraMind pretraining file that an encoder does not use.
-_PRETRAIN_EXTRAS = ("decoder_embeddings.", "decoder.", "decoder_norm.", "decoder_proj_context.",
-                    "mask_token", "register_tokens", "tokenizer.")  # fmt: skip
+_PRETRAIN_EXTRAS = (
+    "decoder_embeddings.",
+    "decoder.",
+    "decoder_norm.",
+    "decoder_proj_context.",
+    "mask_token",
+    "register_tokens",
+    "tokenizer.",
+)
 _OUR_EMBEDDINGS = ("untok_sen2l2a@224", "untok_sen1grd@224", "untok_dem@224")
 
 
@@ -111,56 +120,43 @@ def _parse_hf(spec: str) -> tuple[str, str, str | None]:
     return f"{parts[0]}/{name}", "/".join(parts[2:]), revision or None
 
 
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _hf_cache_dir() -> str | None:
-    # huggingface_hub reads these once at import; read them at call time so a caller (or a
-    # test) that sets them later is honoured.
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]) / "hub")
-    return None
-
-
-def _hf_download(spec: str, filename_suffix: str = "", cache_dir: str | Path | None = None) -> Path:
+def _hf_download(spec: str, hub: HubCache, filename_suffix: str = "") -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
     repo_id, filename, revision = _parse_hf(spec)
-    offline = _env_true("HF_HUB_OFFLINE")
     try:
+        # cache_dir and local_files_only are passed on every call: huggingface_hub reads its own
+        # variables once at import, the edge reads them per command.
         path = hf_hub_download(
             repo_id,
             filename + filename_suffix,
             revision=revision,
-            cache_dir=cache_dir or _hf_cache_dir(),
-            local_files_only=offline,
+            cache_dir=hub.cache_dir,
+            local_files_only=hub.offline,
         )
     except LocalEntryNotFoundError as exc:
-        where = "the Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "the cache or on the Hub"
+        where = "the Hugging Face cache (HF_HUB_OFFLINE is set)" if hub.offline else "the cache or on the Hub"
         raise ModelLoadError(f"{spec}{filename_suffix}: not found in {where}") from exc
     except (HfHubHTTPError, HFValidationError, OSError) as exc:
         raise ModelLoadError(f"{spec}{filename_suffix}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
     return Path(str(path))
 
 
-def resolve_weights(spec: str, cache_dir: str | Path | None = None) -> Path:
-    """The local file behind a model spec (a path, or ``hf://…`` through the HF cache)."""
+def resolve_weights(spec: str, hub: HubCache = DEFAULT_HUB) -> Path:
+    """The local file behind a model spec (a path, or ``hf://…`` through the HF cache ``hub``)."""
     if spec.startswith(HF_SCHEME):
-        return _hf_download(spec, cache_dir=cache_dir)
+        return _hf_download(spec, hub)
     path = Path(spec).expanduser()
     if not path.is_file():
         raise ModelLoadError(f"{spec}: no such checkpoint file")
     return path
 
 
-def _sibling_stats(spec: str, path: Path, cache_dir: str | Path | None) -> NormStats | None:
+def _sibling_stats(spec: str, path: Path, hub: HubCache) -> NormStats | None:
     if spec.startswith(HF_SCHEME):
         try:
-            return NormStats.from_json(_hf_download(spec, STATS_SUFFIX, cache_dir))
+            return NormStats.from_json(_hf_download(spec, hub, STATS_SUFFIX))
         except ModelLoadError:
             return None
     sibling = path.with_name(path.name + STATS_SUFFIX)
@@ -287,12 +283,19 @@ def config_of(parsed: ParsedCheckpoint) -> ModelConfig:
     return parsed.config
 
 
-def _check_keys(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], what: str,
-                allowed_extra: Any = None) -> None:  # fmt: skip
+def _check_keys(
+    expected: dict[str, torch.Tensor],
+    given: dict[str, torch.Tensor],
+    what: str,
+    allowed_extra: Callable[[str], bool] | None = None,
+) -> None:
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected and not (allowed_extra and allowed_extra(k))]
-    shapes = [f"{k} {tuple(given[k].shape)}≠{tuple(v.shape)}" for k, v in expected.items()
-              if k in given and tuple(given[k].shape) != tuple(v.shape)]  # fmt: skip
+    shapes = [
+        f"{k} {tuple(given[k].shape)}≠{tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in given and tuple(given[k].shape) != tuple(v.shape)
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys: {_short(missing)}")
@@ -326,7 +329,7 @@ def load_backbone(model: nn.Module, path: str | Path) -> str:
     Returns:
         The file's sha256.
     """
-    encoder = model.encoder  # type: ignore[attr-defined]
+    encoder = model.get_submodule("encoder")  # the terratorch model's backbone
     try:
         parsed = parse_checkpoint(read_checkpoint(path))
         sd = parsed.state_dict
@@ -339,19 +342,19 @@ def load_backbone(model: nn.Module, path: str | Path) -> str:
     return file_sha256(path)
 
 
-def load_model(spec: str, stats: NormStats | str | Path | None = None,
-               cache_dir: str | Path | None = None) -> LoadedModel:  # fmt: skip
+def load_model(spec: str, stats: NormStats | str | Path | None = None, hub: HubCache = DEFAULT_HUB) -> LoadedModel:
     """Strictly loads a segmentation checkpoint named by a path or ``hf://`` spec.
 
     Args:
         spec: Local path or ``hf://<org>/<repo>[@rev]/<path>``.
         stats: Override of the normalisation statistics (object, built-in name or JSON path).
-        cache_dir: Hugging Face cache (default: the environment's).
+        hub: Hugging Face cache folder and offline flag for ``hf://`` specs (default:
+            ``huggingface_hub``'s own choice, online).
 
     Raises:
         ModelLoadError: Unreadable file, a backbone-only file, or keys/shapes that do not match.
     """
-    path = resolve_weights(spec, cache_dir)
+    path = resolve_weights(spec, hub)
     try:
         parsed = parse_checkpoint(read_checkpoint(path))
         if parsed.kind == "backbone":
@@ -367,7 +370,7 @@ def load_model(spec: str, stats: NormStats | str | Path | None = None,
     if stats is not None:
         norm = stats if isinstance(stats, NormStats) else load_stats(stats)
     else:
-        norm = parsed.stats or _sibling_stats(spec, path, cache_dir) or load_stats()
+        norm = parsed.stats or _sibling_stats(spec, path, hub) or load_stats()
     return LoadedModel(model, config, norm, file_sha256(path), spec, parsed.kind)
 
 
@@ -375,28 +378,28 @@ def load_model(spec: str, stats: NormStats | str | Path | None = None,
 
 
 def _atomic_save(obj: dict[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(obj, tmp)
-    tmp.replace(path)  # a crash never leaves a half-written checkpoint under the final name
+    with atomic_path(path) as tmp:  # a crash never leaves a half-written checkpoint under the final name
+        torch.save(obj, tmp)
     return path
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig, stats: NormStats,
-                    **meta: Any) -> Path:  # fmt: skip
+def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig, stats: NormStats, **meta: Any) -> Path:
     """Writes our Lightning-like checkpoint: ``state_dict`` (``model.`` prefix) + config + stats.
 
     ``meta`` (plain JSON-like values: epoch, metrics …) is stored under ``glacial_lakes``.
     """
     sd = {f"model.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
     body = {"format": 1, "config": config.to_dict(), "stats": stats.to_dict(), **meta}
-    obj = {"state_dict": sd, "epoch": int(meta.get("epoch", 0)), "global_step": int(meta.get("global_step", 0)),
-           FORMAT_KEY: body}  # fmt: skip
+    obj = {
+        "state_dict": sd,
+        "epoch": int(meta.get("epoch", 0)),
+        "global_step": int(meta.get("global_step", 0)),
+        FORMAT_KEY: body,
+    }
     return _atomic_save(obj, Path(path))
 
 
-def write_release_checkpoint(path: str | Path, variant: str = "tiny", seed: int = 0,
-                             layout: str = "heavy") -> Path:  # fmt: skip
+def write_release_checkpoint(path: str | Path, variant: str = "tiny", seed: int = 0, layout: str = "heavy") -> Path:
     """A random-init checkpoint in the CryoSentinel release layout (Lightning, ``model.`` keys).
 
     Like the release it carries no normalisation statistics of its own (CryoSentinel's apply).
@@ -405,7 +408,11 @@ def write_release_checkpoint(path: str | Path, variant: str = "tiny", seed: int 
     config = ModelConfig(variant, layout, num_classes=1)
     model = build_model(config)
     sd = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
-    hparams = {"backbone": config.backbone, "modalities": list(config.modalities), "decoder": "UperNetDecoder",
-               "decoder_kwargs": {"decoder_channels": 256, "decoder_scale_modules": layout == "heavy"}}  # fmt: skip
+    hparams = {
+        "backbone": config.backbone,
+        "modalities": list(config.modalities),
+        "decoder": "UperNetDecoder",
+        "decoder_kwargs": {"decoder_channels": 256, "decoder_scale_modules": layout == "heavy"},
+    }
     obj = {"state_dict": sd, "epoch": 0, "global_step": 0, "hyper_parameters": hparams}
     return _atomic_save(obj, Path(path))

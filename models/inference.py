@@ -8,9 +8,10 @@ Flip TTA (identity, H, V, HV) averages the un-flipped logits of the four passes 
 A scene smaller than a window is reflect-padded and the result cropped back.
 
 Memory does not grow with the scene height: rows are read one band of ``window`` rows at a
-time (:class:`WindowSource`), only the rows that a later window can still touch are kept in
-the accumulators, and finished rows are handed to the caller as soon as they are final
-(:func:`iter_logit_rows`). Memory grows with the scene width only (one band of rows).
+time from a :class:`models.segmenter.WindowSource` (files are opened by the caller, e.g. the
+pipeline's stack reader; this module reads none), only the rows that a later window can still
+touch are kept in the accumulators, and finished rows are handed to the caller as soon as they
+are final (:func:`iter_logit_rows`). Memory grows with the scene width only (one band of rows).
 
 Pixels outside ``valid`` are NaN in the output; windows without a single valid pixel are not
 run at all. Invalid inputs are filled as CryoSentinel did (:func:`models.normalisation.prepare_stack`).
@@ -20,10 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,16 +31,13 @@ from numpy.typing import NDArray
 
 from models.checkpoint import LoadedModel
 from models.normalisation import NormStats, prepare_stack
-from models.segmenter import check_stack
+from models.segmenter import ArraySource, Progress, Rows, WindowSource
 from models.terramind import forward_binary_logits
 
 __all__ = [
-    "ArraySource",
     "Forward",
     "InferenceParams",
-    "RasterStackSource",
     "TerraMindSegmenter",
-    "WindowSource",
     "flip_tta",
     "gaussian_weights",
     "iter_logit_rows",
@@ -52,10 +49,6 @@ __all__ = [
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 """Normalised ``(B, 15, h, w)`` float32 CPU batch → ``(B, h, w)`` float32 CPU binary logits."""
-Progress = Callable[[int, int], None]
-"""Called with (windows done, windows in the scene)."""
-Rows = Iterator[tuple[int, NDArray[np.float32]]]
-"""``(first row, float32 rows × width)`` pieces of a raster, top to bottom."""
 
 
 @dataclass(frozen=True)
@@ -90,85 +83,6 @@ class InferenceParams:
         """12 hex over what changes outputs (device and batch size excluded)."""
         d = {k: v for k, v in asdict(self).items() if k not in {"device", "batch_size"}}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-class WindowSource(Protocol):
-    """Rows of a scene's analysis-ready stack, read on demand."""
-
-    height: int
-    width: int
-
-    def read_rows(self, row0: int, row1: int) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        """Stack rows ``[row0, row1)``: float32 ``(15, r, width)`` NaN nodata, and bool ``(r, width)`` valid."""
-        ...
-
-
-@dataclass(frozen=True, eq=False)
-class ArraySource:
-    """A stack already in memory."""
-
-    stack: NDArray[np.float32]
-    valid: NDArray[np.bool_]
-
-    def __post_init__(self) -> None:
-        """Checks shapes."""
-        check_stack(self.stack, self.valid)
-
-    @property
-    def height(self) -> int:
-        return int(self.stack.shape[1])
-
-    @property
-    def width(self) -> int:
-        return int(self.stack.shape[2])
-
-    def read_rows(self, row0: int, row1: int) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        return self.stack[:, row0:row1], self.valid[row0:row1]
-
-
-class RasterStackSource:
-    """Windowed reads of a 15-band stack raster (e.g. our stack COG) and its valid mask.
-
-    The mask is ``valid_path`` (uint8, 1 = valid), else the file named by the stack's
-    ``valid_mask`` tag beside it, else "every band finite". Use as a context manager.
-    """
-
-    def __init__(self, path: str | Path, valid_path: str | Path | None = None) -> None:
-        import rasterio
-
-        self._ds = rasterio.open(path)
-        if self._ds.count != 15:
-            self._ds.close()
-            raise ValueError(f"{path}: expected a 15-band stack, found {self._ds.count} bands")
-        tag = self._ds.tags().get("valid_mask")
-        if valid_path is None and tag:
-            valid_path = Path(path).with_name(tag)
-        self._valid = rasterio.open(valid_path) if valid_path is not None else None
-        self.height, self.width = self._ds.height, self._ds.width
-        self.crs, self.transform = self._ds.crs, self._ds.transform
-
-    def read_rows(self, row0: int, row1: int) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        from rasterio.windows import Window
-
-        win = Window(0, row0, self.width, row1 - row0)  # type: ignore[call-arg]
-        stack = self._ds.read(window=win, out_dtype="float32")
-        if self._valid is not None:
-            valid = self._valid.read(1, window=win) == 1
-        else:
-            valid = np.isfinite(stack).all(axis=0)
-        return stack, valid
-
-    def close(self) -> None:
-        """Closes the files."""
-        self._ds.close()
-        if self._valid is not None:
-            self._valid.close()
-
-    def __enter__(self) -> RasterStackSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def gaussian_weights(window: int, sigma: float | None) -> NDArray[np.float32]:
@@ -301,8 +215,13 @@ def iter_logit_rows(
     yield from finish(lo, acc, wsum, vbuf)
 
 
-def predict_logits(forward: Forward, source: WindowSource, stats: NormStats,
-                   params: InferenceParams = InferenceParams(), **kw: Any) -> NDArray[np.float32]:  # fmt: skip
+def predict_logits(
+    forward: Forward,
+    source: WindowSource,
+    stats: NormStats,
+    params: InferenceParams = InferenceParams(),
+    **kw: Any,
+) -> NDArray[np.float32]:
     """The whole scene's blended logits ``(H, W)`` in memory (NaN outside valid)."""
     out = np.full((source.height, source.width), np.nan, np.float32)
     for r0, rows in iter_logit_rows(forward, source, stats, params, **kw):
@@ -340,7 +259,7 @@ class TerraMindSegmenter:
         return self.loaded.stats.detect_s2_offset
 
     def iter_probability_rows(self, source: WindowSource, progress: Progress | None = None) -> Rows:
-        """Water probability rows as they become final (see :func:`iter_logit_rows`)."""
+        """Water probability rows as they become final (see :func:`iter_logit_rows`); ``progress`` counts windows."""
         for r0, z in iter_logit_rows(self.forward, source, self.loaded.stats, self.params, progress=progress):
             yield r0, sigmoid(z)
 

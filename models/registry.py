@@ -12,7 +12,12 @@ Specs:
   (:mod:`models.checkpoint`), with sliding-window inference and flip TTA
   (:mod:`models.inference`).
 
-Anything that cannot be loaded raises :class:`ModelLoadError` with a one-line reason.
+Anything that cannot be loaded raises :class:`core.errors.ModelLoadError` with a one-line reason.
+Where ``hf://`` specs are looked up is the caller's :class:`~models.hub.HubCache` (read at the edge).
+
+This module is torch-free: the baseline path never imports torch. The TerraMind modules are
+imported inside :func:`load_segmenter` only for checkpoint specs; none of them imports this
+module back (models/__init__.py draws the import graph).
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from core.errors import ModelLoadError
 from models.baseline import SpectralBaseline
+from models.hub import DEFAULT_HUB, HubCache, is_hub_spec
 from models.segmenter import Segmenter
 
-__all__ = ["BASELINE", "DEFAULT", "DEFAULT_WEIGHTS", "ModelLoadError", "load_segmenter", "resolve_spec"]
+__all__ = ["BASELINE", "DEFAULT", "DEFAULT_WEIGHTS", "load_segmenter", "resolve_spec"]
 
 BASELINE = "baseline"
 DEFAULT = "default"
@@ -31,18 +38,21 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "terramind_tiny_
 """The shipped offline model (fp16 TerraMind tiny, light UperNet, statistics beside it)."""
 
 
-class ModelLoadError(ValueError):
-    """The model named by the user cannot be loaded (bad input, one-line reason)."""
-
-
-@lru_cache(maxsize=4)
-def load_segmenter(spec: str, tta: bool = True) -> Segmenter:
+def load_segmenter(spec: str, tta: bool = True, hub: HubCache = DEFAULT_HUB) -> Segmenter:
     """The segmenter for ``spec``; cached per process because models are expensive to build.
 
     ``tta``: flip test-time augmentation for TerraMind models (4 passes per window; off is 4×
     faster, e.g. on a CPU). It is part of the model version. The baseline ignores it.
+    ``hub``: Hugging Face cache folder and offline flag, used for ``hf://`` specs only (and only
+    for them part of the cache key, so callers with and without a hub share one local model).
     """
     spec = spec.strip()
+    return _load_segmenter(spec, tta, hub if is_hub_spec(spec) else DEFAULT_HUB)
+
+
+@lru_cache(maxsize=4)
+def _load_segmenter(spec: str, tta: bool, hub: HubCache) -> Segmenter:
+    """:func:`load_segmenter` behind its cache; ``hub`` is already the default for local specs."""
     if spec == BASELINE:
         return SpectralBaseline()
     if not spec:
@@ -52,7 +62,7 @@ def load_segmenter(spec: str, tta: bool = True) -> Segmenter:
     from models.checkpoint import load_model
     from models.inference import InferenceParams, TerraMindSegmenter
 
-    return TerraMindSegmenter(load_model(path), InferenceParams(tta=tta))
+    return TerraMindSegmenter(load_model(path, hub=hub), InferenceParams(tta=tta))
 
 
 def resolve_spec(spec: str) -> str:

@@ -100,7 +100,7 @@ class ModelConfig:
 
     @property
     def backbone(self) -> str:
-        """terratorch registry name, e.g. ``terramind_v1_tiny``."""
+        """The terratorch registry name, e.g. ``terramind_v1_tiny``."""
         return f"terramind_v1_{self.variant}"
 
     @property

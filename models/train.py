@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from numpy.typing import NDArray
 
+from core.errors import InputError, InventoryFileError, RasterInputError, SettingsError
 from models.checkpoint import (
     config_of,
     load_backbone,
@@ -40,6 +41,7 @@ from models.checkpoint import (
     save_checkpoint,
     strict_load,
 )
+from models.hub import DEFAULT_HUB, HubCache
 from models.inference import resolve_device, window_starts
 from models.normalisation import NormStats, load_stats, prepare_stack
 from models.terramind import ModelConfig, build_model, forward_binary_logits
@@ -58,7 +60,7 @@ class BlockSplit:
     def __post_init__(self) -> None:
         """The buffer must leave some of each block."""
         if self.block_size_deg <= 0 or not 0 <= self.buffer_deg < self.block_size_deg / 2:
-            raise ValueError(
+            raise SettingsError(
                 f"need block size > 0 and 0 ≤ buffer < block/2, got {self.block_size_deg}/{self.buffer_deg}"
             )
 
@@ -77,7 +79,7 @@ class BlockSplit:
 class TrainConfig:
     """Fine-tuning settings (learning rate per step, sizes in px)."""
 
-    model: ModelConfig = ModelConfig("tiny", "light", 1)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig("tiny", "light", 1))
     epochs: int = 10
     batch_size: int = 4
     lr: float = 1e-4
@@ -97,9 +99,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Batch ≥ 2: BatchNorm fails on single-sample batches in train mode."""
         if self.batch_size < 2:
-            raise ValueError(f"batch size must be ≥ 2 (BatchNorm), got {self.batch_size}")
+            raise SettingsError(f"batch size must be ≥ 2 (BatchNorm), got {self.batch_size}")
         if self.epochs < 1:
-            raise ValueError(f"epochs must be ≥ 1, got {self.epochs}")
+            raise SettingsError(f"epochs must be ≥ 1, got {self.epochs}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,7 +158,7 @@ def make_chips(scenes: Sequence[TrainScene], stats: NormStats, cfg: TrainConfig)
     for scene in scenes:
         _, h, w = scene.stack.shape
         if h < c or w < c:
-            raise ValueError(f"{scene.name}: {h}×{w} px is smaller than one {c}-px chip")
+            raise RasterInputError(f"{scene.name}: {h}×{w} px is smaller than one {c}-px chip")
         to_ll = Transformer.from_crs(scene.crs, 4326, always_xy=True)
         a, b, x0, d, e, y0 = scene.transform[:6]
         for r in window_starts(h, c, cfg.stride):
@@ -187,10 +189,10 @@ def bce_dice_loss(z: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Te
     return bce + dice
 
 
-def _init_model(cfg: TrainConfig, init: str | None, cache_dir: Any) -> tuple[torch.nn.Module, ModelConfig, str]:
+def _init_model(cfg: TrainConfig, init: str | None, hub: HubCache) -> tuple[torch.nn.Module, ModelConfig, str]:
     if init is None:
         return build_model(cfg.model), cfg.model, "random"
-    path = resolve_weights(init, cache_dir)
+    path = resolve_weights(init, hub)
     parsed = parse_checkpoint(read_checkpoint(path))
     if parsed.kind == "backbone":
         model = build_model(cfg.model)
@@ -219,9 +221,16 @@ def _evaluate(model: torch.nn.Module, chips: Chips, ncls: int, device: torch.dev
     return inter / union if union else 1.0
 
 
-def train(scenes: Sequence[TrainScene], out_path: str | Path, cfg: TrainConfig = TrainConfig(), *,
-          init: str | None = None, stats: NormStats | None = None, cache_dir: Any = None,
-          progress: Callable[[str], None] | None = None) -> TrainResult:  # fmt: skip
+def train(
+    scenes: Sequence[TrainScene],
+    out_path: str | Path,
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    init: str | None = None,
+    stats: NormStats | None = None,
+    hub: HubCache = DEFAULT_HUB,
+    progress: Callable[[str], None] | None = None,
+) -> TrainResult:
     """Fine-tunes and writes the best epoch's checkpoint to ``out_path``.
 
     Args:
@@ -230,11 +239,11 @@ def train(scenes: Sequence[TrainScene], out_path: str | Path, cfg: TrainConfig =
         cfg: Settings.
         init: None (random), a TerraMind backbone checkpoint, or a full model checkpoint (path or hf://).
         stats: Normalisation statistics (default CryoSentinel's); stored in the checkpoint.
-        cache_dir: Hugging Face cache for ``hf://`` inits.
+        hub: Hugging Face cache folder and offline flag for ``hf://`` inits.
         progress: Called with one line per stage and epoch.
 
     Raises:
-        ValueError: No training or no validation chips (try a smaller block size).
+        InputError: No training or no validation chips (try a smaller block size).
     """
     say = progress or (lambda _msg: None)
     torch.manual_seed(cfg.seed)
@@ -244,9 +253,11 @@ def train(scenes: Sequence[TrainScene], out_path: str | Path, cfg: TrainConfig =
     counts = {k: len(v) for k, v in chips.items()}
     say(f"chips: {counts['train']} train, {counts['val']} val, {counts['test']} test")
     if counts["train"] < 2 or counts["val"] < 1:
-        raise ValueError(f"block split left {counts['train']} train and {counts['val']} val chips; "
-                         "more scenes or a smaller block size are needed")  # fmt: skip
-    model, config, origin = _init_model(cfg, init, cache_dir)
+        raise InputError(
+            f"block split left {counts['train']} train and {counts['val']} val chips; "
+            "more scenes or a smaller block size are needed"
+        )
+    model, config, origin = _init_model(cfg, init, hub)
     say(f"model terramind-{config.variant} ({config.layout}, {config.num_classes}-class) from {origin}")
     device = resolve_device(cfg.device)
     model.to(device)
@@ -275,8 +286,17 @@ def train(scenes: Sequence[TrainScene], out_path: str | Path, cfg: TrainConfig =
         say(f"epoch {epoch}/{cfg.epochs}: loss {history[-1]['loss']:.4f}, val IoU {iou:.4f}")
         if iou > best:
             best, best_epoch, bad = iou, epoch, 0
-            save_checkpoint(out_path, model, config, stats, epoch=epoch, global_step=step,
-                            metrics={"val_iou": iou}, split=dict(counts), init=origin)  # fmt: skip
+            save_checkpoint(
+                out_path,
+                model,
+                config,
+                stats,
+                epoch=epoch,
+                global_step=step,
+                metrics={"val_iou": iou},
+                split=dict(counts),
+                init=origin,
+            )
         else:
             bad += 1
             if bad >= cfg.patience:
@@ -304,17 +324,32 @@ def _labels_on_grid(
 
         gdf = gpd.read_file(path)
         if gdf.crs is None:
-            raise ValueError(f"{path}: labels have no CRS")
+            raise InventoryFileError(f"{path}: labels have no CRS")
         geoms = [make_valid(g) for g in gdf.to_crs(crs).geometry if g is not None and not g.is_empty]
-        burnt = rasterize(((g, 1) for g in geoms), out_shape=shape, transform=transform, fill=0,
-                          all_touched=True, dtype="uint8") if geoms else np.zeros(shape, np.uint8)  # fmt: skip
+        if not geoms:  # no lake in the scene: every pixel is known land
+            return np.zeros(shape, np.uint8), np.ones(shape, bool)
+        burnt = rasterize(
+            ((g, 1) for g in geoms),
+            out_shape=shape,
+            transform=transform,
+            fill=0,
+            all_touched=True,
+            dtype="uint8",
+        )
         return burnt, np.ones(shape, bool)
     out = np.full(shape, np.nan, np.float32)
     with rasterio.open(path) as ds:
         if ds.crs is None:
-            raise ValueError(f"{path}: label raster has no CRS")
-        reproject(rasterio.band(ds, 1), out, src_nodata=ds.nodata, dst_transform=transform, dst_crs=crs,
-                  dst_nodata=np.nan, resampling=Resampling.nearest)  # fmt: skip
+            raise RasterInputError(f"{path}: label raster has no CRS")
+        reproject(
+            rasterio.band(ds, 1),
+            out,
+            src_nodata=ds.nodata,
+            dst_transform=transform,
+            dst_crs=crs,
+            dst_nodata=np.nan,
+            resampling=Resampling.nearest,
+        )
     known = np.isfinite(out)
     return np.where(known & (out > 0), 1, 0).astype(np.uint8), known
 
@@ -323,5 +358,5 @@ def load_scene(source: Any, labels: str | Path, name: str = "scene") -> TrainSce
     """Reads a whole scene from a row source with ``crs``/``transform`` and puts labels on its grid."""
     stack, valid = source.read_rows(0, source.height)
     lab, known = _labels_on_grid(labels, source.crs, source.transform, (source.height, source.width))
-    return TrainScene(stack.astype(np.float32, copy=False), valid & known, lab, source.crs,
-                      tuple(source.transform)[:6], name)  # fmt: skip
+    stack = stack.astype(np.float32, copy=False)
+    return TrainScene(stack, valid & known, lab, source.crs, tuple(source.transform)[:6], name)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from gl_test_helpers import REALDATA  # tests/faults/_helpers.py, registered by tests/conftest.py
+
 from models.baseline import SpectralBaseline, horizon_angle_degrees
 from models.segmenter import STACK_BANDS, Segmenter
 from tasks.preprocess import harmonise_s2_dn

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from core.errors import ModelLoadError
 from models.checkpoint import (
-    ModelLoadError,
     file_sha256,
     load_backbone,
     load_model,
@@ -18,6 +19,7 @@ from models.checkpoint import (
     save_checkpoint,
     write_release_checkpoint,
 )
+from models.hub import HubCache
 from models.normalisation import load_stats
 from models.registry import load_segmenter
 from models.terramind import ModelConfig, build_model
@@ -58,11 +60,13 @@ def test_release_layout_loads_strictly_with_cryosentinel_defaults(release: Path)
 
 @pytest.mark.parametrize(
     ("change", "needle"),
-    [("missing", "missing keys: decoder.fpn_bottleneck.conv.weight"),
-     ("extra", "unexpected keys: decoder.extra_branch.weight"),
-     ("shape", "wrong shapes: head.head.2.bias"),
-     ("outside", "outside 'model.': ema.shadow.weight")],
-)  # fmt: skip
+    [
+        ("missing", "missing keys: decoder.fpn_bottleneck.conv.weight"),
+        ("extra", "unexpected keys: decoder.extra_branch.weight"),
+        ("shape", "wrong shapes: head.head.2.bias"),
+        ("outside", "outside 'model.': ema.shadow.weight"),
+    ],
+)
 def test_tampered_checkpoints_are_refused_naming_keys(release: Path, tmp_path: Path, change: str, needle: str) -> None:
     path = _tampered(release, tmp_path, change)
     with pytest.raises(ModelLoadError, match=needle.replace(".", r"\.")) as err:
@@ -85,7 +89,7 @@ def test_bare_and_compiled_state_dicts_load(release: Path, tmp_path: Path) -> No
 def test_not_a_checkpoint_is_bad_input(tmp_path: Path) -> None:
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a pickle")
-    with pytest.raises(ModelLoadError, match="junk.ckpt"):
+    with pytest.raises(ModelLoadError, match=r"junk\.ckpt"):
         load_model(str(junk))
     with pytest.raises(ModelLoadError, match="no such checkpoint"):
         load_model(str(tmp_path / "absent.ckpt"))
@@ -107,20 +111,43 @@ def _fill_hf_cache(cache: Path, repo: str, filename: str, src: Path, extra: dict
 def test_hf_spec_loads_offline_from_a_prefilled_cache(
     release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """hf://org/repo/path resolves through the HF cache with HF_HUB_OFFLINE=1; sibling stats are used."""
+    """hf://org/repo/path resolves through the HF cache with HF_HUB_OFFLINE=1; sibling stats are used.
+
+    The variables are read at the edge (``HubCache.from_environment``) and passed down explicitly.
+    """
     cache = tmp_path / "hub"
     stats = load_stats("terramind_pretrain").to_dict()
     sibling = {"ckpt/soup.ckpt.stats.json": json.dumps(stats)}
     _fill_hf_cache(cache, "glacial/cryo-test", "ckpt/soup.ckpt", release, sibling)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    loaded = load_model("hf://glacial/cryo-test/ckpt/soup.ckpt")
+    hub = HubCache.from_environment(os.environ)
+    loaded = load_model("hf://glacial/cryo-test/ckpt/soup.ckpt", hub=hub)
     assert loaded.weights_sha256 == file_sha256(release)
     assert loaded.stats.name == "terramind-v1-pretrain"
     with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE"):
-        load_model("hf://glacial/cryo-test/ckpt/other.ckpt")
+        load_model("hf://glacial/cryo-test/ckpt/other.ckpt", hub=hub)
     with pytest.raises(ModelLoadError, match="hf://<org>"):
-        load_model("hf://just-a-name")
+        load_model("hf://just-a-name", hub=hub)
+    seg = load_segmenter("hf://glacial/cryo-test/ckpt/soup.ckpt", hub=hub)  # the registry passes the hub on
+    assert file_sha256(release)[:16] in seg.version
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, HubCache(None, False)),
+        ({"HF_HOME": "/x/hf"}, HubCache(Path("/x/hf/hub"), False)),
+        ({"HF_HOME": "/x/hf", "HF_HUB_CACHE": "/y/cache"}, HubCache(Path("/y/cache"), False)),
+        ({"HF_HUB_CACHE": "", "HF_HOME": "", "HF_HUB_OFFLINE": "0"}, HubCache(None, False)),
+        ({"HF_HUB_OFFLINE": "1"}, HubCache(None, True)),
+        ({"HF_HUB_OFFLINE": " True "}, HubCache(None, True)),
+        ({"HF_HUB_OFFLINE": "on"}, HubCache(None, True)),
+    ],
+)
+def test_hub_cache_follows_the_hugging_face_variables(env: dict[str, str], expected: HubCache) -> None:
+    """HF_HUB_CACHE wins over HF_HOME/hub; empty is unset; HF_HUB_OFFLINE is 1/true/yes/on."""
+    assert HubCache.from_environment(env) == expected
 
 
 def test_our_checkpoint_carries_config_and_stats(tmp_path: Path) -> None:
@@ -141,8 +168,10 @@ def test_backbone_checkpoint_loads_into_the_encoder_only(tmp_path: Path) -> None
     torch.manual_seed(0)
     donor = build_model(ModelConfig("tiny", "light", 1)).encoder.state_dict()
     path = tmp_path / "TerraMind_v1_tiny.pt"
-    unused = {"decoder.0.attn.qkv.weight": torch.zeros(3),  # TerraMind's own decoder, another modality
-              "encoder_embeddings.untok_sen1rtc@224.proj.weight": torch.zeros(2)}  # fmt: skip
+    unused = {
+        "decoder.0.attn.qkv.weight": torch.zeros(3),  # TerraMind's own decoder
+        "encoder_embeddings.untok_sen1rtc@224.proj.weight": torch.zeros(2),  # another modality
+    }
     torch.save({**donor, **unused}, path)
     torch.manual_seed(1)
     model = build_model(ModelConfig("tiny", "light", 1))

@@ -8,18 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from gl_test_helpers import REALDATA  # tests/faults/_helpers.py, registered by tests/conftest.py
+
+from core.errors import ModelLoadError
+from demo.synthetic.chips import IGNORE, Scenario, make_training_chips
 from flows.settings import Settings
 from models import registry
 from models.inference import TerraMindSegmenter
 from models.registry import (
     DEFAULT_WEIGHTS,
-    ModelLoadError,
     load_segmenter,
     resolve_spec,
 )
-from tasks.synthetic.chips import IGNORE, Scenario, make_training_chips
 
 SEED = 2024  # not the training recipe's seed; the test split is its own random stream
 

@@ -18,10 +18,24 @@ CRS = "EPSG:32643"
 ORIGIN = (600_000.0, 4_800_000.0)
 
 
-def _write(path: Path, data: np.ndarray, dtype: str, *, crs: str | None = CRS, origin: tuple[float, float] = ORIGIN,
-           nodata: float | None = None) -> Path:  # fmt: skip
-    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
-               "dtype": dtype, "transform": from_origin(*origin, 10, 10), "nodata": nodata}  # fmt: skip
+def _write(
+    path: Path,
+    data: np.ndarray,
+    dtype: str,
+    *,
+    crs: str | None = CRS,
+    origin: tuple[float, float] = ORIGIN,
+    nodata: float | None = None,
+) -> Path:
+    profile = {
+        "driver": "GTiff",
+        "width": data.shape[2],
+        "height": data.shape[1],
+        "count": data.shape[0],
+        "dtype": dtype,
+        "transform": from_origin(*origin, 10, 10),
+        "nodata": nodata,
+    }
     if crs:
         profile["crs"] = crs
     with rasterio.open(path, "w", **profile) as dst:
@@ -38,10 +52,14 @@ def _inputs(tmp_path: Path, size: int = 224) -> dict[str, np.ndarray | Path]:
     s1[:, 100:104, 50:60] = np.nan
     dem = rng.integers(3500, 5200, (1, size, size)).astype(np.int16)
     dem[:, 200:, 200:] = -32768
-    return {"s2": s2, "s1": s1, "dem": dem,
-            "s2_path": _write(tmp_path / "s2.tif", s2, "uint16"),
-            "s1_path": _write(tmp_path / "s1.tif", s1, "float32"),
-            "dem_path": _write(tmp_path / "dem.tif", dem, "int16", nodata=-32768)}  # fmt: skip
+    return {
+        "s2": s2,
+        "s1": s1,
+        "dem": dem,
+        "s2_path": _write(tmp_path / "s2.tif", s2, "uint16"),
+        "s1_path": _write(tmp_path / "s1.tif", s1, "float32"),
+        "dem_path": _write(tmp_path / "dem.tif", dem, "int16", nodata=-32768),
+    }
 
 
 def _run(tmp_path: Path, s2: Path, s1: Path, dem: Path, *extra: str) -> tuple[int, str]:
@@ -102,13 +120,20 @@ def _published_protocol(ckpt: Path, s2: np.ndarray, s1: np.ndarray, dem: np.ndar
     from terratorch.models import EncoderDecoderFactory
 
     model = EncoderDecoderFactory().build_model(
-        task="segmentation", backbone="terramind_v1_tiny", backbone_pretrained=False,
+        task="segmentation",
+        backbone="terramind_v1_tiny",
+        backbone_pretrained=False,
         backbone_modalities=["S2L2A", "S1GRD", "DEM"],
-        necks=[{"name": "SelectIndices", "indices": [2, 5, 8, 11]},
-               {"name": "ReshapeTokensToImage", "remove_cls_token": False},
-               {"name": "LearnedInterpolateToPyramidal"}],
-        decoder="UperNetDecoder", decoder_channels=256, decoder_scale_modules=True, num_classes=1,
-    )  # fmt: skip
+        necks=[
+            {"name": "SelectIndices", "indices": [2, 5, 8, 11]},
+            {"name": "ReshapeTokensToImage", "remove_cls_token": False},
+            {"name": "LearnedInterpolateToPyramidal"},
+        ],
+        decoder="UperNetDecoder",
+        decoder_channels=256,
+        decoder_scale_modules=True,
+        num_classes=1,
+    )
     sd = torch.load(ckpt, weights_only=True)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in sd.items()}, strict=True)
     model.eval()
@@ -121,8 +146,11 @@ def _published_protocol(ckpt: Path, s2: np.ndarray, s1: np.ndarray, dem: np.ndar
     def z(a: np.ndarray, m: list[float], s: list[float]) -> torch.Tensor:
         return ((torch.from_numpy(a) - torch.tensor(m).view(-1, 1, 1)) / torch.tensor(s).view(-1, 1, 1))[None]
 
-    batch = {"S2L2A": z(x2, s2_mean, s2_std), "S1GRD": z(x1, [-9.25, -18.0], [5.90, 5.92]),
-             "DEM": z(xd, [4299.8], [901.0])}  # fmt: skip
+    batch = {
+        "S2L2A": z(x2, s2_mean, s2_std),
+        "S1GRD": z(x1, [-9.25, -18.0], [5.90, 5.92]),
+        "DEM": z(xd, [4299.8], [901.0]),
+    }
     flips = ((), (-1,), (-2,), (-2, -1)) if tta else ((),)
     with torch.no_grad():  # the four flipped copies in one batch, un-flipped after
         out = model({k: torch.cat([v.flip(d) if d else v for d in flips]) for k, v in batch.items()}).output
@@ -132,7 +160,7 @@ def _published_protocol(ckpt: Path, s2: np.ndarray, s1: np.ndarray, dem: np.ndar
 
 @pytest.mark.parametrize("tta", [True, False])
 def test_release_checkpoint_reproduces_the_published_protocol(tmp_path: Path, tta: bool) -> None:
-    """segment --model FILE.ckpt (release layout) equals their normalisation + flip TTA + sigmoid (or one pass)."""
+    """``segment --model FILE.ckpt`` (release layout) equals their normalisation + flip TTA + sigmoid (or one pass)."""
     ok = _inputs(tmp_path)
     ckpt = write_release_checkpoint(tmp_path / "soup.ckpt", "tiny", seed=5)
     extra = () if tta else ("--no-tta",)

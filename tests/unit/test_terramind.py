@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import ModelLoadError, infer_config
+from core.errors import ModelLoadError
+from models.checkpoint import infer_config
 from models.normalisation import STATS_DIR, NormStats, load_stats, prepare_stack
 from models.terramind import VARIANTS, ModelConfig, binary_logits, build_model, forward_binary_logits
 
@@ -48,9 +49,11 @@ def test_variant_is_inferred_from_width_and_depth(variant: str) -> None:
     """Shape-only state dicts (no model built): width and block count name the variant."""
     spec = VARIANTS[variant]
     sd = {f"encoder.encoder.{i}.norm1.weight": torch.zeros(spec.dim) for i in range(spec.depth)}
-    sd |= {"encoder.encoder_norm.weight": torch.zeros(spec.dim),
-           "decoder.fpn_bottleneck.conv.weight": torch.zeros(256, 1024, 3, 3),
-           "head.head.2.weight": torch.zeros(2, 256, 1, 1)}  # fmt: skip
+    sd |= {
+        "encoder.encoder_norm.weight": torch.zeros(spec.dim),
+        "decoder.fpn_bottleneck.conv.weight": torch.zeros(256, 1024, 3, 3),
+        "head.head.2.weight": torch.zeros(2, 256, 1, 1),
+    }
     config = infer_config(sd)
     assert (config.variant, config.layout, config.num_classes) == (variant, "light", 2)
 
@@ -111,7 +114,7 @@ def test_statistics_round_trip_and_malformed_files_are_refused(tmp_path: Path) -
     assert NormStats.from_dict(stats.to_dict()) == stats
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"S2L2A": {"means": [0] * 12, "stds": [1] * 12}}))
-    with pytest.raises(ValueError, match="bad.json"):
+    with pytest.raises(ValueError, match=r"bad\.json"):
         load_stats(bad)
     assert {p.name for p in STATS_DIR.glob("*.json")} >= {"cryosentinel.json", "terramind_pretrain.json"}
 

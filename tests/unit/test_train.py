@@ -16,8 +16,8 @@ from pyproj import Transformer
 from flows.train_cli import train_command
 from models.checkpoint import load_model
 from models.train import BlockSplit, TrainConfig
-from tasks.coregister import write_stack
 from tasks.grid import GridSpec
+from tasks.stack import write_stack
 
 EPSG = 32643
 SIZE = 336  # 2 × 2 chips of 224 px at stride 112
@@ -57,8 +57,12 @@ def _chip_splits(origin: tuple[float, float], split: BlockSplit) -> list[str]:
 
 def _scene(tmp_path: Path, split: BlockSplit) -> tuple[Path, Path]:
     """A 336 px stack whose four chips fall in ≥ 2 train and ≥ 1 val blocks, and lake polygons."""
-    x0 = next(x for x in range(600_000, 700_000, 1130)
-              if (s := _chip_splits((x, 4_800_000), split)).count("train") >= 2 and "val" in s)  # fmt: skip
+
+    def fits(x: int) -> bool:
+        s = _chip_splits((x, 4_800_000), split)
+        return s.count("train") >= 2 and "val" in s
+
+    x0 = next(x for x in range(600_000, 700_000, 1130) if fits(x))
     grid = GridSpec(EPSG, (10.0, 0.0, float(x0), 0.0, -10.0, 4_800_000.0), SIZE, SIZE)
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[:SIZE, :SIZE]
@@ -74,8 +78,10 @@ def _scene(tmp_path: Path, split: BlockSplit) -> tuple[Path, Path]:
     to_ll = Transformer.from_crs(EPSG, 4326, always_xy=True)
     feats = []
     for cy, cx, r in lakes:
-        ring = [to_ll.transform(x0 + (cx + r * math.cos(t)) * 10, 4_800_000 - (cy + r * math.sin(t)) * 10)
-                for t in np.linspace(0, 2 * math.pi, 33)]  # fmt: skip
+        ring = [
+            to_ll.transform(x0 + (cx + r * math.cos(t)) * 10, 4_800_000 - (cy + r * math.sin(t)) * 10)
+            for t in np.linspace(0, 2 * math.pi, 33)
+        ]
         feats.append({"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}})
     labels = tmp_path / "lakes.geojson"
     labels.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
@@ -86,8 +92,11 @@ def test_two_epochs_write_a_checkpoint_the_loader_accepts_strictly(tmp_path: Pat
     split = BlockSplit(0.003, 0.0)
     stack, labels = _scene(tmp_path, split)
     out = tmp_path / "model" / "lakes.ckpt"
-    args = ["--stack", str(stack), "--labels", str(labels), "--out", str(out), "--epochs", "2", "--batch-size", "2",
-            "--patience", "5", "--block-size", "0.003", "--buffer", "0", "--stats", "terramind_pretrain"]  # fmt: skip
+    args = [
+        *("--stack", str(stack), "--labels", str(labels), "--out", str(out)),
+        *("--epochs", "2", "--batch-size", "2", "--patience", "5"),
+        *("--block-size", "0.003", "--buffer", "0", "--stats", "terramind_pretrain"),
+    ]
     result = CliRunner().invoke(train_command, args, env={"GLACIAL_LAKES_HOME": str(tmp_path / "home")})
     assert result.exit_code == 0, result.output
     assert "epoch 1/2" in result.output and "epoch 2/2" in result.output
