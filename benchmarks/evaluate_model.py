@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 from models.baseline import SpectralBaseline  # noqa: E402
 from models.segmenter import band_index  # noqa: E402
 from tasks.preprocess import harmonise_s2_dn  # noqa: E402
-from tasks.synthetic.chips import IGNORE, Scenario, make_training_chips  # noqa: E402
+from demo.synthetic.chips import IGNORE, Scenario, make_training_chips  # noqa: E402
 
 REALDATA = ROOT.parent / "shared" / "realdata"
 DEFAULT_REPORT = ROOT / "tests" / "_reports" / "default_model_eval.json"

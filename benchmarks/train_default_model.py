@@ -1,7 +1,7 @@
 """Reproducible recipe of the offline default model: TerraMind v1 tiny trained on synthetic chips.
 
 Trains from random initialisation (no pretrained weights are needed, nothing is downloaded) on
-chips from :func:`tasks.synthetic.chips.make_training_chips`, on the CPU with 2 threads, within a
+chips from :func:`demo.synthetic.chips.make_training_chips`, on the CPU with 2 threads, within a
 wall-clock budget (33 min by default, chip rendering included) on a 2-core machine.
 
 * Loss BCE + soft Dice over valid pixels (:func:`models.train.bce_dice_loss`); AdamW; bf16
@@ -52,7 +52,7 @@ from models.checkpoint import load_model, save_checkpoint  # noqa: E402
 from models.normalisation import NormStats, prepare_stack  # noqa: E402
 from models.terramind import ModelConfig, build_model, forward_binary_logits  # noqa: E402
 from models.train import bce_dice_loss  # noqa: E402
-from tasks.synthetic.chips import IGNORE, make_training_chips  # noqa: E402
+from demo.synthetic.chips import IGNORE, make_training_chips  # noqa: E402
 
 DEFAULT_OUT = ROOT / "models" / "weights" / "terramind_tiny_glacial_demo.pt"
 STATS_NAME = "glacial-lakes-synthetic-v1"
@@ -65,7 +65,7 @@ def _log(msg: str) -> None:
 def _chunk(args: tuple[int, int, int, str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Chips ``[start, start+n)`` of a split (a worker process renders a slice)."""
     start, n, size, split, seed = args
-    from tasks.synthetic.chips import render_chip
+    from demo.synthetic.chips import render_chip
 
     out = [render_chip(size, seed, split, i) for i in range(start, start + n)]
     return (np.stack([o[0] for o in out]).astype(np.float32), np.stack([o[1] for o in out]),
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe["init_version"] = init.version
     save_checkpoint(args.out, half, config, stats, epoch=best_epoch, global_step=step,
                     metrics={"val_iou": round(best["iou"], 4)}, recipe=recipe, history=history,
-                    data="synthetic chips only (tasks.synthetic.chips)")  # fmt: skip
+                    data="synthetic chips only (demo.synthetic.chips)")  # fmt: skip
     stats_path = args.out.with_name(args.out.name + ".stats.json")
     stats_path.write_text(json.dumps(stats.to_dict(), indent=2) + "\n", encoding="utf-8")
     loaded = load_model(str(args.out))  # strict: proves the file loads as shipped

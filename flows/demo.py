@@ -14,12 +14,12 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
     """Local PostGIS → schema → demo catalog → ``update_inventory`` → summary. Returns the figures."""
     from db.ledger import present_observations, scene_table
     from db.queries import inventory_summary
+    from demo.score import score_frames
+    from demo.synthetic import generate_demo_catalog, load_truth
     from flows.aoi import load_aoi
     from flows.database import database_url, ready_engine
     from flows.update_inventory import update_inventory
     from tasks.grid import utm_epsg_for
-    from tasks.score import score_frames
-    from tasks.synthetic import generate_demo_catalog, load_truth
 
     where = "DATABASE_URL" if settings.database_url else f"local PostGIS under {settings.cluster_root}"
     progress(f"[1/4] inventory database: {where}")
@@ -54,13 +54,15 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
     echo("Lakes per date:")
     for s in scenes:
         n = int((mapped["sensing_time"] == s["sensing_time"]).sum()) if len(mapped) else 0
-        echo(f"  {s['sensing_time']:%Y-%m-%d}  {n:3d} lakes  (cloud {s['cloud_fraction']:.0%}, valid {s['valid_fraction']:.0%})")
+        cover = f"cloud {s['cloud_fraction']:.0%}, valid {s['valid_fraction']:.0%}"
+        echo(f"  {s['sensing_time']:%Y-%m-%d}  {n:3d} lakes  ({cover})")
     echo(f"Inventory: {summary}")
     echo(
         f"Agreement with truth (lakes ≥ {settings.min_area_m2 / 1e4:g} ha, visible): "
         f"recall {agreement.recall:.3f}, precision {agreement.precision:.3f}, "
         f"median area error {agreement.median_area_error:.1%} "
-        f"({agreement.found}/{agreement.truth_lakes} truth lakes found, {agreement.correct}/{agreement.mapped_lakes} mapped correct)"
+        f"({agreement.found}/{agreement.truth_lakes} truth lakes found, "
+        f"{agreement.correct}/{agreement.mapped_lakes} mapped correct)"
     )
     if settings.database_url is None:  # never echo a configured URL: it may hold a password
         url = database_url(settings, start_local=False).replace("postgresql+psycopg://", "postgresql://")

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from pydantic import SecretStr
 
@@ -32,15 +31,11 @@ from flows.aoi import AoiSpec
 from flows.database import ready_engine
 from flows.report import RunReport, SceneOutcome
 from flows.settings import Settings
+from flows.tasks import extract_lakes_task, merge_task, prepare_stack_task, search_task, segment_task
 from models.registry import load_segmenter
 from tasks.grid import GridSpec, grid_for_geometry, utm_epsg_for
 from tasks.pairing import ScenePlan, pair_scenes, params_hash, scene_key
-from tasks.scene import extract_lakes_task, prepare_stack_task
-from tasks.segment import segment_task
-from tasks.sources import Acquisition, source_from_uri
-from tasks.upsert import merge_task
-
-KINDS = ("S2L2A", "S1GRD", "S1RTC", "DEM")
+from tasks.sources import Acquisition
 
 
 @dataclass(frozen=True)
@@ -59,17 +54,12 @@ class SceneContext:
 
     @property
     def params(self) -> dict[str, object]:
+        """The processing parameters hashed into each scene key: threshold, min area (m²), grid."""
         return {
             "threshold": self.threshold,
             "min_area_m2": self.min_area_m2,
             "grid": [self.grid.epsg, *self.grid.transform, self.grid.width, self.grid.height],
         }
-
-
-@task(name="search-acquisitions", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30])
-def search_task(source: str, aoi: AoiSpec, start: date, end: date) -> list[Acquisition]:
-    """List acquisitions; retried because remote catalogs answer 429/5xx now and then."""
-    return source_from_uri(source).search(aoi.shape, start, end, KINDS)
 
 
 def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -> SceneOutcome:
@@ -92,6 +82,7 @@ def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -
         valid_fraction=stack.valid_fraction,
         lakes=extracted.lakes,
         inputs={"stack": str(stack.path), "probability": str(probability)},
+        utm_epsg=ctx.grid.epsg,  # CRS of the footprint and of the lakes' outlines
     )
     merge = merge_task(db, result, ctx.merge_config)
     return SceneOutcome(plan.s2.product_id, "processed", None, merge)
@@ -126,7 +117,8 @@ def update_inventory(
 
     Args:
         aoi: the area (EPSG:4326) and its name.
-        start, end: sensing-date window, inclusive (UTC days).
+        start: first sensing day of the window, inclusive (UTC).
+        end: last sensing day of the window, inclusive (UTC).
         source: ``local:DIR`` or ``stac:URL``.
         model: segmenter spec; default from ``GLACIAL_LAKES_MODEL``.
         rerun: process scenes whose ledger key is already committed again (their merge is

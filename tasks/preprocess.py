@@ -135,7 +135,7 @@ def detect_s2_dn_offset(dn: NDArray[np.floating], percentile: float = 1.0) -> tu
     low = np.percentile(bands[:, ok], percentile, axis=1)
     if float(low.min()) >= OFFSET_DETECT_MIN_DN:
         return 1000, (f"every band's p{percentile:g} is ≥ {OFFSET_DETECT_MIN_DN:.0f} DN "
-                      f"(lowest {low.min():.0f}): un-harmonised baseline ≥ 04.00, 1000 removed")  # fmt: skip
+                      f"(lowest {low.min():.0f}): un-harmonised baseline ≥ 04.00, 1000 removed")
     return 0, f"no +1000 offset in S2 (band {int(low.argmin()) + 1}'s p{percentile:g} is {low.min():.0f} DN)"
 
 

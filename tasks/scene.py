@@ -1,7 +1,8 @@
-"""One scene's raster stages as Prefect tasks: prepare the stack, extract attributed lakes.
+"""One scene's raster stages: prepare the analysis-ready stack, extract attributed lakes.
 
-Each task takes and returns small things (plans, paths, frozen records) so results stay cheap
-to persist; rasters live in files under the data root.
+Each stage takes and returns small things (plans, paths, frozen records), so a scheduler can
+persist results cheaply; rasters live in files under the data root. The Prefect wrappers of
+these stages are in ``flows.tasks``.
 """
 
 from __future__ import annotations
@@ -11,21 +12,24 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from shapely.geometry import MultiPolygon
 
 from db.records import ObservedLake
 from tasks.attribute import attribute_lakes, valid_footprint
-from tasks.coregister import StackInfo, read_stack, stack_arrays, write_stack
 from tasks.grid import GridSpec
 from tasks.pairing import ScenePlan
 from tasks.preprocess import read_dem, read_s1, read_s2
+from tasks.stack import StackInfo, StackReader, stack_arrays, write_stack
 from tasks.vectorize import mask_to_polygons, probability_to_mask
+
+__all__ = ["ExtractedLakes", "extract_lakes", "prepare_stack"]
 
 
 def prepare_stack(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackInfo:
-    """Read, harmonise and co-register S2 + S1 + DEM onto ``grid``; write the 15-band stack."""
+    """Reads, harmonises and co-registers S2 + S1 + DEM onto ``grid``; writes the 15-band stack.
+
+    Holds the whole stack in memory once (15 × H × W float32) while it is assembled and written.
+    """
     s2_bands = {k: v for k, v in plan.s2.assets if k != "SCL"}
     scl = plan.s2.asset_map.get("SCL")
     s2 = read_s2(s2_bands, scl, plan.s2.processing_baseline or "00.00", grid)
@@ -47,29 +51,19 @@ class ExtractedLakes:
 def extract_lakes(
     stack_info: StackInfo, probability_path: Path, threshold: float, min_area_m2: float
 ) -> ExtractedLakes:
-    """Threshold → polygons (UTM) → attributes (EPSG:4326 geometry, metric areas)."""
-    stack, valid, grid = read_stack(stack_info)
+    """Threshold → polygons (UTM) → attributes (see ``tasks.attribute``), plus the valid footprint.
+
+    Reads only what it uses: the probability (float32 0–1, NaN nodata), the valid mask and the
+    stack's DEM band (metres), so memory is a few single-band rasters, not the 15-band stack.
+    """
+    with StackReader(stack_info) as stack:
+        valid = stack.read_valid()
+        dem = stack.read_band("DEM")
+    grid = stack_info.grid
     with rasterio.open(probability_path) as src:
         prob = src.read(1).astype(np.float32)
     mask = probability_to_mask(prob, threshold) & valid
     polygons = mask_to_polygons(mask, grid, min_area_m2=min_area_m2, valid=valid)
-    dem = stack[-1]
+    del mask  # the polygons carry it from here; one band less at the peak of the attributes
     lakes = attribute_lakes(polygons, prob, dem, grid)
     return ExtractedLakes(lakes=tuple(lakes), footprint=valid_footprint(valid, grid))
-
-
-@task(name="prepare-stack", cache_policy=NO_CACHE)
-def prepare_stack_task(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackInfo:
-    """Prefect wrapper of ``prepare_stack``.
-
-    Not retried: inputs are local files, where a read error is permanent (corrupt or truncated).
-    """
-    return prepare_stack(plan, grid, out_dir)
-
-
-@task(name="extract-lakes", cache_policy=NO_CACHE)
-def extract_lakes_task(
-    stack_info: StackInfo, probability_path: Path, threshold: float, min_area_m2: float
-) -> ExtractedLakes:
-    """Prefect wrapper of ``extract_lakes``."""
-    return extract_lakes(stack_info, probability_path, threshold, min_area_m2)

@@ -4,9 +4,10 @@ The probability raster is float32 0–1 on the scene grid, NaN (declared nodata)
 valid mask: nodata is never written as 0, which would read as "certainly dry". The optional
 mask is uint8: 1 water (probability > threshold), 0 dry, 255 nodata.
 
-TerraMind segmenters stream: rows are read, inferred and written a band at a time, so memory
-does not grow with the scene height. Other segmenters (the spectral baseline) get the whole
-stack in memory.
+Every segmenter is driven through one call of the ``Segmenter`` protocol,
+``iter_probability_rows(source)``: the source is read a band of rows at a time and rows are
+written as they become final. TerraMind segmenters stream, so memory does not grow with the
+scene height; the spectral baseline reads its source whole (see ``models.baseline``).
 
 :class:`CoregisteredSource` serves one-off inputs (``glacial-lakes segment``): a 12-band S2
 GeoTIFF defines the grid; S1 (VV, VH in dB) and the DEM (metres) on any grid are warped onto it
@@ -16,33 +17,33 @@ window by window (bilinear, GDAL ``WarpedVRT``).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
 from numpy.typing import NDArray
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
+from core.errors import RasterInputError, SettingsError
+from core.files import atomic_path
 from models.registry import load_segmenter
-from tasks.coregister import StackInfo, read_stack
+from models.segmenter import Rows
 from tasks.grid import GridSpec, read_grid
 from tasks.preprocess import S2_BANDS, detect_s2_dn_offset, harmonise_s2_dn
+from tasks.stack import StackInfo, StackReader
 
 __all__ = [
     "CoregisteredSource",
     "s2_file_offset",
     "segment_files",
     "segment_stack",
-    "segment_task",
     "write_float_cog",
     "write_probability",
 ]
 
-Rows = Iterator[tuple[int, NDArray[np.float32]]]
 MASK_NODATA = 255
+"""Nodata of the uint8 water mask (1 water, 0 dry)."""
 
 
 def write_float_cog(array: NDArray[np.float32], grid: GridSpec, path: Path, description: str) -> Path:
@@ -53,7 +54,7 @@ def write_float_cog(array: NDArray[np.float32], grid: GridSpec, path: Path, desc
 def _scratch_profile(grid: GridSpec, dtype: str, nodata: float) -> dict[str, Any]:
     # Striped and uncompressed: rows can be written in any band height without re-reading blocks.
     return {"driver": "GTiff", "dtype": dtype, "count": 1, "width": grid.width, "height": grid.height,
-            "crs": grid.crs, "transform": grid.affine, "nodata": nodata, "tiled": False, "blockysize": 16}  # fmt: skip
+            "crs": grid.crs, "transform": grid.affine, "nodata": nodata, "tiled": False, "blockysize": 16}
 
 
 def write_probability(
@@ -67,7 +68,8 @@ def write_probability(
     """Writes probability rows (top to bottom) as a float32 COG, and optionally the uint8 mask.
 
     Rows go to scratch GeoTIFFs as they arrive; GDAL then copies each into a COG block by
-    block, so neither step holds a whole raster. Each COG is renamed into place when complete.
+    block, so neither step holds a whole raster. Each COG is written through
+    :func:`core.files.atomic_path`, so it appears under its final name only when complete.
 
     Args:
         rows: ``(row0, probability rows)`` covering the grid top to bottom, NaN nodata.
@@ -90,7 +92,7 @@ def write_probability(
         scratch = [Path(tmpdir) / f"rows{i}.tif" for i in range(len(outputs))]
         with ExitStack() as files:
             dsts = [files.enter_context(rasterio.open(s, "w", **_scratch_profile(grid, dt, nd)))
-                    for s, (_, dt, nd, _, _) in zip(scratch, outputs, strict=True)]  # fmt: skip
+                    for s, (_, dt, nd, _, _) in zip(scratch, outputs, strict=True)]
             for r0, p in rows:
                 window = ((r0, r0 + p.shape[0]), (0, grid.width))
                 dsts[0].write(p.astype(np.float32, copy=False), 1, window=window)
@@ -100,9 +102,8 @@ def write_probability(
             for dst, (_, _, _, desc, _) in zip(dsts, outputs, strict=True):
                 dst.set_band_description(1, desc)
         for s, (path, _, _, _, predictor) in zip(scratch, outputs, strict=True):
-            partial = path.with_name(f".{path.name}.partial")
-            rio_copy(s, partial, driver="COG", compress="deflate", predictor=predictor, blocksize=256)
-            partial.replace(path)  # write-then-rename: never a half-written file under the final name
+            with atomic_path(path, suffix=".tif") as partial:
+                rio_copy(s, partial, driver="COG", compress="deflate", predictor=predictor, blocksize=256)
     return Path(out_path), (Path(mask_path) if mask_path is not None else None)
 
 
@@ -117,8 +118,9 @@ class CoregisteredSource:
             (un-harmonised baseline ≥ 04.00 product), removed on reading.
 
     Raises:
-        ValueError: Unreadable file, wrong band count, no CRS, or no overlap with the S2 grid;
+        RasterInputError: Unreadable file, wrong band count, no CRS, or no overlap with the S2 grid;
             the message names the input.
+        SettingsError: ``s2_offset`` is neither 0 nor 1000.
     """
 
     def __init__(self, s2: str | Path, s1: str | Path, dem: str | Path, s2_offset: int = 0) -> None:
@@ -126,7 +128,7 @@ class CoregisteredSource:
         from rasterio.vrt import WarpedVRT
 
         if s2_offset not in (0, 1000):
-            raise ValueError(f"S2 offset must be 0 or 1000 DN, got {s2_offset}")
+            raise SettingsError(f"S2 offset must be 0 or 1000 DN, got {s2_offset}")
         self._baseline = "04.00" if s2_offset else "02.00"  # what harmonise_s2_dn keys the offset on
         self._files: list[Any] = []
         try:
@@ -134,7 +136,7 @@ class CoregisteredSource:
             try:
                 self.grid = read_grid(str(s2))
             except ValueError as exc:
-                raise ValueError(f"S2 file {exc}") from exc
+                raise RasterInputError(f"S2 file {exc}") from exc
             self.height, self.width = self.grid.height, self.grid.width
             vrts = []
             for role, path, count in (("S1", s1, 2), ("DEM", dem, 1)):
@@ -145,7 +147,7 @@ class CoregisteredSource:
                 src_nodata = ds.nodata if ds.nodata is not None else (np.nan if is_float else None)
                 vrt = WarpedVRT(ds, crs=self.grid.crs, transform=self.grid.affine, width=self.width,
                                 height=self.height, resampling=Resampling.bilinear, src_nodata=src_nodata,
-                                nodata=np.nan, dtype="float32")  # fmt: skip
+                                nodata=np.nan, dtype="float32")
                 self._files.append(vrt)
                 vrts.append(vrt)
             self._s1, self._dem = vrts
@@ -157,12 +159,12 @@ class CoregisteredSource:
         try:
             ds = rasterio.open(path)
         except rasterio.errors.RasterioIOError as exc:
-            raise ValueError(f"{role} file {path}: cannot be read ({str(exc).splitlines()[0]})") from exc
+            raise RasterInputError(f"{role} file {path}: cannot be read ({str(exc).splitlines()[0]})") from exc
         self._files.append(ds)
         if ds.count != count:
-            raise ValueError(f"{role} file {path}: expected {count} band(s), found {ds.count}")
+            raise RasterInputError(f"{role} file {path}: expected {count} band(s), found {ds.count}")
         if ds.crs is None:
-            raise ValueError(f"{role} file {path}: raster has no CRS")
+            raise RasterInputError(f"{role} file {path}: raster has no CRS")
         return ds
 
     def _check_overlap(self, role: str, path: str | Path, ds: Any) -> None:
@@ -171,7 +173,7 @@ class CoregisteredSource:
         left, bottom, right, top = transform_bounds(ds.crs, self.grid.crs, *ds.bounds, densify_pts=21)
         gl, gb, gr, gt = self.grid.bounds
         if left >= gr or right <= gl or bottom >= gt or top <= gb:
-            raise ValueError(f"{role} file {path} does not overlap the S2 grid")
+            raise RasterInputError(f"{role} file {path} does not overlap the S2 grid")
 
     @property
     def crs(self) -> Any:
@@ -221,45 +223,21 @@ def s2_file_offset(path: str | Path, max_pixels: int = 1_000_000) -> tuple[int, 
     return detect_s2_dn_offset(dn)
 
 
-def _rows_in_memory(segmenter: Any, source: Any) -> Rows:
-    stack, valid = source.read_rows(0, source.height)
-    prob = segmenter.predict(stack, valid)
-    yield 0, np.where(valid, prob, np.nan).astype(np.float32)
-
-
-def _probability_rows(segmenter: Any, source: Any, progress: Callable[[int, int], None] | None) -> Rows:
-    if hasattr(segmenter, "iter_probability_rows"):
-        return segmenter.iter_probability_rows(source, progress=progress)
-    return _rows_in_memory(segmenter, source)
-
-
 def segment_files(s2: Path, s1: Path, dem: Path, out_path: Path, model_spec: str, *, mask_path: Path | None = None,
                   threshold: float = 0.5, s2_offset: int = 0, tta: bool = True,
-                  progress: Callable[[int, int], None] | None = None) -> tuple[Path, Path | None]:  # fmt: skip
+                  progress: Callable[[int, int], None] | None = None) -> tuple[Path, Path | None]:
     """Co-registers S1 and the DEM onto the S2 grid, segments, writes probability (and mask) COGs."""
     segmenter = load_segmenter(model_spec, tta)
     with CoregisteredSource(s2, s1, dem, s2_offset) as source:
-        rows = _probability_rows(segmenter, source, progress)
+        rows = segmenter.iter_probability_rows(source, progress=progress)
         description = f"water probability ({segmenter.name})"
         return write_probability(rows, source.grid, out_path, mask_path, threshold, description)
 
 
 def segment_stack(stack_info: StackInfo, model_spec: str, out_path: Path, tta: bool = True) -> Path:
-    """Run the named segmenter over a stack file and write the probability COG."""
+    """Runs the named segmenter over a stack file and writes the probability COG (float32 0–1, NaN nodata)."""
     segmenter = load_segmenter(model_spec, tta)
-    if hasattr(segmenter, "iter_probability_rows"):
-        from models.inference import RasterStackSource
-
-        with RasterStackSource(stack_info.path, stack_info.valid_path) as source:
-            rows = segmenter.iter_probability_rows(source)
-            description = f"water probability ({segmenter.name})"
-            return write_probability(rows, stack_info.grid, out_path, description=description)[0]
-    stack, valid, grid = read_stack(stack_info)
-    prob = np.where(valid, segmenter.predict(stack, valid), np.nan).astype(np.float32)
-    return write_float_cog(prob, grid, out_path, f"water probability ({segmenter.name})")
-
-
-@task(name="segment", cache_policy=NO_CACHE)
-def segment_task(stack_info: StackInfo, model_spec: str, out_path: Path, tta: bool = True) -> Path:
-    """Prefect wrapper of ``segment_stack`` (small in, a path out)."""
-    return segment_stack(stack_info, model_spec, out_path, tta)
+    with StackReader(stack_info) as source:
+        rows = segmenter.iter_probability_rows(source)
+        description = f"water probability ({segmenter.name})"
+        return write_probability(rows, stack_info.grid, out_path, description=description)[0]

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from flows.aoi import load_aoi
-from tasks.synthetic import DemoCatalog, generate_demo_catalog, load_truth
+from demo.synthetic import DemoCatalog, generate_demo_catalog, load_truth
 
 pytestmark = [pytest.mark.db, pytest.mark.flow, pytest.mark.slow]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.segmenter import STACK_BANDS, band_index
-from tasks.synthetic.chips import IGNORE, WATER_TYPES, Scenario, make_training_chips
+from demo.synthetic.chips import IGNORE, WATER_TYPES, Scenario, make_training_chips
 
 B03, B08, B11, VV = (band_index(b) for b in ("B03", "B08", "B11", "VV"))
 

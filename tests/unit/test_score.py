@@ -7,7 +7,7 @@ from datetime import date
 
 from shapely.geometry import box
 
-from tasks.score import Outline, score
+from demo.score import Outline, score
 
 D1, D2 = date(2024, 7, 4), date(2024, 7, 24)
 

@@ -20,7 +20,7 @@ import pytest
 import rasterio
 from rasterio.features import rasterize
 
-from tasks.synthetic import DemoCatalog, generate_demo_catalog, load_truth
+from demo.synthetic import DemoCatalog, generate_demo_catalog, load_truth
 
 S2_KEYS = {"B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12", "SCL"}
 NATIVE_RES = {

@@ -18,7 +18,7 @@ from shapely import affinity
 from shapely.geometry import Polygon
 from shapely.validation import make_valid
 
-from tasks.synthetic.terrain import RES_M, SceneGrid, rng_for, valley_centre
+from demo.synthetic.terrain import RES_M, SceneGrid, rng_for, valley_centre
 
 MIN_SEPARATION_M = 150.0
 """Lakes keep this distance from each other, from snow patches and from the glacier edge."""

@@ -15,8 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from tasks.synthetic.lakes import Lake, distance_m, lake_mask
-from tasks.synthetic.terrain import SceneGrid, rng_for, smooth_noise, smoothstep
+from demo.synthetic.lakes import Lake, distance_m, lake_mask
+from demo.synthetic.terrain import SceneGrid, rng_for, smooth_noise, smoothstep
 
 # fmt: off
 #                         B01   B02   B03   B04   B05   B06   B07   B08   B8A   B09   B11   B12

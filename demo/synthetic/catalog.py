@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prefect import task
 from shapely.geometry import Polygon, box, mapping
 
-from tasks.synthetic import stac
-from tasks.synthetic.acquisitions import (
+from demo.synthetic import stac
+from demo.synthetic.acquisitions import (
     CLOUD_SCL,
     COLLECTIONS,
     S1_SCHEDULE,
@@ -40,12 +39,12 @@ from tasks.synthetic.acquisitions import (
     write_s1_item,
     write_s2_item,
 )
-from tasks.synthetic.lakes import MIN_MAPPABLE_M2, carve_lakes, lake_specs, place_lakes, select_lakes
-from tasks.synthetic.scene import build_landscape, render_date, scl_to_20m
-from tasks.synthetic.terrain import UTM_EPSG, SceneGrid, build_terrain, make_grid
-from tasks.synthetic.truth import glacier_features, lake_features, load_truth, to_wgs84, write_geojson, write_json
+from demo.synthetic.lakes import MIN_MAPPABLE_M2, carve_lakes, lake_specs, place_lakes, select_lakes
+from demo.synthetic.scene import build_landscape, render_date, scl_to_20m
+from demo.synthetic.terrain import UTM_EPSG, SceneGrid, build_terrain, make_grid
+from demo.synthetic.truth import glacier_features, lake_features, load_truth, to_wgs84, write_geojson, write_json
 
-__all__ = ["DemoCatalog", "baseline_offset", "generate_demo_catalog", "generate_demo_catalog_task", "load_truth"]
+__all__ = ["DemoCatalog", "baseline_offset", "generate_demo_catalog", "load_truth"]
 
 
 @dataclass(frozen=True)
@@ -164,11 +163,3 @@ def generate_demo_catalog(
         },
     )
     return DemoCatalog(root, catalog_path, aoi_path, truth_path, tuple(d for d, _, _ in S2_SCHEDULE))
-
-
-@task(name="generate-demo-catalog")
-def generate_demo_catalog_task(
-    root: str, size_px: int = 512, seed: int = 0, aoi_name: str = "demo-tienshan"
-) -> DemoCatalog:
-    """Prefect wrapper of :func:`generate_demo_catalog` (rerunning rewrites the same bytes)."""
-    return generate_demo_catalog(Path(root), size_px=size_px, seed=seed, aoi_name=aoi_name)

@@ -15,9 +15,9 @@ from datetime import datetime
 import numpy as np
 from numpy.typing import NDArray
 
-from tasks.synthetic.clouds import make_clouds
-from tasks.synthetic.lakes import Lake, distance_m, lake_mask
-from tasks.synthetic.terrain import (
+from demo.synthetic.clouds import make_clouds
+from demo.synthetic.lakes import Lake, distance_m, lake_mask
+from demo.synthetic.terrain import (
     CENTRE_LON_LAT,
     SceneGrid,
     Terrain,

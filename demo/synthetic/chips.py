@@ -30,9 +30,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from tasks.synthetic.clouds import CloudField
-from tasks.synthetic.scene import SIGMA0_DB, SPECTRA
-from tasks.synthetic.terrain import cast_shadow, illumination, slope_aspect, smoothstep
+from demo.synthetic.clouds import CloudField
+from demo.synthetic.scene import SIGMA0_DB, SPECTRA
+from demo.synthetic.terrain import cast_shadow, illumination, slope_aspect, smoothstep
 
 __all__ = ["IGNORE", "SPLITS", "ChipParams", "ChipSet", "Scenario", "make_training_chips", "render_chip"]
 
@@ -232,7 +232,7 @@ def _river(rng: np.random.Generator, z: NDArray[np.float64], width: float) -> ND
 
 
 def _cover_alpine(rng: np.random.Generator, z: NDArray[np.float64], slope_deg: NDArray[np.float64],
-                  snow_cover: float, wet_share: float, glacier: bool) -> NDArray[np.float64]:  # fmt: skip
+                  snow_cover: float, wet_share: float, glacier: bool) -> NDArray[np.float64]:
     """Abundances ``(13, n, n)``: rock on steep ground, debris and meadow below, ice, snow, wet snow."""
     n = z.shape[0]
     cover = np.zeros((len(LAND_SPECTRA), n, n))
@@ -459,12 +459,12 @@ def render_chip(
         kind, sun_el, sun_az, gain, haze, tuple(water_types), tuple(states), river_w, flood, snow_cover,
         wet_share, glacier, cloud_mode, wind, enl, dem_noise,
         float(shade[m : m + size, m : m + size].mean()), float(water_px[valid].mean()) if valid.any() else 0.0,
-    )  # fmt: skip
+    )
     return stack, valid, label, params
 
 
 def make_training_chips(n: int, size: int = 224, seed: int = 0, split: str = "train",
-                        scenario: Scenario = Scenario()) -> ChipSet:  # fmt: skip
+                        scenario: Scenario = Scenario()) -> ChipSet:
     """``n`` chips of ``split`` (``train``, ``val`` or ``test``: disjoint random streams).
 
     Args:

@@ -10,7 +10,7 @@ from pyproj import Transformer
 from rasterio.transform import Affine
 from scipy import ndimage
 
-from tasks.synthetic.terrain import UTM_EPSG, SceneGrid
+from demo.synthetic.terrain import UTM_EPSG, SceneGrid
 
 ARC_SECOND = 1.0 / 3600.0
 MARGIN_DEG = 0.003

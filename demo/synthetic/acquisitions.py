@@ -15,10 +15,10 @@ import pystac
 from numpy.typing import NDArray
 from shapely.geometry import Polygon, box, mapping
 
-from tasks.synthetic import stac
-from tasks.synthetic.dem import sample_dem
-from tasks.synthetic.scene import BAND_RES_M, BANDS, DateScene, Landscape, render_s1, scl_to_20m, to_native
-from tasks.synthetic.terrain import UTM_EPSG, SceneGrid
+from demo.synthetic import stac
+from demo.synthetic.dem import sample_dem
+from demo.synthetic.scene import BAND_RES_M, BANDS, DateScene, Landscape, render_s1, scl_to_20m, to_native
+from demo.synthetic.terrain import UTM_EPSG, SceneGrid
 
 S2_TIME = time(5, 56, 41, 24000)
 S2_SCHEDULE = (

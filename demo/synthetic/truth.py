@@ -17,8 +17,8 @@ from rasterio.features import shapes
 from shapely.geometry import mapping, shape
 from shapely.validation import make_valid
 
-from tasks.synthetic.lakes import MIN_MAPPABLE_M2, Lake
-from tasks.synthetic.terrain import UTM_EPSG, SceneGrid
+from demo.synthetic.lakes import MIN_MAPPABLE_M2, Lake
+from demo.synthetic.terrain import UTM_EPSG, SceneGrid
 
 TRUTH_COLUMNS = ["lake", "date", "area_m2", "visible", "min_mappable", "level_m"]
 

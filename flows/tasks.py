@@ -1,0 +1,146 @@
+"""Every Prefect task of the project, on one page, with its retry and caching policy and the reason.
+
+The stages themselves are plain functions in ``tasks`` (and ``db.merge``, ``demo``): Prefect-free,
+testable without a server. Here each gets its ``@task`` wrapper, whose decorator carries the
+policy and, beside it, why. A new task goes on this page (``tests/unit/test_tasks_layer.py``
+checks that ``@task`` appears nowhere else and that ``tasks`` never imports Prefect).
+
+Caching: every pipeline task has ``cache_policy=NO_CACHE``. Inputs are local files and rows of
+the inventory that change under the same arguments, and the scene ledger (``db.ledger``) is the
+project's one record of what was done: a Prefect result cache would be a second, stale one.
+
+May import: ``tasks``, ``db``, ``models``, ``demo``, ``core``, ``flows`` leaves (``flows.aoi``).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import SecretStr
+from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from db.engine import make_engine
+from db.merge import merge_scene
+from db.records import MergeConfig, MergeReport, SceneResult
+from flows.aoi import AoiSpec
+from tasks.grid import GridSpec
+from tasks.pairing import ScenePlan
+from tasks.scene import ExtractedLakes, extract_lakes, prepare_stack
+from tasks.segment import segment_stack
+from tasks.sources import Acquisition, source_from_uri
+from tasks.stack import StackInfo
+
+if TYPE_CHECKING:
+    from demo.synthetic import DemoCatalog
+
+__all__ = [
+    "KINDS",
+    "engine_for",
+    "extract_lakes_task",
+    "generate_demo_catalog_task",
+    "merge_task",
+    "prepare_stack_task",
+    "search_task",
+    "segment_task",
+]
+
+KINDS = ("S2L2A", "S1GRD", "S1RTC", "DEM")
+"""Acquisition kinds the update flow searches for."""
+
+
+@task(
+    name="search-acquisitions",
+    cache_policy=NO_CACHE,
+    # Retried: remote catalogs answer 429/5xx now and then; the back-off gives them time.
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+)
+def search_task(source: str, aoi: AoiSpec, start: date, end: date) -> list[Acquisition]:
+    """Lists the acquisitions of ``aoi`` sensed in [start, end] (UTC days) from ``source``."""
+    return source_from_uri(source).search(aoi.shape, start, end, KINDS)
+
+
+@task(
+    name="prepare-stack",
+    cache_policy=NO_CACHE,
+    # Not retried: inputs are local files, where a read error is permanent (corrupt or truncated).
+)
+def prepare_stack_task(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackInfo:
+    """Prefect wrapper of :func:`tasks.scene.prepare_stack`."""
+    return prepare_stack(plan, grid, out_dir)
+
+
+@task(
+    name="segment",
+    cache_policy=NO_CACHE,
+    # Not retried: a model that fails on a stack fails the same way again (small in, a path out).
+)
+def segment_task(stack_info: StackInfo, model_spec: str, out_path: Path, tta: bool = True) -> Path:
+    """Prefect wrapper of :func:`tasks.segment.segment_stack`."""
+    return segment_stack(stack_info, model_spec, out_path, tta)
+
+
+@task(
+    name="extract-lakes",
+    cache_policy=NO_CACHE,
+    # Not retried: pure computation on files this run wrote; a failure is a bug or a bad file.
+)
+def extract_lakes_task(
+    stack_info: StackInfo, probability_path: Path, threshold: float, min_area_m2: float
+) -> ExtractedLakes:
+    """Prefect wrapper of :func:`tasks.scene.extract_lakes`."""
+    return extract_lakes(stack_info, probability_path, threshold, min_area_m2)
+
+
+@lru_cache(maxsize=4)
+def engine_for(url: str) -> Engine:
+    """One pooled engine per database per process (tasks get the URL, never an engine: engines don't pickle)."""
+    return make_engine(url)
+
+
+def _lost_connection(task: object, task_run: object, state: object) -> bool:
+    """Retry only when the database connection failed; a bad input fails the same way twice."""
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except (OperationalError, InterfaceError):
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(
+    name="merge-into-inventory",
+    cache_policy=NO_CACHE,
+    # Connection losses are worth a retry: the merge is one transaction and its ledger key makes
+    # a retry after a commit a no-op. Anything else (a bad record) fails the same way twice.
+    retries=3,
+    retry_delay_seconds=[1, 5, 15],
+    retry_condition_fn=_lost_connection,
+)
+def merge_task(database_url: SecretStr, result: SceneResult, config: MergeConfig) -> MergeReport:
+    """Merges one scene (:func:`db.merge.merge_scene`).
+
+    The URL travels as a SecretStr, so Prefect never shows or persists it.
+    """
+    return merge_scene(engine_for(database_url.get_secret_value()), result, config)
+
+
+@task(
+    name="generate-demo-catalog",
+    # Not retried, default caching: the generator is deterministic, rerunning rewrites the same bytes.
+)
+def generate_demo_catalog_task(
+    root: str, size_px: int = 512, seed: int = 0, aoi_name: str = "demo-tienshan"
+) -> DemoCatalog:
+    """Prefect wrapper of :func:`demo.synthetic.generate_demo_catalog`."""
+    # Imported here: the update flow imports this page and has no use for the demo generator.
+    from demo.synthetic import generate_demo_catalog
+
+    return generate_demo_catalog(Path(root), size_px=size_px, seed=seed, aoi_name=aoi_name)

@@ -1,0 +1,338 @@
+"""The analysis-ready stack file: S2 + S1 + DEM on one grid, a COG with a valid-mask sidecar.
+
+This module is the one owner of the stack file: its band order, dtype, nodata, tags and the
+valid-mask sidecar, its writer (:func:`write_stack`) and its readers (:class:`StackReader` for
+windowed row reads and single bands, :func:`read_stack` for the whole stack).
+
+Stack: float32 ``(15, H, W)`` in :data:`STACK_BANDS` order (S2 reflectance × 10 000 on the
+pre-04.00 scale, VV and VH in dB, DEM in metres), NaN nodata, on the scene grid (a north-up UTM
+grid, metres). The valid mask is where all three sources could see: clear S2 ∧ finite S1 ∧
+finite DEM. Pixels outside it keep their data (a cloud still has a reflectance); the mask, not a
+fill value, says they are not to be used.
+
+STACK FILE FORMAT CONTRACT (change together):
+    The file layout is written in :func:`write_stack` and read back in :class:`StackReader`:
+
+    * ``<name>_stack.tif``: COG, :data:`STACK_BANDS` as band descriptions and in the ``bands``
+      tag, float32, nodata NaN, tags ``valid_mask`` (the sidecar's file name),
+      ``valid_fraction``, ``cloud_fraction``;
+    * ``<name>_valid.tif``: COG, uint8, one band ``valid``, 1 valid / 0 not, on the same grid.
+
+    :data:`STACK_BANDS` must equal ``models.segmenter.STACK_BANDS`` (the segmenters' input
+    order; checked at import). A change to any item above changes the writer, the reader and
+    ``tests/unit/test_stack.py::test_stack_file_format_contract`` together.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from core.errors import RasterInputError
+from core.files import atomic_path
+from models.segmenter import STACK_BANDS as _MODEL_STACK_BANDS
+from tasks.grid import GridSpec, read_grid
+from tasks.preprocess import S2_BANDS, S2Scene
+
+__all__ = [
+    "STACK_BANDS",
+    "STACK_NODATA",
+    "VALID_BAND",
+    "StackInfo",
+    "StackReader",
+    "read_stack",
+    "stack_arrays",
+    "write_stack",
+]
+
+STACK_BANDS = (*S2_BANDS, "VV", "VH", "DEM")
+"""Band order of the stack: 12 × S2 L2A (TerraMind order), S1 VV, VH (dB), DEM (m)."""
+
+if STACK_BANDS != _MODEL_STACK_BANDS:  # pragma: no cover - a programming error, caught at import
+    raise ImportError("tasks.stack.STACK_BANDS and models.segmenter.STACK_BANDS disagree")
+
+STACK_DTYPE = "float32"
+STACK_NODATA = float("nan")
+"""Nodata of every stack band (never a fill value such as 0, which would read as data)."""
+VALID_BAND = "valid"
+"""Band description of the uint8 valid-mask sidecar (1 valid, 0 not)."""
+_VALID_TAG = "valid_mask"
+_STACK_SUFFIX = "_stack.tif"
+_VALID_SUFFIX = "_valid.tif"
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """Where a scene's stack lives and what it covers (small: passed between tasks).
+
+    Attributes:
+        path: The 15-band float32 COG.
+        valid_path: The uint8 valid-mask COG (1 valid, 0 not).
+        grid: The scene grid.
+        valid_fraction: Share of grid pixels that are valid, 0–1.
+        cloud_fraction: Share of S2 data pixels flagged cloud/cloud shadow, 0–1 (NaN if unknown).
+    """
+
+    path: Path
+    valid_path: Path
+    grid: GridSpec
+    valid_fraction: float
+    cloud_fraction: float
+
+
+# --- pure functions --------------------------------------------------------------------------
+
+
+def stack_arrays(
+    s2: S2Scene, s1: NDArray[np.floating], dem: NDArray[np.floating]
+) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """Stacks the three modalities (already on one grid) and derives the valid mask.
+
+    Args:
+        s2: S2 scene: reflectance ``(12, H, W)`` and its clear mask.
+        s1: ``(2, H, W)`` VV, VH in dB, NaN nodata.
+        dem: ``(H, W)`` metres, NaN nodata.
+
+    Returns:
+        ``(stack, valid)``: float32 ``(15, H, W)`` and bool ``(H, W)``.
+
+    Raises:
+        ValueError: The arrays are not on the same grid (shape mismatch) or have wrong band counts.
+    """
+    refl = np.asarray(s2.reflectance)
+    s1 = np.asarray(s1)
+    dem = np.asarray(dem)
+    if refl.ndim != 3 or refl.shape[0] != len(S2_BANDS):
+        raise ValueError(f"S2 must be ({len(S2_BANDS)}, H, W), got {refl.shape}")
+    hw = refl.shape[1:]
+    if s1.shape != (2, *hw):
+        raise ValueError(f"S1 must be (2, {hw[0]}, {hw[1]}) like S2, got {s1.shape}")
+    if dem.shape != hw:
+        raise ValueError(f"DEM must be {hw} like S2, got {dem.shape}")
+    if s2.clear.shape != hw:
+        raise ValueError(f"S2 clear mask must be {hw}, got {s2.clear.shape}")
+    stack = np.concatenate([refl, s1, dem[np.newaxis]]).astype(np.float32, copy=False)
+    valid = s2.clear & np.isfinite(stack).all(axis=0)
+    return stack, valid
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def _write_cog(
+    path: Path,
+    profile: dict[str, object],
+    data: NDArray[np.generic],
+    descriptions: tuple[str, ...],
+    tags: dict[str, str],
+) -> None:
+    """Writes one COG under ``path`` through a temporary sibling, so a crash leaves no half file."""
+    import rasterio
+
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = descriptions
+        dst.update_tags(**tags)
+
+
+def write_stack(
+    stack: NDArray[np.float32],
+    valid: NDArray[np.bool_],
+    grid: GridSpec,
+    out_dir: Path,
+    name: str,
+    *,
+    cloud_fraction: float = float("nan"),
+) -> StackInfo:
+    """Writes a scene's stack and valid mask as two COGs in ``out_dir`` (see the format contract above).
+
+    ``<name>_stack.tif``: 15-band float32, nodata NaN, band descriptions = :data:`STACK_BANDS`.
+    ``<name>_valid.tif``: uint8, 1 valid / 0 not. Each file is written to a temporary name and
+    renamed into place.
+
+    Args:
+        stack: float32 ``(15, H, W)`` on ``grid``, NaN nodata.
+        valid: bool ``(H, W)``.
+        grid: The grid both arrays are on (UTM, metres).
+        out_dir: Target folder (created if missing).
+        name: File stem, e.g. a scene key or product id (no path separators).
+        cloud_fraction: The S2 scene's cloud fraction (0–1), recorded in the COG tags and the result.
+    """
+    if stack.shape != (len(STACK_BANDS), *grid.shape):
+        raise ValueError(f"stack {stack.shape} does not match the grid {grid.shape}")
+    if valid.shape != grid.shape:
+        raise ValueError(f"valid mask {valid.shape} does not match the grid {grid.shape}")
+    if not name or "/" in name or "\\" in name or name in {".", ".."}:
+        raise ValueError(f"bad stack name: {name!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path, valid_path = out_dir / f"{name}{_STACK_SUFFIX}", out_dir / f"{name}{_VALID_SUFFIX}"
+    valid_fraction = float(valid.mean())
+    common = {
+        "driver": "COG",
+        "width": grid.width,
+        "height": grid.height,
+        "crs": grid.crs,
+        "transform": grid.affine,
+        "compress": "deflate",
+        "blocksize": 256,
+    }
+    tags = {
+        _VALID_TAG: valid_path.name,
+        "valid_fraction": repr(valid_fraction),
+        "cloud_fraction": repr(float(cloud_fraction)),
+        "bands": json.dumps(list(STACK_BANDS)),
+    }
+    _write_cog(
+        path,
+        {**common, "count": len(STACK_BANDS), "dtype": STACK_DTYPE, "nodata": STACK_NODATA, "predictor": 3},
+        stack.astype(np.float32, copy=False),
+        STACK_BANDS,
+        tags,
+    )
+    _write_cog(
+        valid_path,
+        {**common, "count": 1, "dtype": "uint8", "predictor": 2},
+        valid.astype(np.uint8)[np.newaxis],
+        (VALID_BAND,),
+        {"meaning": "1 = clear S2, finite S1 and DEM; 0 = not observed"},
+    )
+    return StackInfo(path, valid_path, grid, valid_fraction, float(cloud_fraction))
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+class StackReader:
+    """Reads a stack file a band of rows, or one band, at a time (models' ``WindowSource``).
+
+    ``read_rows`` serves the segmenters' windowed inference; ``read_band`` and ``read_valid``
+    serve stages that need one band (the DEM for lake attributes), so no stage has to hold all
+    15 bands. Use as a context manager.
+
+    Args:
+        source: A :class:`StackInfo`, or the path of a ``*_stack.tif``.
+        valid_path: The valid-mask sidecar; default: the :class:`StackInfo`'s, else the file named
+            by the stack's ``valid_mask`` tag beside it, else (``strict=False`` only) "every band
+            finite".
+        strict: Require a file written by :func:`write_stack`: :data:`STACK_BANDS` as band
+            descriptions and a valid mask on the stack's grid. ``False`` accepts any 15-band
+            raster (e.g. a training stack made elsewhere).
+
+    Attributes:
+        height, width: Raster size in pixels.
+        crs, transform: The stack's rasterio CRS and affine transform (pixel corners, metres).
+
+    Raises:
+        RasterInputError: Not a 15-band raster; or, when strict, not written by :func:`write_stack`
+            (no ``valid_mask`` tag, other band descriptions, a mask on another grid).
+    """
+
+    def __init__(
+        self, source: StackInfo | str | Path, valid_path: str | Path | None = None, *, strict: bool = True
+    ) -> None:
+        import rasterio
+
+        if isinstance(source, StackInfo):
+            path, valid_path = Path(source.path), Path(valid_path or source.valid_path)
+        else:
+            path = Path(source)
+        self.path = path
+        self._ds: Any = rasterio.open(path)
+        self._valid: Any = None
+        try:
+            tag = self._ds.tags().get(_VALID_TAG)
+            if valid_path is None and tag:
+                valid_path = path.with_name(tag)
+            if strict and valid_path is None:
+                raise RasterInputError(f"{path}: no {_VALID_TAG} tag; not written by write_stack")
+            if self._ds.count != len(STACK_BANDS):
+                n = len(STACK_BANDS)
+                raise RasterInputError(f"{path}: expected a {n}-band stack, found {self._ds.count} bands")
+            if strict:
+                self._check_written_by_write_stack(path, Path(valid_path))  # type: ignore[arg-type]
+            self._valid = rasterio.open(valid_path) if valid_path is not None else None
+        except BaseException:
+            self.close()
+            raise
+        self.height, self.width = self._ds.height, self._ds.width
+        self.crs, self.transform = self._ds.crs, self._ds.transform
+
+    def _check_written_by_write_stack(self, path: Path, valid_path: Path) -> None:
+        if tuple(self._ds.descriptions) != STACK_BANDS:
+            raise RasterInputError(f"{path}: bands {self._ds.descriptions} are not {STACK_BANDS}")
+        if read_grid(str(valid_path)) != read_grid(str(path)):
+            raise RasterInputError(f"{valid_path}: valid mask is not on the stack's grid")
+
+    @property
+    def grid(self) -> GridSpec:
+        """The stack's grid (raises ``ValueError`` for a CRS without EPSG code or a rotated grid)."""
+        return read_grid(str(self.path))
+
+    def read_rows(self, row0: int, row1: int) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """Rows ``[row0, row1)``: float32 ``(15, r, W)`` NaN nodata, and bool ``(r, W)`` valid."""
+        from rasterio.windows import Window
+
+        win = Window(0, row0, self.width, row1 - row0)  # type: ignore[call-arg]
+        stack = self._ds.read(window=win, out_dtype="float32")
+        if self._valid is not None:
+            valid = self._valid.read(1, window=win) == 1
+        else:
+            valid = np.isfinite(stack).all(axis=0)
+        return stack, valid
+
+    def read_band(self, name: str) -> NDArray[np.float32]:
+        """One whole band by its :data:`STACK_BANDS` name, float32 ``(H, W)``, NaN nodata.
+
+        E.g. ``read_band("DEM")``: elevation in metres.
+        """
+        if name not in STACK_BANDS:
+            raise ValueError(f"unknown stack band {name!r}; bands are {STACK_BANDS}")
+        return self._ds.read(STACK_BANDS.index(name) + 1, out_dtype="float32")
+
+    def read_valid(self) -> NDArray[np.bool_]:
+        """The whole valid mask, bool ``(H, W)``."""
+        if self._valid is not None:
+            return self._valid.read(1) == 1
+        return np.isfinite(self._ds.read(out_dtype="float32")).all(axis=0)
+
+    def read_all(self) -> NDArray[np.float32]:
+        """The whole stack, float32 ``(15, H, W)``, NaN nodata (15 × H × W × 4 bytes in memory)."""
+        return self._ds.read(out_dtype="float32")
+
+    def close(self) -> None:
+        """Closes the stack and the mask file."""
+        for ds in (self._valid, self._ds):
+            if ds is not None:
+                ds.close()
+
+    def __enter__(self) -> StackReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_stack(
+    info_or_path: StackInfo | Path | str,
+) -> tuple[NDArray[np.float32], NDArray[np.bool_], GridSpec]:
+    """Reads a whole stack written by :func:`write_stack` into memory.
+
+    Args:
+        info_or_path: A :class:`StackInfo`, or the path of the ``*_stack.tif`` (its valid mask is
+            found through the file's tags).
+
+    Returns:
+        ``(stack, valid, grid)``: float32 ``(15, H, W)`` NaN nodata, bool ``(H, W)``, the grid.
+
+    Raises:
+        RasterInputError: The file's bands are not :data:`STACK_BANDS`, it has no valid mask, or the
+            mask is on another grid.
+    """
+    with StackReader(info_or_path) as reader:
+        return reader.read_all(), reader.read_valid(), reader.grid

@@ -1,0 +1,213 @@
+"""The analysis-ready stack file (tasks.stack): valid mask logic, NaN nodata, COG round trip, readers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+
+from models.segmenter import STACK_BANDS as MODEL_STACK_BANDS
+from tasks.grid import GridSpec
+from tasks.preprocess import S2Scene
+from tasks.stack import STACK_BANDS, StackInfo, read_stack, stack_arrays, write_stack
+
+GRID = GridSpec(32645, (10.0, 0.0, 500_000.0, 0.0, -10.0, 3_100_000.0), 24, 16)
+
+
+def _inputs():
+    h, w = GRID.shape
+    refl = np.full((12, h, w), 1500.0, dtype=np.float32)
+    refl[:, 0, 0] = np.nan  # S2 nodata
+    clear = np.isfinite(refl).all(axis=0)
+    clear[5:8, 5:8] = False  # cloud: data present, not clear
+    s1 = np.full((2, h, w), -15.0, dtype=np.float32)
+    s1[1, 10, 3] = np.nan  # S1 nodata in VH only
+    dem = np.full((h, w), 4800.0, dtype=np.float32)
+    dem[15, 23] = np.nan
+    return S2Scene(refl, clear, 0.09), s1, dem
+
+
+def test_band_order_is_one_contract():
+    """The tasks and models packages agree on the 15-band order.
+
+    Guards against a silent band shuffle into the model.
+    """
+    assert len(STACK_BANDS) == 15
+    assert STACK_BANDS == MODEL_STACK_BANDS
+    assert STACK_BANDS[-3:] == ("VV", "VH", "DEM") and STACK_BANDS[2] == "B03"
+
+
+def test_valid_is_clear_s2_and_finite_s1_and_dem():
+    """Valid = clear S2 ∧ finite S1 ∧ finite DEM, and nodata stays NaN in the stack (never 0)."""
+    s2, s1, dem = _inputs()
+    stack, valid = stack_arrays(s2, s1, dem)
+    assert stack.shape == (15, 16, 24) and stack.dtype == np.float32
+    assert not valid[0, 0] and not valid[10, 3] and not valid[15, 23]
+    assert not valid[5:8, 5:8].any()
+    assert valid.sum() == 16 * 24 - 3 - 9
+    # Nodata stays NaN in the stack, never a fill value.
+    assert np.isnan(stack[:12, 0, 0]).all()
+    assert np.isnan(stack[13, 10, 3]) and stack[12, 10, 3] == -15.0
+    assert np.isnan(stack[14, 15, 23])
+    assert not (stack == 0).any()
+    # Cloudy pixels keep their data; only the mask excludes them.
+    assert (stack[:12, 6, 6] == 1500.0).all()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda s2, s1, dem: (s2, s1[:, :-1], dem),
+        lambda s2, s1, dem: (s2, s1, dem[:-1]),
+        lambda s2, s1, dem: (s2, s1[:1], dem),
+    ],
+)
+def test_mismatched_grids_are_refused(bad):
+    """Arrays on different grids are refused instead of being stacked misaligned."""
+    with pytest.raises(ValueError, match=r"like S2|must be"):
+        stack_arrays(*bad(*_inputs()))
+
+
+def test_cog_round_trip_keeps_nan_mask_and_grid(tmp_path):
+    """The stack COG and mask COG round-trip exactly: bands, NaN, mask, grid and fractions."""
+    s2, s1, dem = _inputs()
+    stack, valid = stack_arrays(s2, s1, dem)
+    info = write_stack(stack, valid, GRID, tmp_path / "out", "scene-1", cloud_fraction=0.09)
+    assert isinstance(info, StackInfo)
+    assert info.path.name == "scene-1_stack.tif" and info.valid_path.name == "scene-1_valid.tif"
+    assert info.valid_fraction == pytest.approx(valid.mean())
+    assert info.cloud_fraction == 0.09 and info.grid == GRID
+    assert not list((tmp_path / "out").glob("*.part")), "no temporary files left behind"
+
+    with rasterio.open(info.path) as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert ds.count == 15 and ds.dtypes[0] == "float32"
+        assert np.isnan(ds.nodata)
+        assert ds.descriptions == STACK_BANDS
+        assert ds.crs.to_epsg() == 32645
+    with rasterio.open(info.valid_path) as ds:
+        assert ds.dtypes[0] == "uint8" and ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert set(np.unique(ds.read(1))) == {0, 1}
+
+    for source in (info, info.path, str(info.path)):
+        back, back_valid, grid = read_stack(source)
+        assert grid == GRID
+        np.testing.assert_array_equal(back, stack)  # NaN positions equal too
+        np.testing.assert_array_equal(back_valid, valid)
+
+
+def test_read_stack_refuses_foreign_files(tmp_path):
+    """A raster not written by write_stack is refused with a reason."""
+    path = tmp_path / "other.tif"
+    profile = {"driver": "GTiff", "width": 4, "height": 4, "count": 1, "dtype": "float32",
+               "crs": "EPSG:32645", "transform": GRID.affine}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(np.zeros((1, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="valid_mask"):
+        read_stack(path)
+
+
+def test_write_stack_checks_shapes_and_name(tmp_path):
+    """Wrong shapes and path-like names are refused before anything is written."""
+    s2, s1, dem = _inputs()
+    stack, valid = stack_arrays(s2, s1, dem)
+    with pytest.raises(ValueError, match="grid"):
+        write_stack(stack[:, :-1], valid[:-1], GRID, tmp_path, "x")
+    with pytest.raises(ValueError, match="name"):
+        write_stack(stack, valid, GRID, tmp_path, "../escape")
+
+
+def test_stack_file_format_contract(tmp_path):
+    """STACK FILE FORMAT CONTRACT (tasks.stack): what write_stack writes is what StackReader reads.
+
+    Bands and their order (descriptions and the ``bands`` tag), float32 with NaN nodata, the
+    ``valid_mask`` tag naming a uint8 sidecar with one band ``valid`` of 0/1 on the same grid.
+    """
+    import json
+
+    from tasks.stack import STACK_NODATA, VALID_BAND, StackReader
+
+    s2, s1, dem = _inputs()
+    stack, valid = stack_arrays(s2, s1, dem)
+    info = write_stack(stack, valid, GRID, tmp_path, "scene-1", cloud_fraction=0.09)
+    assert np.isnan(STACK_NODATA)
+    with rasterio.open(info.path) as ds:
+        tags = ds.tags()
+        assert json.loads(tags["bands"]) == list(STACK_BANDS) == list(ds.descriptions)
+        assert tags["valid_mask"] == info.valid_path.name
+        assert float(tags["valid_fraction"]) == pytest.approx(valid.mean())
+        assert float(tags["cloud_fraction"]) == 0.09
+        assert set(ds.dtypes) == {"float32"} and np.isnan(ds.nodata)
+    with rasterio.open(info.valid_path) as ds:
+        assert ds.descriptions == (VALID_BAND,) and ds.dtypes == ("uint8",) and ds.count == 1
+        assert ds.transform == GRID.affine and ds.crs.to_epsg() == GRID.epsg
+    # Nothing but the two final files: the temporary siblings of the atomic writes are gone.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene-1_stack.tif", "scene-1_valid.tif"]
+
+    for source in (info, info.path):
+        with StackReader(source) as reader:
+            assert (reader.height, reader.width) == GRID.shape
+            assert reader.crs.to_epsg() == GRID.epsg and reader.transform == GRID.affine
+            assert reader.grid == GRID
+            rows, rows_valid = reader.read_rows(3, 11)
+            assert rows.dtype == np.float32 and rows.shape == (15, 8, GRID.width)
+            np.testing.assert_array_equal(rows, stack[:, 3:11])
+            np.testing.assert_array_equal(rows_valid, valid[3:11])
+            for i, name in enumerate(STACK_BANDS):
+                band = reader.read_band(name)
+                assert band.dtype == np.float32
+                np.testing.assert_array_equal(band, stack[i])
+            np.testing.assert_array_equal(reader.read_valid(), valid)
+            with pytest.raises(ValueError, match="unknown stack band"):
+                reader.read_band("B10")
+
+
+def test_stack_reader_is_a_window_source_for_every_segmenter(tmp_path):
+    """The reader serves models' WindowSource protocol: the baseline streams it to its in-memory predict."""
+    from models.baseline import SpectralBaseline
+    from models.segmenter import WindowSource
+    from tasks.stack import StackReader
+
+    s2, s1, dem = _inputs()
+    stack, valid = stack_arrays(s2, s1, dem)
+    info = write_stack(stack, valid, GRID, tmp_path, "scene-1")
+    with StackReader(info) as reader:
+        source: WindowSource = reader
+        rows = list(SpectralBaseline().iter_probability_rows(source))
+    streamed = np.concatenate([p for _, p in rows])
+    np.testing.assert_array_equal(streamed, SpectralBaseline().predict(stack, valid))
+
+
+def test_stack_reader_strictness(tmp_path):
+    """Strict (the pipeline's files): a foreign raster is an input error naming the file; lenient: any 15 bands."""
+    from core.errors import RasterInputError
+    from tasks.stack import StackReader
+
+    path = tmp_path / "foreign.tif"
+    profile = {
+        "driver": "GTiff",
+        "width": 4,
+        "height": 3,
+        "count": 15,
+        "dtype": "float32",
+        "crs": "EPSG:32645",
+        "transform": GRID.affine,
+        "nodata": float("nan"),
+    }
+    data = np.ones((15, 3, 4), np.float32)
+    data[14, 0, 0] = np.nan
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+    with pytest.raises(RasterInputError, match=r"foreign\.tif.*valid_mask"):
+        StackReader(path)
+    with pytest.raises(RasterInputError, match="valid_mask"):
+        read_stack(path)
+    with StackReader(path, strict=False) as reader:  # no mask: valid where every band is finite
+        _, rows_valid = reader.read_rows(0, 3)
+        assert not rows_valid[0, 0] and rows_valid.sum() == 11
+        np.testing.assert_array_equal(reader.read_valid(), rows_valid)
+    one_band = tmp_path / "one.tif"
+    with rasterio.open(one_band, "w", **{**profile, "count": 1}) as ds:
+        ds.write(data[:1])
+    with pytest.raises(RasterInputError, match="15-band"):
+        StackReader(one_band, strict=False)
