@@ -51,8 +51,9 @@ from pyproj import Transformer
 from shapely.geometry import MultiPolygon, box
 from sqlalchemy import Engine, event, text
 
+from db.attributes import ATTRIBUTES
 from db.engine import make_engine
-from db.history import as_multipolygon
+from db.geometry import as_multipolygon
 from db.local_cluster import LocalCluster, ensure_local_database
 from db.merge import ensure_aoi, merge_scene
 from db.migrate import upgrade
@@ -122,8 +123,9 @@ def load_outlines(n: int, path: Path = ICIMOD, epsg: int = UTM_EPSG) -> Outlines
     return Outlines(lonlat, _transform(lonlat, _to_utm(epsg)))
 
 
-def observed(outlines: Outlines) -> tuple[ObservedLake, ...]:
-    """ObservedLake records: area and perimeter in UTM metres, centroid in degrees."""
+def observed(outlines: Outlines, epsg: int = UTM_EPSG) -> tuple[ObservedLake, ...]:
+    """ObservedLake records as the pipeline hands them over: outline in UTM (``epsg``), area and
+    perimeter in UTM metres, centroid in degrees."""
     area = shapely.area(outlines.utm)
     length = shapely.length(outlines.utm)
     cx, cy = shapely.get_coordinates(shapely.centroid(outlines.lonlat)).T
@@ -131,9 +133,9 @@ def observed(outlines: Outlines) -> tuple[ObservedLake, ...]:
     elevation = rng.uniform(4_000.0, 5_800.0, len(area))
     probability = rng.uniform(0.6, 0.99, len(area))
     return tuple(
-        ObservedLake(MultiPolygon(g) if g.geom_type == "Polygon" else g, *vals)
+        ObservedLake(MultiPolygon([g]) if g.geom_type == "Polygon" else g, *vals, utm_epsg=epsg)
         for g, *vals in zip(
-            outlines.lonlat,
+            outlines.utm,
             area.tolist(),
             length.tolist(),
             cx.tolist(),
@@ -152,8 +154,10 @@ def grown(outlines: Outlines, epsg: int = UTM_EPSG) -> Outlines:
     return Outlines(lonlat, _transform(lonlat, _to_utm(epsg)))
 
 
-def scene(key: str, days: int, lakes: Sequence[ObservedLake], footprint: MultiPolygon, aoi: str) -> SceneResult:
-    """A synthetic scene result at ``T0 + days`` seeing ``footprint``."""
+def scene(
+    key: str, days: int, lakes: Sequence[ObservedLake], footprint: MultiPolygon, aoi: str, epsg: int = UTM_EPSG
+) -> SceneResult:
+    """A synthetic scene result at ``T0 + days`` seeing ``footprint`` (EPSG:4326; handed over in UTM)."""
     return SceneResult(
         scene_key=f"{aoi}-{key}",
         aoi_name=aoi,
@@ -163,18 +167,19 @@ def scene(key: str, days: int, lakes: Sequence[ObservedLake], footprint: MultiPo
         dem_id="COP-DEM-GLO-30",
         model_version="bench",
         params_hash="bench",
-        valid_footprint=footprint,
+        valid_footprint=_transform(np.asarray([footprint], dtype=object), _to_utm(epsg))[0],
         cloud_fraction=0.0,
         valid_fraction=1.0,
         lakes=tuple(lakes),
+        utm_epsg=epsg,
     )
 
 
-def frame_of(lakes: Sequence[ObservedLake]) -> gpd.GeoDataFrame:
-    """The same rows as a GeoDataFrame (geometry + attribute columns), EPSG:4326."""
-    names = ("area_m2", "perimeter_m", "centroid_lon", "centroid_lat", "elevation_m", "mean_probability")
-    data = {k: [getattr(o, k) for o in lakes] for k in names}
-    return gpd.GeoDataFrame(data, geometry=[o.geometry for o in lakes], crs=4326)
+def frame_of(lakes: Sequence[ObservedLake], outlines: Outlines) -> gpd.GeoDataFrame:
+    """The same rows as a GeoDataFrame (geometry + attribute columns), EPSG:4326 (as stored)."""
+    data = {k: [getattr(o, k) for o in lakes] for k in ATTRIBUTES}
+    geometry = [MultiPolygon([g]) if g.geom_type == "Polygon" else g for g in outlines.lonlat]
+    return gpd.GeoDataFrame(data, geometry=geometry, crs=4326)
 
 
 def _free_port() -> int:
@@ -286,7 +291,7 @@ def run(n: int, url: str, show_statements: bool = False) -> dict[str, Any]:
     aoi = f"bench-{uuid.uuid4().hex[:8]}"
     scenes = [scene("s1", 0, lakes, footprint, aoi), scene("s2", 16, lakes, footprint, aoi)]
     scenes.append(scene("s3", 32, changed, footprint, aoi))
-    frame = frame_of(lakes)
+    frame = frame_of(lakes, outlines)
     print(f"built {n} lakes in {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
 
     upgrade(url, "head")

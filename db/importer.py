@@ -6,10 +6,12 @@ same file for the same date and AOI is a no-op (ledger key = sha256 of the file 
 date and AOI name).
 
 Geometry handling: the layer must declare a CRS (any: it is reprojected to EPSG:4326); every
-feature is repaired (``make_valid``, polygonal parts only, 2-D) and exploded into polygons, one
-lake each; polygons smaller than ``min_area_m2`` are dropped. Areas, perimeters (holes
-included) and centroids are measured in the UTM zone of a point on each polygon (standard 6°
-zones, no Norway/Svalbard exceptions), or in ``utm_epsg`` for all when given. The source
+feature is repaired (:func:`db.geometry.as_multipolygon`: polygonal parts only, 2-D) and exploded
+into polygons, one lake each; polygons smaller than ``min_area_m2`` are dropped. Areas,
+perimeters (holes included) and centroids are measured in the UTM zone of a point on each
+polygon (standard 6° zones, no Norway/Svalbard exceptions), or in ``utm_epsg`` for all when
+given; each lake's record carries its outline in that UTM CRS (``ObservedLake.utm_epsg``), as a
+scene's lakes do, and the merge projects it to EPSG:4326 for storage. The source
 attributes (JSON-safe: NaN and NaT become null, dates ISO 8601) plus ``_fid`` (0-based
 feature position in the layer) and, for multi-part features, ``_part`` go to
 ``lake_observation.attributes``.
@@ -18,6 +20,7 @@ The pseudo-scene's valid footprint is, by default, the union of the imported out
 inventory is evidence of water where it maps lakes, not of dry ground elsewhere (it has a
 minimum mapping unit and its own date), so it never marks other lakes absent. ``footprint=
 "hull"`` uses the convex hull of the lakes instead (the inventory is taken as complete there).
+It is formed in EPSG:4326 and handed to the merge in the AOI's UTM CRS.
 """
 
 from __future__ import annotations
@@ -37,12 +40,11 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from pyproj import CRS, Transformer
 from shapely.geometry import MultiPolygon, Polygon, box
 from sqlalchemy import Engine, select, text
 
-from db.crs import utm_epsg_for
-from db.history import as_multipolygon
+from core.errors import InputError, InventoryFileError
+from db.geometry import as_multipolygon, check_metric, lonlat_transformer, project, utm_epsg_for
 from db.merge import ensure_aoi, merge_scene
 from db.records import MergeReport, ObservedLake, SceneResult
 from db.schema import SCHEMA, SRID, aoi
@@ -55,9 +57,11 @@ _SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 
 @dataclass(frozen=True)
 class InventoryLakes:
-    """Lakes read from an inventory file (EPSG:4326 outlines, metres / m² in local UTM)."""
+    """Lakes read from an inventory file (outlines and metres / m² in each lake's UTM CRS)."""
 
     lakes: tuple[ObservedLake, ...]
+    outlines: tuple[Polygon, ...]
+    """The lakes' outlines in EPSG:4326 as read (repaired, exploded), index-aligned with ``lakes``."""
     features: int
     """Features in the layer."""
     skipped_empty: int
@@ -122,19 +126,17 @@ def _polygons(geometry: object) -> list[Polygon]:
     return [] if repaired is None else list(repaired.geoms)
 
 
-def _measure(polygons: Sequence[Polygon], epsg: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Area m², perimeter m, centroid lon, lat of EPSG:4326 polygons, measured in ``epsg``."""
-    forward = Transformer.from_crs(SRID, epsg, always_xy=True)
-    inverse = Transformer.from_crs(epsg, SRID, always_xy=True)
-    projected = shapely.transform(
-        np.asarray(polygons, dtype=object), lambda c: np.column_stack(forward.transform(c[:, 0], c[:, 1]))
-    )
-    # Projection can pinch a ring that was valid in degrees; measure the repaired outline.
-    bad = ~shapely.is_valid(projected)
-    projected[bad] = shapely.make_valid(projected[bad])
+def _measure(
+    polygons: Sequence[Polygon], epsg: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[MultiPolygon | None]]:
+    """Area m², perimeter m, centroid lon, lat of EPSG:4326 polygons measured in ``epsg``, and the
+    outlines there (None where nothing polygonal is left)."""
+    # Projection can pinch a ring that was valid in degrees; project() measures the repaired outline.
+    projected = np.asarray(project(list(polygons), epsg), dtype=object)
     centroids = shapely.get_coordinates(shapely.centroid(projected))
-    lon, lat = inverse.transform(centroids[:, 0], centroids[:, 1])
-    return shapely.area(projected), shapely.length(projected), np.asarray(lon), np.asarray(lat)
+    lon, lat = lonlat_transformer(epsg).transform(centroids[:, 0], centroids[:, 1])
+    outlines = [as_multipolygon(g) for g in projected]
+    return shapely.area(projected), shapely.length(projected), np.asarray(lon), np.asarray(lat), outlines
 
 
 def read_inventory(
@@ -154,17 +156,18 @@ def read_inventory(
 
     Raises:
         FileNotFoundError: ``path`` is not a regular file.
-        ValueError: the layer has no CRS (one-line message), or ``utm_epsg`` is not metric.
+        core.errors.InventoryFileError: the layer has no CRS (one-line message).
+        core.errors.InputError: ``utm_epsg`` is not metric.
     """
     if not path.is_file():
         raise FileNotFoundError(f"inventory file not found: {path}")
     if utm_epsg is not None:
-        crs = CRS.from_epsg(utm_epsg)
-        if not crs.is_projected or crs.axis_info[0].unit_name not in ("metre", "meter"):
-            raise ValueError(f"utm_epsg {utm_epsg} is not a projected CRS in metres")
+        check_metric(utm_epsg)
     frame = gpd.read_file(path, layer=layer, engine="pyogrio")
     if frame.crs is None:
-        raise ValueError(f"{path.name}: the layer has no CRS; assign one (e.g. ogr2ogr -a_srs) and import again")
+        raise InventoryFileError(
+            f"{path.name}: the layer has no CRS; assign one (e.g. ogr2ogr -a_srs) and import again"
+        )
     source_crs = frame.crs.to_string()
     if frame.crs.to_epsg() != SRID:
         frame = frame.to_crs(SRID)
@@ -185,29 +188,35 @@ def read_inventory(
 
     n = len(polygons)
     area, perimeter, lon, lat = (np.full(n, np.nan) for _ in range(4))
+    outlines: list[MultiPolygon | None] = [None] * n
+    zones = np.zeros(n, dtype=np.int64)
     if n:
         reps = shapely.get_coordinates(shapely.point_on_surface(np.asarray(polygons, dtype=object)))
         zones = np.full(n, utm_epsg) if utm_epsg else np.array([utm_epsg_for(x, y) for x, y in reps])
         for epsg in np.unique(zones):
             idx = np.flatnonzero(zones == epsg)
-            measured = _measure([polygons[i] for i in idx], int(epsg))
+            *measured, projected = _measure([polygons[i] for i in idx], int(epsg))
             for column, values in zip((area, perimeter, lon, lat), measured, strict=True):
                 column[idx] = values
-    keep = [i for i in range(n) if area[i] >= min_area_m2]
+            for i, outline in zip(idx.tolist(), projected, strict=True):
+                outlines[i] = outline
+    keep = [i for i in range(n) if area[i] >= min_area_m2 and outlines[i] is not None]
     lakes = tuple(
         ObservedLake(
-            geometry=MultiPolygon([polygons[i]]),
+            geometry=outlines[i],  # type: ignore[arg-type]  # not None: kept above
             area_m2=float(area[i]),
             perimeter_m=float(perimeter[i]),
             centroid_lon=float(lon[i]),
             centroid_lat=float(lat[i]),
             elevation_m=None,
-            mean_probability=None,  # type: ignore[arg-type]  # no model: unknown, not 0 or 1
+            mean_probability=None,  # no model: unknown, not 0 or 1
             attributes=attributes[i],
+            utm_epsg=int(zones[i]),
         )
         for i in keep
     )
-    return InventoryLakes(lakes, len(frame), skipped_empty, n - len(keep), source_crs)
+    kept = tuple(polygons[i] for i in keep)
+    return InventoryLakes(lakes, kept, len(frame), skipped_empty, n - len(keep), source_crs)
 
 
 def file_digest(path: Path) -> str:
@@ -224,9 +233,11 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _footprint(lakes: Sequence[ObservedLake], mode: str) -> MultiPolygon | None:
-    union = shapely.union_all([lake.geometry for lake in lakes])
-    return as_multipolygon(union.convex_hull if mode == "hull" else union)
+def _footprint(outlines: Sequence[Polygon], mode: str, utm_epsg: int) -> MultiPolygon | None:
+    """The pseudo-scene's valid footprint, formed from the EPSG:4326 outlines, in ``utm_epsg``."""
+    union = shapely.union_all(list(outlines))
+    lonlat = as_multipolygon(union.convex_hull if mode == "hull" else union)
+    return None if lonlat is None else as_multipolygon(project([lonlat], utm_epsg)[0])
 
 
 # This scene's present observations with the measurements the merge copied from each lake
@@ -287,16 +298,17 @@ def import_inventory(
         Counts, the total imported area (m²) and the merge report (``noop`` on a re-import).
 
     Raises:
-        ValueError: no CRS, no polygon to import, or a bad ``utm_epsg`` / ``footprint``.
+        core.errors.InventoryFileError: no CRS, or no polygon to import.
+        core.errors.InputError: a bad ``utm_epsg`` / ``footprint``.
         FileNotFoundError: ``path`` is not a file.
     """
     if footprint not in ("lakes", "hull"):
-        raise ValueError(f"footprint must be 'lakes' or 'hull', not {footprint!r}")
+        raise InputError(f"footprint must be 'lakes' or 'hull', not {footprint!r}")
     # A naive datetime is read as UTC, like every sensing time in the inventory.
     when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     read = read_inventory(path, layer=layer, utm_epsg=utm_epsg, min_area_m2=min_area_m2)
     if not read.lakes:
-        raise ValueError(f"{path.name}: no polygon of at least {min_area_m2} m² to import")
+        raise InventoryFileError(f"{path.name}: no polygon of at least {min_area_m2} m² to import")
     content = file_digest(path)
     key_parts = (content, layer or "", when.isoformat(), aoi_name)
     scene_key = hashlib.sha256("\x1f".join(key_parts).encode()).hexdigest()
@@ -304,11 +316,15 @@ def import_inventory(
     params_hash = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
     with engine.connect() as conn:
-        created = conn.execute(select(aoi.c.aoi_id).where(aoi.c.name == aoi_name)).first() is None
-    if created:
-        bounds = shapely.total_bounds([lake.geometry for lake in read.lakes])
+        known = conn.execute(select(aoi.c.utm_epsg).where(aoi.c.name == aoi_name)).first()
+    created = known is None
+    if known is None:
+        bounds = shapely.total_bounds(list(read.outlines))
         centre_lon, centre_lat = (bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2
-        ensure_aoi(engine, aoi_name, box(*bounds), utm_epsg or utm_epsg_for(centre_lon, centre_lat))
+        aoi_epsg = utm_epsg or utm_epsg_for(centre_lon, centre_lat)
+        ensure_aoi(engine, aoi_name, box(*bounds), aoi_epsg)
+    else:
+        aoi_epsg = int(known[0])
 
     inputs = {"source": f"file:{path.name}", "sha256": content, "source_crs": read.source_crs}
     if layer:
@@ -322,11 +338,12 @@ def import_inventory(
         dem_id=None,
         model_version=MODEL_VERSION,
         params_hash=params_hash,
-        valid_footprint=_footprint(read.lakes, footprint),
+        valid_footprint=_footprint(read.outlines, footprint, aoi_epsg),
         cloud_fraction=0.0,
         valid_fraction=1.0,
         lakes=read.lakes,
         inputs=inputs,
+        utm_epsg=aoi_epsg,
     )
     report = merge_scene(engine, result)
     # A separate, idempotent transaction: a re-import fills in anything a crash here left out.

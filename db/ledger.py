@@ -11,12 +11,11 @@ from datetime import datetime
 
 import geopandas as gpd
 from geoalchemy2.shape import from_shape
-from shapely import force_2d
-from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
+from db.geometry import as_multipolygon
 from db.schema import SRID, acquisition, ingest_run, scene
 
 
@@ -29,20 +28,10 @@ class AcquisitionRow:
     kind: str
     sensing_time: datetime
     footprint: BaseGeometry | None
+    """Product footprint, EPSG:4326; stored repaired (:func:`db.geometry.as_multipolygon`), NULL if empty."""
     source: str
     href: str | None
     properties: Mapping[str, object]
-
-
-def _multipolygon(geom: BaseGeometry | None) -> MultiPolygon | None:
-    if geom is None or geom.is_empty:
-        return None
-    geom = force_2d(geom)
-    if isinstance(geom, Polygon):
-        return MultiPolygon([geom])
-    if isinstance(geom, MultiPolygon):
-        return geom
-    return None
 
 
 def record_acquisitions(engine: Engine, aoi_id: int, rows: Iterable[AcquisitionRow]) -> int:
@@ -55,7 +44,7 @@ def record_acquisitions(engine: Engine, aoi_id: int, rows: Iterable[AcquisitionR
             "kind": r.kind,
             "sensing_time": r.sensing_time,
             "footprint": (
-                from_shape(fp, srid=SRID) if (fp := _multipolygon(r.footprint)) is not None else None
+                from_shape(fp, srid=SRID) if (fp := as_multipolygon(r.footprint)) is not None else None
             ),
             "source": r.source,
             "href": r.href,

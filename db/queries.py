@@ -12,36 +12,21 @@ from typing import Any
 import geopandas as gpd
 import sqlalchemy as sa
 
+from db.attributes import ATTRIBUTES
 from db.schema import SCHEMA, SRID
 
-LAKE_COLUMNS = (
-    "lake_id",
-    "aoi_id",
-    "aoi_name",
-    "status",
-    "change_kind",
-    "valid_from",
-    "area_m2",
-    "perimeter_m",
-    "centroid_lon",
-    "centroid_lat",
-    "elevation_m",
-    "mean_probability",
-    "geom",
-)
-"""Columns of :func:`lakes_as_of`, current or historical alike."""
+LAKE_COLUMNS = ("lake_id", "aoi_id", "aoi_name", "status", "change_kind", "valid_from", *ATTRIBUTES, "geom")
+"""Columns of :func:`lakes_as_of`, current or historical alike (the attributes of :mod:`db.attributes`)."""
 
 _CURRENT = f"""
-SELECT c.lake_id, c.aoi_id, c.aoi_name, c.status, c.change_kind, c.valid_from,
-       c.area_m2, c.perimeter_m, c.centroid_lon, c.centroid_lat, c.elevation_m, c.mean_probability, c.geom
+SELECT {", ".join(f"c.{k}" for k in LAKE_COLUMNS)}
 FROM {SCHEMA}.current_lakes AS c
 WHERE (CAST(:aoi AS text) IS NULL OR c.aoi_name = :aoi)
 ORDER BY c.lake_id
 """
 
 _AS_OF = f"""
-SELECT f.lake_id, f.aoi_id, a.name AS aoi_name, f.status, f.change_kind, f.valid_from,
-       f.area_m2, f.perimeter_m, f.centroid_lon, f.centroid_lat, f.elevation_m, f.mean_probability, f.geom
+SELECT {", ".join("a.name AS aoi_name" if k == "aoi_name" else f"f.{k}" for k in LAKE_COLUMNS)}
 FROM {SCHEMA}.lakes_as_of(:when) AS f
 JOIN {SCHEMA}.aoi AS a ON a.aoi_id = f.aoi_id
 WHERE (CAST(:aoi AS text) IS NULL OR a.name = :aoi)

@@ -1,16 +1,23 @@
 """Value objects handed to the inventory merge (pure data, no I/O).
 
-Geometries are shapely ``MultiPolygon`` in EPSG:4326, valid (``make_valid`` applied upstream).
-Areas and lengths are metres / m² computed in the scene's UTM CRS.
+Geometries travel in the UTM CRS they were measured in, named by the record's ``utm_epsg``:
+shapely ``MultiPolygon``, valid (repaired upstream with :func:`db.geometry.as_multipolygon`),
+coordinates in metres. The merge projects them to EPSG:4326 once, for storage. Areas and lengths
+are metres / m² computed in that UTM CRS; centroids are lon/lat degrees (EPSG:4326).
+
+The measured fields of :class:`ObservedLake` are those of :data:`db.attributes.LAKE_ATTRIBUTES`,
+in its order (checked when this module is imported; see the contract there).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from shapely.geometry import MultiPolygon
+
+from db.attributes import ATTRIBUTES
 
 
 @dataclass(frozen=True)
@@ -18,20 +25,25 @@ class ObservedLake:
     """One water body found in one scene."""
 
     geometry: MultiPolygon
-    """Outline, EPSG:4326."""
+    """Outline in ``utm_epsg`` (metres), valid."""
     area_m2: float
-    """Area in m², computed in the scene's UTM CRS."""
+    """Area in m², computed in ``utm_epsg``."""
     perimeter_m: float
-    """Perimeter in m, UTM."""
+    """Perimeter in m (holes' rings included), ``utm_epsg``."""
     centroid_lon: float
+    """Centroid longitude, degrees (EPSG:4326)."""
     centroid_lat: float
+    """Centroid latitude, degrees (EPSG:4326)."""
     elevation_m: float | None
     """Median DEM elevation inside the lake, m; None where the DEM was nodata."""
-    mean_probability: float
-    """Mean segmentation probability inside the lake, 0–1."""
+    mean_probability: float | None
+    """Mean segmentation probability inside the lake, 0–1; NaN where no pixel had one, None where
+    there is no model (an imported inventory)."""
     attributes: Mapping[str, object] = field(default_factory=dict, hash=False)
     """Source attributes (JSON-serialisable), stored in ``lake_observation.attributes``; e.g. the
     fields of an imported inventory. Left out of the hash: a mapping is not hashable."""
+    utm_epsg: int = field(kw_only=True)
+    """EPSG code of the UTM CRS of ``geometry`` (and of the measurements)."""
 
 
 @dataclass(frozen=True)
@@ -49,12 +61,15 @@ class SceneResult:
     model_version: str
     params_hash: str
     valid_footprint: MultiPolygon | None
-    """Where the scene could see (clear S2 ∧ valid S1 ∧ valid DEM), EPSG:4326; None if nothing was valid."""
+    """Where the scene could see (clear S2 ∧ valid S1 ∧ valid DEM), in ``utm_epsg``; None if nothing
+    was valid."""
     cloud_fraction: float
     valid_fraction: float
     lakes: tuple[ObservedLake, ...]
     inputs: Mapping[str, str] = field(default_factory=dict)
     """Extra provenance (hrefs, checksums), stored as JSON."""
+    utm_epsg: int = field(kw_only=True)
+    """EPSG code of the UTM CRS of ``valid_footprint`` (the scene grid's)."""
 
 
 @dataclass(frozen=True)
@@ -88,3 +103,11 @@ class MergeReport:
     disappeared: int = 0
     reappeared: int = 0
     versions_added: int = 0
+
+
+MEASURED_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(ObservedLake) if f.name not in ("geometry", "attributes", "utm_epsg")
+)
+"""The measured fields of :class:`ObservedLake`, in order: :data:`db.attributes.ATTRIBUTES`."""
+if MEASURED_FIELDS != ATTRIBUTES:  # a typed record cannot be generated; it must follow the declaration
+    raise ImportError(f"ObservedLake's measured fields {MEASURED_FIELDS} differ from db.attributes {ATTRIBUTES}")

@@ -4,10 +4,13 @@ The Alembic revisions in ``migrations/`` create this DDL (plus views, functions,
 constraints that Core cannot express, such as the exclusion constraint on ``lake_version``).
 Geometries are ``MultiPolygon`` in EPSG:4326; every area and length column is in metres
 (or m²), computed in a local UTM CRS by the pipeline, never from degrees. Times are UTC
-``timestamptz``: sensing time of the Sentinel-2 acquisition a scene was built from.
+``timestamptz``: sensing time of the Sentinel-2 acquisition a scene was built from. The lake
+attribute columns derive from :data:`db.attributes.LAKE_ATTRIBUTES`.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from geoalchemy2 import Geometry
 from sqlalchemy import (
@@ -26,9 +29,13 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TSTZRANGE
+from sqlalchemy.types import TypeEngine
+
+from db.attributes import LAKE_ATTRIBUTES
+from db.geometry import LONLAT_EPSG
 
 SCHEMA = "inventory"
-SRID = 4326
+SRID = LONLAT_EPSG
 
 metadata = MetaData(schema=SCHEMA)
 
@@ -127,18 +134,16 @@ scene = Table(
     Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
 )
 
-_lake_attributes = (
-    ("area_m2", Float, "area in m², local UTM"),
-    ("perimeter_m", Float, "perimeter in m, local UTM"),
-    ("centroid_lon", Float, "centroid longitude, degrees (EPSG:4326)"),
-    ("centroid_lat", Float, "centroid latitude, degrees (EPSG:4326)"),
-    ("elevation_m", Float, "median DEM elevation inside the lake, m"),
-    ("mean_probability", Float, "mean water probability inside the lake, 0–1"),
-)
+_SQL_TYPES: dict[str, type[TypeEngine[Any]]] = {"double precision": Float}
+"""SQLAlchemy type of each SQL type a lake attribute may have (:class:`db.attributes.LakeAttribute`)."""
 
 
 def _attribute_columns() -> list[Column]:  # type: ignore[type-arg]
-    return [Column(name, typ, nullable=True, comment=doc) for name, typ, doc in _lake_attributes]
+    """The attribute columns shared by ``lake``, ``lake_observation`` and ``lake_version``, from
+    :data:`db.attributes.LAKE_ATTRIBUTES` (nullable: unknown values are NULL)."""
+    return [
+        Column(a.name, _SQL_TYPES[a.sql_type], nullable=True, comment=a.description) for a in LAKE_ATTRIBUTES
+    ]
 
 
 lake = Table(

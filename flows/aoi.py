@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError, field_validator
-from shapely import make_valid
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from core.errors import AoiError
+from db.geometry import as_multipolygon
 
 MAX_VERTICES = 10_000
 """AOIs are regions, not coastlines: a cap keeps a hostile file from exhausting memory."""
@@ -53,8 +53,8 @@ class AoiSpec(BaseModel):
                 raise ValueError("AOI has non-finite coordinates")
             if not (-180 <= x <= 180 and -90 <= y <= 90):
                 raise ValueError(f"AOI coordinate ({x}, {y}) is not lon/lat (EPSG:4326)")
-        if not geom.is_valid:
-            geom = make_valid(geom)
+        if not geom.is_valid:  # the one repair of the inventory (polygonal parts only)
+            geom = as_multipolygon(geom) or MultiPolygon()
         if geom.area == 0 or geom.area > MAX_AREA_DEG2:
             raise ValueError(f"AOI area {geom.area:.3g} deg² is outside (0, {MAX_AREA_DEG2}]")
         return dict(mapping(geom))
@@ -65,6 +65,7 @@ class AoiSpec(BaseModel):
 
 
 def _polygons(geom: BaseGeometry) -> list[Polygon]:
+    """The polygons of a Polygon or MultiPolygon (for counting vertices; no repair here)."""
     return list(geom.geoms) if isinstance(geom, MultiPolygon) else [geom]  # type: ignore[list-item]
 
 

@@ -1,7 +1,9 @@
 """Per-lake attributes and the scene's valid footprint.
 
 Areas and lengths are measured in the scene's UTM CRS (metres), never in degrees; geometries
-handed on are valid ``MultiPolygon`` in EPSG:4326 (lon, lat), as :mod:`db.records` expects.
+handed on stay in that CRS, valid ``MultiPolygon`` with the grid's EPSG in the record
+(``ObservedLake.utm_epsg``), as :mod:`db.records` expects: the merge projects them to EPSG:4326
+once, for storage. Centroids are lon/lat degrees.
 """
 
 from __future__ import annotations
@@ -12,37 +14,22 @@ from collections.abc import Iterable
 import numpy as np
 import shapely
 from numpy.typing import NDArray
-from pyproj import Transformer
 from shapely.geometry import MultiPolygon, Polygon
 
+from db.geometry import as_multipolygon, lonlat_transformer, to_lonlat
 from db.records import ObservedLake
 from tasks.grid import GridSpec
-from tasks.vectorize import as_polygonal
 
 __all__ = ["attribute_lakes", "to_lonlat_multipolygon", "valid_footprint"]
-
-
-def _to_lonlat(grid: GridSpec) -> Transformer:
-    return Transformer.from_crs(grid.epsg, 4326, always_xy=True)
-
-
-def _as_multipolygon(geom: shapely.Geometry) -> MultiPolygon | None:
-    poly = as_polygonal(geom)
-    if poly is None:
-        return None
-    return poly if isinstance(poly, MultiPolygon) else MultiPolygon([poly])
 
 
 def to_lonlat_multipolygon(geom_utm: shapely.Geometry, grid: GridSpec) -> MultiPolygon | None:
     """Reprojects a polygon from the grid's CRS to EPSG:4326 as a valid MultiPolygon.
 
-    Vertices are transformed exactly (lake outlines have a vertex every pixel edge, so no
-    densification is needed); the result is repaired because rounding can make nearly touching
-    rings cross. None when nothing polygonal is left.
+    :func:`db.geometry.to_lonlat` of one outline (what the merge stores); None when nothing
+    polygonal is left.
     """
-    tr = _to_lonlat(grid)
-    ll = shapely.transform(geom_utm, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-    return _as_multipolygon(ll)
+    return to_lonlat([geom_utm], grid.epsg)[0]
 
 
 def _pixels_inside(poly: Polygon | MultiPolygon, grid: GridSpec) -> tuple[slice, slice, NDArray]:
@@ -82,22 +69,20 @@ def attribute_lakes(
         One :class:`~db.records.ObservedLake` per polygon with area (m²) and perimeter (m, holes'
         rings included: islands have shores) in UTM; centroid lon/lat (of the UTM centroid);
         median DEM over the pixels whose centres are inside (None if all NaN); mean probability
-        over the same pixels (NaN if none is finite); geometry in EPSG:4326. Polygons with no
-        area after repair are skipped.
+        over the same pixels (NaN if none is finite); geometry the repaired outline in the grid's
+        CRS, ``utm_epsg`` the grid's EPSG. Polygons with no area after repair are skipped.
     """
     prob = np.asarray(prob)
     dem = np.asarray(dem)
     if prob.shape != grid.shape or dem.shape != grid.shape:
         raise ValueError(f"prob {prob.shape} and dem {dem.shape} must match the grid {grid.shape}")
-    tr = _to_lonlat(grid)
+    tr = lonlat_transformer(grid.epsg)
     lakes: list[ObservedLake] = []
     for raw in polygons_utm:
-        poly = as_polygonal(raw)
-        if poly is None or poly.area <= 0:
+        geometry = as_multipolygon(raw)
+        if geometry is None:  # nothing with an area left after repair
             continue
-        geometry = to_lonlat_multipolygon(poly, grid)
-        if geometry is None:
-            continue
+        poly = geometry.geoms[0] if len(geometry.geoms) == 1 else geometry
         rows, cols, inside = _pixels_inside(poly, grid)
         elev = dem[rows, cols][inside]
         p = prob[rows, cols][inside]
@@ -113,6 +98,7 @@ def attribute_lakes(
                 centroid_lat=float(lat),
                 elevation_m=float(np.median(elev)) if elev.size else None,
                 mean_probability=float(p.mean()) if p.size else math.nan,
+                utm_epsg=grid.epsg,
             )
         )
     return lakes
@@ -121,7 +107,7 @@ def attribute_lakes(
 def valid_footprint(
     valid: NDArray[np.bool_], grid: GridSpec, simplify_m: float = 20.0
 ) -> MultiPolygon | None:
-    """Outline of the valid pixels in EPSG:4326, holes (clouds, gaps) kept.
+    """Outline of the valid pixels in the grid's CRS (``grid.epsg``), holes (clouds, gaps) kept.
 
     Args:
         valid: bool ``(H, W)`` on ``grid``.
@@ -129,7 +115,8 @@ def valid_footprint(
         simplify_m: Douglas-Peucker tolerance in metres (topology preserved), applied in UTM.
 
     Returns:
-        A valid MultiPolygon, or None when no pixel is valid.
+        A valid MultiPolygon in the grid's CRS (the scene's ``SceneResult.utm_epsg``), or None
+        when no pixel is valid.
     """
     from rasterio.features import shapes
     from shapely.geometry import shape
@@ -146,4 +133,4 @@ def valid_footprint(
     merged = shapely.union_all(parts)
     if simplify_m > 0:
         merged = merged.simplify(simplify_m, preserve_topology=True)
-    return to_lonlat_multipolygon(merged, grid)
+    return as_multipolygon(merged)

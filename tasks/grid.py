@@ -17,7 +17,7 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from shapely.geometry.base import BaseGeometry
 
-from db.crs import utm_epsg_for
+from db.geometry import utm_epsg_for  # its one home; re-exported here for the pipeline
 
 __all__ = ["GridSpec", "grid_for_geometry", "read_grid", "utm_epsg_for"]
 

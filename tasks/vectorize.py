@@ -9,10 +9,10 @@ simplification: outlines follow pixel edges, so mask → polygons → rasterise 
 from __future__ import annotations
 
 import numpy as np
-import shapely
 from numpy.typing import NDArray
 from shapely.geometry import MultiPolygon, Polygon, shape
 
+from db.geometry import as_polygonal  # the one repair (re-exported: the pipeline's name for it)
 from tasks.grid import GridSpec
 
 __all__ = ["MIN_LAKE_AREA_M2", "as_polygonal", "mask_to_polygons", "probability_to_mask"]
@@ -25,24 +25,6 @@ def probability_to_mask(prob: NDArray[np.floating], threshold: float = 0.5) -> N
     """Water where ``prob > threshold``; NaN (nodata) is never water."""
     with np.errstate(invalid="ignore"):
         return np.asarray(prob) > threshold
-
-
-def as_polygonal(geom: shapely.Geometry) -> Polygon | MultiPolygon | None:
-    """Repairs a geometry and keeps only its polygonal parts (None if nothing is left).
-
-    ``make_valid`` can return collections with stray lines or points where rings touched;
-    those carry no area and are dropped.
-    """
-    if not geom.is_valid:
-        geom = shapely.make_valid(geom)
-    if isinstance(geom, Polygon | MultiPolygon):
-        return None if geom.is_empty else geom
-    parts = [g for g in shapely.get_parts(geom) if isinstance(g, Polygon | MultiPolygon)]
-    polys = [p for g in parts for p in (g.geoms if isinstance(g, MultiPolygon) else [g])]
-    polys = [p for p in polys if not p.is_empty]
-    if not polys:
-        return None
-    return polys[0] if len(polys) == 1 else MultiPolygon(polys)
 
 
 def mask_to_polygons(

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from db import queries
-from db.importer import import_inventory, json_safe, read_inventory, utm_epsg_for
+from db.geometry import utm_epsg_for
+from db.importer import import_inventory, json_safe, read_inventory
 from db.merge import merge_scene
 from db.records import ObservedLake
 from db.schema import SCHEMA
@@ -207,7 +208,7 @@ def test_footprint_decides_where_the_baseline_counts_as_seen(
     to_ll = gpd.GeoSeries([_lake(1_500, 0, 150, 150), _lake(0, 0, 300, 300)], crs=UTM44).to_crs(4326)
     utm = [_lake(1_500, 0, 150, 150), _lake(0, 0, 300, 300)]
     seen = [
-        ObservedLake(MultiPolygon([g]), u.area, u.length, g.centroid.x, g.centroid.y, None, 0.9)
+        ObservedLake(MultiPolygon([u]), u.area, u.length, g.centroid.x, g.centroid.y, None, 0.9, utm_epsg=UTM44)
         for g, u in zip(to_ll, utm, strict=True)
     ]
     valid = MultiPolygon([gpd.GeoSeries([box(X0 - 500, Y0 - 500, X0 + 2_000, Y0 + 500)], crs=UTM44).to_crs(4326)[0]])

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.db
 UTM = 32645  # UTM 45N: Khumbu, Nepal
 X0, Y0 = 470_000.0, 3_090_000.0
 _to_lonlat = Transformer.from_crs(UTM, 4326, always_xy=True)
+_to_utm = Transformer.from_crs(4326, UTM, always_xy=True)
 T0 = datetime(2023, 7, 1, 4, 55, tzinfo=UTC)
 AOI = "khumbu"
 
@@ -37,11 +38,16 @@ def lonlat(geom: BaseGeometry) -> BaseGeometry:
     return shapely.transform(geom, lambda c: np.column_stack(_to_lonlat.transform(c[:, 0], c[:, 1])))
 
 
+def utm(geom: BaseGeometry) -> BaseGeometry:
+    """EPSG:4326 lon/lat → UTM 45N metres."""
+    return shapely.transform(geom, lambda c: np.column_stack(_to_utm.transform(c[:, 0], c[:, 1])))
+
+
 def water(outline_utm: BaseGeometry) -> ObservedLake:
     """An observed lake from an outline in UTM metres (area and perimeter measured there)."""
-    ll = lonlat(outline_utm)
-    c = ll.centroid
-    return ObservedLake(MultiPolygon([ll]), outline_utm.area, outline_utm.length, c.x, c.y, 5000.0, 0.9)
+    c = lonlat(outline_utm).centroid
+    outline = MultiPolygon([outline_utm])
+    return ObservedLake(outline, outline_utm.area, outline_utm.length, c.x, c.y, 5000.0, 0.9, utm_epsg=UTM)
 
 
 def disc(dx: float, dy: float, r: float) -> ObservedLake:
@@ -63,6 +69,7 @@ FULL = footprint()
 def result(
     key: str, days: float, lakes: list[ObservedLake], valid: MultiPolygon | None = FULL, aoi: str = AOI
 ) -> SceneResult:
+    """A scene seeing ``valid`` (EPSG:4326; handed over in UTM, as the pipeline does)."""
     return SceneResult(
         scene_key=key,
         aoi_name=aoi,
@@ -72,11 +79,12 @@ def result(
         dem_id="COP-DEM",
         model_version="test-model",
         params_hash="p0",
-        valid_footprint=valid,
+        valid_footprint=None if valid is None else utm(valid),
         cloud_fraction=0.1,
         valid_fraction=0.9 if valid is not None else 0.0,
         lakes=tuple(lakes),
         inputs={"s2": f"local:{key}"},
+        utm_epsg=UTM,
     )
 
 

@@ -29,20 +29,12 @@ from shapely.geometry import GeometryCollection, LineString, MultiPolygon, Point
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import Engine, Text, cast, func, select, text
 
-import db.merge as merge_module
-from db.history import (
-    ACTIVE,
-    HistoryTip,
-    Observation,
-    area_change,
-    as_multipolygon,
-    as_multipolygons,
-    derive_history,
-    extend_history,
-    match_outlines,
-    match_polygons,
-    project,
-)
+import db.merge.fast_path as fast_path_module
+import db.merge.transaction as merge_module
+from db.attributes import ATTRIBUTES
+from db.geometry import as_multipolygon, as_multipolygons, project
+from db.history import ACTIVE, HistoryTip, Observation, area_change, derive_history, extend_history
+from db.identity import match_outlines, match_polygons
 import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
 from db.merge import ensure_aoi, merge_scene, stale_histories
 from db.records import MergeConfig, ObservedLake, SceneResult
@@ -220,6 +212,23 @@ def test_identity_shortcuts_give_the_plan_of_measuring_everything(seed: int, thr
     assert expected.continues  # the scene does relate to the lakes
 
 
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("threshold", [0.3, 0.05])
+def test_identity_on_the_scenes_own_utm_outlines_gives_the_same_plan(seed: int, threshold: float) -> None:
+    """match_outlines handed the polygons' UTM outlines (as the merge hands the scene's own) plans
+    as when it projects them from EPSG:4326: outlines travel in UTM down to identity matching."""
+    polygons, lakes = _random_scene(seed)
+    own_utm = project(polygons, UTM)
+    handed = match_outlines(polygons, lakes, UTM, threshold, own_utm)
+    projected = match_outlines(polygons, lakes, UTM, threshold)
+    assert (dict(handed.continues), handed.new, handed.merges, handed.splits) == (
+        dict(projected.continues),
+        projected.new,
+        projected.merges,
+        projected.splits,
+    )
+
+
 def test_bulk_repair_equals_one_by_one() -> None:
     """as_multipolygons keeps valid 2-D MultiPolygons as they are and repairs the rest like as_multipolygon."""
     valid = MultiPolygon([box(0, 0, 1, 1), box(2, 0, 3, 1)])
@@ -245,26 +254,29 @@ def test_bulk_repair_equals_one_by_one() -> None:
 
 
 def _scene(key: str, days: float, lakes: list[ObservedLake], aoi: str = "exact") -> SceneResult:
-    valid = MultiPolygon([lonlat(box(X0 - 5_000, Y0 - 5_000, X0 + 5_000, Y0 + 5_000))])
+    valid = MultiPolygon([box(X0 - 5_000, Y0 - 5_000, X0 + 5_000, Y0 + 5_000)])
     when = T0 + timedelta(days=days)
-    return SceneResult(key, aoi, when, f"S2B_{key}", None, None, "m1", "p1", valid, 0.0, 1.0, tuple(lakes))
+    return SceneResult(
+        key, aoi, when, f"S2B_{key}", None, None, "m1", "p1", valid, 0.0, 1.0, tuple(lakes), utm_epsg=UTM
+    )
 
 
 @pytest.mark.db
 def test_attributes_and_outlines_are_stored_exactly(engine: Engine) -> None:
-    """Every attribute (NULL where None, extreme floats bit for bit) and every outline (the WKB handed
-    over) reaches the observation, version and lake rows unchanged, SRID 4326."""
+    """Every attribute (NULL where None, extreme floats bit for bit) and every outline (the WKB of the
+    UTM outline handed over, projected once to EPSG:4326) reaches the observation, version and lake
+    rows unchanged, SRID 4326."""
     ensure_aoi(engine, "exact", box(86.5, 27.5, 87.5, 28.5), UTM)
     outlines = [Point(X0, Y0).buffer(120), box(X0 + 1_000, Y0, X0 + 1_300, Y0 + 200), Point(X0 - 1_500, Y0).buffer(60)]
     odd = [(None, 0.5), (1e-300, 1.0), (4_321.123456789012, 0.0)]  # (elevation, probability)
     lakes = [replace(_water(g), elevation_m=e, mean_probability=q) for g, (e, q) in zip(outlines, odd, strict=True)]
     grown = [
-        replace(o, geometry=MultiPolygon([lonlat(g.buffer(40))]), area_m2=g.buffer(40).area)
+        replace(o, geometry=MultiPolygon([g.buffer(40)]), area_m2=g.buffer(40).area)
         for o, g in zip(lakes, outlines, strict=True)
     ]
     for key, days, batch in (("a", 0, lakes), ("b", 10, lakes), ("c", 20, grown)):
         merge_scene(engine, _scene(key, days, batch))
-    columns = ("area_m2", "perimeter_m", "centroid_lon", "centroid_lat", "elevation_m", "mean_probability")
+    columns = ATTRIBUTES
     with engine.connect() as conn:
         for key, batch in (("a", lakes), ("b", lakes), ("c", grown)):
             rows = conn.execute(
@@ -276,7 +288,8 @@ def test_attributes_and_outlines_are_stored_exactly(engine: Engine) -> None:
                 {"k": key},
             ).all()
             expected = [
-                (*(getattr(o, c) for c in columns), shapely.to_wkb(o.geometry, byte_order=1), 4326) for o in batch
+                (*(getattr(o, c) for c in columns), shapely.to_wkb(lonlat(o.geometry), byte_order=1), 4326)
+                for o in batch
             ]
             assert [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows] == expected
         current = conn.execute(
@@ -287,7 +300,7 @@ def test_attributes_and_outlines_are_stored_exactly(engine: Engine) -> None:
             )
         ).all()
     for row, o in zip(current, grown, strict=True):
-        want = (*(getattr(o, c) for c in columns), shapely.to_wkb(o.geometry, byte_order=1))
+        want = (*(getattr(o, c) for c in columns), shapely.to_wkb(lonlat(o.geometry), byte_order=1))
         assert tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) == want * 2
     assert stale_histories(engine, "exact") == []
 
@@ -295,7 +308,7 @@ def test_attributes_and_outlines_are_stored_exactly(engine: Engine) -> None:
 # --- database: the benchmark's three merges at 2,000 real outlines --------------------------------
 
 BENCH = ROOT / "benchmarks" / "inventory_merge.py"
-_ATTRS = ("area_m2", "perimeter_m", "centroid_lon", "centroid_lat", "elevation_m", "mean_probability")
+_ATTRS = ATTRIBUTES
 _TIMES = ("first_seen", "last_seen", "last_observed")
 
 
@@ -349,10 +362,9 @@ def test_three_merges_of_2000_real_outlines(engine: Engine) -> None:
 
 
 def _water(outline_m: BaseGeometry) -> ObservedLake:
-    ll = lonlat(outline_m)
-    c = ll.centroid
-    outline = MultiPolygon([ll]) if ll.geom_type == "Polygon" else ll
-    return ObservedLake(outline, outline_m.area, outline_m.length, c.x, c.y, 5_000.0, 0.9)
+    c = lonlat(outline_m).centroid
+    outline = MultiPolygon([outline_m]) if outline_m.geom_type == "Polygon" else outline_m
+    return ObservedLake(outline, outline_m.area, outline_m.length, c.x, c.y, 5_000.0, 0.9, utm_epsg=UTM)
 
 
 def _random_batch(seed: int, aoi: str) -> list[SceneResult]:
@@ -384,7 +396,7 @@ def _random_batch(seed: int, aoi: str) -> list[SceneResult]:
             else:
                 polygons.append(Point(x, y).buffer(radius, quad_segs=8))
         area = box(X0 - 1_000, Y0 - 1_000, X0 + 6_000, Y0 + 4_000)
-        valid = as_multipolygon(lonlat(area.difference(shapely.union_all(holes)) if holes else area))
+        valid = as_multipolygon(area.difference(shapely.union_all(holes)) if holes else area)
         scenes.append(
             SceneResult(
                 scene_key=f"{aoi}-{s:02d}",
@@ -399,6 +411,7 @@ def _random_batch(seed: int, aoi: str) -> list[SceneResult]:
                 cloud_fraction=0.1,
                 valid_fraction=0.9,
                 lakes=tuple(_water(p) for p in polygons),
+                utm_epsg=UTM,
             )
         )
     late = set(rng.choice(len(scenes), size=3, replace=False).tolist())  # backfilled after the others
@@ -413,7 +426,7 @@ def test_random_batch_fast_path_equals_the_pure_derivation(
     """Every stored history equals derive_history of the lake's observations, and the inventory
     equals (row for row, by content) the one written when every history is rebuilt in full."""
     extended, rebuilt = [], []
-    steps, rebuild = merge_module._steps, merge_module._rebuild_history
+    steps, rebuild = merge_module.steps, merge_module.rebuild_history
 
     def spy_steps(*args: Any, **kw: Any) -> dict[int, str]:
         out = steps(*args, **kw)
@@ -424,15 +437,15 @@ def test_random_batch_fast_path_equals_the_pure_derivation(
         rebuilt.append(len(ids))
         return rebuild(conn, ids, *args)
 
-    monkeypatch.setattr(merge_module, "_steps", spy_steps)
-    monkeypatch.setattr(merge_module, "_rebuild_history", spy_rebuild)
+    monkeypatch.setattr(merge_module, "steps", spy_steps)
+    monkeypatch.setattr(merge_module, "rebuild_history", spy_rebuild)
     for aoi in ("fast", "full"):
         ensure_aoi(engine, aoi, box(86.5, 27.5, 87.5, 28.5), UTM)
     fast = [merge_scene(engine, s) for s in _random_batch(seed, "fast")]
     assert stale_histories(engine, "fast") == []
 
     # The same scenes with every existing lake's history derived from all its observations.
-    monkeypatch.setattr(merge_module, "extend_histories", lambda tips, *a, **k: np.full(len(tips.status), None))
+    monkeypatch.setattr(fast_path_module, "extend_histories", lambda tips, *a, **k: np.full(len(tips.status), None))
     n_extended, n_rebuilt = sum(extended), sum(rebuilt)
     full = [merge_scene(engine, s) for s in _random_batch(seed, "full")]
     assert stale_histories(engine, "full") == []

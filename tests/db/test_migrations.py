@@ -16,7 +16,7 @@ from alembic.script import ScriptDirectory
 from db import migrate
 from db.engine import make_engine
 from db.importer import import_inventory
-from db.merge import ensure_aoi, merge_scene
+from db.merge import ensure_aoi, merge_scene, stale_histories
 from db.schema import SCHEMA
 
 import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
@@ -24,7 +24,7 @@ from gl_test_helpers import REALDATA
 
 pytestmark = pytest.mark.db
 
-HEAD = "0003_merge_performance"
+HEAD = "0004_row_hash_function"
 EVEREST = REALDATA / "icimod_glacial_lakes_2015" / "GL_3basins_2015_everest_subset.geojson"
 
 # Everything a revision creates, as sorted text rows per kind: a structural diff, like a
@@ -121,7 +121,7 @@ def test_single_head_and_one_transaction_per_chain() -> None:
     down = _transaction_statements(offline_sql("downgrade", f"{HEAD}:base"))
     h.write_report("migrations", {"heads": heads, "chain": chain, "upgrade_transaction_statements": up})
     assert heads == [HEAD] and migrate.head() == HEAD
-    assert chain == ["0001", "0002_queries", HEAD]
+    assert chain == ["0001", "0002_queries", "0003_merge_performance", HEAD]
     assert up == down == ["BEGIN", "COMMIT"]
 
 
@@ -131,6 +131,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
         assert migrate.current(url) is None and schema_dump(url)["columns"] == []
         migrate.upgrade(url, "0001")
         at_0001 = schema_dump(url)
+        migrate.upgrade(url, "0003_merge_performance")
+        at_0003 = schema_dump(url)
         migrate.upgrade(url, "head")
         at_head = schema_dump(url)
         migrate.downgrade(url, "0001")
@@ -152,17 +154,24 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     h.write_report("migrations", {"schema_diff_rows": diffs})
     assert back_0001 == at_0001 and again_head == at_head and rebuilt == at_head
     assert all(rows == [] for rows in at_base.values())
-    # 0002 adds exactly the time-series view and function, with their grants.
-    added = {k: sorted(set(at_head[k]) - set(at_0001[k])) for k in at_head}
+    # 0002 adds exactly the time-series view and function, with their grants (0003 only a setting).
+    added = {k: sorted(set(at_0003[k]) - set(at_0001[k])) for k in at_0003}
     assert [r[0] for r in added["views"]] == ["lake_area_timeseries"]
     assert [r[0] for r in added["functions"]] == ["lake_area_series"]
     assert added["indexes"] == added["constraints"] == added["geometry_columns"] == []
+    # 0004 adds exactly the row-hash function (not executable by PUBLIC), nothing else.
+    added = {k: sorted(set(at_head[k]) - set(at_0003[k])) for k in at_head}
+    assert [r[0] for r in added["functions"]] == ["lake_row_hash"]
+    assert not any(item.startswith("=") for item in added["functions"][0][3].split(","))  # PUBLIC: none
+    assert all(added[k] == [] for k in added if k != "functions")
 
 
 def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str) -> None:
-    """Seeded at 0001 with merged scenes and an imported inventory: counts and WKB md5 unchanged."""
+    """Seeded with merged scenes and an imported inventory, then at 0001: counts and WKB md5
+    unchanged by the upgrade, and the rows' content hashes still those of the row-hash function."""
     with h.fresh_database(pg_url_base, None) as url:
-        migrate.upgrade(url, "0001")
+        # The merge writes through the row-hash function of 0004: seed at head, then go down to 0001.
+        migrate.upgrade(url, "head")
         engine = make_engine(url)
         try:
             ensure_aoi(engine, "khumbu", h.footprint(), h.UTM)
@@ -170,11 +179,13 @@ def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str) -> No
                 merge_scene(engine, s)
             if EVEREST.exists():
                 import_inventory(engine, EVEREST, aoi_name="everest", when=datetime(2015, 10, 1, tzinfo=UTC))
+            migrate.downgrade(url, "0001")
             before = data_fingerprint(engine)
             started = time.monotonic()
             migrate.upgrade(url, "head")
             upgrade_s = time.monotonic() - started
             after = data_fingerprint(engine)
+            stale = stale_histories(engine, "khumbu")
             started = time.monotonic()
             migrate.downgrade(url, "0001")
             downgrade_s = time.monotonic() - started
@@ -201,5 +212,5 @@ def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str) -> No
         },
     )
     assert before["lake"][0] > 0 and before["lake_version"][0] > before["lake"][0]
-    assert after == before and after_down == before
+    assert after == before and after_down == before and stale == []
     assert series == observed > 1  # the new function reads the old rows

@@ -29,7 +29,11 @@ pytestmark = pytest.mark.db
 
 TABLES = tuple(t.name for t in metadata.sorted_tables)
 VIEWS = ("current_lakes", "lake_changes", "growing_lakes", "lake_area_timeseries")
-FUNCTIONS = ("lakes_as_of(timestamptz)", "lake_area_series(bigint)")
+FUNCTIONS = (
+    "lakes_as_of(timestamptz)",
+    "lake_area_series(bigint)",
+    "lake_row_hash(text, bytea, double precision[], timestamptz, timestamptz, timestamptz, integer)",
+)
 WRITER_MAY_DELETE = ("lake_version", "lake_lineage", "lake_observation")  # history is rebuilt
 EVEREST = REALDATA / "icimod_glacial_lakes_2015" / "GL_3basins_2015_everest_subset.geojson"
 

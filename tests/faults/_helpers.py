@@ -1,7 +1,7 @@
 """Shared pieces of the tests: a scene scenario, content digests, reports, the real sample data.
 
 Lakes are drawn in UTM 45N metres around a point in the Khumbu (EPSG:32645) and handed to the
-merge in EPSG:4326, like the pipeline does. The test modules load this file by its path (the
+merge in that CRS, with its EPSG in the record, like the pipeline does. The test modules load this file by its path (the
 tests directory is not a package); the child scripts beside it import it directly.
 """
 
@@ -22,6 +22,7 @@ from shapely import affinity
 from shapely.geometry import MultiPolygon, Point, box
 from shapely.geometry.base import BaseGeometry
 
+from db.attributes import ATTRIBUTES
 from db.engine import make_engine
 from db.records import ObservedLake, SceneResult
 
@@ -32,6 +33,7 @@ X0, Y0 = 470_000.0, 3_090_000.0
 T0 = datetime(2023, 7, 1, 4, 55, tzinfo=UTC)
 REPORTS = Path(__file__).resolve().parents[1] / "_reports"
 _to_lonlat = Transformer.from_crs(UTM, 4326, always_xy=True)
+_to_utm = Transformer.from_crs(4326, UTM, always_xy=True)
 
 
 # -- scenes -------------------------------------------------------------------------------------
@@ -42,11 +44,16 @@ def lonlat(geom: BaseGeometry) -> BaseGeometry:
     return shapely.transform(geom, lambda c: np.column_stack(_to_lonlat.transform(c[:, 0], c[:, 1])))
 
 
+def utm(geom: BaseGeometry) -> BaseGeometry:
+    """EPSG:4326 lon/lat → UTM 45N metres."""
+    return shapely.transform(geom, lambda c: np.column_stack(_to_utm.transform(c[:, 0], c[:, 1])))
+
+
 def observed(outline_utm: BaseGeometry) -> ObservedLake:
     """An observed lake from an outline in UTM metres (area and perimeter measured there)."""
-    ll = lonlat(outline_utm)
-    c = ll.centroid
-    return ObservedLake(MultiPolygon([ll]), outline_utm.area, outline_utm.length, c.x, c.y, 5000.0, 0.9)
+    c = lonlat(outline_utm).centroid
+    outline = MultiPolygon([outline_utm])
+    return ObservedLake(outline, outline_utm.area, outline_utm.length, c.x, c.y, 5000.0, 0.9, utm_epsg=UTM)
 
 
 def ellipse(dx: float, dy: float, a: float, b: float, angle: float = 0.0) -> BaseGeometry:
@@ -72,7 +79,8 @@ def scene(
     aoi: str,
     valid: MultiPolygon | None = None,
 ) -> SceneResult:
-    """A scene at T0 + ``days``; its product id depends on the date only (not on key or AOI)."""
+    """A scene at T0 + ``days`` seeing ``valid`` (EPSG:4326; handed over in UTM, as the pipeline
+    does); its product id depends on the date only (not on key or AOI)."""
     return SceneResult(
         scene_key=key,
         aoi_name=aoi,
@@ -82,11 +90,12 @@ def scene(
         dem_id="COP-DEM",
         model_version="test-model",
         params_hash="p0",
-        valid_footprint=footprint() if valid is None else valid,
+        valid_footprint=utm(footprint() if valid is None else valid),
         cloud_fraction=0.1,
         valid_fraction=0.9,
         lakes=tuple(lakes),
         inputs={"s2": f"local:{days:g}"},
+        utm_epsg=UTM,
     )
 
 
@@ -125,7 +134,7 @@ def _epoch(column: str) -> str:
     return f"extract(epoch FROM {column})"
 
 
-_ATTRS = ("area_m2", "perimeter_m", "centroid_lon", "centroid_lat", "elevation_m", "mean_probability")
+_ATTRS = ATTRIBUTES  # every declared lake attribute (db.attributes), in column order
 _AOI_FILTER = "(CAST(:aoi AS text) IS NULL OR a.name = :aoi)"
 # Ids and creation stamps legitimately differ between databases (identity values consumed by a
 # rolled-back transaction, arrival order); every row is keyed by content instead: a lake by its

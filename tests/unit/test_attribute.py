@@ -1,4 +1,4 @@
-"""Lake attributes in metres (UTM) and geometries in EPSG:4326; the scene's valid footprint."""
+"""Lake attributes in metres (UTM), outlines in UTM with their EPSG, stored in EPSG:4326; the footprint."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import shapely
 from pyproj import Geod, Transformer
 from shapely.geometry import MultiPolygon, Point
 
+from db.geometry import to_lonlat
 from db.records import ObservedLake
 from tasks.attribute import attribute_lakes, valid_footprint
 from tasks.grid import GridSpec
@@ -51,13 +52,16 @@ def test_square_lake_attributes():
 
 
 def test_geometry_is_a_valid_lonlat_multipolygon_of_the_same_lake():
-    """The outline handed to the DB is a valid EPSG:4326 MultiPolygon of the same place and size.
+    """The outline handed to the DB travels in the grid's UTM CRS (named in the record); its one
+    projection, which the merge stores, is a valid EPSG:4326 MultiPolygon of the same place and size.
 
     Guards against a missing or swapped reprojection.
     """
     mask, dem, prob = _square_lake()
     (lake,) = attribute_lakes(mask_to_polygons(mask, GRID, min_area_m2=0.0), prob, dem, GRID)
-    geom = lake.geometry
+    assert lake.utm_epsg == GRID.epsg and isinstance(lake.geometry, MultiPolygon)
+    assert lake.geometry.equals(mask_to_polygons(mask, GRID, min_area_m2=0)[0])
+    geom = to_lonlat([lake.geometry], lake.utm_epsg)[0]
     assert isinstance(geom, MultiPolygon) and geom.is_valid
     minx, miny, maxx, maxy = geom.bounds
     assert -180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90
@@ -111,7 +115,9 @@ def test_valid_footprint():
     assert valid_footprint(valid, GRID) is None
     valid[:, :30] = True
     valid[10:20, 10:20] = False  # a cloud: not observed
-    fp = valid_footprint(valid, GRID)
+    fp_utm = valid_footprint(valid, GRID)
+    assert isinstance(fp_utm, MultiPolygon) and fp_utm.is_valid  # in the grid's CRS: SceneResult.utm_epsg
+    fp = to_lonlat([fp_utm], GRID.epsg)[0]  # as the merge stores it
     assert isinstance(fp, MultiPolygon) and fp.is_valid
     geodesic_area = abs(Geod(ellps="WGS84").geometry_area_perimeter(fp)[0])
     assert geodesic_area == pytest.approx((30 * 30 - 100) * 100.0, rel=5e-3)

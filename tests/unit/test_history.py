@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import GeometryCollection, LineString, Polygon, box
 
+from db.geometry import as_multipolygon, project
 from db.history import (
     ABSORBED_INTO,
     ABSORBED_OTHERS,
@@ -18,12 +19,9 @@ from db.history import (
     DISAPPEARED,
     LineageEvent,
     Observation,
-    absent_lakes,
-    as_multipolygon,
     derive_history,
-    match_polygons,
-    project,
 )
+from db.identity import absent_lakes, match_polygons
 from db.records import MergeConfig
 
 T0 = datetime(2024, 6, 1, 5, 0, tzinfo=UTC)

@@ -1,0 +1,53 @@
+"""Verification: the lakes whose stored history differs from the derivation of their facts."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, func, literal_column, select
+
+from db.attributes import ATTRIBUTES
+from db.merge.rebuild import attributes_of, load, version_key
+from db.merge.sql import ROW_HASH_OF_ROW, in_ids
+from db.records import MergeConfig
+from db.schema import aoi, lake, lake_observation, lake_version
+
+
+def stale_histories(engine: Engine, aoi_name: str, config: MergeConfig = MergeConfig()) -> list[int]:
+    """Lakes of ``aoi_name`` whose stored history differs from :func:`db.history.derive_history` of their facts.
+
+    Compares every version (validity, kind, status, area, Δarea, rate, scene, outline) and the lake
+    row (status, outline, attributes, time stamps, observation count, content hash) with what the
+    lake's observations and lineage derive. The merge keeps this list empty, whichever path wrote
+    a history; a non-empty one names lakes to rebuild.
+    """
+    obs, ver = lake_observation, lake_version
+    with engine.connect() as conn:
+        ids = sorted(conn.execute(select(lake.c.lake_id).join(aoi).where(aoi.c.name == aoi_name)).scalars())
+        if not ids:
+            return []
+        histories, stored = load(conn, ids, config)
+        digest = func.md5(func.ST_AsBinary(lake.c.geom))
+        state = (lake.c.status, lake.c.first_seen, lake.c.last_seen, lake.c.last_observed, lake.c.n_observations)
+        hash_ok = lake.c.row_hash == literal_column(ROW_HASH_OF_ROW)
+        query = select(lake.c.lake_id, *state, *[lake.c[k] for k in ATTRIBUTES], digest, hash_ok)
+        rows = {r[0]: tuple(r[1:]) for r in conn.execute(query.where(in_ids(lake.c.lake_id, ids)))}
+        version_outlines: dict[int, list[str]] = {i: [] for i in ids}
+        query = select(ver.c.lake_id, func.md5(func.ST_AsBinary(ver.c.geom))).where(in_ids(ver.c.lake_id, ids))
+        for lake_id, md5 in conn.execute(query.order_by(ver.c.lake_id, func.lower(ver.c.valid))):
+            version_outlines[lake_id].append(md5)
+        sources = {v.source.observation_id for h in histories.values() for v in h.versions}
+        query = select(obs.c.observation_id, func.md5(func.ST_AsBinary(obs.c.geom)))
+        sources.discard(None)
+        outline = {i: md5 for i, md5 in conn.execute(query.where(in_ids(obs.c.observation_id, sources)))}
+    stale = []
+    for i in ids:
+        history = histories[i]
+        ok = [version_key(v) for v in history.versions] == stored[i]
+        ok = ok and [outline.get(v.source.observation_id) for v in history.versions] == version_outlines[i]
+        s = history.state
+        if s is not None:
+            expected = (s.status, s.first_seen, s.last_seen, s.last_observed, s.n_observations)
+            expected += (*attributes_of(s.source).values(), outline.get(s.source.observation_id), True)
+            ok = ok and rows[i] == expected
+        if not ok:
+            stale.append(i)
+    return stale
