@@ -15,21 +15,20 @@ grid (bilinear). Expected scales:
 * ``--dem``: 1 band, metres.
 
 ``hf://`` models are looked up in the Hugging Face cache named by ``HF_HUB_CACHE`` (else
-``$HF_HOME/hub``), in the cache only when ``HF_HUB_OFFLINE`` is set: read here, at the edge.
+``$HF_HOME/hub``), in the cache only when ``HF_HUB_OFFLINE`` is set (:class:`flows.settings.Settings`).
 
 Exit status: 0 success, 2 bad input (one line naming the input), 1 anything else.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from flows.cli_support import BadInput, guarded, progress
-from flows.settings import Settings, prepare_prefect_environment
+from flows.settings import load_settings, prepare_prefect_environment
 
 __all__ = ["segment_command"]
 
@@ -84,7 +83,7 @@ def segment_command(
     tta: bool | None,
 ) -> None:
     """Segment lake water in one scene: S1 and DEM are co-registered onto the S2 grid."""
-    settings = Settings()
+    settings = load_settings()
     prepare_prefect_environment(settings)  # tasks import prefect, which reads its settings at import
     for option, path in (("--s2", s2), ("--s1", s1), ("--dem", dem)):
         _existing(option, path)
@@ -101,7 +100,7 @@ def segment_command(
         pass  # bad inputs fail here, before an expensive model is built
     progress(f"loading model {spec}")
     tta = settings.tta if tta is None else tta
-    segmenter = load_segmenter(spec, tta, HubCache.from_environment(os.environ))
+    segmenter = load_segmenter(spec, tta, HubCache(settings.hf_cache_dir, settings.hf_hub_offline))
     if s2_offset != "auto":
         offset = int(s2_offset)
     elif wants_harmonised_s2(segmenter):

@@ -7,21 +7,20 @@ CRS) or a label raster (> 0 water). Chips are split into train/val/test by CryoS
 spatial block split. The checkpoint written is loadable with ``--model FILE``.
 
 An ``hf://`` ``--init`` is looked up in the Hugging Face cache named by ``HF_HUB_CACHE`` (else
-``$HF_HOME/hub``), in the cache only when ``HF_HUB_OFFLINE`` is set: read here, at the edge.
+``$HF_HOME/hub``), in the cache only when ``HF_HUB_OFFLINE`` is set (:class:`flows.settings.Settings`).
 
 Exit status: 0 success, 2 bad input (one line naming the input), 1 anything else.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import click
 
 from flows.cli_support import BadInput, guarded
-from flows.settings import Settings, prepare_prefect_environment
+from flows.settings import load_settings, prepare_prefect_environment
 
 __all__ = ["train_command"]
 
@@ -92,7 +91,8 @@ def train_command(
     seed: int,
 ) -> None:
     """Fine-tune TerraMind on stacks and inventory labels; write a checkpoint."""
-    prepare_prefect_environment(Settings())  # tasks import prefect, which reads its settings at import
+    settings = load_settings()
+    prepare_prefect_environment(settings)  # tasks import prefect, which reads its settings at import
     if not labels.is_file():
         raise BadInput(f"--labels {labels}: no such file")
     from models.hub import HubCache
@@ -112,7 +112,7 @@ def train_command(
     norm = load_stats(stats)
     _progress("reading scenes and labels")
     scenes = _scenes(stacks, triplets, labels)
-    hub = HubCache.from_environment(os.environ)
+    hub = HubCache(settings.hf_cache_dir, settings.hf_hub_offline)
     result = train(scenes, out, cfg, init=init, stats=norm, hub=hub, progress=_progress)
     best = f"best epoch {result.best_epoch}, val IoU {result.best_val_iou:.4f}"
     click.echo(f"checkpoint written to {result.path} ({best})")

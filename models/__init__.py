@@ -10,7 +10,7 @@ What lives here (one concept per module):
 * ``normalisation``: per-band statistics and the CryoSentinel input protocol. Torch-free leaf.
 * ``baseline``: the spectral baseline segmenter. Torch-free.
 * ``registry``: model spec string → ``Segmenter`` (``default``, ``baseline``, path, ``hf://``).
-  Torch-free at import; imports ``checkpoint`` and ``inference`` inside ``load_segmenter``, only
+  Torch-free at import; imports ``checkpoint`` and ``inference`` inside a function, only
   for TerraMind specs.
 * ``terramind``: the TerraMind module tree (terratorch). Needs torch.
 * ``checkpoint``: finding, strictly loading and writing checkpoints. Needs torch.
@@ -26,7 +26,7 @@ IMPORT GRAPH SYNC CONTRACT: the graph below is every import between modules of t
 added or removed inside ``models/`` changes this drawing in the same change;
 ``tests/unit/test_models_package.py`` compares the two and looks for cycles::
 
-    registry   -> baseline, hub, segmenter, (in load_segmenter) checkpoint, inference
+    registry   -> baseline, hub, segmenter, (lazily, TerraMind specs only) checkpoint, inference
     train      -> checkpoint, hub, inference, normalisation, terramind
     inference  -> checkpoint, normalisation, segmenter, terramind
     checkpoint -> hub, normalisation, terramind

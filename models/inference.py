@@ -23,7 +23,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -94,7 +94,8 @@ def gaussian_weights(window: int, sigma: float | None) -> NDArray[np.float32]:
     c = np.arange(window, dtype=np.float64) - (window - 1) / 2.0
     g = np.exp(-(c**2) / (2.0 * sigma**2))
     w = np.outer(g, g)
-    return (w / w.max()).astype(np.float32)
+    out: NDArray[np.float32] = (w / w.max()).astype(np.float32)
+    return out
 
 
 def window_starts(extent: int, window: int, stride: int) -> list[int]:
@@ -114,7 +115,7 @@ def flip_tta(forward: Forward) -> Forward:
     def run(x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         out = forward(torch.cat([x.flip(d) if d else x for d in flips]))
-        parts = out.split(b)
+        parts = torch.split(out, b)
         return sum((p.flip(d) if d else p for p, d in zip(parts, flips, strict=True)), torch.zeros_like(parts[0])) / 4
 
     return run
@@ -140,12 +141,13 @@ def model_forward(model: torch.nn.Module, num_classes: int, device: torch.device
     return run
 
 
-def _pad_to(a: NDArray[Any], rows: int, cols: int, mode: str, **kw: Any) -> NDArray[Any]:
+def _pad_to(a: NDArray[Any], rows: int, cols: int, mode: Literal["reflect", "constant"], **kw: Any) -> NDArray[Any]:
     pr, pc = rows - a.shape[-2], cols - a.shape[-1]
     if pr <= 0 and pc <= 0:
         return a
     pad = [(0, 0)] * (a.ndim - 2) + [(0, max(pr, 0)), (0, max(pc, 0))]
-    return np.pad(a, pad, mode=mode, **kw)
+    padded: NDArray[Any] = np.pad(a, pad, mode=mode, **kw)
+    return padded
 
 
 def iter_logit_rows(

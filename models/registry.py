@@ -16,7 +16,7 @@ Anything that cannot be loaded raises :class:`core.errors.ModelLoadError` with a
 Where ``hf://`` specs are looked up is the caller's :class:`~models.hub.HubCache` (read at the edge).
 
 This module is torch-free: the baseline path never imports torch. The TerraMind modules are
-imported inside :func:`load_segmenter` only for checkpoint specs; none of them imports this
+imported inside a function, only for checkpoint specs; none of them imports this
 module back (models/__init__.py draws the import graph).
 """
 

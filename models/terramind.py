@@ -146,7 +146,7 @@ def build_model(config: ModelConfig) -> nn.Module:
     with warnings.catch_warnings():
         # terratorch flags scale_modules as deprecated; the heavy layout needs it on purpose.
         warnings.filterwarnings("ignore", message=".*scale_modules is deprecated.*")
-        return EncoderDecoderFactory().build_model(
+        model: nn.Module = EncoderDecoderFactory().build_model(
             task="segmentation",
             backbone=config.backbone,
             backbone_pretrained=False,
@@ -158,6 +158,7 @@ def build_model(config: ModelConfig) -> nn.Module:
             decoder_scale_modules=config.layout == "heavy",
             num_classes=config.num_classes,
         )
+    return model
 
 
 def split_modalities(x: torch.Tensor) -> dict[str, torch.Tensor]:

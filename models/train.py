@@ -172,11 +172,14 @@ def make_chips(scenes: Sequence[TrainScene], stats: NormStats, cfg: TrainConfig)
                 if split in parts:
                     x = prepare_stack(scene.stack[:, r : r + c, col : col + c], stats)
                     parts[split].append((x, scene.labels[r : r + c, col : col + c].astype(np.float32), m.copy()))
-    empty = (np.zeros((0, 15, c, c), np.float32), np.zeros((0, c, c), np.float32), np.zeros((0, c, c), bool))
-    return {
-        name: Chips(*(np.stack([i[k] for i in items]) for k in range(3))) if items else Chips(*empty)
-        for name, items in parts.items()
-    }
+    empty = Chips(np.zeros((0, 15, c, c), np.float32), np.zeros((0, c, c), np.float32), np.zeros((0, c, c), bool))
+
+    def stacked(items: list[tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]]]) -> Chips:
+        if not items:
+            return empty
+        return Chips(np.stack([i[0] for i in items]), np.stack([i[1] for i in items]), np.stack([i[2] for i in items]))
+
+    return {name: stacked(items) for name, items in parts.items()}
 
 
 def bce_dice_loss(z: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -277,7 +280,7 @@ def train(
                     y, m = (torch.where(flip[:, None, None], t.flip(dim), t) for t in (y, m))
             loss = bce_dice_loss(forward_binary_logits(model, x, config.num_classes), y, m)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.autograd.backward(loss)
             opt.step()
             losses.append(float(loss.detach()))
             step += 1

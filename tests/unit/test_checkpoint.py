@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 import torch
 
 from core.errors import ModelLoadError
+from flows.settings import Settings
 from models.checkpoint import (
     file_sha256,
     load_backbone,
@@ -113,7 +113,7 @@ def test_hf_spec_loads_offline_from_a_prefilled_cache(
 ) -> None:
     """hf://org/repo/path resolves through the HF cache with HF_HUB_OFFLINE=1; sibling stats are used.
 
-    The variables are read at the edge (``HubCache.from_environment``) and passed down explicitly.
+    The variables are read at the edge (``Settings``) and passed down explicitly as a ``HubCache``.
     """
     cache = tmp_path / "hub"
     stats = load_stats("terramind_pretrain").to_dict()
@@ -121,7 +121,8 @@ def test_hf_spec_loads_offline_from_a_prefilled_cache(
     _fill_hf_cache(cache, "glacial/cryo-test", "ckpt/soup.ckpt", release, sibling)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    hub = HubCache.from_environment(os.environ)
+    settings = Settings()
+    hub = HubCache(settings.hf_cache_dir, settings.hf_hub_offline)
     loaded = load_model("hf://glacial/cryo-test/ckpt/soup.ckpt", hub=hub)
     assert loaded.weights_sha256 == file_sha256(release)
     assert loaded.stats.name == "terramind-v1-pretrain"
@@ -139,15 +140,22 @@ def test_hf_spec_loads_offline_from_a_prefilled_cache(
         ({}, HubCache(None, False)),
         ({"HF_HOME": "/x/hf"}, HubCache(Path("/x/hf/hub"), False)),
         ({"HF_HOME": "/x/hf", "HF_HUB_CACHE": "/y/cache"}, HubCache(Path("/y/cache"), False)),
-        ({"HF_HUB_CACHE": "", "HF_HOME": "", "HF_HUB_OFFLINE": "0"}, HubCache(None, False)),
+        ({"HF_HUB_OFFLINE": "0"}, HubCache(None, False)),
         ({"HF_HUB_OFFLINE": "1"}, HubCache(None, True)),
-        ({"HF_HUB_OFFLINE": " True "}, HubCache(None, True)),
+        ({"HF_HUB_OFFLINE": "true"}, HubCache(None, True)),
         ({"HF_HUB_OFFLINE": "on"}, HubCache(None, True)),
     ],
 )
-def test_hub_cache_follows_the_hugging_face_variables(env: dict[str, str], expected: HubCache) -> None:
-    """HF_HUB_CACHE wins over HF_HOME/hub; empty is unset; HF_HUB_OFFLINE is 1/true/yes/on."""
-    assert HubCache.from_environment(env) == expected
+def test_the_hugging_face_variables_reach_the_hub_cache(
+    env: dict[str, str], expected: HubCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HF_HUB_CACHE wins over HF_HOME/hub; HF_HUB_OFFLINE is 1/true/on: read by Settings, passed as a HubCache."""
+    for name in ("HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert HubCache(settings.hf_cache_dir, settings.hf_hub_offline) == expected
 
 
 def test_our_checkpoint_carries_config_and_stats(tmp_path: Path) -> None:

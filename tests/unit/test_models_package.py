@@ -48,13 +48,13 @@ def _graph() -> dict[str, set[str]]:
 
 
 def _drawn_graph() -> dict[str, set[str]]:
-    """The graph drawn in models/__init__.py's docstring (``a -> b, (in f) c``; ``x, y -> (nothing in models)``)."""
+    """The graph drawn in models/__init__.py's docstring (``a -> b, (a note) c``; ``x, y -> (nothing in models)``)."""
     drawn: dict[str, set[str]] = {}
     for line in (models.__doc__ or "").splitlines():
         if "->" not in line:
             continue
         left, right = line.split("->")
-        targets = set() if "nothing" in right else set(re.sub(r"\(in [^)]*\)", "", right).split(","))
+        targets = set() if "nothing" in right else set(re.sub(r"\([^)]*\)", "", right).split(","))
         for name in left.split(","):
             drawn[name.strip()] = {t.strip() for t in targets if t.strip()}
     return drawn
