@@ -13,6 +13,7 @@ from pathlib import Path
 
 
 def main() -> None:
+    """Parses the options, loads the AOI and serves ``rolling_update`` on the given cron schedule."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aoi", type=Path, required=True)
     parser.add_argument("--source", required=True)
