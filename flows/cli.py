@@ -131,7 +131,7 @@ def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, na
     settings = _settings()
     aoi = load_aoi(aoi_path, name)
     source_from_uri(source)  # bad input fails here, with exit 2, before any flow starts
-    load_segmenter(model or settings.model, settings.tta)
+    load_segmenter(model or settings.model, settings.tta, settings.hub)
     first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
     assert first is not None and last is not None
     if last < first:

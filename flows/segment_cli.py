@@ -91,7 +91,6 @@ def segment_command(
     if not 0.0 <= threshold <= 1.0:
         raise BadInput(f"--threshold {threshold}: must be between 0 and 1")
     spec = model or settings.model
-    from models.hub import HubCache
     from models.registry import load_segmenter
     from models.segmenter import wants_harmonised_s2
     from tasks.segment import CoregisteredSource, s2_file_offset, segment_files
@@ -100,7 +99,7 @@ def segment_command(
         pass  # bad inputs fail here, before an expensive model is built
     progress(f"loading model {spec}")
     tta = settings.tta if tta is None else tta
-    segmenter = load_segmenter(spec, tta, HubCache(settings.hf_cache_dir, settings.hf_hub_offline))
+    segmenter = load_segmenter(spec, tta, settings.hub)
     if s2_offset != "auto":
         offset = int(s2_offset)
     elif wants_harmonised_s2(segmenter):

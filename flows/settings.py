@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import SettingsError
 from db.local_cluster import DEFAULT_DBNAME, DEFAULT_PORT
+from models.hub import HubCache
 from tasks.defaults import MAX_PAIR_DAYS, MIN_LAKE_AREA_M2, WATER_THRESHOLD
 
 ENV_PREFIX = "GLACIAL_LAKES_"
@@ -35,7 +36,8 @@ def default_home() -> Path:
 class Settings(BaseSettings):
     """Environment: ``GLACIAL_LAKES_*`` plus ``DATABASE_URL``."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    # An empty variable means "not set" (shells and compose files often export VAR= to clear one).
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)
 
     home: Path = Field(default_factory=default_home)
     """All state: data root, local database cluster, caches, Prefect home."""
@@ -84,6 +86,11 @@ class Settings(BaseSettings):
         if self.hf_hub_cache is not None:
             return self.hf_hub_cache
         return self.hf_home / "hub" if self.hf_home is not None else None
+
+    @property
+    def hub(self) -> HubCache:
+        """Where ``hf://`` model specs are resolved (passed down to the model loaders)."""
+        return HubCache(self.hf_cache_dir, self.hf_hub_offline)
 
     @property
     def prefect_home(self) -> Path:

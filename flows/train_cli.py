@@ -95,7 +95,6 @@ def train_command(
     prepare_prefect_environment(settings)  # tasks import prefect, which reads its settings at import
     if not labels.is_file():
         raise BadInput(f"--labels {labels}: no such file")
-    from models.hub import HubCache
     from models.normalisation import load_stats
     from models.terramind import ModelConfig
     from models.train import BlockSplit, TrainConfig, train
@@ -112,7 +111,7 @@ def train_command(
     norm = load_stats(stats)
     _progress("reading scenes and labels")
     scenes = _scenes(stacks, triplets, labels)
-    hub = HubCache(settings.hf_cache_dir, settings.hf_hub_offline)
+    hub = settings.hub
     result = train(scenes, out, cfg, init=init, stats=norm, hub=hub, progress=_progress)
     best = f"best epoch {result.best_epoch}, val IoU {result.best_val_iou:.4f}"
     click.echo(f"checkpoint written to {result.path} ({best})")

@@ -122,7 +122,7 @@ def test_hf_spec_loads_offline_from_a_prefilled_cache(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     settings = Settings()
-    hub = HubCache(settings.hf_cache_dir, settings.hf_hub_offline)
+    hub = settings.hub
     loaded = load_model("hf://glacial/cryo-test/ckpt/soup.ckpt", hub=hub)
     assert loaded.weights_sha256 == file_sha256(release)
     assert loaded.stats.name == "terramind-v1-pretrain"
@@ -155,7 +155,7 @@ def test_the_hugging_face_variables_reach_the_hub_cache(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = Settings()
-    assert HubCache(settings.hf_cache_dir, settings.hf_hub_offline) == expected
+    assert settings.hub == expected
 
 
 def test_our_checkpoint_carries_config_and_stats(tmp_path: Path) -> None:
