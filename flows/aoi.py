@@ -73,6 +73,7 @@ def load_aoi(path: Path, name: str | None = None) -> AoiSpec:
     """Read an AOI GeoJSON (Feature, FeatureCollection of one feature, or bare geometry).
 
     The name comes from ``name``, else the feature's ``name`` property, else the file stem.
+
     Raises:
         AoiError: unreadable file, not one feature, or a rule broken; one line naming the file
             and the rule.
