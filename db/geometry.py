@@ -118,7 +118,8 @@ def _apply(geometries: Sequence[BaseGeometry], transformer: Transformer) -> np.n
     def _xy(coords: np.ndarray) -> np.ndarray:
         return np.column_stack(transformer.transform(coords[:, 0], coords[:, 1]))
 
-    return shapely.transform(np.asarray(geometries, dtype=object), _xy)
+    out: np.ndarray = shapely.transform(np.asarray(geometries, dtype=object), _xy)
+    return out
 
 
 def project(geometries: Sequence[BaseGeometry], utm_epsg: int) -> list[BaseGeometry]:

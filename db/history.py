@@ -19,7 +19,8 @@ Enforced by ``tests/db/test_merge_scale.py::test_random_batch_fast_path_equals_t
 (a random batch merged through the fast path equals, row for row, the same batch with every
 history derived again in full, and :func:`db.merge.stale_histories` finds nothing) and
 ``test_extending_a_tip_gives_the_derived_history`` (hypothesis: ``extend_history`` of a tip equals
-``derive_history`` of the whole series).
+``derive_history`` of the whole series); ``tests/db/test_properties.py`` (hypothesis: merging a
+generated batch twice or out of order equals merging it once in order, histories not stale).
 
 Rules (tolerances from :class:`db.records.MergeConfig`):
 
@@ -27,7 +28,8 @@ Rules (tolerances from :class:`db.records.MergeConfig`):
 * A later present observation opens a ``grown`` / ``shrunk`` version only when
   ``|Δarea| > area_rel_tol × area`` **and** ``|Δarea| > 2√(π·area) × boundary_tol_m`` (a shift of
   the whole shore of an equal-area disc by the tolerance), where area is the current version's
-  (not the previous observation's, so slow drift still adds up to a change). Otherwise the current version continues unchanged.
+  (not the previous observation's, so slow drift still adds up to a change). Otherwise the
+  current version continues unchanged.
 * ``absent_to_disappear`` consecutive absent observations on distinct UTC calendar days open a
   ``disappeared`` version starting at the *first* of those absent observations (that is when
   the lake was first seen dry); it keeps the last known outline and attributes. Fewer absent

@@ -22,6 +22,7 @@ from shapely.geometry.base import BaseGeometry
 
 from db.geometry import project
 
+
 @dataclass(frozen=True)
 class MatchPlan:
     """How one scene's polygons relate to existing lakes (indices into the polygon list)."""

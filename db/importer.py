@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, box
+from shapely.geometry.base import BaseGeometry
 from sqlalchemy import Engine, select, text
 
 from core.errors import InputError, InventoryFileError
@@ -122,7 +123,7 @@ def _polygons(geometry: object) -> list[Polygon]:
     """Valid 2-D polygons of one feature (EPSG:4326); [] when nothing polygonal is left."""
     if geometry is None:
         return []
-    repaired = as_multipolygon(geometry)  # type: ignore[arg-type]
+    repaired = as_multipolygon(geometry) if isinstance(geometry, BaseGeometry) else None
     return [] if repaired is None else list(repaired.geoms)
 
 
@@ -203,7 +204,7 @@ def read_inventory(
     keep = [i for i in range(n) if area[i] >= min_area_m2 and outlines[i] is not None]
     lakes = tuple(
         ObservedLake(
-            geometry=outlines[i],  # type: ignore[arg-type]  # not None: kept above
+            geometry=outlines[i],  # type: ignore[arg-type,unused-ignore]  # not None: kept above
             area_m2=float(area[i]),
             perimeter_m=float(perimeter[i]),
             centroid_lon=float(lon[i]),

@@ -156,7 +156,9 @@ lake = Table(
     *_attribute_columns(),
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False, comment="last time water was observed"),
-    Column("last_observed", DateTime(timezone=True), nullable=False, comment="last time the place was seen, wet or dry"),
+    Column(
+        "last_observed", DateTime(timezone=True), nullable=False, comment="last time the place was seen, wet or dry"
+    ),
     Column("n_observations", Integer, nullable=False, server_default="0"),
     Column("row_hash", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),

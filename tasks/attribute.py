@@ -32,7 +32,7 @@ def to_lonlat_multipolygon(geom_utm: shapely.Geometry, grid: GridSpec) -> MultiP
     return to_lonlat([geom_utm], grid.epsg)[0]
 
 
-def _pixels_inside(poly: Polygon | MultiPolygon, grid: GridSpec) -> tuple[slice, slice, NDArray]:
+def _pixels_inside(poly: Polygon | MultiPolygon, grid: GridSpec) -> tuple[slice, slice, NDArray[np.bool_]]:
     """Window of the grid around ``poly`` and the pixels whose centres lie inside it."""
     from rasterio.features import rasterize
 

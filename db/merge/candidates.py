@@ -35,6 +35,7 @@ class Candidates:
     tips: HistoryTips = HistoryTips(*(np.zeros(0, dtype=t) for t in (object, float, np.int64, np.int64)))
 
     def status(self, lake_id: int) -> str:
+        """Status of the lake's current version (``active`` / ``disappeared``)."""
         return str(self.tips.status[self.position[lake_id]])
 
     def area(self, lake_id: int) -> float:

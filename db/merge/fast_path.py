@@ -22,7 +22,7 @@ from sqlalchemy import Connection, DateTime, bindparam, text
 from db.attributes import ATTRIBUTES
 from db.history import area_change, extend_histories
 from db.merge.candidates import Candidates
-from db.merge.sql import row_hash
+from db.merge.sql import array_literal, row_hash
 from db.merge.staging import OPENS_KIND_SQL
 from db.records import MergeConfig
 from db.schema import SCHEMA
@@ -75,7 +75,7 @@ _STAGED = ", ".join(f"s.{k}" for k in ATTRIBUTES)
 
 CLOSE_CURRENT_SQL = text(
     f"UPDATE {SCHEMA}.lake_version AS v SET valid = tstzrange(lower(v.valid), :t, '[)') "
-    "WHERE v.lake_id = ANY(:ids) AND upper_inf(v.valid) RETURNING v.lake_id, lower(v.valid)"
+    "WHERE v.lake_id = ANY(CAST(:ids AS bigint[])) AND upper_inf(v.valid) RETURNING v.lake_id, lower(v.valid)"
 )
 """Close the current versions of lakes ``ids`` at ``t``; returns (lake, start of the closed version)."""
 
@@ -113,7 +113,7 @@ _DRY_STATE = {k: f"l.{k}" for k in ("status", "geom", *ATTRIBUTES, "first_seen",
 _DRY_STATE |= {"last_observed": ":t", "n_observations": "l.n_observations + 1"}
 MOVE_DRY_SQL = text(
     f"UPDATE {SCHEMA}.lake AS l SET last_observed = :t, n_observations = l.n_observations + 1, "
-    f"updated_at = now(), row_hash = {row_hash(_DRY_STATE)} WHERE l.lake_id = ANY(:ids)"
+    f"updated_at = now(), row_hash = {row_hash(_DRY_STATE)} WHERE l.lake_id = ANY(CAST(:ids AS bigint[]))"
 ).bindparams(bindparam("t", type_=DateTime(timezone=True)))
 """Move on the lake rows of lakes ``ids`` seen dry at ``t``."""
 
@@ -129,7 +129,7 @@ def write(conn: Connection, scene_id: int, model_version: str, when: datetime, f
     opened, dry = fast.opened, fast.dry
     change: dict[int, tuple[float | None, float | None]] = {}
     if opened:
-        closed = conn.execute(CLOSE_CURRENT_SQL, {**t, "ids": sorted(opened)}).all()
+        closed = conn.execute(CLOSE_CURRENT_SQL, {**t, "ids": array_literal(sorted(opened))}).all()
         for lake_id, valid_from in closed:
             change[lake_id] = area_change(*opened[lake_id], valid_from, when)
         if len(change) != len(opened):  # never expected: the merge keeps one open version per lake
@@ -141,13 +141,13 @@ def write(conn: Connection, scene_id: int, model_version: str, when: datetime, f
             **t,
             "sid": scene_id,
             "model": model_version,
-            "ids": ids,
-            "change": [change[i][0] for i in ids],
-            "rate": [change[i][1] for i in ids],
+            "ids": array_literal(ids),
+            "change": array_literal(change[i][0] for i in ids),
+            "rate": array_literal(change[i][1] for i in ids),
         }
         rows = conn.execute(OPEN_VERSIONS_SQL, params).rowcount
     if fast.wet:
         conn.execute(MOVE_WET_SQL, t)
     if dry:
-        conn.execute(MOVE_DRY_SQL, {**t, "ids": list(dry)})
+        conn.execute(MOVE_DRY_SQL, {**t, "ids": array_literal(dry)})
     return {"changed_lakes": len(ids), "disappeared": 0, "reappeared": 0, "versions_added": rows}

@@ -78,7 +78,9 @@ def _row_with_nulls(
         if name in nullable and columns[name][i] is None:
             out += _NULL
             continue
-        start = layout.fields[f"{name}_n"][1]
-        end = layout.fields[name][1] + layout[name].itemsize
+        offsets = layout.fields
+        assert offsets is not None  # a structured dtype
+        start = offsets[f"{name}_n"][1]
+        end = offsets[name][1] + layout[name].itemsize
         out += raw[start:end]
     return bytes(out + raw[-4:])  # the last field's length

@@ -13,7 +13,7 @@ asserts ``stale_histories(...) == []``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import BigInteger, LargeBinary, any_, bindparam, func, literal
@@ -56,3 +56,12 @@ def geom_param(name: str = "wkb") -> Any:
 
 MICROS = "CAST(EXTRACT(epoch FROM {}) * 1000000 AS bigint)"
 """Exact microseconds since the epoch of a timestamptz expression (EXTRACT gives numeric)."""
+
+
+def array_literal(values: Iterable[int | float | None]) -> str:
+    """A PostgreSQL array literal (``'{1,2.5,NULL}'``) of numbers, for ``CAST(:p AS bigint[] | float8[])``.
+
+    Faster than the driver's element-by-element array adaptation at tens of thousands of values,
+    and exact: ``repr`` of a float is the shortest text that reads back as the same double.
+    """
+    return "{" + ",".join("NULL" if v is None else repr(v) for v in values) + "}"

@@ -11,6 +11,7 @@ projected once, before staging (:func:`db.geometry.to_lonlat`). Enforced by
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import shapely
@@ -18,8 +19,8 @@ from shapely.geometry import MultiPolygon
 from sqlalchemy import Connection, text
 
 from db.attributes import ATTRIBUTES
-from db.merge.pgcopy import encode as copy_rows
 from db.merge.candidates import driver
+from db.merge.pgcopy import encode as copy_rows
 from db.records import ObservedLake
 from db.schema import SRID
 
@@ -78,7 +79,7 @@ def stage(
         ("split" if i in split_children else "new") if n else steps.get(i) for i, n in zip(lake_ids, new, strict=True)
     ]
     lakes = [observed[p][0] for p in order]
-    columns = {
+    columns: dict[str, Sequence[Any]] = {
         "p": order,
         "lake_id": lake_ids,
         "is_new": new,

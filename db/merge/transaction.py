@@ -47,7 +47,10 @@ _LOCK = text("SELECT pg_advisory_xact_lock(:ns, hashtext(:aoi))")
 # A few bulk statements: JIT compilation costs more than it saves, and joins and sorts over one
 # scene's rows (outlines included) should stay in memory.
 _SETTINGS = (text("SET LOCAL jit = off"), text("SET LOCAL work_mem = '64MB'"))
-_ALLOCATE = text(f"SELECT nextval(pg_get_serial_sequence('{SCHEMA}.lake', 'lake_id')) FROM generate_series(1, :n)")
+_ALLOCATE = text(
+    f"SELECT array_agg(nextval(pg_get_serial_sequence('{SCHEMA}.lake', 'lake_id'))) FROM generate_series(1, :n)"
+)
+"""``n`` new lake ids as one array (one row to fetch, not ``n``)."""
 
 _NEW_LAKE_STATE = {"status": "'active'", "geom": "s.geom", **{k: f"s.{k}" for k in ATTRIBUTES}}
 _NEW_LAKE_STATE |= {"first_seen": ":t", "last_seen": ":t", "last_observed": ":t", "n_observations": "1"}
@@ -143,17 +146,18 @@ def lonlat_outlines(lakes: Sequence[ObservedLake]) -> list[MultiPolygon | None]:
 
 def _merge(engine: Engine, result: SceneResult, config: MergeConfig) -> MergeReport:
     when = result.sensing_time
-    outlines = lonlat_outlines(result.lakes)
-    observed = [(o, g) for o, g in zip(result.lakes, outlines, strict=True) if g is not None]
-    if len(observed) < len(result.lakes):
-        log.warning("scene %s: dropped %d empty outlines", result.scene_key, len(result.lakes) - len(observed))
-    footprint_m = result.valid_footprint
-    footprint = None if footprint_m is None else to_lonlat([footprint_m], result.utm_epsg)[0]
-
     with engine.begin() as conn:
         conn.execute(_LOCK, {"ns": ADVISORY_NAMESPACE, "aoi": result.aoi_name})
         if conn.execute(select(scene.c.scene_id).where(scene.c.scene_key == result.scene_key)).first():
             return MergeReport(scene_key=result.scene_key, noop=True)
+        # The one projection to EPSG:4326 (storage, and identity's shortcuts), after the ledger
+        # check: a re-run of a committed scene costs a lookup, not a projection of every outline.
+        outlines = lonlat_outlines(result.lakes)
+        observed = [(o, g) for o, g in zip(result.lakes, outlines, strict=True) if g is not None]
+        if len(observed) < len(result.lakes):
+            log.warning("scene %s: dropped %d empty outlines", result.scene_key, len(result.lakes) - len(observed))
+        footprint_m = result.valid_footprint
+        footprint = None if footprint_m is None else to_lonlat([footprint_m], result.utm_epsg)[0]
         row = conn.execute(select(aoi.c.aoi_id, aoi.c.utm_epsg).where(aoi.c.name == result.aoi_name)).first()
         if row is None:
             raise LookupError(f"unknown AOI {result.aoi_name!r}: register it with ensure_aoi first")
@@ -221,7 +225,7 @@ def _allocate_lake_ids(conn: Connection, n: int) -> list[int]:
     """``n`` new lake ids from the identity sequence, ascending."""
     if n == 0:
         return []
-    return sorted(int(i) for i in conn.execute(_ALLOCATE, {"n": n}).scalars())
+    return sorted(conn.execute(_ALLOCATE, {"n": n}).scalar_one())
 
 
 def _insert_scene(conn: Connection, result: SceneResult, aoi_id: int, footprint: MultiPolygon | None) -> int:

@@ -28,16 +28,19 @@ def stale_histories(engine: Engine, aoi_name: str, config: MergeConfig = MergeCo
         digest = func.md5(func.ST_AsBinary(lake.c.geom))
         state = (lake.c.status, lake.c.first_seen, lake.c.last_seen, lake.c.last_observed, lake.c.n_observations)
         hash_ok = lake.c.row_hash == literal_column(ROW_HASH_OF_ROW)
-        query = select(lake.c.lake_id, *state, *[lake.c[k] for k in ATTRIBUTES], digest, hash_ok)
-        rows = {r[0]: tuple(r[1:]) for r in conn.execute(query.where(in_ids(lake.c.lake_id, ids)))}
+        lake_rows = select(lake.c.lake_id, *state, *[lake.c[k] for k in ATTRIBUTES], digest, hash_ok)
+        rows = {r[0]: tuple(r[1:]) for r in conn.execute(lake_rows.where(in_ids(lake.c.lake_id, ids)))}
         version_outlines: dict[int, list[str]] = {i: [] for i in ids}
-        query = select(ver.c.lake_id, func.md5(func.ST_AsBinary(ver.c.geom))).where(in_ids(ver.c.lake_id, ids))
-        for lake_id, md5 in conn.execute(query.order_by(ver.c.lake_id, func.lower(ver.c.valid))):
-            version_outlines[lake_id].append(md5)
-        sources = {v.source.observation_id for h in histories.values() for v in h.versions}
-        query = select(obs.c.observation_id, func.md5(func.ST_AsBinary(obs.c.geom)))
-        sources.discard(None)
-        outline = {i: md5 for i, md5 in conn.execute(query.where(in_ids(obs.c.observation_id, sources)))}
+        versions = select(ver.c.lake_id, func.md5(func.ST_AsBinary(ver.c.geom))).where(in_ids(ver.c.lake_id, ids))
+        for lake_id, md5 in conn.execute(versions.order_by(ver.c.lake_id, func.lower(ver.c.valid))):
+            version_outlines[int(lake_id)].append(str(md5))
+        sources = {
+            v.source.observation_id for h in histories.values() for v in h.versions if v.source.observation_id is not None
+        }
+        observations = select(obs.c.observation_id, func.md5(func.ST_AsBinary(obs.c.geom)))
+        outline: dict[int | None, str] = {
+            int(i): str(md5) for i, md5 in conn.execute(observations.where(in_ids(obs.c.observation_id, sources)))
+        }
     stale = []
     for i in ids:
         history = histories[i]
@@ -45,7 +48,7 @@ def stale_histories(engine: Engine, aoi_name: str, config: MergeConfig = MergeCo
         ok = ok and [outline.get(v.source.observation_id) for v in history.versions] == version_outlines[i]
         s = history.state
         if s is not None:
-            expected = (s.status, s.first_seen, s.last_seen, s.last_observed, s.n_observations)
+            expected: tuple[object, ...] = (s.status, s.first_seen, s.last_seen, s.last_observed, s.n_observations)
             expected += (*attributes_of(s.source).values(), outline.get(s.source.observation_id), True)
             ok = ok and rows[i] == expected
         if not ok:
