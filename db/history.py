@@ -60,7 +60,6 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from db.attributes import EXTRA_ATTRIBUTES
 from db.records import MergeConfig
 
 ACTIVE = "active"
@@ -73,7 +72,6 @@ __all__ = [
     "BORN_BY_SPLIT",
     "CONTINUES",
     "DISAPPEARED",
-    "EXTRA_ATTRIBUTES",
     "Extension",
     "HistoryTip",
     "HistoryTips",
@@ -113,7 +111,8 @@ class Observation:
     perimeter_m: float | None
     """Perimeter, m, local UTM."""
     attributes: Mapping[str, float | None] = field(default_factory=dict)
-    """The :data:`EXTRA_ATTRIBUTES` values (centroid in degrees EPSG:4326, elevation m, probability)."""
+    """The :data:`db.attributes.EXTRA_ATTRIBUTES` values (centroid in degrees EPSG:4326, elevation m,
+    probability 0–1), by name."""
     scene_id: int | None = None
     observation_id: int | None = None
     """Row id; identifies the outline (geometry) the caller copies into a version."""
