@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from db.geometry import as_multipolygon
-from db.schema import SRID, acquisition, ingest_run, scene
+from db.schema import SCHEMA, SRID, acquisition, ingest_run, scene
 
 
 @dataclass(frozen=True)
@@ -119,32 +119,35 @@ def finish_run(
         )
 
 
+_PRESENT_OBSERVATIONS = text(
+    f"""
+    SELECT o.observation_id, o.lake_id, o.sensing_time, o.area_m2, o.mean_probability,
+           s.s2_product_id, o.geom
+    FROM {SCHEMA}.lake_observation o
+    JOIN {SCHEMA}.scene s USING (scene_id)
+    JOIN {SCHEMA}.aoi a ON a.aoi_id = s.aoi_id
+    WHERE o.present AND a.name = :aoi
+    ORDER BY o.sensing_time, o.lake_id
+    """
+)
+_SCENES = text(
+    f"""
+    SELECT s.scene_id, s.s2_product_id, s.s1_product_id, s.sensing_time, s.model_version,
+           s.cloud_fraction, s.valid_fraction
+    FROM {SCHEMA}.scene s JOIN {SCHEMA}.aoi a USING (aoi_id)
+    WHERE a.name = :aoi ORDER BY s.sensing_time
+    """
+)
+
+
 def present_observations(engine: Engine, aoi_name: str) -> gpd.GeoDataFrame:
     """Every present observation of an AOI with its scene's sensing time (EPSG:4326)."""
-    sql = text(
-        """
-        SELECT o.observation_id, o.lake_id, o.sensing_time, o.area_m2, o.mean_probability,
-               s.s2_product_id, o.geom
-        FROM inventory.lake_observation o
-        JOIN inventory.scene s USING (scene_id)
-        JOIN inventory.aoi a ON a.aoi_id = s.aoi_id
-        WHERE o.present AND a.name = :aoi
-        ORDER BY o.sensing_time, o.lake_id
-        """
-    )
     with engine.connect() as conn:
-        return gpd.read_postgis(sql, conn, geom_col="geom", params={"aoi": aoi_name}, crs=SRID)
+        return gpd.read_postgis(_PRESENT_OBSERVATIONS, conn, geom_col="geom", params={"aoi": aoi_name}, crs=SRID)
 
 
 def scene_table(engine: Engine, aoi_name: str) -> list[dict[str, object]]:
     """Scenes of an AOI in sensing order, with their footprint statistics."""
-    sql = text(
-        """
-        SELECT s.scene_id, s.s2_product_id, s.s1_product_id, s.sensing_time, s.model_version,
-               s.cloud_fraction, s.valid_fraction
-        FROM inventory.scene s JOIN inventory.aoi a USING (aoi_id)
-        WHERE a.name = :aoi ORDER BY s.sensing_time
-        """
-    )
+    sql = _SCENES
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(sql, {"aoi": aoi_name})]
