@@ -44,8 +44,9 @@ class ExtractedLakes:
     """Lakes of one scene plus where the scene could see."""
 
     lakes: tuple[ObservedLake, ...]
+    """Attributed outlines in the scene grid's UTM CRS (see ``ObservedLake``)."""
     footprint: MultiPolygon | None
-    """Valid footprint, EPSG:4326."""
+    """Valid footprint in the scene grid's UTM CRS (``SceneResult.utm_epsg``); None if nothing was valid."""
 
 
 def extract_lakes(

@@ -243,31 +243,27 @@ class StackReader:
         else:
             path = Path(source)
         self.path = path
-        self._ds: Any = rasterio.open(path)
-        self._valid: Any = None
-        try:
-            tag = self._ds.tags().get(_VALID_TAG)
+        with rasterio.open(path) as ds:
+            tag = ds.tags().get(_VALID_TAG)
             if valid_path is None and tag:
                 valid_path = path.with_name(tag)
             if strict and valid_path is None:
                 raise RasterInputError(f"{path}: no {_VALID_TAG} tag; not written by write_stack")
-            if self._ds.count != len(STACK_BANDS):
-                n = len(STACK_BANDS)
-                raise RasterInputError(f"{path}: expected a {n}-band stack, found {self._ds.count} bands")
-            if strict:
-                self._check_written_by_write_stack(path, Path(valid_path))  # type: ignore[arg-type]
-            self._valid = rasterio.open(valid_path) if valid_path is not None else None
-        except BaseException:
-            self.close()
-            raise
-        self.height, self.width = self._ds.height, self._ds.width
-        self.crs, self.transform = self._ds.crs, self._ds.transform
+            if ds.count != len(STACK_BANDS):
+                raise RasterInputError(f"{path}: expected a {len(STACK_BANDS)}-band stack, found {ds.count} bands")
+            if strict and tuple(ds.descriptions) != STACK_BANDS:
+                raise RasterInputError(f"{path}: bands {ds.descriptions} are not {STACK_BANDS}")
+            self.height, self.width = ds.height, ds.width
+            self.crs, self.transform = ds.crs, ds.transform
+        self.valid_path = Path(valid_path) if valid_path is not None else None
+        if strict and read_grid(str(self.valid_path)) != read_grid(str(path)):
+            raise RasterInputError(f"{self.valid_path}: valid mask is not on the stack's grid")
+        if self.valid_path is not None:
+            with rasterio.open(self.valid_path):  # an unreadable mask is refused now, not mid-scene
+                pass
 
-    def _check_written_by_write_stack(self, path: Path, valid_path: Path) -> None:
-        if tuple(self._ds.descriptions) != STACK_BANDS:
-            raise RasterInputError(f"{path}: bands {self._ds.descriptions} are not {STACK_BANDS}")
-        if read_grid(str(valid_path)) != read_grid(str(path)):
-            raise RasterInputError(f"{valid_path}: valid mask is not on the stack's grid")
+    # No file is held open between reads, and reads go a block row at a time (see _read_block_rows):
+    # GDAL's cache of an open dataset's blocks would otherwise stay resident next to the arrays.
 
     @property
     def grid(self) -> GridSpec:
@@ -276,15 +272,10 @@ class StackReader:
 
     def read_rows(self, row0: int, row1: int) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
         """Rows ``[row0, row1)``: float32 ``(15, r, W)`` NaN nodata, and bool ``(r, W)`` valid."""
-        from rasterio.windows import Window
-
-        win = Window(0, row0, self.width, row1 - row0)  # type: ignore[call-arg]
-        stack = self._ds.read(window=win, out_dtype="float32")
-        if self._valid is not None:
-            valid = self._valid.read(1, window=win) == 1
-        else:
-            valid = np.isfinite(stack).all(axis=0)
-        return stack, valid
+        stack = _read_block_rows(self.path, None, row0, row1, STACK_DTYPE)
+        if self.valid_path is None:
+            return stack, np.isfinite(stack).all(axis=0)
+        return stack, _read_block_rows(self.valid_path, 1, row0, row1, "uint8") == 1
 
     def read_band(self, name: str) -> NDArray[np.float32]:
         """One whole band by its :data:`STACK_BANDS` name, float32 ``(H, W)``, NaN nodata.
@@ -293,29 +284,61 @@ class StackReader:
         """
         if name not in STACK_BANDS:
             raise ValueError(f"unknown stack band {name!r}; bands are {STACK_BANDS}")
-        return self._ds.read(STACK_BANDS.index(name) + 1, out_dtype="float32")
+        return _read_block_rows(self.path, STACK_BANDS.index(name) + 1, 0, self.height, STACK_DTYPE)
 
     def read_valid(self) -> NDArray[np.bool_]:
         """The whole valid mask, bool ``(H, W)``."""
-        if self._valid is not None:
-            return self._valid.read(1) == 1
-        return np.isfinite(self._ds.read(out_dtype="float32")).all(axis=0)
+        return self.read_rows(0, self.height)[1] if self.valid_path is None else self._read_mask()
+
+    def _read_mask(self) -> NDArray[np.bool_]:
+        return _read_block_rows(self.valid_path, 1, 0, self.height, "uint8") == 1  # type: ignore[arg-type]
 
     def read_all(self) -> NDArray[np.float32]:
         """The whole stack, float32 ``(15, H, W)``, NaN nodata (15 × H × W × 4 bytes in memory)."""
-        return self._ds.read(out_dtype="float32")
+        return self.read_rows(0, self.height)[0]
 
     def close(self) -> None:
-        """Closes the stack and the mask file."""
-        for ds in (self._valid, self._ds):
-            if ds is not None:
-                ds.close()
+        """Nothing to release: no file is held open between reads (kept for the context-manager protocol)."""
 
     def __enter__(self) -> StackReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_MIN_STRIP_ROWS = 256
+"""Rows read per file opening at least (a block row of our COGs)."""
+
+
+def _read_block_rows(path: Path, band: int | None, row0: int, row1: int, dtype: str) -> NDArray[Any]:
+    """Rows ``[row0, row1)`` of one band (1-based) or of all (``None``), read a block row at a time.
+
+    The file is opened and closed again for each block row, for memory: GDAL's block cache keeps
+    every block an open dataset has decompressed (up to GDAL_CACHEMAX, 5 % of RAM by default), and
+    a block of the pixel-interleaved stack COG holds all 15 bands, so even a one-band read would
+    leave the whole stack in the cache. Closing frees the blocks: the cache peaks at one block row
+    (15 × W × 256 × 4 bytes, 63 MB at 4096 px). Strips start on block boundaries, so a block is
+    decompressed once per call.
+
+    Returns:
+        ``dtype`` ``(r, W)`` for one band, ``(count, r, W)`` for all.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(path) as ds:
+        block_h, width, count = ds.block_shapes[0][0], ds.width, ds.count
+    step = block_h * max(1, -(-_MIN_STRIP_ROWS // block_h))
+    shape = (row1 - row0, width) if band is not None else (count, row1 - row0, width)
+    out = np.empty(shape, dtype=dtype)
+    r = row0
+    while r < row1:
+        end = min(row1, (r // step + 1) * step)
+        with rasterio.open(path) as ds:
+            out[..., r - row0 : end - row0, :] = ds.read(band, window=Window(0, r, width, end - r), out_dtype=dtype)
+        r = end
+    return out
 
 
 def read_stack(

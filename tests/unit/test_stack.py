@@ -211,3 +211,22 @@ def test_stack_reader_strictness(tmp_path):
         ds.write(data[:1])
     with pytest.raises(RasterInputError, match="15-band"):
         StackReader(one_band, strict=False)
+
+
+def test_reads_span_block_rows_exactly(tmp_path):
+    """Row and band reads go a block row (256 px) at a time; pieces join without gap or overlap."""
+    from tasks.stack import StackReader
+
+    grid = GridSpec(32645, (10.0, 0.0, 500_000.0, 0.0, -10.0, 3_100_000.0), 40, 600)
+    rng = np.random.default_rng(0)
+    stack = rng.normal(size=(15, 600, 40)).astype(np.float32)
+    stack[3, 255:258, 5] = np.nan
+    valid = rng.random((600, 40)) > 0.3
+    info = write_stack(stack, valid, grid, tmp_path, "tall")
+    with StackReader(info) as reader:
+        for row0, row1 in ((0, 600), (100, 590), (255, 257), (512, 513)):
+            rows, rows_valid = reader.read_rows(row0, row1)
+            np.testing.assert_array_equal(rows, stack[:, row0:row1])
+            np.testing.assert_array_equal(rows_valid, valid[row0:row1])
+        np.testing.assert_array_equal(reader.read_band("B04"), stack[3])
+        np.testing.assert_array_equal(reader.read_valid(), valid)
