@@ -32,6 +32,8 @@ class Outline:
 
 @dataclass(frozen=True)
 class Agreement:
+    """Agreement of mapped lakes with the truth, pooled over dates (see the module docstring)."""
+
     truth_lakes: int
     mapped_lakes: int
     found: int
@@ -41,10 +43,12 @@ class Agreement:
 
     @property
     def recall(self) -> float:
+        """Recall: found / truth lakes, 0–1 (NaN without truth lakes)."""
         return self.found / self.truth_lakes if self.truth_lakes else float("nan")
 
     @property
     def precision(self) -> float:
+        """Precision: correct / mapped lakes, 0–1 (NaN without mapped lakes)."""
         return self.correct / self.mapped_lakes if self.mapped_lakes else float("nan")
 
 

@@ -44,7 +44,7 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
     scenes = scene_table(engine, aoi.name)
     mapped = present_observations(engine, aoi.name)
     summary = inventory_summary(engine, aoi.name)
-    days = [s["sensing_time"].date() for s in scenes]  # type: ignore[union-attr]
+    days = [s["sensing_time"].date() for s in scenes]  # type: ignore[attr-defined]  # a datetime column
     epsg = utm_epsg_for(aoi.shape.centroid.x, aoi.shape.centroid.y)
     agreement = score_frames(load_truth(catalog.truth_path), mapped, days, epsg, settings.min_area_m2)
 

@@ -189,13 +189,13 @@ class CoregisteredSource:
         """Stack rows ``[row0, row1)`` (15 bands, NaN nodata) and where all sources have data."""
         from rasterio.windows import Window
 
-        win = Window(0, row0, self.width, row1 - row0)  # type: ignore[call-arg]
+        win = Window(0, row0, self.width, row1 - row0)
         s2 = self._s2.read(window=win, masked=True).astype(np.float32).filled(np.nan)
         s2 = harmonise_s2_dn(s2, self._baseline)
         s1 = self._s1.read(window=win)
         dem = self._dem.read(1, window=win)[np.newaxis]
         stack = np.concatenate([s2, s1, dem]).astype(np.float32, copy=False)
-        return stack, np.isfinite(stack).all(axis=0)
+        return stack, np.asarray(np.isfinite(stack).all(axis=0), dtype=np.bool_)
 
     def close(self) -> None:
         """Closes every file and VRT opened (VRTs first)."""

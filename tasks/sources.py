@@ -69,6 +69,7 @@ class Acquisition:
 
     @property
     def asset_map(self) -> dict[str, str]:
+        """The assets as a dict: asset key → href."""
         return dict(self.assets)
 
 
@@ -143,6 +144,7 @@ class LocalStacSource:
 
     @property
     def name(self) -> str:
+        """The source URI, ``local:DIR``."""
         return f"local:{self.root}"
 
     def _catalog_file(self) -> Path:
@@ -154,6 +156,7 @@ class LocalStacSource:
     def search(
         self, aoi: BaseGeometry, start: date, end: date, kinds: Sequence[str]
     ) -> list[Acquisition]:
+        """Acquisitions of ``kinds`` intersecting ``aoi`` (EPSG:4326) sensed in [start, end] (DEM: any time)."""
         catalog = pystac.Catalog.from_file(str(self._catalog_file()))
         found: list[Acquisition] = []
         for collection in catalog.get_children():
@@ -175,11 +178,13 @@ class StacApiSource:
 
     @property
     def name(self) -> str:
+        """The source URI, ``stac:URL``."""
         return f"stac:{self.url}"
 
     def search(
         self, aoi: BaseGeometry, start: date, end: date, kinds: Sequence[str]
     ) -> list[Acquisition]:
+        """Acquisitions of ``kinds`` intersecting ``aoi`` (EPSG:4326) sensed in [start, end] (DEM: any time)."""
         from pystac_client import Client  # imported here: only this source needs it
 
         client = Client.open(self.url)

@@ -274,8 +274,10 @@ class StackReader:
         """Rows ``[row0, row1)``: float32 ``(15, r, W)`` NaN nodata, and bool ``(r, W)`` valid."""
         stack = _read_block_rows(self.path, None, row0, row1, STACK_DTYPE)
         if self.valid_path is None:
-            return stack, np.isfinite(stack).all(axis=0)
-        return stack, _read_block_rows(self.valid_path, 1, row0, row1, "uint8") == 1
+            valid: NDArray[np.bool_] = np.isfinite(stack).all(axis=0)
+        else:
+            valid = _read_block_rows(self.valid_path, 1, row0, row1, "uint8") == 1
+        return stack, valid
 
     def read_band(self, name: str) -> NDArray[np.float32]:
         """One whole band by its :data:`STACK_BANDS` name, float32 ``(H, W)``, NaN nodata.
@@ -288,10 +290,10 @@ class StackReader:
 
     def read_valid(self) -> NDArray[np.bool_]:
         """The whole valid mask, bool ``(H, W)``."""
-        return self.read_rows(0, self.height)[1] if self.valid_path is None else self._read_mask()
-
-    def _read_mask(self) -> NDArray[np.bool_]:
-        return _read_block_rows(self.valid_path, 1, 0, self.height, "uint8") == 1  # type: ignore[arg-type]
+        if self.valid_path is None:
+            return self.read_rows(0, self.height)[1]
+        mask: NDArray[np.bool_] = _read_block_rows(self.valid_path, 1, 0, self.height, "uint8") == 1
+        return mask
 
     def read_all(self) -> NDArray[np.float32]:
         """The whole stack, float32 ``(15, H, W)``, NaN nodata (15 × H × W × 4 bytes in memory)."""

@@ -79,6 +79,7 @@ class Lake:
 
     @property
     def name(self) -> str:
+        """The lake's name (its spec's)."""
         return self.spec.name
 
     @property
@@ -189,13 +190,13 @@ def carve_lakes(
     # Applied over the whole grid (no cut-off radius), so the result stays continuous: rims first,
     # then banks, then the flat surfaces.
     dists = [distance_m(zone) for zone in zones]
-    for lake, dist in zip(lakes, dists):
+    for lake, dist in zip(lakes, dists, strict=True):
         z = np.maximum(z, levels[lake.name] + 4.0 - 0.25 * np.maximum(dist - 40.0, 0.0))
-    for lake, dist in zip(lakes, dists):
+    for lake, dist in zip(lakes, dists, strict=True):
         # The quadratic term lifts the bank above any real terrain within ~150 m, so it only trims
         # the shore and never the valley walls.
         z = np.minimum(z, levels[lake.name] + 4.0 + 0.35 * dist + 0.004 * dist**2)
     # Flatten last, so no neighbour's rim lands on a lake surface.
-    for lake, zone in zip(lakes, zones):
+    for lake, zone in zip(lakes, zones, strict=True):
         z[zone] = levels[lake.name]
     return z, levels

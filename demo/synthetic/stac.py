@@ -42,16 +42,16 @@ def write_cog(path: Path, data: NDArray[Any], transform: Affine, epsg: int, noda
     """Write one band as a deflate-compressed Cloud-Optimized GeoTIFF (byte-for-byte reproducible)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rows, cols = data.shape
-    profile = dict(
-        driver="GTiff",
-        width=cols,
-        height=rows,
-        count=1,
-        dtype=data.dtype.name,
-        crs=CRS.from_epsg(epsg),
-        transform=transform,
-        nodata=nodata,
-    )
+    profile = {
+        "driver": "GTiff",
+        "width": cols,
+        "height": rows,
+        "count": 1,
+        "dtype": data.dtype.name,
+        "crs": CRS.from_epsg(epsg),
+        "transform": transform,
+        "nodata": nodata,
+    }
     with MemoryFile() as mem, mem.open(**profile) as tmp:
         tmp.write(data, 1)
         rio_copy(tmp, str(path), driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=256, OVERVIEWS="AUTO")

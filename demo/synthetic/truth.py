@@ -40,6 +40,9 @@ def lake_features(
     """GeoJSON features (EPSG:4326) of the lakes holding water on date ``index``.
 
     Args:
+        lakes: The valley's lakes.
+        index: Position of the date in the schedule (selects each lake's outline).
+        day: The date (UTC), recorded in each feature.
         masked: Cloud / cloud-shadow / cirrus pixels of the date (working grid, 10 m).
         water: Each lake's water pixels on the date (working grid).
         levels: Lake surface elevation, metres.
