@@ -66,7 +66,7 @@ class AoiSpec(BaseModel):
 
 def _polygons(geom: BaseGeometry) -> list[Polygon]:
     """The polygons of a Polygon or MultiPolygon (for counting vertices; no repair here)."""
-    return list(geom.geoms) if isinstance(geom, MultiPolygon) else [geom]  # type: ignore[list-item]
+    return list(geom.geoms) if isinstance(geom, MultiPolygon) else [geom]
 
 
 def load_aoi(path: Path, name: str | None = None) -> AoiSpec:

@@ -51,7 +51,7 @@ class GridSpec:
     @classmethod
     def from_affine(cls, epsg: int, affine: Affine, width: int, height: int) -> GridSpec:
         """Builds a grid from an :class:`affine.Affine` (only its first six coefficients)."""
-        return cls(int(epsg), tuple(affine)[:6], int(width), int(height))  # type: ignore[arg-type]
+        return cls(int(epsg), tuple(affine)[:6], int(width), int(height))
 
     @property
     def affine(self) -> Affine:

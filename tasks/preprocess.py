@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -213,7 +214,7 @@ def _warp(
     resampling: str = "bilinear",
     src_nodata: float | None = None,
     dtype: str = "float32",
-) -> NDArray:
+) -> NDArray[Any]:
     """Warps one band of a raster onto ``grid`` with the GDAL warper.
 
     The source is read block by block by GDAL (COGs over HTTP included), so memory is bounded
@@ -245,10 +246,10 @@ def _warp(
 
 
 def _s2_from_dn(
-    dn_bands: list[NDArray[np.float32]], scl: NDArray | None, processing_baseline: str
+    dn_bands: list[NDArray[np.float32]], scl: NDArray[Any] | None, processing_baseline: str
 ) -> S2Scene:
     refl = np.stack([harmonise_s2_dn(b, processing_baseline) for b in dn_bands]).astype(np.float32)
-    data = np.isfinite(refl).all(axis=0)
+    data: NDArray[np.bool_] = np.asarray(np.isfinite(refl).all(axis=0), dtype=np.bool_)
     if scl is None:
         return S2Scene(refl, data, 0.0 if data.any() else 1.0)
     clear, fraction = cloud_mask_from_scl(scl, data)

@@ -76,7 +76,10 @@ class Acquisition:
 class AcquisitionSource(Protocol):
     """Anything that can list acquisitions over an AOI and a time window."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The source's label, recorded on every acquisition it finds."""
+        ...
 
     def search(
         self, aoi: BaseGeometry, start: date, end: date, kinds: Sequence[str]
@@ -108,7 +111,7 @@ def item_to_acquisition(item: pystac.Item, kind: str, source: str) -> Acquisitio
         kind=kind,
         platform=str(props.get("platform", "unknown")).lower(),
         sensing_time=when.astimezone(UTC),
-        footprint=shape(item.geometry) if item.geometry else None,  # type: ignore[arg-type]
+        footprint=shape(item.geometry) if item.geometry else None,
         assets=_canonical_assets(kind, item),
         source=source,
         processing_baseline=str(baseline) if baseline is not None else None,

@@ -68,7 +68,10 @@ def write_s2_item(
     href = folder / f"T{MGRS_TILE}_{stamp}_SCL_20m.tif"
     stac.write_cog(href, scl, grid.transform(20), UTM_EPSG, 0)
     assets["SCL"] = stac.s2_asset(href, "SCL", 20, scl.shape, grid.transform(20), 0)
-    share = lambda classes: round(float(np.isin(scl, classes).mean()) * 100, 4)  # noqa: E731
+
+    def share(classes: tuple[int, ...]) -> float:
+        return round(float(np.isin(scl, classes).mean()) * 100, 4)
+
     props = {
         "platform": platform,
         "constellation": "sentinel-2",

@@ -144,7 +144,7 @@ def _noise(rng: np.random.Generator, n: int, sigma: float) -> NDArray[np.float64
     if f > 1:
         field = ndimage.zoom(field, f, order=1)
     field = field[:n, :n]
-    return (field - field.mean()) / (field.std() + 1e-12)
+    return np.asarray((field - field.mean()) / (field.std() + 1e-12), dtype=np.float64)
 
 
 def _terrain(rng: np.random.Generator, n: int, kind: str) -> NDArray[np.float64]:
@@ -155,7 +155,7 @@ def _terrain(rng: np.random.Generator, n: int, kind: str) -> NDArray[np.float64]
         tilt = rng.uniform(-0.02, 0.02, 2) * RES_M
         base = rng.uniform(0, 1500)
         rolling = 0.6 * _noise(rng, n, 0.3 * n) + 0.3 * _noise(rng, n, 0.08 * n)
-        return base + relief * rolling + tilt[0] * rows + tilt[1] * cols
+        return np.asarray(base + relief * rolling + tilt[0] * rows + tilt[1] * cols, dtype=np.float64)
     relief = rng.uniform(150, 1400)
     a = rng.uniform(0, math.pi)
     d = np.abs(cols * math.cos(a) + rows * math.sin(a) - rng.uniform(-0.25, 0.25) * n)
@@ -166,7 +166,7 @@ def _terrain(rng: np.random.Generator, n: int, kind: str) -> NDArray[np.float64]
     rough = relief * (0.05 * _noise(rng, n, 0.05 * n) + 0.015 * _noise(rng, n, 0.012 * n))
     hummocks = 3.0 * _noise(rng, n, 4.0)
     z = relief * t * (1 + 0.15 * _noise(rng, n, 0.2 * n)) + (0.2 + 0.8 * t) * rough + (1 - t) * hummocks
-    return rng.uniform(2500, 5200) + z + along
+    return np.asarray(rng.uniform(2500, 5200) + z + along, dtype=np.float64)
 
 
 def _lakes(
@@ -228,7 +228,7 @@ def _river(rng: np.random.Generator, z: NDArray[np.float64], width: float) -> ND
     dist = ndimage.distance_transform_edt(~line)
     corridor = dist < width / 2 + 4
     z[corridor] = ndimage.gaussian_filter(z, 5)[corridor] - 2.0
-    return np.clip(width / 2 + 0.5 - dist, 0.0, 1.0)
+    return np.asarray(np.clip(width / 2 + 0.5 - dist, 0.0, 1.0), dtype=np.float64)
 
 
 def _cover_alpine(rng: np.random.Generator, z: NDArray[np.float64], slope_deg: NDArray[np.float64],
@@ -357,10 +357,10 @@ def render_chip(
                 state = "snow_covered"
             states.append(state)
             if state != "open":
-                cover = 1.0
+                ice_cover: float | NDArray[np.float64] = 1.0
                 if state == "partly_frozen":  # ice floes and shore ice; open leads between
-                    cover = smoothstep((_noise(rng, n, 6.0) - rng.uniform(-0.8, 0.8)) / 0.3)
-                ice[zone] = np.maximum(ice[zone], (cover * np.ones((n, n)))[zone])
+                    ice_cover = smoothstep((_noise(rng, n, 6.0) - rng.uniform(-0.8, 0.8)) / 0.3)
+                ice[zone] = np.maximum(ice[zone], (ice_cover * np.ones((n, n)))[zone])
                 snowy[zone] |= state == "snow_covered"
         if rng.random() < (0.35 if alpine else 0.75):
             river_w = float(rng.uniform(1.0, 5.0) if alpine else rng.uniform(1.5, 14.0))

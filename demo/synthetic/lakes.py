@@ -128,16 +128,19 @@ def place_lakes(grid: SceneGrid, specs: tuple[LakeSpec, ...], seed: int) -> tupl
 def lake_mask(grid: SceneGrid, polygon: Polygon) -> NDArray[np.bool_]:
     """Working-grid pixels whose centre lies inside ``polygon``."""
     n = grid.work_size
-    return rasterize(
-        [(polygon, 1)], out_shape=(n, n), transform=grid.work_transform, all_touched=False, dtype="uint8"
-    ).astype(bool)
+    return np.asarray(
+        rasterize(
+            [(polygon, 1)], out_shape=(n, n), transform=grid.work_transform, all_touched=False, dtype="uint8"
+        ).astype(bool),
+        dtype=np.bool_,
+    )
 
 
 def distance_m(mask: NDArray[np.bool_]) -> NDArray[np.float64]:
     """Distance (metres) of every working-grid pixel to the nearest pixel of ``mask``."""
     if not mask.any():
         return np.full(mask.shape, np.inf)
-    return ndimage.distance_transform_edt(~mask) * RES_M
+    return np.asarray(ndimage.distance_transform_edt(~mask) * RES_M, dtype=np.float64)
 
 
 def select_lakes(grid: SceneGrid, lakes: tuple[Lake, ...], glacier: NDArray[np.bool_]) -> tuple[Lake, ...]:

@@ -235,7 +235,7 @@ def to_native(stack: NDArray[np.floating], grid: SceneGrid, res: int) -> NDArray
     n = grid.shape(res)[0]
     m = grid.margin_px
     cut = stack[:, m : m + n * f, m : m + n * f].astype(np.float64)
-    return cut.reshape(cut.shape[0], n, f, n, f).mean(axis=(2, 4))
+    return np.asarray(cut.reshape(cut.shape[0], n, f, n, f).mean(axis=(2, 4)), dtype=np.float64)
 
 
 def scl_to_20m(scl: NDArray[np.uint8], grid: SceneGrid) -> NDArray[np.uint8]:
@@ -247,4 +247,4 @@ def scl_to_20m(scl: NDArray[np.uint8], grid: SceneGrid) -> NDArray[np.uint8]:
     for r, code in enumerate(SCL_PRIORITY):
         rank[code] = len(SCL_PRIORITY) - r
     counts = (cut[..., None] == np.arange(16)).sum(axis=2)
-    return np.argmax(counts * 32 + rank, axis=2).astype(np.uint8)
+    return np.asarray(np.argmax(counts * 32 + rank, axis=2).astype(np.uint8), dtype=np.uint8)

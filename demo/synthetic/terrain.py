@@ -45,7 +45,7 @@ def rng_for(seed: int, tag: str) -> np.random.Generator:
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> NDArray[np.float64]:
     """Spatially correlated Gaussian noise with unit standard deviation (correlation ~ sigma_px)."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=max(sigma_px, 0.5), mode="wrap")
-    return (field - field.mean()) / (field.std() + 1e-12)
+    return np.asarray((field - field.mean()) / (field.std() + 1e-12), dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def make_grid(size_px: int) -> SceneGrid:
 
 def relief_m(size_px: int) -> float:
     """Valley-floor-to-crest relief, metres: 1300 m at 512 px, less on smaller scenes to keep slopes sane."""
-    return 1300.0 * min(1.0, (size_px / 512) ** 0.7)
+    return 1300.0 * min(1.0, float((size_px / 512) ** 0.7))
 
 
 def valley_centre(fy: NDArray[np.float64] | float) -> NDArray[np.float64] | float:
@@ -235,7 +235,7 @@ def illumination(
 ) -> NDArray[np.float64]:
     """Cosine of the local solar incidence angle (<= 0: the slope faces away from the sun)."""
     zen, az = math.radians(90 - sun_el), math.radians(sun_az)
-    return np.cos(zen) * np.cos(slope) + np.sin(zen) * np.sin(slope) * np.cos(az - aspect)
+    return np.asarray(np.cos(zen) * np.cos(slope) + np.sin(zen) * np.sin(slope) * np.cos(az - aspect), dtype=np.float64)
 
 
 def cast_shadow(
