@@ -120,5 +120,6 @@ def segment_command(
         s2_offset=offset,
         tta=tta,
         progress=_window_progress(),
+        hub=settings.hub,
     )
     click.echo(f"probability written to {prob}" + (f"; mask to {mask}" if mask else ""))

@@ -29,6 +29,7 @@ from db.engine import make_engine
 from db.merge import merge_scene
 from db.records import MergeConfig, MergeReport, SceneResult
 from flows.aoi import AoiSpec
+from models.hub import DEFAULT_HUB, HubCache
 from tasks.grid import GridSpec
 from tasks.pairing import ScenePlan
 from tasks.scene import ExtractedLakes, extract_lakes, prepare_stack
@@ -81,9 +82,11 @@ def prepare_stack_task(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackI
     cache_policy=NO_CACHE,
     # Not retried: a model that fails on a stack fails the same way again (small in, a path out).
 )
-def segment_task(stack_info: StackInfo, model_spec: str, out_path: Path, tta: bool = True) -> Path:
+def segment_task(
+    stack_info: StackInfo, model_spec: str, out_path: Path, tta: bool = True, hub: HubCache = DEFAULT_HUB
+) -> Path:
     """Prefect wrapper of :func:`tasks.segment.segment_stack`."""
-    return segment_stack(stack_info, model_spec, out_path, tta)
+    return segment_stack(stack_info, model_spec, out_path, tta, hub)
 
 
 @task(

@@ -30,8 +30,9 @@ from db.records import MergeConfig, SceneResult
 from flows.aoi import AoiSpec
 from flows.database import ready_engine
 from flows.report import RunReport, SceneOutcome
-from flows.settings import Settings
+from flows.settings import load_settings
 from flows.tasks import extract_lakes_task, merge_task, prepare_stack_task, search_task, segment_task
+from models.hub import HubCache
 from models.registry import load_segmenter
 from tasks.grid import GridSpec, grid_for_geometry, utm_epsg_for
 from tasks.pairing import ScenePlan, pair_scenes, params_hash, scene_key
@@ -48,6 +49,8 @@ class SceneContext:
     model: str
     model_version: str
     tta: bool
+    hub: HubCache
+    """Where ``hf://`` model specs are resolved."""
     threshold: float
     min_area_m2: float
     merge_config: MergeConfig
@@ -66,7 +69,7 @@ def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -
     """One scene from files to merge. Raises on failure; the caller records it."""
     scene_dir = ctx.data_dir / "scenes" / key[:16]
     stack = prepare_stack_task(plan, ctx.grid, scene_dir)
-    probability = segment_task(stack, ctx.model, scene_dir / "probability.tif", ctx.tta)
+    probability = segment_task(stack, ctx.model, scene_dir / "probability.tif", ctx.tta, ctx.hub)
     extracted = extract_lakes_task(stack, probability, ctx.threshold, ctx.min_area_m2)
     result = SceneResult(
         scene_key=key,
@@ -125,11 +128,11 @@ def update_inventory(
             still a no-op unless the inputs, model or parameters changed).
     """
     logger = get_run_logger()
-    settings = Settings()
+    settings = load_settings()
     engine = ready_engine(settings)
     db = SecretStr(str(engine.url.render_as_string(hide_password=False)))
     model_spec = model or settings.model
-    segmenter = load_segmenter(model_spec, settings.tta)
+    segmenter = load_segmenter(model_spec, settings.tta, settings.hub)
     epsg = utm_epsg_for(aoi.shape.centroid.x, aoi.shape.centroid.y)
     ctx = SceneContext(
         aoi_name=aoi.name,
@@ -138,6 +141,7 @@ def update_inventory(
         model=model_spec,
         model_version=segmenter.version,
         tta=settings.tta,
+        hub=settings.hub,
         threshold=settings.threshold,
         min_area_m2=settings.min_area_m2,
         merge_config=MergeConfig(),

@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from core.errors import RasterInputError, SettingsError
 from core.files import atomic_path
+from models.hub import DEFAULT_HUB, HubCache
 from models.registry import load_segmenter
 from models.segmenter import Rows
 from tasks.grid import GridSpec, read_grid
@@ -225,18 +226,27 @@ def s2_file_offset(path: str | Path, max_pixels: int = 1_000_000) -> tuple[int, 
 
 def segment_files(s2: Path, s1: Path, dem: Path, out_path: Path, model_spec: str, *, mask_path: Path | None = None,
                   threshold: float = 0.5, s2_offset: int = 0, tta: bool = True,
-                  progress: Callable[[int, int], None] | None = None) -> tuple[Path, Path | None]:
-    """Co-registers S1 and the DEM onto the S2 grid, segments, writes probability (and mask) COGs."""
-    segmenter = load_segmenter(model_spec, tta)
+                  progress: Callable[[int, int], None] | None = None,
+                  hub: HubCache = DEFAULT_HUB) -> tuple[Path, Path | None]:
+    """Co-registers S1 and the DEM onto the S2 grid, segments, writes probability (and mask) COGs.
+
+    ``hub`` says where ``hf://`` model specs are resolved (the edge builds it from settings).
+    """
+    segmenter = load_segmenter(model_spec, tta, hub)
     with CoregisteredSource(s2, s1, dem, s2_offset) as source:
         rows = segmenter.iter_probability_rows(source, progress=progress)
         description = f"water probability ({segmenter.name})"
         return write_probability(rows, source.grid, out_path, mask_path, threshold, description)
 
 
-def segment_stack(stack_info: StackInfo, model_spec: str, out_path: Path, tta: bool = True) -> Path:
-    """Runs the named segmenter over a stack file and writes the probability COG (float32 0–1, NaN nodata)."""
-    segmenter = load_segmenter(model_spec, tta)
+def segment_stack(
+    stack_info: StackInfo, model_spec: str, out_path: Path, tta: bool = True, hub: HubCache = DEFAULT_HUB
+) -> Path:
+    """Runs the named segmenter over a stack file and writes the probability COG (float32 0–1, NaN nodata).
+
+    ``hub`` says where ``hf://`` model specs are resolved (the edge builds it from settings).
+    """
+    segmenter = load_segmenter(model_spec, tta, hub)
     with StackReader(stack_info) as source:
         rows = segmenter.iter_probability_rows(source)
         description = f"water probability ({segmenter.name})"

@@ -7,10 +7,8 @@ port under a temporary directory and removed at the end of the session.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import sys
 import socket
 import tempfile
 import uuid
@@ -23,24 +21,8 @@ import sqlalchemy as sa
 from db.engine import make_engine, normalise_url
 from db.local_cluster import LocalCluster, ensure_postgis_installed
 from db.migrate import upgrade
-
-
-def _register_test_helpers() -> None:
-    """Make tests/faults/_helpers.py importable as ``gl_test_helpers``, once.
-
-    The test folders are not packages (pytest runs with ``--import-mode=importlib``), and the
-    fault-test child processes import the same file by its own name, so it cannot live in a package.
-    """
-    spec = importlib.util.spec_from_file_location("gl_test_helpers", Path(__file__).with_name("faults") / "_helpers.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gl_test_helpers"] = module
-    spec.loader.exec_module(module)
-
-
-_register_test_helpers()
-
-from gl_test_helpers import admin_sql as _admin  # noqa: E402  (registered just above)
+from tests.helpers import admin_sql as _admin
+from tests.helpers import realdata as _realdata
 
 TEMPLATE_DB = "gl_template"
 # Durability is irrelevant for throw-away test data; these make CREATE DATABASE and
@@ -62,6 +44,12 @@ def _free_port() -> int:
 def database_url(base: str, dbname: str) -> str:
     """``base`` with its database replaced by ``dbname`` (password kept)."""
     return normalise_url(base).set(database=dbname).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """The real sample data folder (``tests.helpers.realdata``): skipped when missing, a failure under CI."""
+    return _realdata.require()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
 from db import queries, schema
 from db.attributes import ATTRIBUTES, EXTRA_ATTRIBUTES, GEOMETRY_ATTRIBUTES, LAKE_ATTRIBUTES
 from db.history import Observation
@@ -22,6 +21,7 @@ from db.merge import ensure_aoi, merge_scene, pgcopy, stale_histories
 from db.merge.sql import ROW_HASH_FUNCTION, ROW_HASH_OF_ROW
 from db.merge.staging import STAGE_COLUMNS, STAGE_DDL
 from db.records import MEASURED_FIELDS, ObservedLake
+from tests import helpers as h
 
 LAKE_TABLES = ("lake", "lake_observation", "lake_version")
 NOT_ATTRIBUTES = {"lake_version": {"area_change_m2", "growth_rate_m2_per_year"}}

@@ -21,13 +21,12 @@ from db.importer import import_inventory, json_safe, read_inventory
 from db.merge import merge_scene
 from db.records import ObservedLake
 from db.schema import SCHEMA
-
-import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
-from gl_test_helpers import REALDATA
+from tests import helpers as h
 
 pytestmark = pytest.mark.db
 
-ICIMOD = REALDATA / "icimod_glacial_lakes_2015" / "GL_3basins_2015.geojson"
+ICIMOD = ("icimod_glacial_lakes_2015", "GL_3basins_2015.geojson")
+"""The real ICIMOD 2015 inventory, under the ``realdata`` fixture's folder."""
 ICIMOD_FEATURES, ICIMOD_NULL_GEOMETRIES = 3624, 15  # documented in the data folder's README
 WHEN = datetime(2015, 10, 1, tzinfo=UTC)
 UTM44 = 32644  # western Nepal
@@ -46,19 +45,19 @@ def _utm_total_area(frame: gpd.GeoDataFrame) -> float:
     return float(sum(frame[np.array(zones) == z].to_crs(z).area.sum() for z in sorted(set(zones))))
 
 
-@pytest.mark.skipif(not ICIMOD.exists(), reason="real sample data not present")
-def test_icimod_2015_imports_every_lake_once(engine: sa.Engine) -> None:
+def test_icimod_2015_imports_every_lake_once(engine: sa.Engine, realdata: Path) -> None:
     """3,624 features, 15 without geometry: 3,609 lakes; areas as geopandas measures them in UTM;
     a re-import is a no-op; nothing exists the day before; the source attributes are kept."""
+    icimod = realdata.joinpath(*ICIMOD)
     started = time.monotonic()
-    report = import_inventory(engine, ICIMOD, aoi_name="icimod-2015", when=WHEN)
+    report = import_inventory(engine, icimod, aoi_name="icimod-2015", when=WHEN)
     import_s = time.monotonic() - started
     counts = h.row_counts(engine)
     started = time.monotonic()
-    again = import_inventory(engine, ICIMOD, aoi_name="icimod-2015", when=WHEN)
+    again = import_inventory(engine, icimod, aoi_name="icimod-2015", when=WHEN)
     reimport_s = time.monotonic() - started
 
-    source = gpd.read_file(ICIMOD)
+    source = gpd.read_file(icimod)
     with_geometry = source[source.geometry.notna() & ~source.geometry.is_empty]
     expected_area = _utm_total_area(with_geometry)
     stored_area = float(_scalar(engine, f"SELECT sum(area_m2) FROM {SCHEMA}.lake"))  # type: ignore[arg-type]
@@ -93,7 +92,7 @@ def test_icimod_2015_imports_every_lake_once(engine: sa.Engine) -> None:
     assert again.scene_key == report.scene_key
     assert len(before) == 0 and len(on_date) == report.lakes
     assert sorted(gl_ids) == sorted(with_geometry["GL_ID"])  # type: ignore[arg-type]
-    assert _scalar(engine, f"SELECT s2_product_id FROM {SCHEMA}.scene") == f"import:{ICIMOD.name}"
+    assert _scalar(engine, f"SELECT s2_product_id FROM {SCHEMA}.scene") == f"import:{icimod.name}"
     assert _scalar(engine, f"SELECT bool_and(ST_IsValid(geom)) FROM {SCHEMA}.lake") is True
 
 

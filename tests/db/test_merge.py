@@ -7,6 +7,7 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,6 @@ from shapely.geometry.base import BaseGeometry
 from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from gl_test_helpers import REALDATA  # tests/faults/_helpers.py, registered by tests/conftest.py
 from db.engine import make_engine
 from db.merge import ensure_aoi, merge_scene
 from db.records import MergeReport, ObservedLake, SceneResult
@@ -395,14 +395,14 @@ def test_merge_runs_as_the_writer_role(db_url: str) -> None:
     assert (report.noop, report.changed_lakes, report.versions_added) == (False, 1, 1)
 
 
-EVEREST = REALDATA / "icimod_glacial_lakes_2015" / "GL_3basins_2015_everest_subset.geojson"
+EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson")
+"""The real ICIMOD 2015 Khumbu subset (42 lakes), under the ``realdata`` fixture's folder."""
 
 
-@pytest.mark.skipif(not EVEREST.exists(), reason="real sample data not present")
-def test_real_icimod_outlines_round_trip_and_stay_stable(inv: Engine) -> None:
+def test_real_icimod_outlines_round_trip_and_stay_stable(inv: Engine, realdata: Path) -> None:
     """42 ICIMOD 2015 Khumbu lakes: stored areas match the outlines in UTM; a re-observation with
     half a pixel of boundary noise adds no version; one lake seen dry gets one absent row."""
-    features = json.loads(EVEREST.read_text())["features"]
+    features = json.loads(realdata.joinpath(*EVEREST).read_text())["features"]
     to_utm = Transformer.from_crs(4326, UTM, always_xy=True)
     outlines = [shape(f["geometry"]) for f in features]
     in_utm = [shapely.transform(g, lambda c: np.column_stack(to_utm.transform(c[:, 0], c[:, 1]))) for g in outlines]

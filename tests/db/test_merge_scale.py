@@ -35,10 +35,10 @@ from db.attributes import ATTRIBUTES
 from db.geometry import as_multipolygon, as_multipolygons, project
 from db.history import ACTIVE, HistoryTip, Observation, area_change, derive_history, extend_history
 from db.identity import match_outlines, match_polygons
-import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
 from db.merge import ensure_aoi, merge_scene, stale_histories
 from db.records import MergeConfig, ObservedLake, SceneResult
 from db.schema import lake, lake_observation, lake_version
+from tests import helpers as h
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / "tests" / "_reports" / "merge_scale.json"
@@ -313,8 +313,7 @@ _TIMES = ("first_seen", "last_seen", "last_observed")
 
 
 @pytest.mark.db
-@pytest.mark.skipif(not h.REALDATA.exists(), reason="real sample data not present")
-def test_three_merges_of_2000_real_outlines(engine: Engine) -> None:
+def test_three_merges_of_2000_real_outlines(engine: Engine, realdata: Path) -> None:
     """First merge: N new lakes; identical re-merge: N observations, no version; all grown: N
     versions. Every history equals the derivation from the observations."""
     bench = _load_module("gl_bench_inventory_merge", BENCH)

@@ -7,6 +7,7 @@ import io
 import re
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -18,14 +19,13 @@ from db.engine import make_engine
 from db.importer import import_inventory
 from db.merge import ensure_aoi, merge_scene, stale_histories
 from db.schema import SCHEMA
-
-import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
-from gl_test_helpers import REALDATA
+from tests import helpers as h
 
 pytestmark = pytest.mark.db
 
 HEAD = "0004_row_hash_function"
-EVEREST = REALDATA / "icimod_glacial_lakes_2015" / "GL_3basins_2015_everest_subset.geojson"
+EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson")
+"""The real ICIMOD 2015 Khumbu subset (42 lakes), under the ``realdata`` fixture's folder."""
 
 # Everything a revision creates, as sorted text rows per kind: a structural diff, like a
 # normalised ``pg_dump --schema-only``, without needing the client binaries.
@@ -166,7 +166,7 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     assert all(added[k] == [] for k in added if k != "functions")
 
 
-def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str) -> None:
+def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str, realdata: Path) -> None:
     """Seeded with merged scenes and an imported inventory, then at 0001: counts and WKB md5
     unchanged by the upgrade, and the rows' content hashes still those of the row-hash function."""
     with h.fresh_database(pg_url_base, None) as url:
@@ -177,8 +177,8 @@ def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str) -> No
             ensure_aoi(engine, "khumbu", h.footprint(), h.UTM)
             for s in h.scenario("khumbu"):
                 merge_scene(engine, s)
-            if EVEREST.exists():
-                import_inventory(engine, EVEREST, aoi_name="everest", when=datetime(2015, 10, 1, tzinfo=UTC))
+            everest = realdata.joinpath(*EVEREST)
+            import_inventory(engine, everest, aoi_name="everest", when=datetime(2015, 10, 1, tzinfo=UTC))
             migrate.downgrade(url, "0001")
             before = data_fingerprint(engine)
             started = time.monotonic()

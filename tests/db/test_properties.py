@@ -25,8 +25,7 @@ from shapely.geometry import MultiPolygon, Point, box
 
 from db.merge import ensure_aoi, merge_scene
 from db.records import SceneResult
-
-import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
+from tests import helpers as h
 
 pytestmark = pytest.mark.db
 

@@ -14,8 +14,7 @@ from shapely.geometry import Point
 from db.engine import make_engine
 from db.merge import ensure_aoi, merge_scene
 from db.schema import SCHEMA
-
-import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
+from tests import helpers as h
 
 pytestmark = pytest.mark.db
 

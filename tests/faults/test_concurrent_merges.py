@@ -21,8 +21,7 @@ import sqlalchemy as sa
 from db.engine import make_engine
 from db.merge import ensure_aoi, merge_scene
 from db.records import SceneResult
-
-import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
+from tests import helpers as h
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
 

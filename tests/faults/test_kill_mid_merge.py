@@ -1,6 +1,6 @@
 """R2: a merge SIGKILLed inside its transaction leaves nothing; the rerun equals a clean run.
 
-A child process (``_merge_child.py``) merges one scene and pauses (``pg_sleep`` injected by an
+A child process (``tests.faults.merge_child``) merges one scene and pauses (``pg_sleep`` injected by an
 event listener in the child only) inside its transaction: right after its first write (the
 scene row, the ledger entry), or when every write is staged and COMMIT is next. The test finds
 it in ``pg_stat_activity`` holding a transaction id, kills it, and checks that no row of it is
@@ -22,13 +22,13 @@ import sqlalchemy as sa
 
 from db.engine import make_engine
 from db.merge import ensure_aoi, merge_scene
-
-import gl_test_helpers as h  # tests/faults/_helpers.py, registered by tests/conftest.py
+from tests import helpers as h
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
 
 AOI = "khumbu"
-CHILD = Path(__file__).resolve().with_name("_merge_child.py")
+CHILD = "tests.faults.merge_child"  # run as a module from the checkout, so it imports tests.helpers
+ROOT = Path(__file__).resolve().parents[2]
 VICTIM = 2  # scene index: a lake grows, one is seen dry, one is born
 
 _PAUSED = sa.text(
@@ -71,8 +71,8 @@ def test_sigkill_inside_the_merge_transaction_leaves_nothing(
     counts_before, content_before = h.row_counts(engine), h.content(engine)
 
     app = f"gl-fault-{uuid.uuid4().hex[:12]}"
-    argv = [sys.executable, str(CHILD), db_url, app, AOI, scenes[VICTIM].scene_key, "--pause-at", pause_at]
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-m", CHILD, db_url, app, AOI, scenes[VICTIM].scene_key, "--pause-at", pause_at]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     terminated_by_hand = False
     try:
         pid = _wait_paused(engine, child, app)

@@ -14,8 +14,8 @@ import geopandas as gpd
 import pytest
 from sqlalchemy import Engine, text
 
-from flows.aoi import load_aoi
 from demo.synthetic import DemoCatalog, generate_demo_catalog, load_truth
+from flows.aoi import load_aoi
 
 pytestmark = [pytest.mark.db, pytest.mark.flow, pytest.mark.slow]
 

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gl_test_helpers import REALDATA  # tests/faults/_helpers.py, registered by tests/conftest.py
 
 from models.baseline import SpectralBaseline, horizon_angle_degrees
 from models.segmenter import STACK_BANDS, Segmenter
 from tasks.preprocess import harmonise_s2_dn
 
 ROOT = Path(__file__).resolve().parents[2]
-TERRAMESH = REALDATA / "terramesh_sample"
+TERRAMESH = "terramesh_sample"
 REPORTS = ROOT / "tests" / "_reports"
 
 
@@ -154,7 +153,7 @@ def test_nan_outside_valid_and_probability_is_soft():
         SpectralBaseline().predict(stack[:14], valid)
 
 
-def test_terramesh_chip_against_lulc_water():
+def test_terramesh_chip_against_lulc_water(realdata: Path) -> None:
     """Real S2 L2A + S1 RTC + DEM chip over a narrow, turbid, tree-lined river (EPSG:32718).
 
     The LULC water class is an annual product, wider than the water seen on this date, and the
@@ -163,16 +162,15 @@ def test_terramesh_chip_against_lulc_water():
     have the baseline-04.00 offset (every band's minimum is about 1000).
     """
     rasterio = pytest.importorskip("rasterio")
-    if not TERRAMESH.is_dir():
-        pytest.skip("shared real data not available")
+    chips = realdata / TERRAMESH
     tile = "433D_629L_3_1"
-    with rasterio.open(TERRAMESH / f"{tile}_S2L2A.tif") as ds:
+    with rasterio.open(chips / f"{tile}_S2L2A.tif") as ds:
         dn = ds.read()
-    with rasterio.open(TERRAMESH / f"{tile}_S1RTC.tif") as ds:
+    with rasterio.open(chips / f"{tile}_S1RTC.tif") as ds:
         s1 = ds.read().astype(np.float32)
-    with rasterio.open(TERRAMESH / f"{tile}_DEM.tif") as ds:
+    with rasterio.open(chips / f"{tile}_DEM.tif") as ds:
         dem = ds.read(1).astype(np.float32)
-    with rasterio.open(TERRAMESH / f"{tile}_LULC.tif") as ds:
+    with rasterio.open(chips / f"{tile}_LULC.tif") as ds:
         lulc_water = ds.read(1) == 1
     assert dn.min(axis=(1, 2)).min() > 900, "expected offset DN (baseline ≥ 04.00)"
     refl = harmonise_s2_dn(dn, "05.00")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.segmenter import STACK_BANDS, band_index
 from demo.synthetic.chips import IGNORE, WATER_TYPES, Scenario, make_training_chips
+from models.segmenter import STACK_BANDS, band_index
 
 B03, B08, B11, VV = (band_index(b) for b in ("B03", "B08", "B11", "VV"))
 

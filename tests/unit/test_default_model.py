@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gl_test_helpers import REALDATA  # tests/faults/_helpers.py, registered by tests/conftest.py
 
 from core.errors import ModelLoadError
 from demo.synthetic.chips import IGNORE, Scenario, make_training_chips
@@ -81,11 +80,9 @@ def test_snow_covered_ground_is_not_water(default: TerraMindSegmenter) -> None:
     assert false_water <= 0.05, f"{false_water:.2%} of snow called water"
 
 
-TERRAMESH = REALDATA / "terramesh_sample"
-
-
-@pytest.mark.skipif(not TERRAMESH.is_dir(), reason="real TerraMesh chip not available")
-def test_segment_cli_on_the_real_chip_as_distributed(default: TerraMindSegmenter, tmp_path: Path) -> None:
+def test_segment_cli_on_the_real_chip_as_distributed(
+    default: TerraMindSegmenter, tmp_path: Path, realdata: Path
+) -> None:
     """The real L2A chip still carries +1000 DN: auto removes it, and the CLI equals the in-memory model."""
     import rasterio
     from click.testing import CliRunner
@@ -93,7 +90,7 @@ def test_segment_cli_on_the_real_chip_as_distributed(default: TerraMindSegmenter
     from flows.segment_cli import segment_command
     from tasks.preprocess import harmonise_s2_dn
 
-    files = {k: TERRAMESH / f"433D_629L_3_1_{k}.tif" for k in ("S2L2A", "S1RTC", "DEM")}
+    files = {k: realdata / "terramesh_sample" / f"433D_629L_3_1_{k}.tif" for k in ("S2L2A", "S1RTC", "DEM")}
     out = tmp_path / "prob.tif"
     args = ["--s2", files["S2L2A"], "--s1", files["S1RTC"], "--dem", files["DEM"], "--out", out]
     env = {"GLACIAL_LAKES_HOME": str(tmp_path / "home")}

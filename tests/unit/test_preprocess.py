@@ -10,7 +10,6 @@ import rasterio
 from affine import Affine
 from pyproj import Transformer
 
-from gl_test_helpers import REALDATA  # tests/faults/_helpers.py, registered by tests/conftest.py
 from tasks.grid import GridSpec, grid_for_geometry, utm_epsg_for
 from tasks.preprocess import (
     CLOUD_SCL_CLASSES,
@@ -306,7 +305,7 @@ def test_grid_for_geometry_snaps_to_resolution():
 
 # --- the +1000 DN offset test for one-off inputs of unknown baseline ------------------------------
 
-TERRAMESH_S2 = REALDATA / "terramesh_sample" / "433D_629L_3_1_S2L2A.tif"
+TERRAMESH_S2 = ("terramesh_sample", "433D_629L_3_1_S2L2A.tif")
 
 
 def _snow_chip(rng: np.random.Generator) -> np.ndarray:
@@ -333,10 +332,9 @@ def test_offset_detection_ignores_nodata_and_needs_enough_pixels() -> None:
     assert offset == 0 and "too few" in reason
 
 
-@pytest.mark.skipif(not TERRAMESH_S2.exists(), reason="real TerraMesh chip not available")
-def test_offset_detection_on_the_real_terramesh_chip() -> None:
+def test_offset_detection_on_the_real_terramesh_chip(realdata: Path) -> None:
     """The real L2A chip carries the offset (every band starts near 1000); harmonised it does not."""
-    with rasterio.open(TERRAMESH_S2) as ds:
+    with rasterio.open(realdata.joinpath(*TERRAMESH_S2)) as ds:
         dn = ds.read().astype(float)
     assert detect_s2_dn_offset(dn)[0] == 1000
     assert detect_s2_dn_offset(harmonise_s2_dn(dn, "04.00"))[0] == 0

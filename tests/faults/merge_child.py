@@ -1,6 +1,6 @@
-"""Child process of the fault tests: merge scenes of the :func:`_helpers.scenario`, maybe pausing.
+"""Child process of the fault tests: merge scenes of the :func:`tests.helpers.scenario`, maybe pausing.
 
-Usage: ``python _merge_child.py URL APP AOI KEY... [--pause-at POINT] [--pause-s SECONDS]``.
+Usage, from the checkout: ``python -m tests.faults.merge_child URL APP AOI KEY... [--pause-at POINT] [--pause-s SECONDS]``.
 
 With ``--pause-at``, a SQLAlchemy event listener, installed here only (the product code has no
 hook), runs ``SELECT pg_sleep(...)`` on the merge's own connection, inside its transaction:
@@ -17,9 +17,9 @@ import argparse
 import sys
 from typing import Any
 
+from tests import helpers as h
 from sqlalchemy import event
 
-import _helpers as h
 from db.engine import make_engine
 from db.merge import merge_scene
 

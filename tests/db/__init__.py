@@ -1,0 +1,1 @@
+"""The inventory on a real PostGIS: schema, merge, history, queries, roles, migrations, import."""

@@ -1,0 +1,1 @@
+"""Faults: kill -9 mid-merge, concurrent merges, deadlock accounting (slow)."""

@@ -1,0 +1,1 @@
+"""Prefect flows and the CLI end to end (a temporary Prefect server per session)."""

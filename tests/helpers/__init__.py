@@ -1,0 +1,37 @@
+"""What the tests share: inventory scenes, content digests, throw-away databases, reports, real data.
+
+One module a concept (``scenes``, ``digests``, ``database``, ``reports``, ``realdata``); this
+package re-exports their names so a test module can ``from tests import helpers as h``.
+May import: the product packages and the test libraries; never a test module.
+"""
+
+from __future__ import annotations
+
+from tests.helpers import realdata
+from tests.helpers.database import admin_sql, fresh_database
+from tests.helpers.digests import TABLES, content, row_counts
+from tests.helpers.reports import REPORTS, write_report
+from tests.helpers.scenes import T0, UTM, X0, Y0, disc, ellipse, footprint, lonlat, observed, scenario, scene, utm
+
+__all__ = [
+    "REPORTS",
+    "T0",
+    "TABLES",
+    "UTM",
+    "X0",
+    "Y0",
+    "admin_sql",
+    "content",
+    "disc",
+    "ellipse",
+    "footprint",
+    "fresh_database",
+    "lonlat",
+    "observed",
+    "realdata",
+    "row_counts",
+    "scenario",
+    "scene",
+    "utm",
+    "write_report",
+]
