@@ -106,12 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     top = {e.key: round(e.self_cpu_time_total / total, 3) for e in events[:6]}
     eager = results["eager"]["windows_per_s"]
     summary = {
-        "benchmark": "cpu_forward_options", "model": "terramind_v1_tiny light, random init, fp32",
-        "batch": args.batch, "torch_threads": threads, "results": results,
+        "benchmark": "cpu_forward_options",
+        "model": "terramind_v1_tiny light, random init, fp32",
+        "batch": args.batch,
+        "torch_threads": threads,
+        "results": results,
         "speedup_over_eager": {k: round(v["windows_per_s"] / eager, 3) for k, v in results.items()},
         "thread_scaling": round(eager / results["eager_1_thread"]["windows_per_s"], 3),
         "profile_top_self_cpu_share": top,
-    }  # fmt: skip
+    }
     print(json.dumps(summary))
     return 0
 

@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
+from demo.synthetic.chips import IGNORE, Scenario, make_training_chips  # noqa: E402
 from models.baseline import SpectralBaseline  # noqa: E402
 from models.segmenter import band_index  # noqa: E402
 from tasks.preprocess import harmonise_s2_dn  # noqa: E402
-from demo.synthetic.chips import IGNORE, Scenario, make_training_chips  # noqa: E402
 
 REALDATA = ROOT.parent / "shared" / "realdata"
 DEFAULT_REPORT = ROOT / "tests" / "_reports" / "default_model_eval.json"
@@ -60,18 +60,22 @@ def counts(prob: np.ndarray, label: np.ndarray) -> dict[str, int]:
     pred = np.nan_to_num(prob, nan=0.0) >= 0.5
     truth = label == 1
     return {
-        "tp": int((pred & truth & known).sum()), "fp": int((pred & ~truth & known).sum()),
-        "fn": int((~pred & truth & known).sum()), "tn": int((~pred & ~truth & known).sum()),
-    }  # fmt: skip
+        "tp": int((pred & truth & known).sum()),
+        "fp": int((pred & ~truth & known).sum()),
+        "fn": int((~pred & truth & known).sum()),
+        "tn": int((~pred & ~truth & known).sum()),
+    }
 
 
 def scores(c: dict[str, int]) -> dict[str, float]:
     """IoU, precision, recall and false-water share on land from confusion counts."""
     tp, fp, fn, tn = c["tp"], c["fp"], c["fn"], c["tn"]
     return {
-        "iou": round(tp / max(tp + fp + fn, 1), 4), "precision": round(tp / max(tp + fp, 1), 4),
-        "recall": round(tp / max(tp + fn, 1), 4), "false_water_on_land": round(fp / max(fp + tn, 1), 4),
-    }  # fmt: skip
+        "iou": round(tp / max(tp + fp + fn, 1), 4),
+        "precision": round(tp / max(tp + fp, 1), 4),
+        "recall": round(tp / max(tp + fn, 1), 4),
+        "false_water_on_land": round(fp / max(fp + tn, 1), 4),
+    }
 
 
 def _read(path: str) -> np.ndarray:
@@ -90,8 +94,11 @@ def read_terramesh() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, floa
     dem = _read(f"{base}DEM.tif")[0].astype(np.float32)
     label = (_read(f"{base}LULC.tif")[0] == 1).astype(np.uint8)
     mins = dn.reshape(12, -1).min(axis=1)
-    evidence = {"min_dn_lowest_band": float(mins.min()), "min_dn_median_band": float(np.median(mins)),
-                "share_of_bands_min_above_900": float((mins > 900).mean())}  # fmt: skip
+    evidence = {
+        "min_dn_lowest_band": float(mins.min()),
+        "min_dn_median_band": float(np.median(mins)),
+        "share_of_bands_min_above_900": float((mins > 900).mean()),
+    }
     refl = harmonise_s2_dn(dn, "05.00")  # offset present: see the module docstring
     stack = np.concatenate([refl, s1, dem[None]]).astype(np.float32)
     valid = np.isfinite(stack).all(axis=0)
@@ -137,9 +144,10 @@ def evaluate(methods: dict[str, Predict], n_test: int, n_land: int, n_snow: int,
     tm_stack, tm_valid, tm_label, offset = read_terramesh()
     sf_stack, sf_valid, sf_label = read_sen1floods11()
     out: dict[str, object] = {
-        "terramesh_offset_check": offset, "sen1floods11_flat_dem_m": FLAT_DEM_M,
+        "terramesh_offset_check": offset,
+        "sen1floods11_flat_dem_m": FLAT_DEM_M,
         "chips": {"synthetic_test": n_test, "land_only": n_land, "snow": n_snow, "seed": seed},
-    }  # fmt: skip
+    }
     for name, predict in methods.items():
         t = time.time()
         c_test, per_chip, _ = run_set(predict, test.stack, test.valid, test.label)
@@ -149,7 +157,8 @@ def evaluate(methods: dict[str, Predict], n_test: int, n_land: int, n_snow: int,
         sf = scores(counts(predict(sf_stack, sf_valid), sf_label))
         out[name] = {
             "synthetic_test": {
-                **scores(c_test), "mean_chip_iou": round(float(np.mean(per_chip)), 4) if per_chip else None
+                **scores(c_test),
+                "mean_chip_iou": round(float(np.mean(per_chip)), 4) if per_chip else None,
             },
             "terramesh": tm,
             "sen1floods11": sf,
@@ -186,19 +195,24 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(args.model)
     model = TerraMindSegmenter(loaded, InferenceParams(tta=not args.no_tta, device="cpu"))
     methods: dict[str, Predict] = {
-        "terramind": model.predict, "mndwi": mndwi_rule, "baseline": SpectralBaseline().predict
-    }  # fmt: skip
+        "terramind": model.predict,
+        "mndwi": mndwi_rule,
+        "baseline": SpectralBaseline().predict,
+    }
     figures = evaluate(methods, args.test_chips, args.land_chips, args.snow_chips, args.seed)
     ours = figures["terramind"]
     assert isinstance(ours, dict)
     result = {
-        "model": Path(args.model).name, "version": model.version, "tta": not args.no_tta, **figures,
+        "model": Path(args.model).name,
+        "version": model.version,
+        "tta": not args.no_tta,
+        **figures,
         "acceptance": {  # what a default model must meet
             "mean_real_iou_ge_0.80": ours["mean_real_iou"] >= 0.80,
             "false_water_land_le_0.02": ours["false_water_land_only_chips"] <= 0.02,
             "snow_called_water_le_0.05": ours["snow_called_water"] <= 0.05,
         },
-    }  # fmt: skip
+    }
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result), flush=True)

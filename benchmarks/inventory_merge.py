@@ -91,7 +91,8 @@ def _transform(geoms: np.ndarray, transformer: Transformer) -> np.ndarray:
 
 def grown_distance(areas_m2: np.ndarray) -> np.ndarray:
     """Buffer distance (m) that takes every lake past both change tolerances: ≥ 2 pixels, and
-    enough for the 5 % relative one on large compact lakes (perimeter ≥ the disc's 2√(πA))."""
+    enough for the 5 % relative one on large compact lakes (perimeter ≥ the disc's 2√(πA)).
+    """
     return np.maximum(GROW_M, 0.03 * np.sqrt(areas_m2))
 
 
@@ -118,14 +119,15 @@ def load_outlines(n: int, path: Path = ICIMOD, epsg: int = UTM_EPSG) -> Outlines
     out = []
     for k in range(copies):
         dx, dy = step_x * (k % columns), step_y * (k // columns)
-        out.append(shapely.transform(base, lambda c, dx=dx, dy=dy: c + (dx, dy)))
+        out.append(shapely.transform(base, lambda c, dx=dx, dy=dy: c + np.array([dx, dy])))
     lonlat = np.concatenate(out)[:n]
     return Outlines(lonlat, _transform(lonlat, _to_utm(epsg)))
 
 
 def observed(outlines: Outlines, epsg: int = UTM_EPSG) -> tuple[ObservedLake, ...]:
     """ObservedLake records as the pipeline hands them over: outline in UTM (``epsg``), area and
-    perimeter in UTM metres, centroid in degrees."""
+    perimeter in UTM metres, centroid in degrees.
+    """
     area = shapely.area(outlines.utm)
     length = shapely.length(outlines.utm)
     cx, cy = shapely.get_coordinates(shapely.centroid(outlines.lonlat)).T
@@ -356,7 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{figures['lakes']} lakes: append {a:.2f} s; first merge {figures['first_merge_s']:.2f} s "
         f"({figures['first_over_append']}× append), same outlines in a new scene "
         f"{figures['repeat_scene_merge_s']:.2f} s ({figures['repeat_scene_over_append']}×), identical re-merge "
-        f"{figures['noop_merge_s']:.3f} s ({figures['noop_over_append']}×), all changed {figures['changed_merge_s']:.2f} s "
+        f"{figures['noop_merge_s']:.3f} s ({figures['noop_over_append']}×), "
+        f"all changed {figures['changed_merge_s']:.2f} s "
         f"({figures['changed_over_append']}×)",
         flush=True,
     )

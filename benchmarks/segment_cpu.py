@@ -37,7 +37,7 @@ def synthetic_scene(size: int, wedge: bool, seed: int = 0) -> tuple[np.ndarray, 
     yy, xx = np.mgrid[:size, :size]
     water = np.zeros((size, size), bool)
     for _ in range(6):
-        cy, cx, r = rng.uniform(0, size, 2).tolist() + [rng.uniform(10, 40)]
+        cy, cx, r = [*rng.uniform(0, size, 2).tolist(), rng.uniform(10, 40)]
         water |= (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
     s2 = np.where(water, 600, 2500)[None] + rng.normal(0, 200, (12, size, size))
     s1 = np.where(water, -22, -10)[None] + rng.normal(0, 2, (2, size, size))
@@ -72,8 +72,17 @@ def run(size: int, batch_size: int, wedge: bool, model: torch.nn.Module, repeat:
     x = torch.from_numpy(prepare_stack(stack, stats))[None]
 
     def theirs() -> np.ndarray:
-        out = tiled_inference(fwd, x, crop=224, stride=112, delta=0, padding=False, blend_overlaps=True,
-                              average_patches=True, batch_size=batch_size)  # fmt: skip
+        out = tiled_inference(
+            fwd,
+            x,
+            crop=224,
+            stride=112,
+            delta=0,
+            padding=False,
+            blend_overlaps=True,
+            average_patches=True,
+            batch_size=batch_size,
+        )
         return out[0, 0].numpy()
 
     ours_fwd = Counting(fwd)
@@ -136,8 +145,12 @@ def tiling_overhead(size: int, batch_size: int, repeat: int) -> dict[str, Any]:
             fn()
             best[name] = min(best.get(name, np.inf), time.perf_counter() - t0)
     n = len(window_starts(size, 224, 112)) ** 2
-    return {"size_px": size, "scene_windows": n, "seconds": {k: round(v, 3) for k, v in best.items()},
-            "note": "ours includes normalising the scene; terratorch's input is pre-normalised"}  # fmt: skip
+    return {
+        "size_px": size,
+        "scene_windows": n,
+        "seconds": {k: round(v, 3) for k, v in best.items()},
+        "note": "ours includes normalising the scene; terratorch's input is pre-normalised",
+    }
 
 
 def main() -> None:
@@ -154,12 +167,20 @@ def main() -> None:
     model = build_model(ModelConfig("tiny", "light", 1)).eval()
     scenes = [run(args.size, args.batch_size, wedge, model, args.repeat) for wedge in (False, True)]
     for s in scenes:
-        print(f"{s['scene']}: ours {s['windows_per_s']['ours']} win/s, terratorch {s['windows_per_s']['terratorch']} "
-              f"win/s, ratio {s['ratio_ours_over_terratorch']}, max |Δ| {s['max_abs_diff_valid']:.2e}")  # fmt: skip
-    summary = {"benchmark": "segment_cpu", "model": "terramind_v1_tiny light, random init, fp32, no TTA",
-               "tiling": "224/112, terratorch blend mask on both", "torch_threads": torch.get_num_threads(),
-               "size_px": args.size, "batch_size": args.batch_size, "scenes": scenes,
-               "all_same_output": all(s["same_output_1e-4"] for s in scenes)}  # fmt: skip
+        print(
+            f"{s['scene']}: ours {s['windows_per_s']['ours']} win/s, terratorch {s['windows_per_s']['terratorch']} "
+            f"win/s, ratio {s['ratio_ours_over_terratorch']}, max |Δ| {s['max_abs_diff_valid']:.2e}"
+        )
+    summary = {
+        "benchmark": "segment_cpu",
+        "model": "terramind_v1_tiny light, random init, fp32, no TTA",
+        "tiling": "224/112, terratorch blend mask on both",
+        "torch_threads": torch.get_num_threads(),
+        "size_px": args.size,
+        "batch_size": args.batch_size,
+        "scenes": scenes,
+        "all_same_output": all(s["same_output_1e-4"] for s in scenes),
+    }
     if args.overhead_size:
         summary["tiling_overhead_null_model"] = tiling_overhead(args.overhead_size, args.batch_size, args.repeat)
     print(json.dumps(summary))

@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-from dataclasses import replace
 import json
 import math
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +48,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
+from demo.synthetic.chips import IGNORE, make_training_chips  # noqa: E402
 from models.checkpoint import load_model, save_checkpoint  # noqa: E402
 from models.normalisation import NormStats, prepare_stack  # noqa: E402
 from models.terramind import ModelConfig, build_model, forward_binary_logits  # noqa: E402
 from models.train import bce_dice_loss  # noqa: E402
-from demo.synthetic.chips import IGNORE, make_training_chips  # noqa: E402
 
 DEFAULT_OUT = ROOT / "models" / "weights" / "terramind_tiny_glacial_demo.pt"
 STATS_NAME = "glacial-lakes-synthetic-v1"
@@ -68,8 +68,11 @@ def _chunk(args: tuple[int, int, int, str, int]) -> tuple[np.ndarray, np.ndarray
     from demo.synthetic.chips import render_chip
 
     out = [render_chip(size, seed, split, i) for i in range(start, start + n)]
-    return (np.stack([o[0] for o in out]).astype(np.float32), np.stack([o[1] for o in out]),
-            np.stack([o[2] for o in out]))  # fmt: skip
+    return (
+        np.stack([o[0] for o in out]).astype(np.float32),
+        np.stack([o[1] for o in out]),
+        np.stack([o[2] for o in out]),
+    )
 
 
 def generate(n: int, size: int, split: str, seed: int, workers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,9 +96,14 @@ def compute_stats(stack: np.ndarray, valid: np.ndarray, seed: int) -> NormStats:
     means = np.nanmean(bands, axis=1)
     stds = np.maximum(np.nanstd(bands, axis=1), 1e-3)
     # Trained on harmonised reflectance: one-off inputs are tested for the +1000 DN offset.
-    return NormStats(STATS_NAME, tuple(means), tuple(stds), 0.0,
-                     "Training chips of benchmarks/train_default_model.py (synthetic, valid pixels)",
-                     detect_s2_offset=True)  # fmt: skip
+    return NormStats(
+        STATS_NAME,
+        tuple(means),
+        tuple(stds),
+        0.0,
+        "Training chips of benchmarks/train_default_model.py (synthetic, valid pixels)",
+        detect_s2_offset=True,
+    )
 
 
 def normalise(stack: np.ndarray, stats: NormStats) -> np.ndarray:
@@ -148,11 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-min", type=float, default=33.0, help="wall-clock budget, chip rendering included")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
-                    help="bf16 autocast of the training forward (about 1.5x faster on CPUs with AVX512-BF16)")
+    ap.add_argument(
+        "--precision",
+        choices=("bf16", "fp32"),
+        default="bf16",
+        help="bf16 autocast of the training forward (about 1.5x faster on CPUs with AVX512-BF16)",
+    )
     ap.add_argument("--workers", type=int, default=2, help="processes rendering chips")
-    ap.add_argument("--init", type=Path, default=None,
-                    help="continue from this checkpoint (its architecture and normalisation statistics are kept)")
+    ap.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="continue from this checkpoint (its architecture and normalisation statistics are kept)",
+    )
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -178,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(config)
     params = sum(p.numel() for p in model.parameters())
     origin = f"from {args.init.name}" if args.init else "random init"
-    _log(f"model terramind-tiny {config.layout}, decoder {config.decoder_channels} ch, "
-         f"{params / 1e6:.2f} M parameters, {origin}")
+    _log(
+        f"model terramind-tiny {config.layout}, decoder {config.decoder_channels} ch, "
+        f"{params / 1e6:.2f} M parameters, {origin}"
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     total = args.epochs * args.steps_per_epoch
     t_train = time.time()
@@ -206,8 +224,12 @@ def main(argv: list[str] | None = None) -> int:
             cursor += args.batch
             for group in opt.param_groups:
                 group["lr"] = args.lr * lr_factor()
-            x, y, m = augment(torch.from_numpy(tr_x[idx].astype(np.float32)), torch.from_numpy(tr_y[idx]),
-                              torch.from_numpy(tr_m[idx]), rng)  # fmt: skip
+            x, y, m = augment(
+                torch.from_numpy(tr_x[idx].astype(np.float32)),
+                torch.from_numpy(tr_y[idx]),
+                torch.from_numpy(tr_m[idx]),
+                rng,
+            )
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
                 z = forward_binary_logits(model, x, 1)
             loss = bce_dice_loss(z.float(), y, m)
@@ -220,15 +242,25 @@ def main(argv: list[str] | None = None) -> int:
             progress = max(step / total, (time.time() - t_train) / budget)
             if step % 25 == 0:
                 rate = (time.time() - t_train) / step
-                _log(f"epoch {epoch} step {b + 1}/{args.steps_per_epoch}: loss {np.mean(losses[-25:]):.4f}, "
-                     f"lr {args.lr * lr_factor():.2e}, {rate:.2f} s/step, progress {progress:.0%}")  # fmt: skip
+                _log(
+                    f"epoch {epoch} step {b + 1}/{args.steps_per_epoch}: loss {np.mean(losses[-25:]):.4f}, "
+                    f"lr {args.lr * lr_factor():.2e}, {rate:.2f} s/step, progress {progress:.0%}"
+                )
             if progress >= 1.0:
                 break
         val = evaluate(model, va_x, va_label, 8)
-        history.append({"epoch": epoch, "steps": step, "loss": round(float(np.mean(losses)), 4),
-                        **{k: round(v, 4) for k, v in val.items()}})  # fmt: skip
-        _log(f"epoch {epoch}: loss {np.mean(losses):.4f}, val IoU {val['iou']:.4f} "
-             f"(P {val['precision']:.3f}, R {val['recall']:.3f})")
+        history.append(
+            {
+                "epoch": epoch,
+                "steps": step,
+                "loss": round(float(np.mean(losses)), 4),
+                **{k: round(v, 4) for k, v in val.items()},
+            }
+        )
+        _log(
+            f"epoch {epoch}: loss {np.mean(losses):.4f}, val IoU {val['iou']:.4f} "
+            f"(P {val['precision']:.3f}, R {val['recall']:.3f})"
+        )
         if val["iou"] > best["iou"]:
             best, best_epoch, bad = val, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
@@ -249,9 +281,18 @@ def main(argv: list[str] | None = None) -> int:
     recipe = {k: (v.name if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"}
     if init:
         recipe["init_version"] = init.version
-    save_checkpoint(args.out, half, config, stats, epoch=best_epoch, global_step=step,
-                    metrics={"val_iou": round(best["iou"], 4)}, recipe=recipe, history=history,
-                    data="synthetic chips only (demo.synthetic.chips)")  # fmt: skip
+    save_checkpoint(
+        args.out,
+        half,
+        config,
+        stats,
+        epoch=best_epoch,
+        global_step=step,
+        metrics={"val_iou": round(best["iou"], 4)},
+        recipe=recipe,
+        history=history,
+        data="synthetic chips only (demo.synthetic.chips)",
+    )
     stats_path = args.out.with_name(args.out.name + ".stats.json")
     stats_path.write_text(json.dumps(stats.to_dict(), indent=2) + "\n", encoding="utf-8")
     loaded = load_model(str(args.out))  # strict: proves the file loads as shipped
@@ -259,12 +300,20 @@ def main(argv: list[str] | None = None) -> int:
     size_mb = args.out.stat().st_size / 1e6
     _log(f"wrote {args.out.name} ({size_mb:.1f} MB, fp16); reloaded val IoU {check['iou']:.4f}")
     summary = {
-        "checkpoint": args.out.name, "size_mb": round(size_mb, 1), "version": loaded.version,
-        "best_epoch": best_epoch, "epochs_run": len(history), "steps": step,
-        "val_iou": round(check["iou"], 4), "val_precision": round(check["precision"], 4),
-        "val_recall": round(check["recall"], 4), "train_minutes": round((time.time() - t_train) / 60, 1),
-        "total_minutes": round((time.time() - t0) / 60, 1), "stop": stop or "step cap reached", "history": history,
-    }  # fmt: skip
+        "checkpoint": args.out.name,
+        "size_mb": round(size_mb, 1),
+        "version": loaded.version,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "steps": step,
+        "val_iou": round(check["iou"], 4),
+        "val_precision": round(check["precision"], 4),
+        "val_recall": round(check["recall"], 4),
+        "train_minutes": round((time.time() - t_train) / 60, 1),
+        "total_minutes": round((time.time() - t0) / 60, 1),
+        "stop": stop or "step cap reached",
+        "history": history,
+    }
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -70,8 +70,11 @@ def as_multipolygon(geometry: BaseGeometry | None) -> MultiPolygon | None:
 
 
 def as_multipolygons(geometries: Sequence[BaseGeometry | None]) -> list[MultiPolygon | None]:
-    """:func:`as_multipolygon` of each geometry; valid 2-D MultiPolygons whose parts all have an
-    area are recognised in bulk and kept as they are (same object, same coordinates)."""
+    """:func:`as_multipolygon` of each geometry, in bulk.
+
+    Valid 2-D MultiPolygons whose parts all have an area are recognised at once and kept as they
+    are (same object, same coordinates).
+    """
     geoms = np.empty(len(geometries), dtype=object)
     geoms[:] = list(geometries)
     ok = (shapely.get_type_id(geoms) == 6) & ~shapely.is_empty(geoms) & ~shapely.has_z(geoms)

@@ -190,8 +190,11 @@ def _ordered_for_history(observations: Iterable[Observation]) -> list[Observatio
 def area_change(
     prev_water: float | None, water: float | None, prev_from: datetime, start: datetime
 ) -> tuple[float | None, float | None]:
-    """(Δ water area in m², growth rate in m²/year) of a version starting at ``start`` after one
-    starting at ``prev_from``; None where an area is unknown, rate None for a zero interval."""
+    """(Δ water area in m², growth rate in m²/year) of a version after the previous one.
+
+    The version starts at ``start``, the previous one at ``prev_from``. Both are None where an
+    area is unknown; the rate is None for a zero interval.
+    """
     if water is None or prev_water is None:
         return None, None
     change = water - prev_water

@@ -209,8 +209,10 @@ def _repeated(index: np.ndarray, size: int) -> np.ndarray:
 
 
 class _Projected:
-    """Lazily projected polygons and lakes (each projected once, on first use); polygons whose
-    metric outline the caller handed over are taken as they are."""
+    """Lazily projected polygons and lakes (each projected once, on first use).
+
+    Polygons whose metric outline the caller handed over are taken as they are.
+    """
 
     def __init__(
         self,
@@ -253,4 +255,3 @@ def absent_lakes(lakes: Mapping[int, BaseGeometry], footprint: BaseGeometry, min
         inside = shapely.area(shapely.intersection(geoms[partial], footprint))
         cover[partial] = np.divide(inside, areas, out=np.zeros_like(inside), where=areas > 0)
     return [int(i) for i in ids[cover >= min_cover]]
-

@@ -130,8 +130,11 @@ def _polygons(geometry: object) -> list[Polygon]:
 def _measure(
     polygons: Sequence[Polygon], epsg: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[MultiPolygon | None]]:
-    """Area m², perimeter m, centroid lon, lat of EPSG:4326 polygons measured in ``epsg``, and the
-    outlines there (None where nothing polygonal is left)."""
+    """Measures EPSG:4326 polygons in ``epsg``.
+
+    Returns area m², perimeter m, centroid lon and lat, and the outlines in ``epsg`` (None where
+    nothing polygonal is left).
+    """
     # Projection can pinch a ring that was valid in degrees; project() measures the repaired outline.
     projected = np.asarray(project(list(polygons), epsg), dtype=object)
     centroids = shapely.get_coordinates(shapely.centroid(projected))

@@ -43,9 +43,7 @@ def record_acquisitions(engine: Engine, aoi_id: int, rows: Iterable[AcquisitionR
             "platform": r.platform,
             "kind": r.kind,
             "sensing_time": r.sensing_time,
-            "footprint": (
-                from_shape(fp, srid=SRID) if (fp := as_multipolygon(r.footprint)) is not None else None
-            ),
+            "footprint": (from_shape(fp, srid=SRID) if (fp := as_multipolygon(r.footprint)) is not None else None),
             "source": r.source,
             "href": r.href,
             "properties": dict(r.properties),
@@ -60,9 +58,7 @@ def record_acquisitions(engine: Engine, aoi_id: int, rows: Iterable[AcquisitionR
     return int(result.rowcount or 0)
 
 
-def set_acquisition_status(
-    engine: Engine, product_ids: Sequence[str], status: str, error: str | None = None
-) -> None:
+def set_acquisition_status(engine: Engine, product_ids: Sequence[str], status: str, error: str | None = None) -> None:
     """Mark products ``processed`` / ``skipped`` / ``failed`` with the reason."""
     if not product_ids:
         return

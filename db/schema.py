@@ -139,11 +139,11 @@ _SQL_TYPES: dict[str, type[TypeEngine[Any]]] = {"double precision": Float}
 
 
 def _attribute_columns() -> list[Column]:  # type: ignore[type-arg]
-    """The attribute columns shared by ``lake``, ``lake_observation`` and ``lake_version``, from
-    :data:`db.attributes.LAKE_ATTRIBUTES` (nullable: unknown values are NULL)."""
-    return [
-        Column(a.name, _SQL_TYPES[a.sql_type], nullable=True, comment=a.description) for a in LAKE_ATTRIBUTES
-    ]
+    """The attribute columns shared by ``lake``, ``lake_observation`` and ``lake_version``.
+
+    Derived from :data:`db.attributes.LAKE_ATTRIBUTES`; nullable, since unknown values are NULL.
+    """
+    return [Column(a.name, _SQL_TYPES[a.sql_type], nullable=True, comment=a.description) for a in LAKE_ATTRIBUTES]
 
 
 lake = Table(

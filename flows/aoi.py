@@ -61,6 +61,7 @@ class AoiSpec(BaseModel):
 
     @property
     def shape(self) -> BaseGeometry:
+        """The geometry as shapely (EPSG:4326)."""
         return shape(self.geometry)
 
 

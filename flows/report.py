@@ -28,18 +28,22 @@ class RunReport:
     outcomes: tuple[SceneOutcome, ...] = field(default_factory=tuple)
 
     def count(self, status: str) -> int:
+        """Scenes with this outcome (``processed``, ``skipped`` or ``failed``)."""
         return sum(1 for o in self.outcomes if o.status == status)
 
     @property
     def processed(self) -> int:
+        """Scenes merged."""
         return self.count("processed")
 
     @property
     def skipped(self) -> int:
+        """Scenes skipped, with their reasons (no partner, already processed)."""
         return self.count("skipped")
 
     @property
     def failed(self) -> int:
+        """Scenes that failed (their error is recorded on the acquisition)."""
         return self.count("failed")
 
     def totals(self) -> dict[str, int]:
@@ -63,7 +67,8 @@ class RunReport:
             f"# Inventory update: {self.aoi}",
             f"Model: `{self.model}`",
             "",
-            f"Acquisitions found {t['found']}, processed {t['processed']}, skipped {t['skipped']}, failed {t['failed']}.",
+            f"Acquisitions found {t['found']}, processed {t['processed']}, "
+            f"skipped {t['skipped']}, failed {t['failed']}.",
             f"New lakes {t['new_lakes']}, changed {t['changed_lakes']}, disappeared {t['disappeared']}, "
             f"reappeared {t['reappeared']}, versions added {t['versions_added']}.",
             "",

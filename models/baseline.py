@@ -188,14 +188,10 @@ class SpectralBaseline:
             (_index(g, n) - ndwi_needed) / self.index_scale,
             (_index(g, s) - self.mndwi_min) / self.index_scale,
         )  # NaN when a band is missing: no spectral evidence, no water
-        z_snow = np.minimum(
-            (self.b03_max - g) / self.reflectance_scale, (self.b08_max - n) / self.reflectance_scale
-        )
+        z_snow = np.minimum((self.b03_max - g) / self.reflectance_scale, (self.b08_max - n) / self.reflectance_scale)
         slope = slope_degrees(dem, self.pixel_size_m)
         if self.slope_window_px > 1:
-            gentlest = ndimage.minimum_filter(
-                np.where(np.isfinite(slope), slope, np.inf), size=self.slope_window_px
-            )
+            gentlest = ndimage.minimum_filter(np.where(np.isfinite(slope), slope, np.inf), size=self.slope_window_px)
             slope = np.where(np.isfinite(gentlest), gentlest, np.nan)
         z_slope = (self.slope_max_deg - slope) / self.slope_scale_deg
         z_sar = (self.vv_max_db - vv) / self.vv_scale_db

@@ -44,9 +44,9 @@ def _pixels_inside(poly: Polygon | MultiPolygon, grid: GridSpec) -> tuple[slice,
     if r1 <= r0 or c1 <= c0:
         return slice(0, 0), slice(0, 0), np.zeros((0, 0), dtype=bool)
     window_transform = grid.affine @ grid.affine.translation(c0, r0)
-    inside = rasterize(
-        [(poly, 1)], out_shape=(r1 - r0, c1 - c0), transform=window_transform, dtype="uint8"
-    ).astype(bool)
+    inside = rasterize([(poly, 1)], out_shape=(r1 - r0, c1 - c0), transform=window_transform, dtype="uint8").astype(
+        bool
+    )
     return slice(r0, r1), slice(c0, c1), inside
 
 
@@ -104,9 +104,7 @@ def attribute_lakes(
     return lakes
 
 
-def valid_footprint(
-    valid: NDArray[np.bool_], grid: GridSpec, simplify_m: float = 20.0
-) -> MultiPolygon | None:
+def valid_footprint(valid: NDArray[np.bool_], grid: GridSpec, simplify_m: float = 20.0) -> MultiPolygon | None:
     """Outline of the valid pixels in the grid's CRS (``grid.epsg``), holes (clouds, gaps) kept.
 
     Args:
@@ -126,10 +124,7 @@ def valid_footprint(
         raise ValueError(f"valid {v.shape} does not match the grid {grid.shape}")
     if not v.any():
         return None
-    parts = [
-        shape(g)
-        for g, _ in shapes(v.astype(np.uint8), mask=v, connectivity=4, transform=grid.affine)
-    ]
+    parts = [shape(g) for g, _ in shapes(v.astype(np.uint8), mask=v, connectivity=4, transform=grid.affine)]
     merged = shapely.union_all(parts)
     if simplify_m > 0:
         merged = merged.simplify(simplify_m, preserve_topology=True)

@@ -82,9 +82,7 @@ class GridSpec:
         return (min(xs), min(ys), max(xs), max(ys))
 
 
-def grid_for_geometry(
-    geom_lonlat: BaseGeometry, epsg: int | None = None, resolution: float = 10.0
-) -> GridSpec:
+def grid_for_geometry(geom_lonlat: BaseGeometry, epsg: int | None = None, resolution: float = 10.0) -> GridSpec:
     """The smallest north-up grid in a UTM CRS that covers a lon/lat geometry.
 
     The edges are snapped outwards to multiples of ``resolution`` so grids of different AOIs in
@@ -107,9 +105,7 @@ def grid_for_geometry(
     # cover the curve, not only the vertices.
     dense = shapely.segmentize(geom_lonlat, max_segment_length=0.005)
     to_utm = Transformer.from_crs(4326, epsg, always_xy=True)
-    projected = shapely.transform(
-        dense, lambda xy: np.column_stack(to_utm.transform(xy[:, 0], xy[:, 1]))
-    )
+    projected = shapely.transform(dense, lambda xy: np.column_stack(to_utm.transform(xy[:, 0], xy[:, 1])))
     minx, miny, maxx, maxy = projected.bounds
     left = math.floor(minx / resolution) * resolution
     bottom = math.floor(miny / resolution) * resolution

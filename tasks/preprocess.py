@@ -135,14 +135,14 @@ def detect_s2_dn_offset(dn: NDArray[np.floating], percentile: float = 1.0) -> tu
         return 0, f"too few valid S2 pixels ({int(ok.sum())}) to test for the +1000 offset; none assumed"
     low = np.percentile(bands[:, ok], percentile, axis=1)
     if float(low.min()) >= OFFSET_DETECT_MIN_DN:
-        return 1000, (f"every band's p{percentile:g} is ≥ {OFFSET_DETECT_MIN_DN:.0f} DN "
-                      f"(lowest {low.min():.0f}): un-harmonised baseline ≥ 04.00, 1000 removed")
+        return 1000, (
+            f"every band's p{percentile:g} is ≥ {OFFSET_DETECT_MIN_DN:.0f} DN "
+            f"(lowest {low.min():.0f}): un-harmonised baseline ≥ 04.00, 1000 removed"
+        )
     return 0, f"no +1000 offset in S2 (band {int(low.argmin()) + 1}'s p{percentile:g} is {low.min():.0f} DN)"
 
 
-def cloud_mask_from_scl(
-    scl: NDArray[np.integer], data: NDArray[np.bool_]
-) -> tuple[NDArray[np.bool_], float]:
+def cloud_mask_from_scl(scl: NDArray[np.integer], data: NDArray[np.bool_]) -> tuple[NDArray[np.bool_], float]:
     """Clear-sky mask and cloud fraction from the scene classification layer.
 
     Args:
@@ -245,9 +245,7 @@ def _warp(
     return dst
 
 
-def _s2_from_dn(
-    dn_bands: list[NDArray[np.float32]], scl: NDArray[Any] | None, processing_baseline: str
-) -> S2Scene:
+def _s2_from_dn(dn_bands: list[NDArray[np.float32]], scl: NDArray[Any] | None, processing_baseline: str) -> S2Scene:
     refl = np.stack([harmonise_s2_dn(b, processing_baseline) for b in dn_bands]).astype(np.float32)
     data: NDArray[np.bool_] = np.asarray(np.isfinite(refl).all(axis=0), dtype=np.bool_)
     if scl is None:
@@ -284,9 +282,7 @@ def read_s2(
     return _s2_from_dn(dn, scl, processing_baseline)
 
 
-def read_s2_file(
-    href: str, processing_baseline: str, grid: GridSpec, scl_href: str | None = None
-) -> S2Scene:
+def read_s2_file(href: str, processing_baseline: str, grid: GridSpec, scl_href: str | None = None) -> S2Scene:
     """Like :func:`read_s2` for one 12-band file with bands in :data:`S2_BANDS` order."""
     import rasterio
 

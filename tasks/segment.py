@@ -54,8 +54,18 @@ def write_float_cog(array: NDArray[np.float32], grid: GridSpec, path: Path, desc
 
 def _scratch_profile(grid: GridSpec, dtype: str, nodata: float) -> dict[str, Any]:
     # Striped and uncompressed: rows can be written in any band height without re-reading blocks.
-    return {"driver": "GTiff", "dtype": dtype, "count": 1, "width": grid.width, "height": grid.height,
-            "crs": grid.crs, "transform": grid.affine, "nodata": nodata, "tiled": False, "blockysize": 16}
+    return {
+        "driver": "GTiff",
+        "dtype": dtype,
+        "count": 1,
+        "width": grid.width,
+        "height": grid.height,
+        "crs": grid.crs,
+        "transform": grid.affine,
+        "nodata": nodata,
+        "tiled": False,
+        "blockysize": 16,
+    }
 
 
 def write_probability(
@@ -92,8 +102,10 @@ def write_probability(
     with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".seg-") as tmpdir:
         scratch = [Path(tmpdir) / f"rows{i}.tif" for i in range(len(outputs))]
         with ExitStack() as files:
-            dsts = [files.enter_context(rasterio.open(s, "w", **_scratch_profile(grid, dt, nd)))
-                    for s, (_, dt, nd, _, _) in zip(scratch, outputs, strict=True)]
+            dsts = [
+                files.enter_context(rasterio.open(s, "w", **_scratch_profile(grid, dt, nd)))
+                for s, (_, dt, nd, _, _) in zip(scratch, outputs, strict=True)
+            ]
             for r0, p in rows:
                 window = ((r0, r0 + p.shape[0]), (0, grid.width))
                 dsts[0].write(p.astype(np.float32, copy=False), 1, window=window)
@@ -146,9 +158,17 @@ class CoregisteredSource:
                 # No nodata tag: NaN is the nodata of float rasters, integer ones have none.
                 is_float = ds.dtypes[0].startswith("float")
                 src_nodata = ds.nodata if ds.nodata is not None else (np.nan if is_float else None)
-                vrt = WarpedVRT(ds, crs=self.grid.crs, transform=self.grid.affine, width=self.width,
-                                height=self.height, resampling=Resampling.bilinear, src_nodata=src_nodata,
-                                nodata=np.nan, dtype="float32")
+                vrt = WarpedVRT(
+                    ds,
+                    crs=self.grid.crs,
+                    transform=self.grid.affine,
+                    width=self.width,
+                    height=self.height,
+                    resampling=Resampling.bilinear,
+                    src_nodata=src_nodata,
+                    nodata=np.nan,
+                    dtype="float32",
+                )
                 self._files.append(vrt)
                 vrts.append(vrt)
             self._s1, self._dem = vrts
@@ -224,10 +244,20 @@ def s2_file_offset(path: str | Path, max_pixels: int = 1_000_000) -> tuple[int, 
     return detect_s2_dn_offset(dn)
 
 
-def segment_files(s2: Path, s1: Path, dem: Path, out_path: Path, model_spec: str, *, mask_path: Path | None = None,
-                  threshold: float = 0.5, s2_offset: int = 0, tta: bool = True,
-                  progress: Callable[[int, int], None] | None = None,
-                  hub: HubCache = DEFAULT_HUB) -> tuple[Path, Path | None]:
+def segment_files(
+    s2: Path,
+    s1: Path,
+    dem: Path,
+    out_path: Path,
+    model_spec: str,
+    *,
+    mask_path: Path | None = None,
+    threshold: float = 0.5,
+    s2_offset: int = 0,
+    tta: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    hub: HubCache = DEFAULT_HUB,
+) -> tuple[Path, Path | None]:
     """Co-registers S1 and the DEM onto the S2 grid, segments, writes probability (and mask) COGs.
 
     ``hub`` says where ``hf://`` model specs are resolved (the edge builds it from settings).

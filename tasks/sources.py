@@ -32,9 +32,23 @@ COLLECTION_KINDS: dict[str, str] = {
 # Kind → asset keys the pipeline reads, per our canonical names; catalog spellings are tried in order.
 ASSET_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
     "S2L2A": {
-        **{b: (b, b.lower(), f"{b}_10m", f"{b}_20m", f"{b}_60m") for b in (
-            "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
-        )},
+        **{
+            b: (b, b.lower(), f"{b}_10m", f"{b}_20m", f"{b}_60m")
+            for b in (
+                "B01",
+                "B02",
+                "B03",
+                "B04",
+                "B05",
+                "B06",
+                "B07",
+                "B08",
+                "B8A",
+                "B09",
+                "B11",
+                "B12",
+            )
+        },
         "SCL": ("SCL", "scl", "SCL_20m"),
     },
     "S1GRD": {"vv": ("vv", "VV"), "vh": ("vh", "VH")},
@@ -81,9 +95,7 @@ class AcquisitionSource(Protocol):
         """The source's label, recorded on every acquisition it finds."""
         ...
 
-    def search(
-        self, aoi: BaseGeometry, start: date, end: date, kinds: Sequence[str]
-    ) -> list[Acquisition]:
+    def search(self, aoi: BaseGeometry, start: date, end: date, kinds: Sequence[str]) -> list[Acquisition]:
         """Acquisitions of ``kinds`` intersecting ``aoi`` (EPSG:4326) sensed in [start, end] (DEM: any time)."""
         ...
 
@@ -156,9 +168,7 @@ class LocalStacSource:
             raise SourceError(f"no STAC catalog at {path}")
         return path
 
-    def search(
-        self, aoi: BaseGeometry, start: date, end: date, kinds: Sequence[str]
-    ) -> list[Acquisition]:
+    def search(self, aoi: BaseGeometry, start: date, end: date, kinds: Sequence[str]) -> list[Acquisition]:
         """Acquisitions of ``kinds`` intersecting ``aoi`` (EPSG:4326) sensed in [start, end] (DEM: any time)."""
         catalog = pystac.Catalog.from_file(str(self._catalog_file()))
         found: list[Acquisition] = []
@@ -166,9 +176,7 @@ class LocalStacSource:
             kind = COLLECTION_KINDS.get(collection.id)
             if kind is None or kind not in kinds:
                 continue
-            found.extend(
-                item_to_acquisition(item, kind, self.name) for item in collection.get_items(recursive=True)
-            )
+            found.extend(item_to_acquisition(item, kind, self.name) for item in collection.get_items(recursive=True))
         return filter_acquisitions(found, aoi, start, end, kinds)
 
 
@@ -184,9 +192,7 @@ class StacApiSource:
         """The source URI, ``stac:URL``."""
         return f"stac:{self.url}"
 
-    def search(
-        self, aoi: BaseGeometry, start: date, end: date, kinds: Sequence[str]
-    ) -> list[Acquisition]:
+    def search(self, aoi: BaseGeometry, start: date, end: date, kinds: Sequence[str]) -> list[Acquisition]:
         """Acquisitions of ``kinds`` intersecting ``aoi`` (EPSG:4326) sensed in [start, end] (DEM: any time)."""
         from pystac_client import Client  # imported here: only this source needs it
 

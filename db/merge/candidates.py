@@ -32,7 +32,7 @@ class Candidates:
     geoms: dict[int, BaseGeometry] = field(default_factory=dict)
     position: dict[int, int] = field(default_factory=dict)
     """Lake id → index into ``tips``."""
-    tips: HistoryTips = HistoryTips(*(np.zeros(0, dtype=t) for t in (object, float, np.int64, np.int64)))
+    tips: HistoryTips = field(default_factory=lambda: HistoryTips.of(()))
 
     def status(self, lake_id: int) -> str:
         """Status of the lake's current version (``active`` / ``disappeared``)."""

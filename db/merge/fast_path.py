@@ -51,8 +51,10 @@ def steps(
     when: datetime,
     config: MergeConfig,
 ) -> dict[int, str]:
-    """Existing lakes whose history this scene extends from the tip: lake id → kind of the version
-    opened, or ``""`` when the current one continues (see :func:`db.history.extend_histories`).
+    """Existing lakes whose history this scene extends from the tip.
+
+    Lake id → kind of the version opened, or ``""`` when the current one continues (see
+    :func:`db.history.extend_histories`).
 
     ``areas`` are the scene's polygons' areas (m², UTM) by polygon index; ``lake_of`` maps polygon
     index → lake id; ``absent`` are the lakes seen dry; ``rebuild`` those rebuilt in full anyway.

@@ -20,8 +20,11 @@ _NULL = b"\xff\xff\xff\xff"
 
 
 def row_dtype(fixed: Sequence[tuple[str, str]]) -> np.dtype:
-    """Record of one row but its last field's bytes: field count, then (length, value) per fixed
-    field (``(name, numpy big-endian type)``), then the last field's length."""
+    """Record of one row but its last field's bytes.
+
+    Field count, then (length, value) per fixed field (``(name, numpy big-endian type)``), then
+    the last field's length.
+    """
     fields: list[tuple[str, str]] = [("fields", ">i2")]
     for name, typ in fixed:
         fields += [(f"{name}_n", ">i4"), (name, typ)]

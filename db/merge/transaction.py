@@ -121,9 +121,12 @@ def merge_scene(engine: Engine, result: SceneResult, config: MergeConfig = Merge
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: a merge allocates some 10^5 short-lived containers, on
-    which the collector would walk the whole heap again and again; reference counting still
-    frees them. Restored on exit (left alone if someone else had it off)."""
+    """Pause the cyclic garbage collector for the duration of a merge.
+
+    A merge allocates some 10^5 short-lived containers, on which the collector would walk the
+    whole heap again and again; reference counting still frees them. Restored on exit (left alone
+    if someone else had it off).
+    """
     enabled = gc.isenabled()
     gc.disable()
     try:

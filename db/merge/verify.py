@@ -35,7 +35,10 @@ def stale_histories(engine: Engine, aoi_name: str, config: MergeConfig = MergeCo
         for lake_id, md5 in conn.execute(versions.order_by(ver.c.lake_id, func.lower(ver.c.valid))):
             version_outlines[int(lake_id)].append(str(md5))
         sources = {
-            v.source.observation_id for h in histories.values() for v in h.versions if v.source.observation_id is not None
+            v.source.observation_id
+            for h in histories.values()
+            for v in h.versions
+            if v.source.observation_id is not None
         }
         observations = select(obs.c.observation_id, func.md5(func.ST_AsBinary(obs.c.geom)))
         outline: dict[int | None, str] = {

@@ -231,8 +231,14 @@ def _river(rng: np.random.Generator, z: NDArray[np.float64], width: float) -> ND
     return np.asarray(np.clip(width / 2 + 0.5 - dist, 0.0, 1.0), dtype=np.float64)
 
 
-def _cover_alpine(rng: np.random.Generator, z: NDArray[np.float64], slope_deg: NDArray[np.float64],
-                  snow_cover: float, wet_share: float, glacier: bool) -> NDArray[np.float64]:
+def _cover_alpine(
+    rng: np.random.Generator,
+    z: NDArray[np.float64],
+    slope_deg: NDArray[np.float64],
+    snow_cover: float,
+    wet_share: float,
+    glacier: bool,
+) -> NDArray[np.float64]:
     """Abundances ``(13, n, n)``: rock on steep ground, debris and meadow below, ice, snow, wet snow."""
     n = z.shape[0]
     cover = np.zeros((len(LAND_SPECTRA), n, n))
@@ -456,15 +462,31 @@ def render_chip(
     water_px = open_water[m : m + size, m : m + size] >= 0.5
     label = np.where(valid, water_px, IGNORE).astype(np.uint8)
     params = ChipParams(
-        kind, sun_el, sun_az, gain, haze, tuple(water_types), tuple(states), river_w, flood, snow_cover,
-        wet_share, glacier, cloud_mode, wind, enl, dem_noise,
-        float(shade[m : m + size, m : m + size].mean()), float(water_px[valid].mean()) if valid.any() else 0.0,
+        kind,
+        sun_el,
+        sun_az,
+        gain,
+        haze,
+        tuple(water_types),
+        tuple(states),
+        river_w,
+        flood,
+        snow_cover,
+        wet_share,
+        glacier,
+        cloud_mode,
+        wind,
+        enl,
+        dem_noise,
+        float(shade[m : m + size, m : m + size].mean()),
+        float(water_px[valid].mean()) if valid.any() else 0.0,
     )
     return stack, valid, label, params
 
 
-def make_training_chips(n: int, size: int = 224, seed: int = 0, split: str = "train",
-                        scenario: Scenario = Scenario()) -> ChipSet:
+def make_training_chips(
+    n: int, size: int = 224, seed: int = 0, split: str = "train", scenario: Scenario = Scenario()
+) -> ChipSet:
     """``n`` chips of ``split`` (``train``, ``val`` or ``test``: disjoint random streams).
 
     Args:

@@ -68,9 +68,7 @@ def _attribute_columns() -> list[sa.Column]:  # type: ignore[type-arg]
         sa.Column("centroid_lon", sa.Float(), nullable=True, comment="centroid longitude, degrees (EPSG:4326)"),
         sa.Column("centroid_lat", sa.Float(), nullable=True, comment="centroid latitude, degrees (EPSG:4326)"),
         sa.Column("elevation_m", sa.Float(), nullable=True, comment="median DEM elevation inside the lake, m"),
-        sa.Column(
-            "mean_probability", sa.Float(), nullable=True, comment="mean water probability inside the lake, 0–1"
-        ),
+        sa.Column("mean_probability", sa.Float(), nullable=True, comment="mean water probability inside the lake, 0–1"),
     ]
 
 

@@ -34,9 +34,7 @@ down_revision: str | Sequence[str] | None = "0003_merge_performance"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-FUNCTION = (
-    f"{SCHEMA}.lake_row_hash(text, bytea, double precision[], timestamptz, timestamptz, timestamptz, integer)"
-)
+FUNCTION = f"{SCHEMA}.lake_row_hash(text, bytea, double precision[], timestamptz, timestamptz, timestamptz, integer)"
 
 _EPOCH = "COALESCE(CAST(EXTRACT(epoch FROM {}) AS text), '')"
 _LAKE_ROW_HASH = f"""

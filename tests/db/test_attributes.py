@@ -32,7 +32,8 @@ NOT_ATTRIBUTES = {"lake_version": {"area_change_m2", "growth_rate_m2_per_year"}}
 def test_declared_attributes_are_the_migrated_columns(engine: sa.Engine) -> None:
     """LAKE ATTRIBUTE SYNC CONTRACT: in each lake table of a database migrated to head, the
     attribute columns are exactly the declaration's, in its order, with its type, NULL allowed and
-    its description as comment; a column added by a migration but not declared fails here too."""
+    its description as comment; a column added by a migration but not declared fails here too.
+    """
     sql = sa.text(
         "SELECT column_name, data_type, is_nullable, "
         "col_description(CAST(:s || '.' || table_name AS regclass), ordinal_position) "
@@ -53,7 +54,8 @@ def test_declared_attributes_are_the_migrated_columns(engine: sa.Engine) -> None
 def test_every_attribute_list_derives_from_the_declaration() -> None:
     """LAKE ATTRIBUTE SYNC CONTRACT: the record's measured fields (checked at import), the names the
     history reads, the schema's columns, the staging table and the query columns follow the
-    declaration; the units are stated."""
+    declaration; the units are stated.
+    """
     assert MEASURED_FIELDS == ATTRIBUTES == tuple(a.name for a in LAKE_ATTRIBUTES)
     assert [f.name for f in fields(ObservedLake)][1 : 1 + len(ATTRIBUTES)] == list(ATTRIBUTES)
     assert (*GEOMETRY_ATTRIBUTES, *EXTRA_ATTRIBUTES) == ATTRIBUTES
@@ -68,7 +70,8 @@ def test_every_attribute_list_derives_from_the_declaration() -> None:
 
 def test_staging_layout_follows_the_declaration() -> None:
     """STAGING LAYOUT: the DDL and the binary COPY rows list the same columns in the same order,
-    the outline last; NULL attributes are encoded as length -1, the others as big-endian float8."""
+    the outline last; NULL attributes are encoded as length -1, the others as big-endian float8.
+    """
     types = "integer|bigint|boolean|smallint|double precision|geometry"
     ddl_columns = re.findall(rf"[(,] ?(\w+) (?:{types})\b", STAGE_DDL)
     assert ddl_columns[:-1] == [name for name, _, _ in STAGE_COLUMNS] and ddl_columns[-1] == "geom"
@@ -103,7 +106,8 @@ def test_staging_layout_follows_the_declaration() -> None:
 def test_row_hash_function_is_the_hash_spelled_out_and_inlined(engine: sa.Engine) -> None:
     """ROW HASH SYNC CONTRACT: after merges through both paths, every lake row's hash equals the
     function over the row, which equals the md5 spelled out column by column (so rows hashed before
-    0004 keep their hash); and the planner inlines the function (no per-row call in bulk updates)."""
+    0004 keep their hash); and the planner inlines the function (no per-row call in bulk updates).
+    """
     ensure_aoi(engine, "hash", h.footprint(-6_000, -6_000, 6_000, 6_000), h.UTM)
     for s in h.scenario("hash"):
         merge_scene(engine, s)
@@ -122,9 +126,7 @@ def test_row_hash_function_is_the_hash_spelled_out_and_inlined(engine: sa.Engine
             )
         ).one()
         plan = "\n".join(
-            conn.execute(
-                sa.text(f"EXPLAIN (VERBOSE) SELECT {ROW_HASH_OF_ROW} FROM {schema.SCHEMA}.lake")
-            ).scalars()
+            conn.execute(sa.text(f"EXPLAIN (VERBOSE) SELECT {ROW_HASH_OF_ROW} FROM {schema.SCHEMA}.lake")).scalars()
         )
     assert n > 0 and stored_ok == spelled_ok == n
     assert ROW_HASH_FUNCTION.split(".")[1] not in plan and "md5" in plan

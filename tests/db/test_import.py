@@ -47,7 +47,8 @@ def _utm_total_area(frame: gpd.GeoDataFrame) -> float:
 
 def test_icimod_2015_imports_every_lake_once(engine: sa.Engine, realdata: Path) -> None:
     """3,624 features, 15 without geometry: 3,609 lakes; areas as geopandas measures them in UTM;
-    a re-import is a no-op; nothing exists the day before; the source attributes are kept."""
+    a re-import is a no-op; nothing exists the day before; the source attributes are kept.
+    """
     icimod = realdata.joinpath(*ICIMOD)
     started = time.monotonic()
     report = import_inventory(engine, icimod, aoi_name="icimod-2015", when=WHEN)
@@ -102,7 +103,8 @@ def _lake(dx: float, dy: float, w: float, hgt: float) -> Polygon:
 
 def _fixture_frame() -> gpd.GeoDataFrame:
     """Six features in UTM 44N: a plain lake, a two-part lake, a bow-tie, no geometry, a sliver,
-    and a lake with missing values."""
+    and a lake with missing values.
+    """
     bow_tie = Polygon([(X0, Y0 + 2_000), (X0 + 400, Y0 + 2_400), (X0 + 400, Y0 + 2_000), (X0, Y0 + 2_400)])
     geometries = [
         _lake(0, 0, 300, 200),
@@ -167,7 +169,8 @@ def test_inputs_without_crs_or_polygons_are_refused(engine: sa.Engine, tmp_path:
 
 def test_shapefile_layer_and_attributes_in_the_database(engine: sa.Engine, tmp_path: Path) -> None:
     """A shapefile in Web Mercator and the second layer of a GeoPackage import alike; attributes
-    reach ``lake_observation.attributes``; the key follows the content (and the date)."""
+    reach ``lake_observation.attributes``; the key follows the content (and the date).
+    """
     frame = _fixture_frame().iloc[[0, 5]].drop(columns="surveyed")  # no datetime in .dbf
     frame.to_crs(3857).to_file(tmp_path / "lakes.shp")
     frame.iloc[:1].to_file(tmp_path / "two.gpkg", layer="first")
@@ -198,7 +201,8 @@ def test_footprint_decides_where_the_baseline_counts_as_seen(
     engine: sa.Engine, tmp_path: Path, mode: str, extra_rows: int
 ) -> None:
     """A later scene finds a lake between two inventory lakes, and one inventory lake grew.
-    ``lakes``: the baseline says nothing about the new lake's place; ``hull``: it saw it dry."""
+    ``lakes``: the baseline says nothing about the new lake's place; ``hull``: it saw it dry.
+    """
     frame = gpd.GeoDataFrame(
         {"name": ["west", "east"]}, geometry=[_lake(0, 0, 200, 200), _lake(3_000, 0, 200, 200)], crs=UTM44
     )
@@ -220,12 +224,16 @@ def test_footprint_decides_where_the_baseline_counts_as_seen(
                 f"WHERE lake_id = (SELECT max(lake_id) FROM {SCHEMA}.lake)"
             )
         ).one()
-        kinds = conn.execute(
-            sa.text(
-                f"SELECT v.change_kind FROM {SCHEMA}.lake_version v JOIN {SCHEMA}.lake_observation o "
-                f"ON o.lake_id = v.lake_id AND o.attributes->>'name' = 'west' ORDER BY lower(v.valid)"
+        kinds = (
+            conn.execute(
+                sa.text(
+                    f"SELECT v.change_kind FROM {SCHEMA}.lake_version v JOIN {SCHEMA}.lake_observation o "
+                    f"ON o.lake_id = v.lake_id AND o.attributes->>'name' = 'west' ORDER BY lower(v.valid)"
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     assert base.merge.absent == 0 and (report.new_lakes, report.observations) == (1, 2)
     assert tuple(new_obs) == (1 + extra_rows, extra_rows)  # the baseline's dry row, or none
     assert kinds == ["new", "grown"]  # the baseline epoch is the lake's first version

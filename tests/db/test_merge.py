@@ -145,7 +145,7 @@ def test_new_lakes_get_rows_observations_and_a_new_version(inv: Engine) -> None:
 
 
 def test_growing_lake_gets_a_grown_version_with_positive_change(inv: Engine) -> None:
-    """r 200 m → 260 m → noise: two versions, 'grown' with Δarea > 0; noise adds none."""
+    """R 200 m → 260 m → noise: two versions, 'grown' with Δarea > 0; noise adds none."""
     merge_scene(inv, result("a", 0, [disc(0, 0, 200)]))
     report = merge_scene(inv, result("b", 30, [disc(0, 0, 260)]))
     assert (report.changed_lakes, report.versions_added, report.new_lakes) == (1, 1, 0)
@@ -359,7 +359,8 @@ def test_unknown_aoi_and_naive_time_are_rejected(inv: Engine) -> None:
 
 def test_concurrent_merges_of_one_aoi_serialise(inv: Engine) -> None:
     """Two merges at once: the same key commits once (the other is a no-op); two scenes seeing
-    the same water make one lake, not two (the second waits for the first's lake)."""
+    the same water make one lake, not two (the second waits for the first's lake).
+    """
     same = result("k", 0, [disc(0, 0, 200)])
     other = result("k2", 1, [disc(0, 0, 201)])
     barrier = threading.Barrier(3)
@@ -401,7 +402,8 @@ EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson"
 
 def test_real_icimod_outlines_round_trip_and_stay_stable(inv: Engine, realdata: Path) -> None:
     """42 ICIMOD 2015 Khumbu lakes: stored areas match the outlines in UTM; a re-observation with
-    half a pixel of boundary noise adds no version; one lake seen dry gets one absent row."""
+    half a pixel of boundary noise adds no version; one lake seen dry gets one absent row.
+    """
     features = json.loads(realdata.joinpath(*EVEREST).read_text())["features"]
     to_utm = Transformer.from_crs(4326, UTM, always_xy=True)
     outlines = [shape(f["geometry"]) for f in features]

@@ -99,7 +99,8 @@ def test_extending_a_tip_gives_the_derived_history(
     steps: list[tuple[float, float | None]], absent_to_disappear: int
 ) -> None:
     """Wherever extend_history decides, derive_history over all observations gives the same
-    versions (the current one closed, one opened with the same Δarea and rate) and the same state."""
+    versions (the current one closed, one opened with the same Δarea and rate) and the same state.
+    """
     config = MergeConfig(absent_to_disappear=absent_to_disappear)
     observations, t = [], T0
     for i, (days, area) in enumerate(steps):
@@ -133,7 +134,8 @@ def test_extending_a_tip_gives_the_derived_history(
 
 def test_extension_declines_what_needs_the_whole_series() -> None:
     """Backfill, a repeated sensing time, a return from disappearance and a second dry sighting
-    are left to the full derivation; a first dry sighting or a small change are decided."""
+    are left to the full derivation; a first dry sighting or a small change are decided.
+    """
     tip = HistoryTip(ACTIVE, 1e5, T0, T0 + timedelta(days=10), T0 + timedelta(days=10), 2)
     later = T0 + timedelta(days=20)
     wet = Observation(later, True, 1.02e5, 1_000.0)
@@ -155,7 +157,8 @@ def test_extension_declines_what_needs_the_whole_series() -> None:
 
 def _random_scene(seed: int) -> tuple[list[BaseGeometry], dict[int, BaseGeometry]]:
     """Existing lakes and a new scene's polygons (EPSG:4326) related in every way identity knows:
-    identical, grown, shrunk, shifted, split, merged, touching, new, tiny slivers."""
+    identical, grown, shrunk, shifted, split, merged, touching, new, tiny slivers.
+    """
     rng = np.random.default_rng(seed)
     lakes_m: list[BaseGeometry] = []
     for i in range(24):
@@ -216,7 +219,8 @@ def test_identity_shortcuts_give_the_plan_of_measuring_everything(seed: int, thr
 @pytest.mark.parametrize("threshold", [0.3, 0.05])
 def test_identity_on_the_scenes_own_utm_outlines_gives_the_same_plan(seed: int, threshold: float) -> None:
     """match_outlines handed the polygons' UTM outlines (as the merge hands the scene's own) plans
-    as when it projects them from EPSG:4326: outlines travel in UTM down to identity matching."""
+    as when it projects them from EPSG:4326: outlines travel in UTM down to identity matching.
+    """
     polygons, lakes = _random_scene(seed)
     own_utm = project(polygons, UTM)
     handed = match_outlines(polygons, lakes, UTM, threshold, own_utm)
@@ -265,7 +269,8 @@ def _scene(key: str, days: float, lakes: list[ObservedLake], aoi: str = "exact")
 def test_attributes_and_outlines_are_stored_exactly(engine: Engine) -> None:
     """Every attribute (NULL where None, extreme floats bit for bit) and every outline (the WKB of the
     UTM outline handed over, projected once to EPSG:4326) reaches the observation, version and lake
-    rows unchanged, SRID 4326."""
+    rows unchanged, SRID 4326.
+    """
     ensure_aoi(engine, "exact", box(86.5, 27.5, 87.5, 28.5), UTM)
     outlines = [Point(X0, Y0).buffer(120), box(X0 + 1_000, Y0, X0 + 1_300, Y0 + 200), Point(X0 - 1_500, Y0).buffer(60)]
     odd = [(None, 0.5), (1e-300, 1.0), (4_321.123456789012, 0.0)]  # (elevation, probability)
@@ -315,7 +320,8 @@ _TIMES = ("first_seen", "last_seen", "last_observed")
 @pytest.mark.db
 def test_three_merges_of_2000_real_outlines(engine: Engine, realdata: Path) -> None:
     """First merge: N new lakes; identical re-merge: N observations, no version; all grown: N
-    versions. Every history equals the derivation from the observations."""
+    versions. Every history equals the derivation from the observations.
+    """
     bench = _load_module("gl_bench_inventory_merge", BENCH)
     n = 2_000
     outlines = bench.load_outlines(n)
@@ -333,11 +339,16 @@ def test_three_merges_of_2000_real_outlines(engine: Engine, realdata: Path) -> N
     assert (noop.new_lakes, noop.observations, noop.absent, noop.versions_added, noop.changed_lakes) == (0, n, 0, 0, 0)
     assert (changed.new_lakes, changed.observations, changed.versions_added, changed.changed_lakes) == (0, n, n, n)
     with engine.connect() as conn:
-        kinds = conn.execute(
-            text(
-                "SELECT string_agg(change_kind, ',' ORDER BY lower(valid)) FROM inventory.lake_version GROUP BY lake_id"
+        kinds = (
+            conn.execute(
+                text(
+                    "SELECT string_agg(change_kind, ',' ORDER BY lower(valid)) "
+                    "FROM inventory.lake_version GROUP BY lake_id"
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         rows = conn.execute(
             select(func.count(), func.min(lake.c.n_observations), func.max(lake.c.n_observations))
         ).one()
@@ -368,7 +379,8 @@ def _water(outline_m: BaseGeometry) -> ObservedLake:
 
 def _random_batch(seed: int, aoi: str) -> list[SceneResult]:
     """Fourteen scenes over 24 sites: trends and noise, drains, clouds, a split, a merge, one
-    sensing time seen twice; in sensing order but for three that arrive last (backfills)."""
+    sensing time seen twice; in sensing order but for three that arrive last (backfills).
+    """
     rng = np.random.default_rng(seed)
     sites = [(X0 + (i % 6) * 900.0, Y0 + (i // 6) * 900.0, rng.uniform(70, 220)) for i in range(24)]
     trend = rng.choice([0.0, 0.0, 0.04, -0.03], size=len(sites))  # radius change per scene
@@ -423,7 +435,8 @@ def test_random_batch_fast_path_equals_the_pure_derivation(
     engine: Engine, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every stored history equals derive_history of the lake's observations, and the inventory
-    equals (row for row, by content) the one written when every history is rebuilt in full."""
+    equals (row for row, by content) the one written when every history is rebuilt in full.
+    """
     extended, rebuilt = [], []
     steps, rebuild = merge_module.steps, merge_module.rebuild_history
 

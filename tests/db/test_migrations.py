@@ -1,5 +1,6 @@
 """M1–M3: the revision chain (single head, no embedded COMMIT), schema round trips on an empty
-database, and an upgrade of a populated database that must not touch its data."""
+database, and an upgrade of a populated database that must not touch its data.
+"""
 
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def test_single_head_and_one_transaction_per_chain() -> None:
 
 
 def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> None:
-    """base → 0001 → head, then head → 0001 → head and head → base → head: equal schema each time."""
+    """Base → 0001 → head, then head → 0001 → head and head → base → head: equal schema each time."""
     with h.fresh_database(pg_url_base, None) as url:
         assert migrate.current(url) is None and schema_dump(url)["columns"] == []
         migrate.upgrade(url, "0001")
@@ -168,7 +169,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
 
 def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str, realdata: Path) -> None:
     """Seeded with merged scenes and an imported inventory, then at 0001: counts and WKB md5
-    unchanged by the upgrade, and the rows' content hashes still those of the row-hash function."""
+    unchanged by the upgrade, and the rows' content hashes still those of the row-hash function.
+    """
     with h.fresh_database(pg_url_base, None) as url:
         # The merge writes through the row-hash function of 0004: seed at head, then go down to 0001.
         migrate.upgrade(url, "head")

@@ -1,6 +1,7 @@
 """The read side: ``lake_area_series`` / ``lake_area_timeseries`` (revision 0002) and the QGIS
 readiness of the views (a unique integer key, a typed geometry, a spatial index that a map
-extent query actually uses)."""
+extent query actually uses).
+"""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ QGIS_LAYERS = {
 @pytest.fixture(scope="module")
 def seeded(pg_url_base: str, template_db: str) -> Iterator[sa.Engine]:
     """One database for the module: the seven-scene scenario merged in a shuffled order (the
-    series must still come out in time order). The tests only read it."""
+    series must still come out in time order). The tests only read it.
+    """
     with h.fresh_database(pg_url_base, template_db) as url:
         engine = make_engine(url)
         try:
@@ -113,8 +115,7 @@ def test_views_are_qgis_layers(seeded: sa.Engine, view: str) -> None:
             plan = "\n".join(
                 conn.execute(
                     sa.text(
-                        f"EXPLAIN SELECT * FROM {SCHEMA}.{view} "
-                        "WHERE geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)"
+                        f"EXPLAIN SELECT * FROM {SCHEMA}.{view} WHERE geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)"
                     ),
                     dict(zip(("x0", "y0", "x1", "y1"), extent, strict=True)),
                 ).scalars()

@@ -151,7 +151,8 @@ def _seed(engine: sa.Engine) -> None:
 
 def _public_grants(role_engine: sa.Engine, admin: sa.Engine) -> int:
     """Try ``GRANT ALL ... TO PUBLIC`` on every table and view, committed (a non-owner only gets a
-    warning, not an error); return how many privileges PUBLIC holds afterwards (must be 0)."""
+    warning, not an error); return how many privileges PUBLIC holds afterwards (must be 0).
+    """
     with role_engine.begin() as conn:
         for name in (*TABLES, *VIEWS):
             conn.execute(sa.text(f"GRANT ALL ON {_table(name)} TO PUBLIC"))

@@ -1,6 +1,7 @@
 """Child process of the fault tests: merge scenes of the :func:`tests.helpers.scenario`, maybe pausing.
 
-Usage, from the checkout: ``python -m tests.faults.merge_child URL APP AOI KEY... [--pause-at POINT] [--pause-s SECONDS]``.
+Usage, from the checkout:
+``python -m tests.faults.merge_child URL APP AOI KEY... [--pause-at POINT] [--pause-s SECONDS]``.
 
 With ``--pause-at``, a SQLAlchemy event listener, installed here only (the product code has no
 hook), runs ``SELECT pg_sleep(...)`` on the merge's own connection, inside its transaction:
@@ -17,11 +18,11 @@ import argparse
 import sys
 from typing import Any
 
-from tests import helpers as h
 from sqlalchemy import event
 
 from db.engine import make_engine
 from db.merge import merge_scene
+from tests import helpers as h
 
 
 def main(argv: list[str]) -> int:
@@ -38,6 +39,7 @@ def main(argv: list[str]) -> int:
         args.url,
         connect_args={"application_name": args.app, "options": "-c client_connection_check_interval=100"},
     )
+
     def _sleep(dbapi_connection: Any) -> None:
         with dbapi_connection.cursor() as extra:  # same connection, same transaction
             extra.execute("SELECT pg_sleep(%s)", (args.pause_s,))

@@ -163,7 +163,8 @@ def test_eight_identical_keys_commit_exactly_once(engine: sa.Engine, db_url: str
 
 def test_the_deadlock_counter_sees_a_provoked_deadlock(engine: sa.Engine) -> None:
     """Control: two sessions taking two advisory locks in opposite order make one deadlock,
-    and ``pg_stat_database.deadlocks`` counts it (so the zero figures above mean something)."""
+    and ``pg_stat_database.deadlocks`` counts it (so the zero figures above mean something).
+    """
     before = _deadlocks(engine)
     app = f"gl-deadlock-{uuid.uuid4().hex[:8]}"
     other = make_engine(engine.url, poolclass=sa.pool.NullPool, connect_args={"application_name": app})

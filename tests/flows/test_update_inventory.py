@@ -40,7 +40,10 @@ def _snapshot(engine: Engine) -> dict[str, object]:
     with engine.connect() as conn:
         for table in ("lake", "lake_version", "lake_observation", "scene", "lake_lineage"):
             out[table] = conn.execute(
-                text(f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM inventory.{table} t")
+                text(
+                    f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
+                    f"FROM inventory.{table} t"
+                )
             ).one()
     return out
 
@@ -51,20 +54,25 @@ def _lake_for(lakes: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, name: str) -> gp
 
 
 def test_update_inventory_against_truth(
-    catalog: DemoCatalog, db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_backend: None
+    catalog: DemoCatalog,
+    db_url: str,
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_backend: None,
 ) -> None:
     from flows.update_inventory import update_inventory
 
     monkeypatch.setenv("DATABASE_URL", db_url)
     monkeypatch.setenv("GLACIAL_LAKES_HOME", str(tmp_path / "home"))
     aoi = load_aoi(catalog.aoi_path)
-    window = dict(
-        aoi=aoi,
-        start=min(catalog.dates) - timedelta(days=1),
-        end=max(catalog.dates) + timedelta(days=1),
-        source=f"local:{catalog.root}",
-        model="baseline",
-    )
+    window = {
+        "aoi": aoi,
+        "start": min(catalog.dates) - timedelta(days=1),
+        "end": max(catalog.dates) + timedelta(days=1),
+        "source": f"local:{catalog.root}",
+        "model": "baseline",
+    }
     report = update_inventory(**window)
     truth = load_truth(catalog.truth_path)
     dates = sorted(catalog.dates)
@@ -77,7 +85,9 @@ def test_update_inventory_against_truth(
     lakes = _lakes(engine)
     with engine.connect() as conn:
         versions = conn.execute(
-            text("SELECT lake_id, change_kind, area_change_m2 FROM inventory.lake_version ORDER BY lake_id, lower(valid)")
+            text(
+                "SELECT lake_id, change_kind, area_change_m2 FROM inventory.lake_version ORDER BY lake_id, lower(valid)"
+            )
         ).all()
 
     growing = _lake_for(lakes, truth, "growing")

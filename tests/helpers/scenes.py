@@ -65,7 +65,8 @@ def scene(
     valid: MultiPolygon | None = None,
 ) -> SceneResult:
     """A scene at T0 + ``days`` seeing ``valid`` (EPSG:4326; handed over in UTM, as the pipeline
-    does); its product id depends on the date only (not on key or AOI)."""
+    does); its product id depends on the date only (not on key or AOI).
+    """
     return SceneResult(
         scene_key=key,
         aoi_name=aoi,
@@ -86,7 +87,8 @@ def scene(
 
 def scenario(aoi: str, prefix: str = "s") -> list[SceneResult]:
     """Seven scenes on distinct dates, in sensing order: growth, a drain and refill, a lake born
-    later, one lake hidden by cloud once, boundary noise. Keys ``{prefix}0`` … ``{prefix}6``."""
+    later, one lake hidden by cloud once, boundary noise. Keys ``{prefix}0`` … ``{prefix}6``.
+    """
     scene_box = box(X0 - 5_000, Y0 - 5_000, X0 + 5_000, Y0 + 5_000)
     cloud_over_e = MultiPolygon([lonlat(scene_box.difference(box(X0 - 2_600, Y0 - 2_600, X0 - 1_400, Y0 - 1_400)))])
     a = (200, 230, 260, 290, 320, 350, 380)  # grows every time

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -133,13 +134,14 @@ def test_absent_before_first_sighting_and_duplicate_times() -> None:
 
 def test_lineage_events_set_split_and_merge_kinds() -> None:
     """Split child starts 'split'; merge continuation gets 'merged' even without area change;
-    an absorbed lake ends 'merged' + disappeared and ignores later observations."""
+    an absorbed lake ends 'merged' + disappeared and ignores later observations.
+    """
     assert kinds([present(day(0), 1e5)], (LineageEvent(day(0), BORN_BY_SPLIT),)) == ["split"]
 
     same = [present(day(0), 1e5), present(day(9), 1e5)]
     assert kinds(same, (LineageEvent(day(9), ABSORBED_OTHERS),)) == ["new", "merged"]
 
-    history = derive_history(same + [present(day(20), 1e5)], (LineageEvent(day(9), ABSORBED_INTO),))
+    history = derive_history([*same, present(day(20), 1e5)], (LineageEvent(day(9), ABSORBED_INTO),))
     assert [(v.change_kind, v.status, v.valid_from) for v in history.versions] == [
         ("new", ACTIVE, day(0)),
         ("merged", DISAPPEARED, day(9)),
@@ -164,7 +166,7 @@ def test_versions_do_not_depend_on_arrival_order(series: list[float | None], per
     reference = derive_history(obs, (), CONFIG)
     assert derive_history(shuffled, (), CONFIG) == reference
     versions = reference.versions
-    for earlier, later in zip(versions, versions[1:], strict=False):
+    for earlier, later in itertools.pairwise(versions):
         assert earlier.valid_to == later.valid_from and earlier.valid_from < later.valid_from
     if versions:
         assert versions[-1].valid_to is None and versions[0].change_kind == "new"

@@ -13,7 +13,10 @@ AOI = box(77.0, 43.0, 77.1, 43.1)
 T0 = datetime(2024, 7, 4, 5, 56, tzinfo=UTC)
 
 
-def acq(pid: str, kind: str, when: datetime, footprint=AOI.buffer(0.1)) -> Acquisition:
+NEAR_AOI = AOI.buffer(0.1)
+
+
+def acq(pid: str, kind: str, when: datetime, footprint=NEAR_AOI) -> Acquisition:
     return Acquisition(pid, kind, "x", when, footprint, (("data", f"/{pid}.tif"),), "local:test")
 
 

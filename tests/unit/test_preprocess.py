@@ -27,7 +27,7 @@ from tasks.preprocess import (
 EPSG = 32643
 X0, Y0 = 600_000.0, 4_800_000.0
 GRID = GridSpec(EPSG, (10.0, 0.0, X0, 0.0, -10.0, Y0), 32, 32)
-RES_OF = {b: 10 for b in ("B02", "B03", "B04", "B08")} | {b: 60 for b in ("B01", "B09")}
+RES_OF = dict.fromkeys(("B02", "B03", "B04", "B08"), 10) | dict.fromkeys(("B01", "B09"), 60)
 
 
 def from_origin(west: float, north: float, xsize: float, ysize: float) -> Affine:
@@ -275,7 +275,7 @@ def test_dem_in_4326_keeps_its_values_on_a_utm_grid(tmp_path):
 
 def test_slope_of_a_plane_and_a_hole():
     """Slope of a plane is exact, and a DEM hole does not erase its neighbours' slope."""
-    rows, cols = np.indices((16, 16))
+    _rows, cols = np.indices((16, 16))
     dem = (cols * 10.0 * 0.1).astype(np.float32)  # rises 0.1 m per m eastwards
     dem[8, 8] = np.nan
     s = slope_degrees(dem, 10.0)

@@ -99,8 +99,15 @@ def test_cog_round_trip_keeps_nan_mask_and_grid(tmp_path):
 def test_read_stack_refuses_foreign_files(tmp_path):
     """A raster not written by write_stack is refused with a reason."""
     path = tmp_path / "other.tif"
-    profile = {"driver": "GTiff", "width": 4, "height": 4, "count": 1, "dtype": "float32",
-               "crs": "EPSG:32645", "transform": GRID.affine}  # fmt: skip
+    profile = {
+        "driver": "GTiff",
+        "width": 4,
+        "height": 4,
+        "count": 1,
+        "dtype": "float32",
+        "crs": "EPSG:32645",
+        "transform": GRID.affine,
+    }
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(np.zeros((1, 4, 4), np.float32))
     with pytest.raises(ValueError, match="valid_mask"):

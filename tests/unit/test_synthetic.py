@@ -8,6 +8,7 @@ under a thick cloud, snow that fools a naive MNDWI rule, dark water in SAR and f
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
 from datetime import date
@@ -77,7 +78,7 @@ def _mask(geoms: gpd.GeoSeries, shape: tuple[int, int], transform: rasterio.Affi
 def test_catalog_has_the_expected_collections_items_and_assets(
     demo: DemoCatalog, items: dict[str, list[pystac.Item]]
 ) -> None:
-    """pystac reads the static catalog; S2 items carry all 13 band assets, S1 vv/vh, DEM data."""
+    """Pystac reads the static catalog; S2 items carry all 13 band assets, S1 vv/vh, DEM data."""
     assert set(items) == {"sentinel-2-l2a", "sentinel-1-grd", "cop-dem-glo-30"}
     s2, s1, dem = items["sentinel-2-l2a"], items["sentinel-1-grd"], items["cop-dem-glo-30"]
     assert len(s2) == 5 and len(s1) == 4 and len(dem) == 1
@@ -151,13 +152,13 @@ def test_baseline_offset_is_in_the_0509_dns_and_not_in_the_0214_ones(
 
 
 def test_truth_lakes_change_as_specified(truth: gpd.GeoDataFrame, demo: DemoCatalog) -> None:
-    """growing grows each date; appearing from date 3; draining gone from date 3; small lakes < 0.5 ha."""
+    """Growing grows each date; appearing from date 3; draining gone from date 3; small lakes < 0.5 ha."""
     assert truth.crs.to_epsg() == 4326 and isinstance(truth.date.iloc[0], date)
     assert REQUIRED | {"small-1"} <= set(truth.lake)
     d = list(demo.dates)
     by = {name: grp.set_index("date").area_m2 for name, grp in truth.groupby("lake")}
     growing = [by["growing"][day] for day in d]
-    assert growing[0] >= 30000 and all(b > a * 1.1 for a, b in zip(growing, growing[1:]))
+    assert growing[0] >= 30000 and all(b > a * 1.1 for a, b in itertools.pairwise(growing))
     assert set(by["appearing"].index) == set(d[2:]) and by["appearing"].min() >= 10000
     assert set(by["draining"].index) == set(d[:2])
     assert set(by["clouded"].index) == set(d) and by["clouded"].nunique() == 1
@@ -165,7 +166,7 @@ def test_truth_lakes_change_as_specified(truth: gpd.GeoDataFrame, demo: DemoCata
     assert (small.area_m2 < 5000).all() and not small.min_mappable.any()
     assert truth[truth.lake.isin(REQUIRED)].min_mappable.all()
     hidden = truth[~truth.visible]
-    assert list(zip(hidden.lake, hidden.date)) == [("clouded", d[1])]
+    assert list(zip(hidden.lake, hidden.date, strict=True)) == [("clouded", d[1])]
     # area_m2 is the UTM area of the stored outline.
     utm_area = truth.to_crs(32643).area
     assert np.allclose(utm_area, truth.area_m2, rtol=1e-3)
@@ -205,7 +206,8 @@ def test_scl_marks_the_clouded_lake_as_thick_cloud_on_date_2_only(
 def test_snow_fools_mndwi_but_not_ndwi(items: dict[str, list[pystac.Item]], truth: gpd.GeoDataFrame) -> None:
     """Measured at 20 m on every date: water MNDWI ~0.85 (p5 >= 0.84) and snow MNDWI ~0.79 (p5 ~0.6),
     so an MNDWI > 0.3 rule maps snow as water; NDWI(B03, B08) is ~0.69 on water and ~0.10 on snow
-    (p95 ~0.24), so it separates them."""
+    (p95 ~0.24), so it separates them.
+    """
     for item in items["sentinel-2-l2a"]:
         day = item.datetime.date()
         scl, t20 = _read(item, "SCL")
@@ -229,7 +231,8 @@ def test_s1_water_is_dark_and_follows_the_paired_s2_extent(
     items: dict[str, list[pystac.Item]], truth: gpd.GeoDataFrame
 ) -> None:
     """VV ~ -23 dB on lakes vs ~ -12 dB on bare ground (4-look speckle, 20 m); the growing lake is
-    bigger in the later S1 scene, as on the paired S2 date."""
+    bigger in the later S1 scene, as on the paired S2 date.
+    """
     s2 = {i.datetime.date(): i for i in items["sentinel-2-l2a"]}
     s2_dates = list(s2)
     utm = truth.to_crs(32643)

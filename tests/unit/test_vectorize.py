@@ -19,9 +19,7 @@ GRID = GridSpec(32644, (10.0, 0.0, 300_000.0, 0.0, -10.0, 3_300_000.0), 64, 48)
 def _rasterise(polys, grid: GridSpec = GRID) -> np.ndarray:
     if not polys:
         return np.zeros(grid.shape, dtype=bool)
-    return rasterize([(p, 1) for p in polys], out_shape=grid.shape, transform=grid.affine).astype(
-        bool
-    )
+    return rasterize([(p, 1) for p in polys], out_shape=grid.shape, transform=grid.affine).astype(bool)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -90,16 +88,14 @@ def test_polygons_are_in_the_grid_crs():
     mask = np.zeros(GRID.shape, dtype=bool)
     mask[0:10, 54:64] = True  # the grid's north-east corner
     (poly,) = mask_to_polygons(mask, GRID)
-    left, bottom, right, top = GRID.bounds
+    _left, _bottom, right, top = GRID.bounds
     assert poly.bounds == pytest.approx((right - 100, top - 100, right, top))
 
 
 def test_probability_threshold_and_nodata():
     """Water is prob > threshold; NaN is never water."""
     prob = np.array([[0.2, 0.5, 0.51], [np.nan, 0.9, 1.0]], dtype=np.float32)
-    np.testing.assert_array_equal(
-        probability_to_mask(prob), [[False, False, True], [False, True, True]]
-    )
+    np.testing.assert_array_equal(probability_to_mask(prob), [[False, False, True], [False, True, True]])
     np.testing.assert_array_equal(probability_to_mask(prob, 0.95), [[0, 0, 0], [0, 0, 1]])
 
 
