@@ -1,9 +1,16 @@
 """A private PostgreSQL + PostGIS cluster owned by the project (demo, tests, single host).
 
 The cluster lives under one root directory (``data/``, ``run/`` for the Unix socket,
-``log/postgres.log``), listens on 127.0.0.1 only, on a private port (never the system
-cluster's 5432), with ``trust`` authentication: any local user can connect as ``postgres``,
-so use it for development and tests, not for a shared production server (set ``DATABASE_URL``).
+``log/postgres.log``, ``secrets/``), listens on 127.0.0.1 only, on a private port (never the
+system cluster's 5432). Authentication: ``scram-sha-256`` over TCP, ``peer`` on the Unix socket,
+whose directory is 0700 (only the server's OS user can reach it). The superuser ``postgres``
+has a generated password in ``secrets/postgres.password`` (0600, folder 0700, owned by the user
+who created the cluster); it is used only to create the cluster and the database and to run
+migrations. Everything else connects as the ``glacial_lakes_writer`` login (member of
+``lake_writer``), whose password is in ``secrets/writer.password`` and, for ``psql``, in the libpq
+passfile ``secrets/writer.pgpass``. A cluster made by an older version with ``trust`` is
+converted on its next start. The first start is serialised by an ``flock`` on
+``first-start.lock`` so concurrent first starts on a fresh home all succeed.
 
 PostgreSQL refuses to run as root: when the current user is root, the server binaries run as
 the ``postgres`` system user and the cluster directories are handed to it; that user must be
@@ -12,6 +19,7 @@ able to traverse every parent of the root directory.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import shlex
@@ -20,8 +28,13 @@ import socket
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
+
+from db import access
 
 # Debian layout; module-level so tests can point them at an empty directory.
 PG_LIB_DIR = Path("/usr/lib/postgresql")
@@ -30,6 +43,15 @@ POSTGIS_PACKAGE = "postgresql-15-postgis-3"
 SERVICE_USER = "postgres"
 DEFAULT_PORT = 55432
 DEFAULT_DBNAME = "glacial_lakes"
+SUPERUSER = "postgres"
+WRITER_LOGIN = "glacial_lakes_writer"
+"""The login flows and queries use on the local cluster (member of ``lake_writer``)."""
+HBA_CONF = (
+    "# Written by glacial-lakes: peer on the 0700 socket directory, scram-sha-256 on loopback.\n"
+    "local all all peer\n"
+    "host all all 127.0.0.1/32 scram-sha-256\n"
+    "host all all ::1/128 scram-sha-256\n"
+)
 
 
 class LocalClusterError(RuntimeError):
@@ -163,6 +185,31 @@ class LocalCluster:
         """The server log (``pg_ctl -l``)."""
         return self.root / "log" / "postgres.log"
 
+    @property
+    def secrets_dir(self) -> Path:
+        """Password files (0700, owned by the user who runs the project, not the server's)."""
+        return self.root / "secrets"
+
+    @property
+    def superuser_password_file(self) -> Path:
+        """The ``postgres`` superuser's generated password (0600)."""
+        return self.secrets_dir / "postgres.password"
+
+    @property
+    def writer_password_file(self) -> Path:
+        """The writer login's generated password (0600)."""
+        return self.secrets_dir / "writer.password"
+
+    @property
+    def writer_passfile(self) -> Path:
+        """The libpq passfile (0600) holding the writer login's line: ``PGPASSFILE`` for psql."""
+        return self.secrets_dir / "writer.pgpass"
+
+    @property
+    def lock_path(self) -> Path:
+        """``flock`` target serialising first starts."""
+        return self.root / "first-start.lock"
+
     # -- helpers ---------------------------------------------------------------------------
 
     @property
@@ -195,7 +242,7 @@ class LocalCluster:
                     f"{blocked} is not traversable by the {SERVICE_USER} user "
                     f"(mode {stat.S_IMODE(blocked.stat().st_mode):o}): put the cluster elsewhere or set DATABASE_URL"
                 )
-        for directory, mode in ((self.data_dir, 0o700), (self.socket_dir, 0o755), (self.log_path.parent, 0o755)):
+        for directory, mode in ((self.data_dir, 0o700), (self.socket_dir, 0o700), (self.log_path.parent, 0o700)):
             directory.mkdir(exist_ok=True)
             if owner is not None:
                 os.chown(directory, owner.pw_uid, owner.pw_gid)
@@ -228,20 +275,83 @@ class LocalCluster:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @contextmanager
+    def first_start_lock(self) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on :attr:`lock_path` (blocks until other starters finish)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def superuser_password(self) -> str:
+        """The generated superuser password (read from its 0600 file)."""
+        return access.read_secret(self.superuser_password_file)
+
     def initialise(self) -> None:
-        """Create the cluster (``initdb``) unless ``data_dir`` already holds one."""
+        """Create the cluster (``initdb``) unless ``data_dir`` already holds one; write ``pg_hba.conf``.
+
+        A fresh cluster gets a generated superuser password (``initdb --pwfile``, the file in the
+        socket directory only the server's user can enter, removed right after).
+        """
         self._prepare_dirs()
-        if (self.data_dir / "PG_VERSION").exists():
-            return
-        # Long options, one per argument: readable without a formatter exception.
-        self._run(
-            "initdb",
-            f"--pgdata={self.data_dir}",
-            "--username=postgres",
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C.UTF-8",
-        )
+        if not (self.data_dir / "PG_VERSION").exists():
+            if not self.superuser_password_file.exists():
+                access.write_secret(self.superuser_password_file, access.generate_password() + "\n")
+            pwfile = self.socket_dir / ".initdb-pwfile"
+            access.write_secret(pwfile, self.superuser_password())
+            if self._as_service_user:
+                account = _service_account()
+                os.chown(pwfile, account.pw_uid, account.pw_gid)
+                os.chown(self.socket_dir, account.pw_uid, account.pw_gid)
+            try:
+                # Long options, one per argument: readable without a formatter exception.
+                self._run(
+                    "initdb",
+                    f"--pgdata={self.data_dir}",
+                    f"--username={SUPERUSER}",
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=peer",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                )
+            finally:
+                pwfile.unlink(missing_ok=True)
+        self._write_hba()
+
+    def _write_hba(self) -> None:
+        """Replace ``pg_hba.conf`` with :data:`HBA_CONF` (owned by the server's user, 0600)."""
+        hba = self.data_dir / "pg_hba.conf"
+        try:
+            if hba.read_text() == HBA_CONF:
+                return
+        except OSError:
+            pass
+        hba.write_text(HBA_CONF)
+        if self._as_service_user:
+            account = _service_account()
+            os.chown(hba, account.pw_uid, account.pw_gid)
+        hba.chmod(0o600)
+        if self.is_running():
+            self._run("pg_ctl", "reload", "-D", str(self.data_dir))
+
+    def _convert_trust_cluster(self) -> None:
+        """Give ``postgres`` of a ``trust`` cluster (no password file) a generated password.
+
+        Runs while the old ``pg_hba.conf`` still admits it; :meth:`initialise` then replaces it.
+        """
+        import psycopg
+        from psycopg import sql
+
+        password = access.generate_password()
+        verifier = sql.Literal(access.scram_verifier(password))
+        conninfo = f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname=postgres"
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(SUPERUSER), verifier))
+        access.write_secret(self.superuser_password_file, password + "\n")
 
     def is_running(self) -> bool:
         """True when a server is running on ``data_dir``."""
@@ -290,17 +400,52 @@ class LocalCluster:
             self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir))
 
     def url(self, dbname: str = DEFAULT_DBNAME, user: str = "postgres") -> str:
-        """SQLAlchemy URL (psycopg 3 driver) of ``dbname`` on this cluster, over TCP."""
+        """SQLAlchemy URL (psycopg 3 driver) of ``dbname`` on this cluster, over TCP, no password."""
         return f"postgresql+psycopg://{user}@127.0.0.1:{self.port}/{dbname}"
+
+    def admin_url(self, dbname: str = DEFAULT_DBNAME) -> str:
+        """The superuser's URL with its password (keep it in memory: never print or log it)."""
+        return f"postgresql+psycopg://{SUPERUSER}:{self.superuser_password()}@127.0.0.1:{self.port}/{dbname}"
+
+    def writer_url(self, dbname: str = DEFAULT_DBNAME, *, with_password: bool = True) -> str:
+        """The writer login's URL: with its password, or naming the passfile (what ``psql`` takes)."""
+        if with_password:
+            password = access.read_secret(self.writer_password_file)
+            return f"postgresql+psycopg://{WRITER_LOGIN}:{password}@127.0.0.1:{self.port}/{dbname}"
+        return f"{self.url(dbname, WRITER_LOGIN)}?passfile={quote(str(self.writer_passfile), safe='/')}"
+
+    def ensure_writer(self) -> None:
+        """Create the writer login (member of ``lake_writer``, which the migrations create) if missing.
+
+        Its password is generated once into :attr:`writer_password_file` and the passfile.
+        """
+        import psycopg
+
+        from db.schema import WRITER_ROLE
+
+        fresh = not self.writer_password_file.exists()
+        if fresh:
+            password = access.generate_password()
+            access.write_secret(self.writer_password_file, password + "\n")
+        password = access.read_secret(self.writer_password_file)
+        access.write_secret(self.writer_passfile, access.pgpass_line("127.0.0.1", self.port, WRITER_LOGIN, password))
+        with psycopg.connect(
+            self._conninfo("postgres"), password=self.superuser_password(), autocommit=True, connect_timeout=10
+        ) as conn:
+            access.ensure_login(conn, WRITER_LOGIN, WRITER_ROLE, password, reset_password=fresh)
+
+    def _conninfo(self, dbname: str) -> str:
+        return f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname={dbname}"
 
     def ensure_database(self, dbname: str = DEFAULT_DBNAME) -> None:
         """Create ``dbname`` on the running cluster if it does not exist."""
         import psycopg
         from psycopg import sql
 
-        conninfo = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
         try:
-            with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+            with psycopg.connect(
+                self._conninfo("postgres"), password=self.superuser_password(), autocommit=True, connect_timeout=10
+            ) as conn:
                 exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
                 if exists is None:
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
@@ -311,15 +456,33 @@ class LocalCluster:
             raise LocalClusterError(f"cannot connect to 127.0.0.1:{self.port}: {first}") from exc
 
 
-def ensure_local_database(root: Path, port: int = DEFAULT_PORT, dbname: str = DEFAULT_DBNAME) -> str:
+def ensure_local_database(
+    root: Path, port: int = DEFAULT_PORT, dbname: str = DEFAULT_DBNAME, *, migrate: bool = False
+) -> str:
     """Install PostGIS if needed, create and start the cluster under ``root``, create ``dbname``.
 
+    Holds the cluster's first-start lock throughout, so concurrent callers on a fresh root all
+    succeed. With ``migrate``, also upgrade ``dbname`` to the newest schema as the superuser and
+    create the writer login.
+
     Returns:
-        The database URL (``postgresql+psycopg://postgres@127.0.0.1:PORT/DBNAME``).
+        The superuser's URL of ``dbname``, password included (never print it).
     """
     ensure_postgis_installed()
     cluster = LocalCluster(Path(root), port)
-    cluster.initialise()
-    cluster.start()
-    cluster.ensure_database(dbname)
-    return cluster.url(dbname)
+    with cluster.first_start_lock():
+        legacy = (cluster.data_dir / "PG_VERSION").exists() and not cluster.superuser_password_file.exists()
+        if legacy:  # made with trust by an older version: convert it, then tighten pg_hba.conf
+            cluster._prepare_dirs()
+            cluster.start()
+            cluster._convert_trust_cluster()
+        cluster.initialise()
+        cluster.start()
+        cluster.ensure_database(dbname)
+        url = cluster.admin_url(dbname)
+        if migrate:
+            from db.migrate import upgrade
+
+            upgrade(url)
+            cluster.ensure_writer()
+    return url

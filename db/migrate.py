@@ -4,6 +4,12 @@ The revisions live in the ``migrations`` package shipped beside ``db``; its ``en
 records the applied revision in ``public.alembic_version``. Migrations run as the user in the
 URL, which must be a superuser, or a member of ``lake_owner`` with CREATE on the database
 when the extensions and roles already exist.
+
+After an upgrade, the group roles are granted ``public.alembic_version`` (read for
+``lake_reader`` / ``lake_writer``, so every login can check the revision; read and write for
+``lake_owner``, so an owner login can run later migrations) when the migrating user owns it.
+Commands other than ``glacial-lakes db upgrade`` never migrate an external database: they call
+:func:`require_head`.
 """
 
 from __future__ import annotations
@@ -11,15 +17,22 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import pool
+from sqlalchemy.engine import make_url
 
 from db.engine import make_engine
+from db.schema import OWNER_ROLE, READER_ROLE, WRITER_ROLE
 
 VERSION_TABLE_SCHEMA = "public"
+
+
+class SchemaBehindError(RuntimeError):
+    """The database is not at the shipped head revision (one line saying what to run)."""
 
 
 def script_location() -> Path:
@@ -46,8 +59,33 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Upgrade the database at ``url`` to ``revision`` (one transaction)."""
+    """Upgrade the database at ``url`` to ``revision`` (one transaction), then grant the version table."""
     command.upgrade(alembic_config(url), revision)
+    _grant_version_table(url)
+
+
+def _grant_version_table(url: str) -> None:
+    engine = make_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            owns = conn.execute(
+                sa.text(
+                    "SELECT pg_has_role(current_user, tableowner, 'USAGE') FROM pg_tables "
+                    "WHERE schemaname = :s AND tablename = 'alembic_version'"
+                ),
+                {"s": VERSION_TABLE_SCHEMA},
+            ).scalar()
+            groups = conn.execute(
+                sa.text("SELECT count(*) FROM pg_roles WHERE rolname IN (:o, :w, :r)"),
+                {"o": OWNER_ROLE, "w": WRITER_ROLE, "r": READER_ROLE},
+            ).scalar_one()
+            if not owns or groups != 3:  # a non-owner cannot grant; before 0001 there are no groups
+                return
+            table = f"{VERSION_TABLE_SCHEMA}.alembic_version"
+            conn.execute(sa.text(f"GRANT SELECT ON {table} TO {READER_ROLE}, {WRITER_ROLE}"))
+            conn.execute(sa.text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {OWNER_ROLE}"))
+    finally:
+        engine.dispose()
 
 
 def downgrade(url: str, revision: str) -> None:
@@ -69,3 +107,23 @@ def current(url: str) -> str | None:
             return context.get_current_revision()
     finally:
         engine.dispose()
+
+
+def require_head(url: str) -> None:
+    """Refuse a database that is not at the shipped head revision.
+
+    Raises:
+        SchemaBehindError: never migrated, behind, or at a revision this code does not know
+            (one line naming the server and database, and what to run).
+    """
+    shipped, applied = head(), current(url)
+    if applied == shipped:
+        return
+    where = make_url(url).render_as_string(hide_password=True)
+    if applied is None:
+        state = "has no inventory schema"
+    elif applied in {r.revision for r in ScriptDirectory.from_config(alembic_config("")).walk_revisions()}:
+        state = f"is at revision {applied}, behind {shipped}"
+    else:
+        raise SchemaBehindError(f"{where} is at revision {applied}, unknown to this version (newer code?)")
+    raise SchemaBehindError(f"{where} {state}: run `glacial-lakes db upgrade` as the database owner")

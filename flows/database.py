@@ -1,4 +1,10 @@
-"""Which database the flows write to: ``DATABASE_URL``, or the project's own local PostGIS."""
+"""Which database the flows write to: ``DATABASE_URL``, or the project's own local PostGIS.
+
+Local cluster: started (and created) on demand, migrated as its superuser, and the flows get the
+writer login (member of ``lake_writer``). ``DATABASE_URL``: used as given, never migrated here
+(``glacial-lakes db upgrade`` does that, as the owner); every engine first checks that the
+database is at the shipped revision.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +14,39 @@ from sqlalchemy import Engine
 
 from db.engine import make_engine
 from db.local_cluster import LocalCluster, ensure_local_database
-from db.migrate import upgrade
+from db.migrate import require_head, upgrade
 from flows.settings import Settings
 
 
 def database_url(settings: Settings, *, start_local: bool = True) -> str:
-    """The configured URL; without one, start (if needed) the local cluster and return its URL."""
+    """The URL the flows use (keep it in memory: it may hold a password).
+
+    Args:
+        settings: ``DATABASE_URL`` wins; without it, the local cluster.
+        start_local: start, migrate and provision the local cluster and return its writer URL
+            with the password; False: start nothing and return the writer URL naming its
+            passfile instead of the password (safe to print, what ``psql`` takes).
+    """
     if settings.database_url is not None:
         return settings.database_url.get_secret_value()
+    cluster = local_cluster(settings)
     if not start_local:
-        return local_cluster(settings).url(settings.pg_database)
-    return ensure_local_database(settings.cluster_root, settings.pg_port, settings.pg_database)
+        return cluster.writer_url(settings.pg_database, with_password=False)
+    ensure_local_database(settings.cluster_root, settings.pg_port, settings.pg_database, migrate=True)
+    return cluster.writer_url(settings.pg_database)
 
 
 def local_cluster(settings: Settings) -> LocalCluster:
     """The project's own cluster under ``GLACIAL_LAKES_HOME`` (whether or not it exists or runs)."""
     return LocalCluster(settings.cluster_root, settings.pg_port)
+
+
+def upgrade_database(settings: Settings) -> str:
+    """Migrate to head: the local cluster as its superuser, ``DATABASE_URL`` as its user; the URL."""
+    url = database_url(settings)  # the local path migrates on the way
+    if settings.database_url is not None:
+        upgrade(url)
+    return url
 
 
 @lru_cache(maxsize=4)
@@ -32,9 +55,14 @@ def _engine(url: str) -> Engine:
 
 
 def ready_engine(settings: Settings) -> Engine:
-    """An engine on a migrated inventory (migrations are idempotent: head → head is a no-op)."""
+    """An engine on an inventory at the shipped revision (the local cluster is migrated first).
+
+    Raises:
+        db.migrate.SchemaBehindError: ``DATABASE_URL``'s database is not at head.
+    """
     url = database_url(settings)
-    upgrade(url)
+    if settings.database_url is not None:
+        require_head(url)
     return _engine(url)
 
 

@@ -6,12 +6,14 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from db import local_cluster as lc
 from db.local_cluster import LocalCluster, LocalClusterError, ensure_local_database, untraversable_parent
@@ -114,7 +116,10 @@ def test_start_stop_and_idempotence(cluster: LocalCluster) -> None:
     cluster.ensure_database("gl_lc")
     cluster.ensure_database("gl_lc")
     assert cluster.url("gl_lc") == f"postgresql+psycopg://postgres@127.0.0.1:{cluster.port}/gl_lc"
-    with psycopg.connect(host="127.0.0.1", port=cluster.port, user="postgres", dbname="gl_lc") as conn:
+    password = cluster.superuser_password()
+    with psycopg.connect(
+        host="127.0.0.1", port=cluster.port, user="postgres", password=password, dbname="gl_lc"
+    ) as conn:
         assert conn.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
         assert conn.execute("SHOW unix_socket_directories").fetchone() == (str(cluster.socket_dir),)
         available = conn.execute("SELECT name FROM pg_available_extensions WHERE name IN ('postgis', 'btree_gist')")
@@ -151,9 +156,69 @@ def test_running_cluster_on_another_port_is_reported(cluster: LocalCluster) -> N
 def test_ensure_local_database_returns_a_working_url(cluster: LocalCluster) -> None:
     url = ensure_local_database(cluster.root, cluster.port, "gl_demo")
     try:
-        assert url == cluster.url("gl_demo")
+        assert make_url(url)._replace(password=None).render_as_string() == cluster.url("gl_demo")
+        assert make_url(url).password == cluster.superuser_password()
         assert cluster.is_running()
         with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
             assert conn.execute("SELECT current_database()").fetchone() == ("gl_demo",)
     finally:
         cluster.stop()
+
+
+def _refused(**conninfo: object) -> str | None:
+    """The first line of the server's refusal, or None when the connection was accepted."""
+    try:
+        with psycopg.connect(connect_timeout=5, **conninfo) as conn:  # type: ignore[arg-type]
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        return str(exc).strip().splitlines()[0]
+    return None
+
+
+@pytest.mark.db
+def test_a_fresh_cluster_authenticates_and_keeps_its_secrets_private(cluster: LocalCluster) -> None:
+    """S5: scram on loopback (no password / a wrong one refused), 0700 socket dir, 0600 secrets."""
+    cluster.start()
+    try:
+        tcp = {"host": "127.0.0.1", "port": cluster.port, "user": "postgres", "dbname": "postgres"}
+        refusals = [_refused(**tcp), _refused(**tcp, password="not-the-password")]
+        accepted = _refused(**tcp, password=cluster.superuser_password()) is None
+        hba = [line.split() for line in (cluster.data_dir / "pg_hba.conf").read_text().splitlines()]
+        methods = {tuple(f[:2]): f[-1] for f in hba if f and not f[0].startswith("#")}
+    finally:
+        cluster.stop()
+    assert all(r is not None and "password" in r for r in refusals), refusals
+    assert accepted
+    assert methods == {
+        ("local", "all"): "peer",
+        ("host", "all"): "scram-sha-256",
+    }, methods
+    assert stat.S_IMODE(cluster.socket_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(cluster.secrets_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(cluster.superuser_password_file.stat().st_mode) == 0o600
+    assert not list(cluster.socket_dir.glob(".initdb-pwfile*")), "the initdb password file was left behind"
+    assert cluster.superuser_password() not in cluster.log_path.read_text(errors="replace")
+
+
+@pytest.mark.db
+def test_a_trust_cluster_from_an_older_version_is_converted() -> None:
+    """A cluster initialised with --auth=trust (no password file) gets a password and scram on its next start."""
+    root = Path(tempfile.mkdtemp(prefix="gl-legacy-"))
+    root.chmod(0o755)
+    old = LocalCluster(root / "pg", _free_port(), ("fsync=off",))
+    try:
+        old._prepare_dirs()
+        old._run("initdb", f"--pgdata={old.data_dir}", "--username=postgres", "--auth=trust", "--locale=C.UTF-8")
+        tcp = {"host": "127.0.0.1", "port": old.port, "user": "postgres", "dbname": "postgres"}
+        old.start()
+        assert _refused(**tcp) is None  # trust: anyone is the superuser
+        url = ensure_local_database(old.root, old.port, "gl_legacy")
+        after = _refused(**tcp)
+        assert after is not None and "password" in after
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+            row = conn.execute("SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'postgres'")
+            assert row.fetchone() == (True,)
+        assert stat.S_IMODE(old.superuser_password_file.stat().st_mode) == 0o600
+    finally:
+        old.stop()
+        shutil.rmtree(root, ignore_errors=True)
