@@ -2,7 +2,9 @@
 
 Set ``TEST_DATABASE_URL`` (any database on the server; the user needs CREATEDB and
 CREATEROLE) to use an existing server; otherwise a private cluster is started on a free
-port under a temporary directory and removed at the end of the session.
+port under a temporary directory and removed at the end of the session. That cluster is made
+the way the product makes its own (scram on loopback, a 0700 socket directory, a generated
+superuser password in a 0600 file): the fixtures' URLs carry the password.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def pg_url_base(local_cluster: LocalCluster | None) -> str:
     if external:
         return normalise_url(external).render_as_string(hide_password=False)
     assert local_cluster is not None
-    return local_cluster.url("postgres")
+    return local_cluster.admin_url("postgres")
 
 
 @pytest.fixture(scope="session")

@@ -42,9 +42,21 @@ def test_db_start_status_url_stop_round_trip() -> None:
         assert f"running on 127.0.0.1:{port}" in cli("status")
         cli("start")  # already running: fine
         url = cli("url")
-        assert url == f"postgresql://postgres@127.0.0.1:{port}/glacial_lakes"
+        # The writer login, never the superuser; the password stays in its passfile.
+        passfile = home / "postgres" / "secrets" / "writer.pgpass"
+        assert url == f"postgresql://glacial_lakes_writer@127.0.0.1:{port}/glacial_lakes?passfile={passfile}"
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert conn.execute(
+                "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
+            ).fetchone() == (
+                "glacial_lakes_writer",
+                False,
+            )
+        shown = cli("url", "--show-password")
+        password = (home / "postgres" / "secrets" / "writer.password").read_text().strip()
+        assert shown == f"postgresql://glacial_lakes_writer:{password}@127.0.0.1:{port}/glacial_lakes"
+        assert password not in url and password not in cli("start") and password not in cli("status")
         assert cli("stop") == "local PostGIS stopped"
         assert "not running" in cli("status")
         assert cli("stop") == "local PostGIS was not running"
