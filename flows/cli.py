@@ -36,13 +36,14 @@ def db() -> None:
 @db.command("upgrade")
 @guarded
 def db_upgrade() -> None:
-    """Start the local PostGIS if DATABASE_URL is unset, then migrate to the newest schema."""
-    from db.migrate import current
-    from flows.database import database_url, ready_engine
+    """Migrate to the newest schema: DATABASE_URL as its user (the owner), else the local PostGIS.
 
-    settings = _settings()
-    ready_engine(settings)
-    click.echo(f"inventory schema at revision {current(database_url(settings))}")
+    Other commands never migrate a DATABASE_URL database: they refuse one that is behind.
+    """
+    from db.migrate import current
+    from flows.database import upgrade_database
+
+    click.echo(f"inventory schema at revision {current(upgrade_database(_settings()))}")
 
 
 @db.command("start")
@@ -58,8 +59,8 @@ def db_start() -> None:
     if settings.database_url is not None:
         click.echo("DATABASE_URL is set: the local cluster is not used")
         return
-    url = database_url(settings)
-    click.echo(f"local PostGIS running: {_psql_url(url)}")
+    database_url(settings)
+    click.echo(f"local PostGIS running: {_psql_url(database_url(settings, start_local=False))}")
 
 
 @db.command("stop")
@@ -90,12 +91,64 @@ def db_status() -> None:
 
 
 @db.command("url")
+@click.option("--show-password", is_flag=True, help="put the password in the URL instead of naming the passfile")
 @guarded
-def db_url() -> None:
-    """Print a psql-compatible URL of the inventory (starts the local cluster if needed)."""
+def db_url(show_password: bool) -> None:
+    """Print a psql-compatible URL of the inventory (starts the local cluster if needed).
+
+    The local cluster's URL is the writer login's and names its passfile (psql and psycopg read
+    the password from it); a DATABASE_URL is printed with its password masked unless asked.
+    """
+    from sqlalchemy.engine import make_url
+
     from flows.database import database_url
 
-    click.echo(_psql_url(database_url(_settings())))
+    settings = _settings()
+    url = database_url(settings)
+    if show_password:
+        click.echo(_psql_url(url))
+    elif settings.database_url is not None:
+        click.echo(_psql_url(make_url(url).render_as_string(hide_password=True)))
+    else:
+        click.echo(_psql_url(database_url(settings, start_local=False)))
+
+
+@db.command("create-user")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["reader", "writer", "owner"]), required=True, help="group to join")
+@click.option(
+    "--password-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="file whose first line is the password (mode 600); default: prompt (hidden)",
+)
+@guarded
+def db_create_user(name: str, role: str, password_file: Path | None) -> None:
+    """Create (or re-password) login NAME in lake_reader, lake_writer or lake_owner.
+
+    On the local cluster as its superuser; on DATABASE_URL as that URL's user, which needs CREATEROLE.
+    """
+    import psycopg
+
+    from db import access
+    from db.engine import normalise_url
+    from flows.database import database_url, local_cluster
+
+    access.validate_role_name(name)
+    if password_file is not None:
+        password = access.read_secret(password_file)
+    else:
+        password = click.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True)
+    if len(password) < 12:
+        raise BadInput(f"password for {name}: use at least 12 characters")
+    settings = _settings()
+    url = database_url(settings)
+    if settings.database_url is None:
+        url = local_cluster(settings).admin_url(settings.pg_database)
+    conninfo = normalise_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+        created = access.ensure_login(conn, name, access.role_groups()[role], password)
+    click.echo(f"login {name} {'created' if created else 'updated'} in {access.role_groups()[role]}")
 
 
 def _psql_url(url: str) -> str:
