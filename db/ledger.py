@@ -5,6 +5,7 @@ Pure SQL helpers; the caller passes the engine. Geometries are EPSG:4326.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,11 +13,23 @@ from datetime import datetime
 import geopandas as gpd
 from geoalchemy2.shape import from_shape
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Connection, Engine, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
+from core.errors import InputError
 from db.geometry import as_multipolygon
 from db.schema import SCHEMA, SRID, acquisition, ingest_run, scene
+
+PARAMS_INPUT = "params"
+"""Key of ``scene.inputs`` holding the processing parameters (sorted-key JSON) a scene was made with."""
+
+
+class ParameterMismatchError(InputError):
+    """A scene made with other processing parameters than the AOI's committed scenes.
+
+    Merging it would let one lake read present under one threshold and absent under another at
+    the same instant; a rerun that supersedes the old scenes is the way to change parameters.
+    """
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,57 @@ def committed_scene_keys(engine: Engine, keys: Sequence[str]) -> set[str]:
     with engine.connect() as conn:
         rows = conn.execute(select(scene.c.scene_key).where(scene.c.scene_key.in_(list(keys))))
         return {r[0] for r in rows}
+
+
+_COMMITTED_PARAMS = text(
+    f"""
+    SELECT DISTINCT s.params_hash, s.inputs ->> '{PARAMS_INPUT}' AS params
+    FROM {SCHEMA}.scene s
+    WHERE s.aoi_id = :aoi AND s.inputs ? '{PARAMS_INPUT}'
+    ORDER BY s.params_hash
+    """
+)
+
+
+def committed_params(conn: Connection | Engine, aoi_id: int) -> dict[str, dict[str, object]]:
+    """Parameter sets of the AOI's committed scenes that state theirs: params hash → parameters."""
+    if isinstance(conn, Engine):
+        with conn.connect() as c:
+            return committed_params(c, aoi_id)
+    return {str(h): json.loads(p) for h, p in conn.execute(_COMMITTED_PARAMS, {"aoi": aoi_id})}
+
+
+def params_conflict(
+    committed: Mapping[str, Mapping[str, object]], params_hash: str, params: Mapping[str, object]
+) -> str | None:
+    """Why a scene made with ``params`` may not join the committed scenes, or None when it may.
+
+    The reason names both hashes and the parameters that differ (old → new).
+    """
+    others = {h: p for h, p in committed.items() if h != params_hash}
+    if not others:
+        return None
+    old_hash, old = sorted(others.items())[0]
+    changed = [
+        f"{k} {old.get(k)!r} → {params.get(k)!r}" for k in sorted({*old, *params}) if old.get(k) != params.get(k)
+    ]
+    return (
+        f"parameters {params_hash} differ from the AOI's committed scenes' {old_hash} "
+        f"({'; '.join(changed) or 'same values, other encoding'}); a rerun that supersedes them is needed"
+    )
+
+
+def check_params(conn: Connection, aoi_id: int, params_hash: str, inputs: Mapping[str, str]) -> None:
+    """Refuses (ParameterMismatchError) a scene whose stated parameters differ from the AOI's committed ones.
+
+    Scenes that state no parameters (``inputs`` without :data:`PARAMS_INPUT`: imported inventories)
+    are neither checked nor checked against.
+    """
+    if PARAMS_INPUT not in inputs:
+        return
+    reason = params_conflict(committed_params(conn, aoi_id), params_hash, json.loads(inputs[PARAMS_INPUT]))
+    if reason is not None:
+        raise ParameterMismatchError(reason)
 
 
 def start_run(engine: Engine, run_key: str, aoi_id: int | None, flow_run_id: str | None) -> int:

@@ -34,7 +34,7 @@ from tasks.grid import GridSpec
 from tasks.pairing import ScenePlan
 from tasks.scene import ExtractedLakes, extract_lakes, prepare_stack
 from tasks.segment import segment_stack
-from tasks.sources import Acquisition, source_from_uri
+from tasks.sources import Acquisition, TransientSourceError, source_from_uri
 from tasks.stack import StackInfo
 
 if TYPE_CHECKING:
@@ -55,22 +55,46 @@ KINDS = ("S2L2A", "S1GRD", "S1RTC", "DEM")
 """Acquisition kinds the update flow searches for."""
 
 
+def _transient_source_error(task: object, task_run: object, state: object) -> bool:
+    """Retry a search only for a transient failure (429/5xx, dropped connection).
+
+    A bad catalog (SourceError, any InputError) fails the same way again, and a server that
+    accepted and never answered within the read timeout is not retried either: the run fails
+    within a minute with the reason, and the next scheduled run tries again.
+    """
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except TransientSourceError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
 @task(
     name="search-acquisitions",
     cache_policy=NO_CACHE,
     # Retried: remote catalogs answer 429/5xx now and then; the back-off gives them time.
     retries=3,
     retry_delay_seconds=[2, 10, 30],
+    retry_condition_fn=_transient_source_error,
+    # A search of one AOI is a few paged requests, each bounded by REMOTE_TIMEOUT_S; ten minutes
+    # means a catalog that trickles pages forever, not a slow one.
+    timeout_seconds=600,
 )
 def search_task(source: str, aoi: AoiSpec, start: date, end: date) -> list[Acquisition]:
     """Lists the acquisitions of ``aoi`` sensed in [start, end] (UTC days) from ``source``."""
-    return source_from_uri(source).search(aoi.shape, start, end, KINDS)
+    # No separate check: the search walks and vets the same catalog (the CLI checked it already).
+    return source_from_uri(source, check=False).search(aoi.shape, start, end, KINDS)
 
 
 @task(
     name="prepare-stack",
     cache_policy=NO_CACHE,
     # Not retried: inputs are local files, where a read error is permanent (corrupt or truncated).
+    # An hour: a full 110 km tile warps in minutes; remote reads have per-request timeouts, so
+    # only a pathological source (a trickling server) reaches this.
+    timeout_seconds=3600,
 )
 def prepare_stack_task(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackInfo:
     """Prefect wrapper of :func:`tasks.scene.prepare_stack`."""
@@ -81,6 +105,8 @@ def prepare_stack_task(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackI
     name="segment",
     cache_policy=NO_CACHE,
     # Not retried: a model that fails on a stack fails the same way again (small in, a path out).
+    # Two hours: TerraMind with test-time augmentation on CPU over a full tile is the slow case.
+    timeout_seconds=7200,
 )
 def segment_task(
     stack_info: StackInfo, model_spec: str, out_path: Path, tta: bool = True, hub: HubCache = DEFAULT_HUB
@@ -93,6 +119,8 @@ def segment_task(
     name="extract-lakes",
     cache_policy=NO_CACHE,
     # Not retried: pure computation on files this run wrote; a failure is a bug or a bad file.
+    # An hour: vectorising and attributing a full tile takes minutes.
+    timeout_seconds=3600,
 )
 def extract_lakes_task(
     stack_info: StackInfo, probability_path: Path, threshold: float, min_area_m2: float
@@ -126,6 +154,9 @@ def _lost_connection(task: object, task_run: object, state: object) -> bool:
     retries=3,
     retry_delay_seconds=[1, 5, 15],
     retry_condition_fn=_lost_connection,
+    # Thirty minutes per attempt: the largest merges measured take seconds to a minute; a merge
+    # stuck longer waits on a lock or a dead server, and its transaction rolls back on timeout.
+    timeout_seconds=1800,
 )
 def merge_task(database_url: SecretStr, result: SceneResult, config: MergeConfig) -> MergeReport:
     """Merges one scene (:func:`db.merge.merge_scene`).
@@ -138,6 +169,8 @@ def merge_task(database_url: SecretStr, result: SceneResult, config: MergeConfig
 @task(
     name="generate-demo-catalog",
     # Not retried, default caching: the generator is deterministic, rerunning rewrites the same bytes.
+    # Ten minutes: the largest demo size generates in well under one.
+    timeout_seconds=600,
 )
 def generate_demo_catalog_task(
     root: str, size_px: int = 512, seed: int = 0, aoi_name: str = "demo-tienshan"

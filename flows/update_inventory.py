@@ -8,6 +8,7 @@ database URL is never a flow parameter, so it is never stored or shown by the Pr
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -18,9 +19,12 @@ from prefect.context import get_run_context
 from pydantic import SecretStr
 
 from db.ledger import (
+    PARAMS_INPUT,
     AcquisitionRow,
+    committed_params,
     committed_scene_keys,
     finish_run,
+    params_conflict,
     record_acquisitions,
     set_acquisition_status,
     start_run,
@@ -64,6 +68,12 @@ class SceneContext:
             "grid": [self.grid.epsg, *self.grid.transform, self.grid.width, self.grid.height],
         }
 
+    @property
+    def stated_params(self) -> dict[str, object]:
+        """:attr:`params` as stored with each scene (sorted-key JSON, read back): the form compared."""
+        stated: dict[str, object] = json.loads(json.dumps(self.params, sort_keys=True, default=str))
+        return stated
+
 
 def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -> SceneOutcome:
     """One scene from files to merge. Raises on failure; the caller records it."""
@@ -84,7 +94,14 @@ def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -
         cloud_fraction=stack.cloud_fraction,
         valid_fraction=stack.valid_fraction,
         lakes=extracted.lakes,
-        inputs={"stack": str(stack.path), "probability": str(probability)},
+        inputs={
+            "stack": str(stack.path),
+            "probability": str(probability),
+            # What the inputs were (the ledger key covers them) and the parameters, for the
+            # merge's check that one AOI's scenes share one parameter set.
+            "fingerprints": ",".join((plan.s2.fingerprint, plan.s1.fingerprint, plan.dem.fingerprint)),
+            PARAMS_INPUT: json.dumps(ctx.stated_params, sort_keys=True),
+        },
         utm_epsg=ctx.grid.epsg,  # CRS of the footprint and of the lakes' outlines
     )
     merge = merge_task(db, result, ctx.merge_config)
@@ -161,10 +178,18 @@ def update_inventory(
     done = committed_scene_keys(engine, list(keys.values()))
     n_s2 = len(plans) + len(skipped)
     logger.info("%s: %d S2 acquisitions, %d paired, %d already processed", aoi.name, n_s2, len(plans), len(done))
+    # Checked once before any scene is computed (the merge checks again, under the AOI's lock).
+    conflict = params_conflict(committed_params(engine, aoi_id), params_hash(ctx.params), ctx.stated_params)
     for i, plan in enumerate(plans, 1):
         key = keys[plan.scene_id]
         if key in done and not rerun:
             outcomes.append(SceneOutcome(plan.scene_id, "skipped", "already processed"))
+            continue
+        if conflict is not None:
+            reason = f"ParameterMismatchError: {conflict}"
+            logger.error("%s refused: %s", plan.scene_id, reason)
+            set_acquisition_status(engine, [plan.scene_id], "failed", reason)
+            outcomes.append(SceneOutcome(plan.scene_id, "failed", reason))
             continue
         logger.info("[%d/%d] %s", i, len(plans), plan.scene_id)
         try:

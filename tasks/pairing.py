@@ -10,10 +10,9 @@ from datetime import timedelta
 
 from shapely.geometry.base import BaseGeometry
 
+from core.errors import SettingsError
+from tasks.defaults import MAX_PAIR_DAYS
 from tasks.sources import Acquisition
-
-MAX_PAIR_DAYS = 7.0
-"""Default largest |S2 − S1| sensing-time gap, days (design §1)."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,12 @@ def pair_scenes(
 
     Ties in time go to the S1 product whose footprint covers more of the AOI, then to the
     smaller product id, so the pairing is deterministic.
+
+    Raises:
+        SettingsError: ``max_days`` is negative or not a number (it would pair nothing, silently).
     """
+    if not max_days >= 0:
+        raise SettingsError(f"max pair days must be a number ≥ 0, got {max_days!r}")
     s2s = [a for a in acquisitions if a.kind == "S2L2A"]
     s1s = [a for a in acquisitions if a.kind in ("S1GRD", "S1RTC")]
     dems = [a for a in acquisitions if a.kind == "DEM"]
@@ -85,11 +89,17 @@ def _best_dem(dems: Sequence[Acquisition], aoi: BaseGeometry) -> Acquisition | N
 
 
 def scene_key(plan: ScenePlan, model_version: str, params: Mapping[str, object]) -> str:
-    """Ledger key of a scene: sha256 over input product ids, model version and parameters."""
+    """Ledger key of a scene: sha256 over input product ids and what they are, model version and parameters.
+
+    "What they are" is each acquisition's ``fingerprint`` (size, modification time and path of
+    local files; the item's update time or checksums for remote ones): a fixed or replaced file
+    makes a new key, so the scene is processed again instead of reading "already processed".
+    """
     payload = {
         "s2": plan.s2.product_id,
         "s1": plan.s1.product_id,
         "dem": plan.dem.product_id,
+        "inputs": [plan.s2.fingerprint, plan.s1.fingerprint, plan.dem.fingerprint],
         "model": model_version,
         "params": params_hash(params),
     }

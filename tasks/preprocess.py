@@ -21,9 +21,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
+from core.errors import RasterInputError
+
 # One slope implementation, kept in the leaf package (models/ cannot import tasks/).
 from models.baseline import slope_degrees
 from tasks.grid import GridSpec
+from tasks.sources import REMOTE_TIMEOUT_S
 
 __all__ = [
     "BOA_ADD_OFFSET",
@@ -206,6 +209,34 @@ def lee_filter(linear: ArrayLike, size: int = 5, enl: float = 4.4) -> NDArray[np
 # --- I/O: warp onto the grid -----------------------------------------------------------------
 
 
+def _is_remote(href: str) -> bool:
+    return "://" in href
+
+
+def _gdal_env(href: str) -> Any:
+    """GDAL options of one read: remote hrefs get the sources' timeouts and two short retries."""
+    import rasterio
+
+    if not _is_remote(href):
+        return rasterio.Env()
+    connect, read = REMOTE_TIMEOUT_S
+    return rasterio.Env(
+        GDAL_HTTP_CONNECTTIMEOUT=int(connect),
+        GDAL_HTTP_TIMEOUT=int(read),
+        GDAL_HTTP_MAX_RETRY=2,
+        GDAL_HTTP_RETRY_DELAY=1,
+        GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",  # one request per asset, not a directory listing
+    )
+
+
+def _read_failure(href: str, exc: Exception) -> Exception:
+    """One line naming the file: a bad local file is bad input, a remote failure is not."""
+    reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+    if _is_remote(href):
+        return OSError(f"{href}: remote read failed ({reason})")
+    return RasterInputError(f"{href}: unreadable raster ({reason})")
+
+
 def _warp(
     href: str,
     grid: GridSpec,
@@ -217,31 +248,52 @@ def _warp(
 ) -> NDArray[Any]:
     """Warps one band of a raster onto ``grid`` with the GDAL warper.
 
-    The source is read block by block by GDAL (COGs over HTTP included), so memory is bounded
-    by the grid, not the source. Float output gets NaN where the source has no data or does not
-    cover the grid; integer output gets 0 there.
+    The source is read block by block by GDAL (COGs over HTTP included, with the timeouts of
+    :data:`tasks.sources.REMOTE_TIMEOUT_S`), so memory is bounded by the grid, not the source.
+    Float output gets NaN where the source has no data or does not cover the grid; integer output
+    gets 0 there.
+
+    Raises:
+        RasterInputError: the file is unreadable, not georeferenced, or (float output) leaves no
+            valid pixel on the grid: a wrong CRS or an extent that misses the AOI, named with the
+            file's CRS and bounds. OSError: a remote read failed (timeout, HTTP error).
     """
     import rasterio
     from rasterio.enums import Resampling
+    from rasterio.errors import RasterioError
     from rasterio.warp import reproject
 
     fill = np.nan if np.dtype(dtype).kind == "f" else 0
     dst = np.full(grid.shape, fill, dtype=dtype)
-    with rasterio.open(href) as ds:
-        if ds.crs is None and not ds.gcps[0]:
-            raise ValueError(f"{href}: raster is not georeferenced (no CRS, no GCPs)")
-        nodata = ds.nodata if src_nodata is None else src_nodata
-        if nodata is None and np.dtype(ds.dtypes[band - 1]).kind == "f":
-            nodata = np.nan
-        reproject(
-            source=rasterio.band(ds, band),
-            destination=dst,
-            src_nodata=nodata,
-            dst_transform=grid.affine,
-            dst_crs=grid.crs,
-            dst_nodata=fill,
-            resampling=Resampling[resampling],
-        )
+    with _gdal_env(href):
+        try:
+            ds = rasterio.open(href)
+        except RasterioError as exc:
+            raise _read_failure(href, exc) from None
+        with ds:
+            if ds.crs is None and not ds.gcps[0]:
+                raise RasterInputError(f"{href}: raster is not georeferenced (no CRS, no GCPs)")
+            nodata = ds.nodata if src_nodata is None else src_nodata
+            if nodata is None and np.dtype(ds.dtypes[band - 1]).kind == "f":
+                nodata = np.nan
+            try:
+                reproject(
+                    source=rasterio.band(ds, band),
+                    destination=dst,
+                    src_nodata=nodata,
+                    dst_transform=grid.affine,
+                    dst_crs=grid.crs,
+                    dst_nodata=fill,
+                    resampling=Resampling[resampling],
+                )
+            except Exception as exc:  # GDAL's CPLE_* errors ("Chunk and warp failed") name no file
+                raise _read_failure(href, exc) from None
+            if np.dtype(dtype).kind == "f" and not np.isfinite(dst).any():
+                crs = ds.crs.to_string() if ds.crs is not None else "GCPs"
+                raise RasterInputError(
+                    f"{href}: no valid pixel on the scene grid (EPSG:{grid.epsg}); the raster's CRS {crs} and "
+                    f"bounds {tuple(round(v, 3) for v in ds.bounds)} miss the AOI, or it holds only nodata"
+                )
     return dst
 
 
@@ -288,7 +340,7 @@ def read_s2_file(href: str, processing_baseline: str, grid: GridSpec, scl_href: 
 
     with rasterio.open(href) as ds:
         if ds.count != len(S2_BANDS):
-            raise ValueError(f"{href}: expected {len(S2_BANDS)} bands, found {ds.count}")
+            raise RasterInputError(f"{href}: expected {len(S2_BANDS)} bands, found {ds.count}")
     dn = [_warp(href, grid, band=i, src_nodata=0) for i in range(1, len(S2_BANDS) + 1)]
     scl = None if scl_href is None else _warp(scl_href, grid, resampling="nearest", dtype="uint8")
     return _s2_from_dn(dn, scl, processing_baseline)

@@ -14,6 +14,7 @@ import numpy as np
 import rasterio
 from shapely.geometry import MultiPolygon
 
+from core.errors import RasterInputError
 from db.records import ObservedLake
 from tasks.attribute import attribute_lakes, valid_footprint
 from tasks.grid import GridSpec
@@ -29,6 +30,11 @@ def prepare_stack(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackInfo:
     """Reads, harmonises and co-registers S2 + S1 + DEM onto ``grid``; writes the 15-band stack.
 
     Holds the whole stack in memory once (15 × H × W float32) while it is assembled and written.
+
+    Raises:
+        RasterInputError: an input leaves no valid pixel on the grid (wrong CRS, no overlap, only
+            nodata; the file is named), or the three have data on no common pixel (all named).
+            A scene so raised is never merged: a clouded scene still is (cloud is an observation).
     """
     s2_bands = {k: v for k, v in plan.s2.assets if k != "SCL"}
     scl = plan.s2.asset_map.get("SCL")
@@ -36,6 +42,11 @@ def prepare_stack(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackInfo:
     s1 = read_s1(plan.s1.asset("vv"), plan.s1.asset("vh"), grid, linear=True)
     dem = read_dem(plan.dem.asset("data"), grid)
     stack, valid = stack_arrays(s2, s1, dem)
+    if not np.isfinite(stack).all(axis=0).any():
+        raise RasterInputError(
+            f"scene {plan.scene_id}: S2 {plan.s2.product_id}, S1 {plan.s1.asset('vv')} and DEM "
+            f"{plan.dem.asset('data')} have data on no common pixel of the AOI grid (EPSG:{grid.epsg})"
+        )
     return write_stack(stack, valid, grid, out_dir, plan.scene_id, cloud_fraction=s2.cloud_fraction)
 
 

@@ -29,6 +29,7 @@ from core.errors import AoiError
 from db.attributes import ATTRIBUTES
 from db.geometry import as_multipolygon, metric_transformer, project, to_lonlat
 from db.identity import match_outlines
+from db.ledger import check_params
 from db.merge.backfill import backfill_absent
 from db.merge.candidates import Candidates, dry_lakes, fetch_candidates, lineage_since
 from db.merge.fast_path import FastPath, steps, write
@@ -165,6 +166,7 @@ def _merge(engine: Engine, result: SceneResult, config: MergeConfig) -> MergeRep
         if row is None:
             raise LookupError(f"unknown AOI {result.aoi_name!r}: register it with ensure_aoi first")
         aoi_id, epsg = int(row[0]), int(row[1])
+        check_params(conn, aoi_id, result.params_hash, result.inputs)  # under the AOI lock
         for setting in _SETTINGS:
             conn.execute(setting)
         scene_id = _insert_scene(conn, result, aoi_id, footprint)
