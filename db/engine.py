@@ -47,3 +47,16 @@ def make_engine(url: str | URL, **kw: Any) -> sa.Engine:
         connect_args.setdefault("application_name", APPLICATION_NAME)
     kw.setdefault("pool_pre_ping", True)
     return sa.create_engine(parsed, connect_args=connect_args, **kw)
+
+
+def connect_kwargs(url: str | URL) -> dict[str, Any]:
+    """``url`` as :func:`psycopg.connect` keyword arguments (a password with spaces or quotes is safe)."""
+    parsed = normalise_url(url)
+    fields = {
+        "host": parsed.host,
+        "port": parsed.port,
+        "user": parsed.username,
+        "password": parsed.password,
+        "dbname": parsed.database,
+    }
+    return {k: v for k, v in fields.items() if v is not None} | dict(parsed.query)
