@@ -131,7 +131,7 @@ def db_create_user(name: str, role: str, password_file: Path | None) -> None:
     import psycopg
 
     from db import access
-    from db.engine import normalise_url
+    from db.engine import connect_kwargs
     from flows.database import database_url, local_cluster
 
     access.validate_role_name(name)
@@ -145,8 +145,7 @@ def db_create_user(name: str, role: str, password_file: Path | None) -> None:
     url = database_url(settings)
     if settings.database_url is None:
         url = local_cluster(settings).admin_url(settings.pg_database)
-    conninfo = normalise_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+    with psycopg.connect(**connect_kwargs(url), autocommit=True, connect_timeout=10) as conn:
         created = access.ensure_login(conn, name, access.role_groups()[role], password)
     click.echo(f"login {name} {'created' if created else 'updated'} in {access.role_groups()[role]}")
 
