@@ -24,7 +24,7 @@ from tests import helpers as h
 
 pytestmark = pytest.mark.db
 
-HEAD = "0004_row_hash_function"
+HEAD = "0005_geometry_validity_triggers"
 EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson")
 """The real ICIMOD 2015 Khumbu subset (42 lakes), under the ``realdata`` fixture's folder."""
 
@@ -122,7 +122,7 @@ def test_single_head_and_one_transaction_per_chain() -> None:
     down = _transaction_statements(offline_sql("downgrade", f"{HEAD}:base"))
     h.write_report("migrations", {"heads": heads, "chain": chain, "upgrade_transaction_statements": up})
     assert heads == [HEAD] and migrate.head() == HEAD
-    assert chain == ["0001", "0002_queries", "0003_merge_performance", HEAD]
+    assert chain == ["0001", "0002_queries", "0003_merge_performance", "0004_row_hash_function", HEAD]
     assert up == down == ["BEGIN", "COMMIT"]
 
 
@@ -134,6 +134,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
         at_0001 = schema_dump(url)
         migrate.upgrade(url, "0003_merge_performance")
         at_0003 = schema_dump(url)
+        migrate.upgrade(url, "0004_row_hash_function")
+        at_0004 = schema_dump(url)
         migrate.upgrade(url, "head")
         at_head = schema_dump(url)
         migrate.downgrade(url, "0001")
@@ -161,10 +163,23 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     assert [r[0] for r in added["functions"]] == ["lake_area_series"]
     assert added["indexes"] == added["constraints"] == added["geometry_columns"] == []
     # 0004 adds exactly the row-hash function (not executable by PUBLIC), nothing else.
-    added = {k: sorted(set(at_head[k]) - set(at_0003[k])) for k in at_head}
+    added = {k: sorted(set(at_0004[k]) - set(at_0003[k])) for k in at_0004}
     assert [r[0] for r in added["functions"]] == ["lake_row_hash"]
     assert not any(item.startswith("=") for item in added["functions"][0][3].split(","))  # PUBLIC: none
     assert all(added[k] == [] for k in added if k != "functions")
+    # 0005 swaps each outline CHECK for its two constraint triggers (same name, SQLSTATE) and adds
+    # their raising function (not executable by PUBLIC).
+    added = {k: sorted(set(at_head[k]) - set(at_0004[k])) for k in at_head}
+    removed = {k: sorted(set(at_0004[k]) - set(at_head[k])) for k in at_head}
+    tables = ("lake", "lake_observation", "lake_version")
+    assert [r[0] for r in added["functions"]] == ["reject_invalid_geom"]
+    assert not any(item.startswith("=") for item in added["functions"][0][3].split(","))  # PUBLIC: none
+    assert sorted((r[1], r[2]) for r in added["constraints"]) == sorted(
+        (f"ck_{t}_geom_valid{s}", "t") for t in tables for s in ("", "_on_update")
+    )
+    assert sorted((r[1], r[2]) for r in removed["constraints"]) == [(f"ck_{t}_geom_valid", "c") for t in tables]
+    assert all(added[k] == [] for k in added if k not in ("functions", "constraints"))
+    assert all(removed[k] == [] for k in removed if k != "constraints")
 
 
 def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str, realdata: Path) -> None:

@@ -196,6 +196,20 @@ def test_invalid_geometries_are_rejected(engine: sa.Engine) -> None:
     assert {table: _sqlstate_error(engine, sql, {"g": SQUARE}) for table, sql in statements.items()} == dict.fromkeys(
         statements
     )
+    # An update that writes an invalid outline is rejected too; one that keeps the outline is not.
+    updates = {
+        "lake": f"UPDATE {SCHEMA}.lake SET geom = {_geom('g')} WHERE lake_id = {lake_id}",
+        "lake_version": f"UPDATE {SCHEMA}.lake_version SET geom = {_geom('g')} WHERE lake_id = {lake_id}",
+        "lake_observation": f"UPDATE {SCHEMA}.lake_observation SET geom = {_geom('g')} WHERE lake_id = {lake_id}",
+    }
+    with engine.begin() as conn:
+        conn.execute(sa.text(statements["lake_version"]), {"g": SQUARE})
+        conn.execute(sa.text(statements["lake_observation"]), {"g": SQUARE})
+    outcomes = {table: _sqlstate_error(engine, sql, {"g": BOW_TIE}) for table, sql in updates.items()}
+    assert outcomes == dict.fromkeys(updates, psycopg.errors.CheckViolation)
+    assert {table: _sqlstate_error(engine, sql, {"g": SQUARE}) for table, sql in updates.items()} == dict.fromkeys(
+        updates
+    )
 
 
 # -- privileges --------------------------------------------------------------------------------
