@@ -21,6 +21,12 @@ inventory is evidence of water where it maps lakes, not of dry ground elsewhere 
 minimum mapping unit and its own date), so it never marks other lakes absent. ``footprint=
 "hull"`` uses the convex hull of the lakes instead (the inventory is taken as complete there).
 It is formed in EPSG:4326 and handed to the merge in the AOI's UTM CRS.
+
+AOI rules (the same as ``run``'s): the name follows :func:`core.names.check_aoi_name`. A new AOI
+is the lakes' bounding box. Into an existing AOI, every lake must belong to it: its point on
+surface (EPSG:4326) lies in the AOI's outline, else the whole import is refused, naming the AOI
+and how many lakes fall outside, unless ``extend_aoi`` grows the outline by the lakes' bounding
+box first (an inventory of another region must never merge into this one's history).
 """
 
 from __future__ import annotations
@@ -39,12 +45,16 @@ from typing import Literal
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
+import pyogrio.errors
 import shapely
+from shapely import wkb
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, select, text
 
-from core.errors import InputError, InventoryFileError
+from core.errors import AoiError, InputError, InventoryFileError
+from core.names import check_aoi_name
 from db.geometry import as_multipolygon, check_metric, lonlat_transformer, project, utm_epsg_for
 from db.merge import ensure_aoi, merge_scene
 from db.records import MergeReport, ObservedLake, SceneResult
@@ -90,6 +100,8 @@ class ImportReport:
     merge: MergeReport
     attributes_written: int
     """Observation rows whose ``attributes`` JSON was (re)written; 0 on a re-import."""
+    aoi_extended: bool = False
+    """True when ``extend_aoi`` grew an existing AOI's outline to take in lakes outside it."""
 
     @property
     def noop(self) -> bool:
@@ -160,14 +172,15 @@ def read_inventory(
 
     Raises:
         FileNotFoundError: ``path`` is not a regular file.
-        core.errors.InventoryFileError: the layer has no CRS (one-line message).
+        core.errors.InventoryFileError: not a vector file, no such ``layer``, or the layer has
+            no CRS (one-line message naming the file).
         core.errors.InputError: ``utm_epsg`` is not metric.
     """
     if not path.is_file():
         raise FileNotFoundError(f"inventory file not found: {path}")
     if utm_epsg is not None:
         check_metric(utm_epsg)
-    frame = gpd.read_file(path, layer=layer, engine="pyogrio")
+    frame = _read_layer(path, layer)
     if frame.crs is None:
         raise InventoryFileError(
             f"{path.name}: the layer has no CRS; assign one (e.g. ogr2ogr -a_srs) and import again"
@@ -221,6 +234,37 @@ def read_inventory(
     )
     kept = tuple(polygons[i] for i in keep)
     return InventoryLakes(lakes, kept, len(frame), skipped_empty, n - len(keep), source_crs)
+
+
+def _read_layer(path: Path, layer: str | None) -> gpd.GeoDataFrame:
+    """The layer as a GeoDataFrame; GDAL's refusals (not vector, no such layer) as one line naming the file."""
+    try:
+        layers = [str(name) for name in pyogrio.list_layers(path)[:, 0]]
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise InventoryFileError(f"{path.name}: not a vector file GDAL can read ({_first_sentence(exc)})") from exc
+    if not layers:
+        raise InventoryFileError(f"{path.name}: the file holds no layer")
+    if layer is not None and layer not in layers:
+        shown = ", ".join(layers[:5]) + (f" … ({len(layers)} in all)" if len(layers) > 5 else "")
+        raise InventoryFileError(f"{path.name}: no layer {layer!r} (layers: {shown})")
+    try:
+        return gpd.read_file(path, layer=layer, engine="pyogrio")
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError) as exc:
+        raise InventoryFileError(
+            f"{path.name}: cannot read layer {layer or layers[0]!r}: {_first_sentence(exc)}"
+        ) from exc
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """GDAL's reason without its advice and without the full path (the file is already named)."""
+    return str(exc).split(";")[0].strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+
+
+def _outside(aoi_outline: BaseGeometry, outlines: Sequence[Polygon]) -> int:
+    """Lakes (EPSG:4326) whose point on surface is not in the AOI outline (EPSG:4326)."""
+    points = shapely.point_on_surface(np.asarray(list(outlines), dtype=object))
+    shapely.prepare(aoi_outline)
+    return int(np.count_nonzero(~shapely.covers(aoi_outline, points)))
 
 
 def file_digest(path: Path) -> str:
@@ -283,29 +327,34 @@ def import_inventory(
     layer: str | None = None,
     min_area_m2: float = MIN_AREA_M2,
     footprint: Literal["lakes", "hull"] = "lakes",
+    extend_aoi: bool = False,
 ) -> ImportReport:
     """Merge an inventory file into the database as the epoch ``when``.
 
     Args:
         engine: engine on a migrated inventory database (owner or writer role).
         path: inventory file (any CRS; see the module docstring for the geometry rules).
-        aoi_name: AOI to merge into; created from the lakes' bounding box (EPSG:4326) when missing,
-            with ``utm_epsg`` or the UTM zone of the box centre as its grid CRS. An existing AOI is
-            left unchanged.
+        aoi_name: AOI to merge into (``run``'s name rule); created from the lakes' bounding box
+            (EPSG:4326) when missing, with ``utm_epsg`` or the UTM zone of the box centre as its
+            grid CRS. An existing AOI is left unchanged unless ``extend_aoi``.
         when: the inventory's reference date (sensing time of the epoch); naive means UTC.
         utm_epsg: metric CRS for every area; None uses each lake's own UTM zone.
         layer: layer of a multi-layer file; None for the first.
         min_area_m2: smallest polygon kept, m².
         footprint: the epoch's valid footprint: ``"lakes"`` (union of the outlines) or ``"hull"``.
+        extend_aoi: an existing AOI whose outline misses some lakes is grown by the lakes'
+            bounding box (its grid CRS kept) instead of the import being refused.
 
     Returns:
         Counts, the total imported area (m²) and the merge report (``noop`` on a re-import).
 
     Raises:
-        core.errors.InventoryFileError: no CRS, or no polygon to import.
+        core.errors.InventoryFileError: not a vector file, no such layer, no CRS, or no polygon.
+        core.errors.AoiError: a bad AOI name, or lakes outside the existing AOI (without ``extend_aoi``).
         core.errors.InputError: a bad ``utm_epsg`` / ``footprint``.
         FileNotFoundError: ``path`` is not a file.
     """
+    check_aoi_name(aoi_name)
     if footprint not in ("lakes", "hull"):
         raise InputError(f"footprint must be 'lakes' or 'hull', not {footprint!r}")
     # A naive datetime is read as UTC, like every sensing time in the inventory.
@@ -320,15 +369,22 @@ def import_inventory(
     params_hash = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
     with engine.connect() as conn:
-        known = conn.execute(select(aoi.c.utm_epsg).where(aoi.c.name == aoi_name)).first()
-    created = known is None
+        known = conn.execute(select(aoi.c.utm_epsg, func.ST_AsBinary(aoi.c.geom)).where(aoi.c.name == aoi_name)).first()
+    created, extended = known is None, False
+    bounds = box(*shapely.total_bounds(list(read.outlines)))
     if known is None:
-        bounds = shapely.total_bounds(list(read.outlines))
-        centre_lon, centre_lat = (bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2
-        aoi_epsg = utm_epsg or utm_epsg_for(centre_lon, centre_lat)
-        ensure_aoi(engine, aoi_name, box(*bounds), aoi_epsg)
+        aoi_epsg = utm_epsg or utm_epsg_for(bounds.centroid.x, bounds.centroid.y)
+        ensure_aoi(engine, aoi_name, bounds, aoi_epsg)
     else:
-        aoi_epsg = int(known[0])
+        aoi_epsg, outline = int(known[0]), wkb.loads(bytes(known[1]))
+        if outside := _outside(outline, read.outlines):
+            if not extend_aoi:
+                raise AoiError(
+                    f"{path.name}: {outside} of {len(read.outlines)} lakes lie outside AOI {aoi_name!r}; "
+                    "import into another AOI, or pass --extend-aoi to grow this one"
+                )
+            ensure_aoi(engine, aoi_name, shapely.union(outline, bounds), aoi_epsg)
+            extended = True
 
     inputs = {"source": f"file:{path.name}", "sha256": content, "source_crs": read.source_crs}
     if layer:
@@ -364,4 +420,5 @@ def import_inventory(
         total_area_m2=float(sum(lake.area_m2 for lake in read.lakes)),
         merge=report,
         attributes_written=written,
+        aoi_extended=extended,
     )

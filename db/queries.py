@@ -12,6 +12,7 @@ from typing import Any
 import geopandas as gpd
 import sqlalchemy as sa
 
+from core.errors import AoiError
 from db.attributes import ATTRIBUTES
 from db.schema import SCHEMA, SRID
 
@@ -59,6 +60,25 @@ def lakes_as_of(engine: sa.Engine, when: datetime | None = None, aoi: str | None
     with engine.connect() as conn:
         frame = gpd.read_postgis(sa.text(query), conn, geom_col="geom", params=params, crs=f"EPSG:{SRID}")
     return frame[list(LAKE_COLUMNS)]
+
+
+def aoi_names(engine: sa.Engine) -> list[str]:
+    """Names of every AOI in the inventory, sorted."""
+    with engine.connect() as conn:
+        return [str(n) for (n,) in conn.execute(sa.text(f"SELECT name FROM {SCHEMA}.aoi ORDER BY name"))]
+
+
+def check_aoi_known(engine: sa.Engine, name: str) -> None:
+    """Refuse an AOI name the inventory does not hold, listing (up to five of) those it does.
+
+    Raises:
+        core.errors.AoiError: ``name`` is unknown.
+    """
+    known = aoi_names(engine)
+    if name in known:
+        return
+    listed = ", ".join(known[:5]) + (f" … ({len(known)} in all)" if len(known) > 5 else "")
+    raise AoiError(f"--aoi {name!r}: no such AOI in the inventory (known: {listed or 'none yet'})")
 
 
 def inventory_summary(engine: sa.Engine, aoi: str | None = None) -> dict[str, Any]:

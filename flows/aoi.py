@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
+import shapely
 from pydantic import BaseModel, ValidationError, field_validator
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from core.errors import AoiError
+from core.errors import AoiError, InputError
+from core.names import check_aoi_name
 from db.geometry import as_multipolygon
+from tasks.grid import grid_for_geometry
 
 MAX_VERTICES = 10_000
-"""AOIs are regions, not coastlines: a cap keeps a hostile file from exhausting memory."""
+"""Vertices of all rings, holes included: AOIs are regions, not coastlines, and a cap keeps a
+hostile file from exhausting memory (or filling an error message)."""
 MAX_AREA_DEG2 = 25.0
-"""About 5°×5°: larger windows belong to several AOIs (one per deployment)."""
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+"""About 5°×5°: larger windows belong to several AOIs (one per deployment). The grid cap of
+:data:`tasks.grid.MAX_GRID_PIXELS` is usually the tighter of the two."""
+MAX_AOI_BYTES = 4 * 1024 * 1024
+"""Largest AOI file read, bytes: 10 000 vertices take well under 1 MiB of GeoJSON; at most this
+much is ever read, so ``--aoi /dev/zero`` fails at once."""
+MAX_JSON_DEPTH = 16
+"""Nesting of arrays and objects a GeoJSON AOI needs at most (a FeatureCollection of one
+MultiPolygon is 7 deep)."""
 
 
 class AoiSpec(BaseModel):
@@ -32,9 +41,7 @@ class AoiSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("AOI name must be 1–63 letters, digits, '-', '_' or '.'")
-        return v
+        return check_aoi_name(v)  # the rule import-inventory applies too
 
     @field_validator("geometry")
     @classmethod
@@ -45,10 +52,10 @@ class AoiSpec(BaseModel):
             raise ValueError(f"not a GeoJSON geometry: {exc}") from exc
         if not isinstance(geom, Polygon | MultiPolygon):
             raise ValueError(f"AOI must be a Polygon or MultiPolygon, got {geom.geom_type}")
-        coords = [c for poly in _polygons(geom) for c in poly.exterior.coords]
-        if len(coords) > MAX_VERTICES:
-            raise ValueError(f"AOI has {len(coords)} vertices (max {MAX_VERTICES})")
-        for x, y, *_ in coords:
+        vertices = int(shapely.get_num_coordinates(geom))  # every ring: exteriors and holes
+        if vertices > MAX_VERTICES:
+            raise ValueError(f"AOI has {vertices} vertices, holes included (max {MAX_VERTICES})")
+        for x, y, *_ in shapely.get_coordinates(geom).tolist():
             if not (math.isfinite(x) and math.isfinite(y)):
                 raise ValueError("AOI has non-finite coordinates")
             if not (-180 <= x <= 180 and -90 <= y <= 90):
@@ -57,17 +64,16 @@ class AoiSpec(BaseModel):
             geom = as_multipolygon(geom) or MultiPolygon()
         if geom.area == 0 or geom.area > MAX_AREA_DEG2:
             raise ValueError(f"AOI area {geom.area:.3g} deg² is outside (0, {MAX_AREA_DEG2}]")
+        try:
+            grid_for_geometry(geom)  # refuses a grid larger than the pipeline's memory budget
+        except InputError as exc:
+            raise ValueError(str(exc)) from exc
         return dict(mapping(geom))
 
     @property
     def shape(self) -> BaseGeometry:
         """The geometry as shapely (EPSG:4326)."""
         return shape(self.geometry)
-
-
-def _polygons(geom: BaseGeometry) -> list[Polygon]:
-    """The polygons of a Polygon or MultiPolygon (for counting vertices; no repair here)."""
-    return list(geom.geoms) if isinstance(geom, MultiPolygon) else [geom]
 
 
 def load_aoi(path: Path, name: str | None = None) -> AoiSpec:
@@ -79,21 +85,24 @@ def load_aoi(path: Path, name: str | None = None) -> AoiSpec:
         AoiError: unreadable file, not one feature, or a rule broken; one line naming the file
             and the rule.
     """
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AoiError(f"cannot read AOI {path}: {exc}") from exc
+    doc = _read_json(path)
     if not isinstance(doc, dict):
-        raise AoiError(f"AOI {path} is not a GeoJSON object")
+        raise AoiError(f"AOI {path} is not a GeoJSON object (found a JSON {_json_kind(doc)})")
     if doc.get("type") == "FeatureCollection":
-        features = doc.get("features") or []
-        if len(features) != 1:
-            raise AoiError(f"AOI {path} must hold exactly one feature, found {len(features)}")
+        features = doc.get("features")
+        if not isinstance(features, list) or len(features) != 1:
+            found = len(features) if isinstance(features, list) else "no list of"
+            raise AoiError(f"AOI {path} must hold exactly one feature, found {found}")
         doc = features[0]
-    props: dict[str, Any] = {}
+        if not isinstance(doc, dict):
+            raise AoiError(f"AOI {path}: the feature is a JSON {_json_kind(doc)}, not an object")
+    props: object = {}
     if doc.get("type") == "Feature":
         props = doc.get("properties") or {}
         doc = doc.get("geometry") or {}
+        if not isinstance(props, dict) or not isinstance(doc, dict):
+            raise AoiError(f"AOI {path}: the feature's properties and geometry must be JSON objects")
+    assert isinstance(props, dict)
     try:
         return AoiSpec(name=name or str(props.get("name") or path.stem), geometry=doc)
     except ValidationError as exc:
@@ -101,3 +110,42 @@ def load_aoi(path: Path, name: str | None = None) -> AoiSpec:
         where = ".".join(str(part) for part in first["loc"]) or "AOI"
         # pydantic prefixes messages of our validators with "Value error, ": the rule is what follows.
         raise AoiError(f"AOI {path}: {where}: {first['msg'].removeprefix('Value error, ')}") from exc
+
+
+def _read_json(path: Path) -> object:
+    """The file's JSON, reading at most :data:`MAX_AOI_BYTES` + 1 bytes and checking the nesting."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_AOI_BYTES + 1)
+    except OSError as exc:
+        raise AoiError(f"cannot read AOI {path}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_AOI_BYTES:
+        raise AoiError(f"AOI {path} is larger than {MAX_AOI_BYTES // (1024 * 1024)} MiB (an AOI is one region)")
+    try:
+        doc = json.loads(raw)
+    except RecursionError as exc:  # the parser's own stack, long before our depth check
+        raise AoiError(f"AOI {path} nests deeper than {MAX_JSON_DEPTH} levels") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AoiError(f"cannot read AOI {path}: not JSON: {exc}") from exc
+    if _depth(doc) > MAX_JSON_DEPTH:
+        raise AoiError(f"AOI {path} nests deeper than {MAX_JSON_DEPTH} levels")
+    return doc
+
+
+def _depth(doc: object) -> int:
+    """Nesting depth of arrays and objects (iterative: a deep document cannot exhaust the stack)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:  # deeper is refused anyway: no need to walk on
+                stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _json_kind(doc: object) -> str:
+    """``list``, ``string``, ``number``, ``null`` … as JSON names them."""
+    if doc is None:
+        return "null"
+    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(doc), "value")

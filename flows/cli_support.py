@@ -17,8 +17,12 @@ from typing import Any, TypeVar
 import click
 
 from core.errors import InputError
+from tasks.defaults import Bound
 
-__all__ = ["BadInput", "debug_enabled", "guarded", "progress"]
+__all__ = ["BadInput", "BoundedFloat", "debug_enabled", "guarded", "progress"]
+
+MAX_MESSAGE_CHARS = 400
+"""An error line is cut here: a message that quotes hostile input must stay one readable line."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,7 +35,37 @@ class BadInput(click.ClickException):
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= MAX_MESSAGE_CHARS else f"{line[: MAX_MESSAGE_CHARS - 1]}…"
+
+
+class BoundedFloat(click.ParamType[float]):
+    """A float option checked against a :class:`tasks.defaults.Bound` (NaN and ±inf refused).
+
+    click's own ``FloatRange`` lets NaN through (every comparison with NaN is false); this type
+    shares its ranges with :class:`flows.settings.Settings`, so an option and its variable refuse
+    the same values.
+    """
+
+    name = "float"
+
+    def __init__(self, bound: Bound) -> None:
+        self.bound = bound
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        """The value as a float; else :class:`BadInput` (exit 2, one line naming the option and range).
+
+        Not click's usage error: that prints the usage text too, and the contract is one line.
+        """
+        option = param.opts[0] if param is not None and param.opts else "value"
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise BadInput(f"{option} {value!r}: not a number") from None
+        reason = self.bound.reason(number)
+        if reason is not None:
+            raise BadInput(f"{option} {value!r}: {reason}")
+        return number
 
 
 def debug_enabled() -> bool:

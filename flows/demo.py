@@ -5,13 +5,36 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
+from core.errors import SettingsError
 from flows.settings import Settings
 
 Echo = Callable[[str], None]
 
+DEMO_MAX_SIZE_PX = 4096
+"""Largest demo scene, pixels per side (41 km at 10 m): a few minutes and under 1 GB on a CPU,
+enough to exercise the streaming pipeline; larger is a benchmark, not a demo."""
+
+
+def check_size(size_px: int) -> None:
+    """Refuse a demo scene size outside [``demo.synthetic.terrain.MIN_SIZE_PX``, :data:`DEMO_MAX_SIZE_PX`] px.
+
+    Raises:
+        core.errors.SettingsError: one line naming ``--size`` and the range.
+    """
+    from demo.synthetic.terrain import MIN_SIZE_PX  # its one definition (the terrain needs it)
+
+    if not MIN_SIZE_PX <= size_px <= DEMO_MAX_SIZE_PX:
+        raise SettingsError(f"--size {size_px}: must be in [{MIN_SIZE_PX}, {DEMO_MAX_SIZE_PX}] pixels")
+
 
 def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) -> dict[str, object]:
-    """Local PostGIS → schema → demo catalog → ``update_inventory`` → summary. Returns the figures."""
+    """Local PostGIS → schema → demo catalog → ``update_inventory`` → summary. Returns the figures.
+
+    Raises:
+        core.errors.SettingsError: ``size_px`` outside [``demo.synthetic.terrain.MIN_SIZE_PX``,
+            :data:`DEMO_MAX_SIZE_PX`] (checked before anything is started or written).
+    """
+    check_size(size_px)
     from db.ledger import present_observations, scene_table
     from db.queries import inventory_summary
     from demo.score import score_frames

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import click
 
-from flows.cli_support import BadInput, guarded, progress
+from flows.cli_support import BadInput, BoundedFloat, guarded, progress
 from flows.settings import load_settings, prepare_prefect_environment
+from tasks.defaults import WATER_THRESHOLD_BOUND
 
 __all__ = ["segment_command"]
 
@@ -37,6 +38,26 @@ def _existing(option: str, path: Path) -> Path:
     if not path.is_file():
         raise BadInput(f"{option} {path}: no such file")
     return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same file: one resolved path, or (both existing) one inode, so a hard link counts too."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
+def _check_outputs(inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
+    """Refuse an output that would overwrite an input (or the other output) before anything is read."""
+    for out_option, out_path in outputs.items():
+        for in_option, in_path in inputs.items():
+            if _same_file(out_path, in_path):
+                raise BadInput(f"{out_option} {out_path}: is the {in_option} input; choose another file")
+    if len(outputs) == 2 and _same_file(*outputs.values()):
+        raise BadInput(f"--mask-out {outputs['--mask-out']}: is the --out file; choose another file")
 
 
 def _window_progress() -> Callable[[int, int], None]:
@@ -60,7 +81,12 @@ def _window_progress() -> Callable[[int, int], None]:
 @click.option(
     "--model", default=None, help="default | baseline | PATH | hf://org/repo/path (default GLACIAL_LAKES_MODEL)"
 )
-@click.option("--threshold", default=None, type=float, help="water if p > this (default GLACIAL_LAKES_THRESHOLD)")
+@click.option(
+    "--threshold",
+    default=None,
+    type=BoundedFloat(WATER_THRESHOLD_BOUND),
+    help=f"water if p > this, {WATER_THRESHOLD_BOUND.describe()} (default GLACIAL_LAKES_THRESHOLD)",
+)
 @click.option(
     "--s2-offset",
     "s2_offset",
@@ -85,11 +111,11 @@ def segment_command(
     """Segment lake water in one scene: S1 and DEM are co-registered onto the S2 grid."""
     settings = load_settings()
     prepare_prefect_environment(settings)  # tasks import prefect, which reads its settings at import
-    for option, path in (("--s2", s2), ("--s1", s1), ("--dem", dem)):
+    inputs = {"--s2": s2, "--s1": s1, "--dem": dem}
+    for option, path in inputs.items():
         _existing(option, path)
-    threshold = settings.threshold if threshold is None else threshold
-    if not 0.0 <= threshold <= 1.0:
-        raise BadInput(f"--threshold {threshold}: must be between 0 and 1")
+    _check_outputs(inputs, {"--out": out} | ({"--mask-out": mask_out} if mask_out is not None else {}))
+    threshold = settings.threshold if threshold is None else threshold  # both checked against one bound
     spec = model or settings.model
     from models.registry import load_segmenter
     from models.segmenter import wants_harmonised_s2

@@ -9,15 +9,33 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import SettingsError
 from db.local_cluster import DEFAULT_DBNAME, DEFAULT_PORT
 from models.hub import HubCache
-from tasks.defaults import MAX_PAIR_DAYS, MIN_LAKE_AREA_M2, WATER_THRESHOLD
+from tasks.defaults import (
+    MAX_PAIR_DAYS,
+    MAX_PAIR_DAYS_BOUND,
+    MIN_LAKE_AREA_M2,
+    MIN_LAKE_AREA_M2_BOUND,
+    PG_PORT_BOUND,
+    WATER_THRESHOLD,
+    WATER_THRESHOLD_BOUND,
+    Bound,
+)
 
 ENV_PREFIX = "GLACIAL_LAKES_"
+PRIVATE_DIR_MODE = 0o700
+"""Prefect's home and result storage: flow parameters, logs and failures name the user's files."""
+_BOUNDS: dict[str, Bound] = {
+    "pg_port": PG_PORT_BOUND,
+    "threshold": WATER_THRESHOLD_BOUND,
+    "min_area_m2": MIN_LAKE_AREA_M2_BOUND,
+    "max_pair_days": MAX_PAIR_DAYS_BOUND,
+}
+"""The same ranges the CLI options accept (one definition, in :mod:`tasks.defaults`)."""
 
 
 def default_home() -> Path:
@@ -70,6 +88,21 @@ class Settings(BaseSettings):
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
 
+    @field_validator("pg_port", "threshold", "min_area_m2", "max_pair_days")
+    @classmethod
+    def _in_range(cls, v: float, info: ValidationInfo) -> float:
+        reason = _BOUNDS[str(info.field_name)].reason(v)
+        if reason is not None:
+            raise ValueError(reason)
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model_named(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a model (default, baseline, a checkpoint path or hf://…)")
+        return v.strip()
+
     @property
     def data_root(self) -> Path:
         """Stacks, probabilities and downloads, one folder per AOI."""
@@ -111,16 +144,34 @@ def load_settings() -> Settings:
         field = str(first["loc"][0]) if first["loc"] else "?"
         alias = Settings.model_fields[field].validation_alias if field in Settings.model_fields else None
         variable = alias if isinstance(alias, str) else f"{ENV_PREFIX}{field.upper()}"
-        raise SettingsError(f"{variable}={first.get('input')!r}: {first['msg']}") from exc
+        value = repr(first.get("input"))
+        value = value if len(value) <= 80 else f"{value[:77]}…"  # one line, however long the value
+        # pydantic prefixes messages of our validators with "Value error, ": the rule is what follows.
+        reason = first["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"{variable}={value}: {reason}") from exc
 
 
 def prepare_prefect_environment(settings: Settings) -> None:
     """Defaults that make a local Prefect start reliable; the user's own values win.
 
     Must run before ``prefect`` is imported: Prefect reads its settings at import time.
+
+    Privacy: Prefect's database, logs and persisted results hold flow parameters and failure
+    messages, which name (and may quote) the user's files. The home's ``prefect`` folder and its
+    result storage are therefore created mode 0700 (re-tightened if an older run left them open),
+    results are not persisted unless a task asks for it, and persisted ones land in that private
+    storage. A ``PREFECT_HOME`` / ``PREFECT_LOCAL_STORAGE_PATH`` the user set is theirs: untouched.
     """
-    settings.prefect_home.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
+    for variable, default in (
+        ("PREFECT_HOME", settings.prefect_home),
+        ("PREFECT_LOCAL_STORAGE_PATH", Path(os.environ.get("PREFECT_HOME") or settings.prefect_home) / "storage"),
+    ):
+        if os.environ.get(variable):  # the user's own folder: theirs to protect
+            continue
+        default.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        default.chmod(PRIVATE_DIR_MODE)  # mkdir's mode passes through the umask; an older folder keeps its own
+        os.environ[variable] = str(default)
+    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The temporary server needs more than the default 20 s on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")

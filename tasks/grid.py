@@ -17,9 +17,19 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 from shapely.geometry.base import BaseGeometry
 
+from core.errors import AoiError
 from db.geometry import utm_epsg_for  # its one home; re-exported here for the pipeline
 
-__all__ = ["GridSpec", "grid_for_geometry", "read_grid", "utm_epsg_for"]
+__all__ = ["MAX_GRID_PIXELS", "GridSpec", "grid_for_geometry", "read_grid", "utm_epsg_for"]
+
+GRID_MEMORY_BUDGET_BYTES = 4 * 1024**3
+"""Memory one scene may take at its peak (4 GiB), the figure the grid cap is derived from."""
+PEAK_BYTES_PER_PIXEL = 24
+"""Peak resident memory of the streaming pipeline per grid pixel: lake extraction holds the
+probability (float32), DEM (float32) and valid mask of the whole grid plus its labels (0.4 GB
+measured on a 4096 × 4096 px scene, ≈ 24 B/px); the other stages stream one block row at a time."""
+MAX_GRID_PIXELS = GRID_MEMORY_BUDGET_BYTES // PEAK_BYTES_PER_PIXEL
+"""Largest scene grid, pixels (178 956 970: about 134 km × 134 km at 10 m)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,9 @@ class GridSpec:
         return (min(xs), min(ys), max(xs), max(ys))
 
 
-def grid_for_geometry(geom_lonlat: BaseGeometry, epsg: int | None = None, resolution: float = 10.0) -> GridSpec:
+def grid_for_geometry(
+    geom_lonlat: BaseGeometry, epsg: int | None = None, resolution: float = 10.0, max_pixels: int = MAX_GRID_PIXELS
+) -> GridSpec:
     """The smallest north-up grid in a UTM CRS that covers a lon/lat geometry.
 
     The edges are snapped outwards to multiples of ``resolution`` so grids of different AOIs in
@@ -93,6 +105,11 @@ def grid_for_geometry(geom_lonlat: BaseGeometry, epsg: int | None = None, resolu
         geom_lonlat: Geometry in EPSG:4326 (lon, lat).
         epsg: Target CRS; by default the UTM zone of the geometry's centroid.
         resolution: Pixel size, metres.
+        max_pixels: Largest grid accepted (width × height); by default :data:`MAX_GRID_PIXELS`,
+            from the pipeline's 4 GiB memory budget.
+
+    Raises:
+        core.errors.AoiError: the grid would exceed ``max_pixels``.
     """
     if geom_lonlat.is_empty:
         raise ValueError("cannot build a grid for an empty geometry")
@@ -114,6 +131,12 @@ def grid_for_geometry(geom_lonlat: BaseGeometry, epsg: int | None = None, resolu
     # A point or a line along a pixel edge still needs one pixel.
     width = max(1, round((right - left) / resolution))
     height = max(1, round((top - bottom) / resolution))
+    if width * height > max_pixels:
+        raise AoiError(
+            f"AOI needs a {width} x {height} px grid at {resolution:g} m ({width * height / 1e6:.0f} M px), "
+            f"over the {max_pixels / 1e6:.0f} M px a scene may have ({GRID_MEMORY_BUDGET_BYTES // 1024**3} GiB "
+            "budget): split it into several AOIs"
+        )
     return GridSpec(int(epsg), (resolution, 0.0, left, 0.0, -resolution, top), width, height)
 
 

@@ -20,6 +20,16 @@ def aoi_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def catalog_dir(tmp_path: Path) -> Path:
+    """An empty but real local STAC catalog (the source is checked before the model)."""
+    root = tmp_path / "catalog"
+    root.mkdir()
+    doc = {"type": "Catalog", "stac_version": "1.0.0", "id": "empty", "description": "no items", "links": []}
+    (root / "catalog.json").write_text(json.dumps(doc))
+    return root
+
+
 def _run(args: list[str], tmp_path: Path) -> tuple[int, str]:
     env = {"GLACIAL_LAKES_HOME": str(tmp_path / "home"), "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
     result = CliRunner().invoke(main, args, env=env)
@@ -35,9 +45,12 @@ def _run(args: list[str], tmp_path: Path) -> tuple[int, str]:
         (["--source", "local:DIR", "--model", "weights.ckpt"], "weights.ckpt"),
     ],
 )
-def test_run_rejects_bad_input_with_exit_2(args: list[str], needle: str, aoi_file: Path, tmp_path: Path) -> None:
+def test_run_rejects_bad_input_with_exit_2(
+    args: list[str], needle: str, aoi_file: Path, catalog_dir: Path, tmp_path: Path
+) -> None:
     base = {"--aoi": str(aoi_file), "--start": "2024-07-01", "--end": "2024-08-01", "--source": "local:DIR"}
     base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    base["--source"] = base["--source"].replace("local:DIR", f"local:{catalog_dir}")
     code, out = _run(["run", *[x for kv in base.items() for x in kv]], tmp_path)
     assert code == 2, out
     assert needle in out and len(out.splitlines()) == 1
