@@ -13,8 +13,10 @@ from pathlib import Path
 
 import click
 
-from flows.cli_support import BadInput, guarded, progress
+from flows.cli_support import BadInput, BoundedFloat, guarded, progress
+from flows.demo import DEMO_MAX_SIZE_PX
 from flows.settings import Settings, load_settings, prepare_prefect_environment
+from tasks.defaults import MIN_LAKE_AREA_M2_BOUND
 
 
 def _settings() -> Settings:
@@ -180,14 +182,15 @@ def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, na
     from models.registry import load_segmenter
     from tasks.sources import source_from_uri
 
-    settings = _settings()
-    aoi = load_aoi(aoi_path, name)
-    source_from_uri(source)  # bad input fails here, with exit 2, before any flow starts
-    load_segmenter(model or settings.model, settings.tta, settings.hub)
+    # Cheapest checks first: every bad input fails here, with exit 2, before any flow starts.
     first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
     assert first is not None and last is not None
     if last < first:
         raise BadInput(f"--end {end} is before --start {start}")
+    settings = _settings()
+    aoi = load_aoi(aoi_path, name)
+    source_from_uri(source)
+    load_segmenter(model or settings.model, settings.tta, settings.hub)
     from flows.update_inventory import update_inventory
 
     del settings  # read again inside the flow; constructed here to fail early on bad env
@@ -204,7 +207,7 @@ def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, na
 @guarded
 def export(out: Path, as_of: str | None, aoi: str | None) -> None:
     """Write the inventory (current, or as of a date) to a GeoPackage or GeoJSON file."""
-    from db.queries import lakes_as_of
+    from db.queries import check_aoi_known, lakes_as_of
     from flows.database import ready_engine
 
     drivers = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
@@ -213,7 +216,10 @@ def export(out: Path, as_of: str | None, aoi: str | None) -> None:
         raise BadInput(f"--out {out}: use a .gpkg or .geojson file name")
     day = _parse_day(as_of, "--as-of")
     when = datetime.combine(day, time.max, tzinfo=UTC) if day else None
-    gdf = lakes_as_of(ready_engine(_settings()), when, aoi)
+    engine = ready_engine(_settings())
+    if aoi is not None:
+        check_aoi_known(engine, aoi)  # an empty file would read as "no lakes there"
+    gdf = lakes_as_of(engine, when, aoi)
     out.parent.mkdir(parents=True, exist_ok=True)
     gdf.to_file(out, driver=driver, layer="lakes" if driver == "GPKG" else None)
     click.echo(f"{len(gdf)} lakes written to {out}")
@@ -232,12 +238,35 @@ def export(out: Path, as_of: str | None, aoi: str | None) -> None:
     show_default=True,
     help="what the inventory 'saw': its lakes only, or their convex hull (absences inside it count)",
 )
-@click.option("--min-area", type=float, default=1.0, show_default=True, help="drop polygons under this, m²")
+@click.option(
+    "--min-area",
+    type=BoundedFloat(MIN_LAKE_AREA_M2_BOUND),
+    default=1.0,
+    show_default=True,
+    help="drop polygons under this, m²",
+)
+@click.option(
+    "--extend-aoi",
+    "extend_aoi",
+    is_flag=True,
+    help="grow an existing AOI to take in lakes outside its outline (default: refuse them)",
+)
 @guarded
 def import_inventory(
-    file: Path, on: str, aoi: str | None, layer: str | None, utm_epsg: int | None, footprint: str, min_area: float
+    file: Path,
+    on: str,
+    aoi: str | None,
+    layer: str | None,
+    utm_epsg: int | None,
+    footprint: str,
+    min_area: float,
+    extend_aoi: bool,
 ) -> None:
-    """Import an existing inventory (GeoJSON, GeoPackage, shapefile) as a baseline epoch."""
+    """Import an existing inventory (GeoJSON, GeoPackage, shapefile) as a baseline epoch.
+
+    The AOI name follows the rule of ``run``. Into an existing AOI, a lake whose point on surface
+    lies outside the AOI's outline is refused (the whole file: exit 2), unless ``--extend-aoi``.
+    """
     from db.importer import import_inventory as run_import
     from flows.database import ready_engine
 
@@ -254,7 +283,10 @@ def import_inventory(
         layer=layer,
         min_area_m2=min_area,
         footprint=footprint,  # type: ignore[arg-type]
+        extend_aoi=extend_aoi,
     )
+    if report.aoi_extended:
+        progress(f"AOI {report.aoi_name} extended to take in the file's lakes")
     if report.noop:
         click.echo(f"{file.name}: already imported for {day} into {report.aoi_name}: nothing changed")
         return
@@ -267,13 +299,21 @@ def import_inventory(
 
 @main.command()
 @click.option("--home", type=click.Path(path_type=Path), default=None, help="override GLACIAL_LAKES_HOME")
-@click.option("--size", default=512, show_default=True, help="demo scene size, pixels (10 m)")
+@click.option(
+    "--size",
+    default=512,
+    show_default=True,
+    type=int,
+    help=f"demo scene size, pixels (10 m), at most {DEMO_MAX_SIZE_PX}",
+)
 @guarded
 def demo(home: Path | None, size: int) -> None:
     """Everything on a fresh machine: local PostGIS, schema, demo catalog, the update flow, a summary."""
+    from flows.demo import check_size, run_demo
+
+    check_size(size)  # before anything is created under the home
     if home is not None:
         os.environ["GLACIAL_LAKES_HOME"] = str(home)
-    from flows.demo import run_demo
 
     settings = _settings()
     run_demo(settings, size_px=size, echo=click.echo, progress=progress)
