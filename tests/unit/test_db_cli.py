@@ -57,6 +57,15 @@ def test_db_start_status_url_stop_round_trip() -> None:
         password = (home / "postgres" / "secrets" / "writer.password").read_text().strip()
         assert shown == f"postgresql://glacial_lakes_writer:{password}@127.0.0.1:{port}/glacial_lakes"
         assert password not in url and password not in cli("start") and password not in cli("status")
+        secret = home / "alice.pw"
+        secret.write_text("alice's own password\n")
+        secret.chmod(0o600)
+        assert cli("create-user", "alice", "--role", "reader", "--password-file", str(secret)) == (
+            "login alice created in lake_reader"
+        )
+        as_alice = {"host": "127.0.0.1", "port": port, "dbname": "glacial_lakes", "user": "alice"}
+        with psycopg.connect(**as_alice, password="alice's own password") as conn:
+            assert conn.execute("SELECT count(*) FROM inventory.current_lakes").fetchone() == (0,)
         assert cli("stop") == "local PostGIS stopped"
         assert "not running" in cli("status")
         assert cli("stop") == "local PostGIS was not running"
