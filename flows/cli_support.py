@@ -19,7 +19,7 @@ import click
 from core.errors import InputError
 from tasks.defaults import Bound
 
-__all__ = ["BadInput", "BoundedFloat", "debug_enabled", "guarded", "progress"]
+__all__ = ["BadInput", "BoundedFloat", "BoundedInt", "debug_enabled", "guarded", "progress"]
 
 MAX_MESSAGE_CHARS = 400
 """An error line is cut here: a message that quotes hostile input must stay one readable line."""
@@ -98,3 +98,29 @@ def guarded(fn: F) -> F:
 def progress(step: str) -> None:
     """One progress line (``» step``) on standard error, so standard output stays the result."""
     click.echo(f"» {step}", err=True)
+
+
+class BoundedInt(click.ParamType[int]):
+    """An integer option in ``[low, high]`` (``None``: no limit); refusals are one line, exit 2."""
+
+    name = "integer"
+
+    def __init__(self, low: int | None = None, high: int | None = None) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        """The value as an int; else :class:`BadInput` naming the option and range."""
+        option = param.opts[0] if param is not None and param.opts else "value"
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise BadInput(f"{option} {value!r}: not an integer") from None
+        if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
+            if self.high is None:
+                rule = f">= {self.low}"
+            elif self.low is None:
+                rule = f"<= {self.high}"
+            else:
+                rule = f"in [{self.low}, {self.high}]"
+            raise BadInput(f"{option} {value!r}: must be {rule}")
+        return number

@@ -19,8 +19,9 @@ from typing import Any
 
 import click
 
-from flows.cli_support import BadInput, guarded
+from flows.cli_support import BadInput, BoundedFloat, BoundedInt, guarded
 from flows.settings import load_settings, prepare_prefect_environment
+from tasks.defaults import Bound
 
 __all__ = ["train_command"]
 
@@ -64,12 +65,25 @@ def _scenes(stacks: tuple[Path, ...], triplets: tuple[str, ...], labels: Path) -
 @click.option("--classes", "num_classes", default=1, show_default=True, type=click.Choice(["1", "2"]))
 @click.option("--init", default=None, help="TerraMind backbone or model checkpoint, PATH | hf://… (default: random)")
 @click.option("--stats", default="cryosentinel", show_default=True, help="cryosentinel | terramind_pretrain | FILE")
-@click.option("--epochs", default=10, show_default=True, type=int)
+@click.option("--epochs", default=10, show_default=True, type=BoundedInt(1))
 @click.option("--batch-size", default=4, show_default=True, type=int, help="≥ 2 (BatchNorm)")
-@click.option("--lr", default=1e-4, show_default=True, type=float)
-@click.option("--patience", default=3, show_default=True, type=int, help="early stopping, epochs")
-@click.option("--block-size", default=0.15, show_default=True, type=float, help="split block, degrees")
-@click.option("--buffer", "buffer_deg", default=0.02, show_default=True, type=float, help="split buffer, degrees")
+@click.option("--lr", default=1e-4, show_default=True, type=BoundedFloat(Bound(0.0, 1.0, low_open=True)))
+@click.option("--patience", default=3, show_default=True, type=BoundedInt(1), help="early stopping, epochs")
+@click.option(
+    "--block-size",
+    default=0.15,
+    show_default=True,
+    type=BoundedFloat(Bound(0.0, low_open=True)),
+    help="split block, degrees",
+)
+@click.option(
+    "--buffer",
+    "buffer_deg",
+    default=0.02,
+    show_default=True,
+    type=BoundedFloat(Bound(0.0)),
+    help="split buffer, degrees",
+)
 @click.option("--seed", default=42, show_default=True, type=int)
 @guarded
 def train_command(
@@ -95,6 +109,9 @@ def train_command(
     prepare_prefect_environment(settings)  # tasks import prefect, which reads its settings at import
     if not labels.is_file():
         raise BadInput(f"--labels {labels}: no such file")
+    inputs = [labels, *stacks, *(Path(p) for spec in triplets for p in spec.split(","))]
+    if any(out.resolve() == path.resolve() for path in inputs):
+        raise BadInput(f"--out {out}: is one of the inputs; choose another file")
     from models.normalisation import load_stats
     from models.terramind import ModelConfig
     from models.train import BlockSplit, TrainConfig, train

@@ -175,3 +175,28 @@ def test_import_inventory_min_area_out_of_range_is_exit_2(tmp_path: Path) -> Non
     for value in ("-5", "nan", "0"):
         code, out = _cli(["import-inventory", str(path), "--date", "2015-10-01", "--min-area", value], tmp_path)
         assert code == 2 and out.startswith(f"Error: --min-area {value!r}:") and len(out.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--epochs", "0"),
+        ("--lr", "nan"),
+        ("--lr", "-1"),
+        ("--patience", "0"),
+        ("--block-size", "0"),
+    ],
+)
+def test_train_options_out_of_range_are_exit_2(option: str, value: str, tmp_path: Path) -> None:
+    labels = tmp_path / "labels.gpkg"
+    labels.write_bytes(b"")
+    args = ["train", "--stack", str(labels), "--labels", str(labels), "--out", str(tmp_path / "m.ckpt")]
+    code, out = _cli([*args, option, value], tmp_path)
+    assert code == 2 and out.startswith(f"Error: {option} {value!r}: ") and len(out.splitlines()) == 1
+
+
+def test_train_refuses_an_out_that_is_an_input(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.gpkg"
+    labels.write_bytes(b"keep me")
+    code, out = _cli(["train", "--stack", str(labels), "--labels", str(labels), "--out", str(labels)], tmp_path)
+    assert code == 2 and "is one of the inputs" in out and labels.read_bytes() == b"keep me"
