@@ -200,3 +200,39 @@ def test_train_refuses_an_out_that_is_an_input(tmp_path: Path) -> None:
     labels.write_bytes(b"keep me")
     code, out = _cli(["train", "--stack", str(labels), "--labels", str(labels), "--out", str(labels)], tmp_path)
     assert code == 2 and "is one of the inputs" in out and labels.read_bytes() == b"keep me"
+
+
+def test_bad_source_fails_fast_on_one_line_before_any_flow(tmp_path: Path) -> None:
+    """A bad --source took 62–68 s of retried tasks and up to 268 lines; now one line, before the flow.
+
+    In-process (modules already imported) it must take under 2 s; a cold process adds Python's
+    imports (about 1 s here), allowed up to 4 s on a loaded machine.
+    """
+    import subprocess
+    import sys
+
+    aoi = tmp_path / "aoi.geojson"
+    aoi.write_text(json.dumps({"type": "Polygon", "coordinates": [SQUARE]}))
+    args = ["run", "--aoi", str(aoi), "--start", "2024-07-01", "--end", "2024-07-02"]
+    started = time.monotonic()
+    code, out = _cli([*args, "--source", f"local:{tmp_path / 'nowhere'}"], tmp_path)
+    warm_s = time.monotonic() - started
+    assert code == 2 and "nowhere" in out and len(out.splitlines()) == 1
+    assert warm_s < 2.0, warm_s
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "GLACIAL_LAKES_HOME": str(tmp_path / "home"),
+        "DATABASE_URL": "postgresql://u@127.0.0.1:1/x",
+    }
+    started = time.monotonic()
+    cold = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args, "--source", f"local:{tmp_path / 'nowhere'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
+    cold_s = time.monotonic() - started
+    assert cold.returncode == 2 and len((cold.stdout + cold.stderr).strip().splitlines()) == 1, cold.stderr
+    assert cold_s < 4.0, cold_s
