@@ -259,3 +259,21 @@ def test_create_user_from_a_password_file_or_a_prompt(db_url: str, tmp_path: Pat
     finally:
         for name in (reader, writer):
             admin_sql(pg_url_base, f"DROP ROLE IF EXISTS {name}")
+
+
+def test_an_owner_login_runs_the_later_migrations(empty_db: str, tmp_path: Path, pg_url_base: str) -> None:
+    """After the first migration (as the superuser: extensions and roles), ``db upgrade`` runs as a lake_owner login."""
+    from db.access import ensure_login, generate_password
+
+    upgrade(empty_db, "0001")
+    name, password = f"gl_owner_{uuid.uuid4().hex[:8]}", generate_password()
+    with psycopg.connect(**connect_kwargs(empty_db), autocommit=True) as conn:
+        ensure_login(conn, name, "lake_owner", password)
+    owner_url = make_url(empty_db).set(username=name, password=password).render_as_string(hide_password=False)
+    try:
+        env = {"DATABASE_URL": owner_url, "GLACIAL_LAKES_HOME": str(tmp_path / "home")}
+        done = CliRunner().invoke(main, ["db", "upgrade"], env=env)
+        assert done.exit_code == 0 and f"at revision {head()}" in done.output, done.output
+    finally:
+        admin_sql(empty_db, f"DROP OWNED BY {name}")
+        admin_sql(pg_url_base, f"DROP ROLE IF EXISTS {name}")
