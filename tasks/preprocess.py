@@ -214,7 +214,12 @@ def _is_remote(href: str) -> bool:
 
 
 def _gdal_env(href: str) -> Any:
-    """GDAL options of one read: remote hrefs get the sources' timeouts and two short retries."""
+    """GDAL options of one read of a remote href: the sources' timeouts and one short retry.
+
+    A server that sends nothing for the read timeout aborts the request (under 1 byte/s), a
+    request as a whole is capped at six times that; a silent server fails a read within about
+    the read timeout (20 s measured with 20 s; GDAL's one retry is for HTTP errors).
+    """
     import rasterio
 
     if not _is_remote(href):
@@ -222,8 +227,10 @@ def _gdal_env(href: str) -> Any:
     connect, read = REMOTE_TIMEOUT_S
     return rasterio.Env(
         GDAL_HTTP_CONNECTTIMEOUT=int(connect),
-        GDAL_HTTP_TIMEOUT=int(read),
-        GDAL_HTTP_MAX_RETRY=2,
+        GDAL_HTTP_LOW_SPEED_TIME=int(read),
+        GDAL_HTTP_LOW_SPEED_LIMIT=1,
+        GDAL_HTTP_TIMEOUT=int(6 * read),
+        GDAL_HTTP_MAX_RETRY=1,
         GDAL_HTTP_RETRY_DELAY=1,
         GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",  # one request per asset, not a directory listing
     )

@@ -376,9 +376,16 @@ class StacApiSource:
 
     def _client(self) -> Any:
         from pystac_client import Client  # imported here: only this source needs it
+        from pystac_client.stac_api_io import StacApiIO
+        from urllib3 import Retry
 
+        # Connection attempts are retried quickly here; a read that timed out is not (a silent
+        # server stays silent), and 429/5xx answers go up as TransientSourceError, whose retry
+        # with back-off is the search task's.
+        retry = Retry(total=2, connect=2, read=0, status=0, other=0, backoff_factor=0.25, raise_on_status=False)
         try:
-            return Client.open(self.url, timeout=self.timeout)
+            io = StacApiIO(timeout=self.timeout, max_retries=retry)
+            return Client.open(self.url, stac_io=io, timeout=self.timeout)  # open() re-applies its own timeout
         except Exception as exc:
             raise self._classify(exc) from None
 
@@ -386,6 +393,8 @@ class StacApiSource:
         """A failed request as one line naming the API: transient (retry), timeout or bad input."""
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         status = getattr(exc, "status_code", None)
+        if status is None and (m := re.search(r"\b(429|5\d\d)\b", reason)) is not None:
+            status = int(m.group(1))
         if "timed out" in reason.lower() or "timeout" in reason.lower():
             return TimeoutError(f"{self.name}: no answer within {self.timeout[1]:g} s ({reason})")
         if status == 429 or (isinstance(status, int) and status >= 500) or "connection" in reason.lower():
