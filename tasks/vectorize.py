@@ -13,15 +13,13 @@ from numpy.typing import NDArray
 from shapely.geometry import MultiPolygon, Polygon, shape
 
 from db.geometry import as_polygonal  # the one repair (re-exported: the pipeline's name for it)
+from tasks.defaults import MIN_LAKE_AREA_M2, WATER_THRESHOLD
 from tasks.grid import GridSpec
 
 __all__ = ["MIN_LAKE_AREA_M2", "as_polygonal", "mask_to_polygons", "probability_to_mask"]
 
-MIN_LAKE_AREA_M2 = 5000.0
-"""Minimum mapped lake area, m² (0.5 ha; about 50 pixels at 10 m)."""
 
-
-def probability_to_mask(prob: NDArray[np.floating], threshold: float = 0.5) -> NDArray[np.bool_]:
+def probability_to_mask(prob: NDArray[np.floating], threshold: float = WATER_THRESHOLD) -> NDArray[np.bool_]:
     """Water where ``prob > threshold``; NaN (nodata) is never water."""
     with np.errstate(invalid="ignore"):
         return np.asarray(prob) > threshold
