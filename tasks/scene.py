@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from numpy.typing import NDArray
 from shapely.geometry import MultiPolygon
 
 from core.errors import RasterInputError
@@ -42,12 +43,20 @@ def prepare_stack(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackInfo:
     s1 = read_s1(plan.s1.asset("vv"), plan.s1.asset("vh"), grid, linear=True)
     dem = read_dem(plan.dem.asset("data"), grid)
     stack, valid = stack_arrays(s2, s1, dem)
-    if not np.isfinite(stack).all(axis=0).any():
+    if not valid.any() and not _common_data(stack).any():  # cloud alone is an observation; no data is not
         raise RasterInputError(
             f"scene {plan.scene_id}: S2 {plan.s2.product_id}, S1 {plan.s1.asset('vv')} and DEM "
             f"{plan.dem.asset('data')} have data on no common pixel of the AOI grid (EPSG:{grid.epsg})"
         )
     return write_stack(stack, valid, grid, out_dir, plan.scene_id, cloud_fraction=s2.cloud_fraction)
+
+
+def _common_data(stack: NDArray[np.float32]) -> NDArray[np.bool_]:
+    """Where every band of the stack has data, one band at a time (one H × W mask, not 15)."""
+    common: NDArray[np.bool_] = np.isfinite(stack[0])
+    for band in stack[1:]:
+        common &= np.isfinite(band)
+    return common
 
 
 @dataclass(frozen=True)
