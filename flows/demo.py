@@ -38,7 +38,7 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
     from db.ledger import present_observations, scene_table
     from db.queries import inventory_summary
     from demo.score import score_frames
-    from demo.synthetic import generate_demo_catalog, load_truth
+    from demo.synthetic import load_truth, refresh_demo_catalog
     from flows.aoi import load_aoi
     from flows.database import database_url, ready_engine
     from flows.update_inventory import update_inventory
@@ -52,7 +52,8 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
     progress(f"[2/4] demo catalog: {root}")
     # One AOI per scene size: catalogs of different sizes cover different ground, and one
     # inventory must never mix them (a 256 px demo after a 512 px one would score both).
-    catalog = generate_demo_catalog(root, size_px=size_px, aoi_name=f"demo-tienshan-{size_px}px")
+    # An unchanged catalog keeps its files (and so its scene keys): a second demo is a no-op.
+    catalog = refresh_demo_catalog(root, size_px=size_px, aoi_name=f"demo-tienshan-{size_px}px")
     aoi = load_aoi(catalog.aoi_path)
 
     progress(f"[3/4] update_inventory over {len(catalog.dates)} Sentinel-2 dates (model: {settings.model})")

@@ -30,6 +30,7 @@ from core.files import atomic_path
 from models.hub import DEFAULT_HUB, HubCache
 from models.registry import load_segmenter
 from models.segmenter import Rows
+from tasks.defaults import WATER_THRESHOLD
 from tasks.grid import GridSpec, read_grid
 from tasks.preprocess import S2_BANDS, detect_s2_dn_offset, harmonise_s2_dn
 from tasks.stack import StackInfo, StackReader
@@ -73,7 +74,7 @@ def write_probability(
     grid: GridSpec,
     out_path: Path,
     mask_path: Path | None = None,
-    threshold: float = 0.5,
+    threshold: float = WATER_THRESHOLD,
     description: str = "water probability",
 ) -> tuple[Path, Path | None]:
     """Writes probability rows (top to bottom) as a float32 COG, and optionally the uint8 mask.
@@ -252,7 +253,7 @@ def segment_files(
     model_spec: str,
     *,
     mask_path: Path | None = None,
-    threshold: float = 0.5,
+    threshold: float = WATER_THRESHOLD,
     s2_offset: int = 0,
     tta: bool = True,
     progress: Callable[[int, int], None] | None = None,

@@ -6,7 +6,7 @@ lakes; the truth is what the pipeline is scored against (``demo.score``).
 
 from __future__ import annotations
 
-from demo.synthetic.catalog import DemoCatalog, generate_demo_catalog
+from demo.synthetic.catalog import DemoCatalog, generate_demo_catalog, refresh_demo_catalog
 from demo.synthetic.truth import load_truth
 
-__all__ = ["DemoCatalog", "generate_demo_catalog", "load_truth"]
+__all__ = ["DemoCatalog", "generate_demo_catalog", "load_truth", "refresh_demo_catalog"]

@@ -18,6 +18,7 @@ Layout under ``root``::
 
 from __future__ import annotations
 
+import filecmp
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -44,7 +45,7 @@ from demo.synthetic.scene import build_landscape, render_date, scl_to_20m
 from demo.synthetic.terrain import UTM_EPSG, SceneGrid, build_terrain, make_grid
 from demo.synthetic.truth import glacier_features, lake_features, load_truth, to_wgs84, write_geojson, write_json
 
-__all__ = ["DemoCatalog", "baseline_offset", "generate_demo_catalog", "load_truth"]
+__all__ = ["DemoCatalog", "baseline_offset", "generate_demo_catalog", "load_truth", "refresh_demo_catalog"]
 
 
 @dataclass(frozen=True)
@@ -163,3 +164,42 @@ def generate_demo_catalog(
         },
     )
     return DemoCatalog(root, catalog_path, aoi_path, truth_path, tuple(d for d, _, _ in S2_SCHEDULE))
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    """Same file names and the same bytes in every file."""
+    names = _files(a)
+    return names == _files(b) and all(filecmp.cmp(a / n, b / n, shallow=False) for n in names)
+
+
+def refresh_demo_catalog(
+    root: Path, *, size_px: int = 512, seed: int = 0, aoi_name: str = "demo-tienshan"
+) -> DemoCatalog:
+    """:func:`generate_demo_catalog` into ``root``, leaving an identical earlier catalog untouched.
+
+    The pipeline fingerprints local inputs by size and modification time (part of each scene's
+    ledger key), so rewriting byte-identical files would make a second demo reprocess every scene.
+    The catalog is generated into a sibling folder; when it equals what ``root`` holds, the sibling
+    is dropped, otherwise it replaces ``root`` (the catalog's hrefs are relative, so it moves whole).
+    """
+    root = Path(root)
+    # No dot in the name: pystac takes a folder name with an extension for a file name.
+    staging = root.with_name(f"{root.name}-staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    fresh = generate_demo_catalog(staging, size_px=size_px, seed=seed, aoi_name=aoi_name)
+    if root.is_dir() and _same_tree(root, staging):
+        shutil.rmtree(staging)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+        staging.rename(root)
+    return DemoCatalog(
+        root,
+        root / fresh.catalog_path.relative_to(staging),
+        root / fresh.aoi_path.relative_to(staging),
+        root / fresh.truth_path.relative_to(staging),
+        fresh.dates,
+    )
