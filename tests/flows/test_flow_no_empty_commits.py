@@ -10,8 +10,6 @@ Item 4: a silent STAC API fails the run within a minute (figure: seconds).
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -28,6 +26,7 @@ from flows.aoi import load_aoi
 from tasks.sources import LocalStacSource
 from tests.helpers.database import fresh_database
 from tests.helpers.digests import content
+from tests.helpers.servers import silent_server
 
 pytestmark = [pytest.mark.db, pytest.mark.flow, pytest.mark.slow]
 
@@ -137,30 +136,9 @@ def test_a_changed_threshold_is_refused_and_writes_nothing(
 
 @pytest.fixture
 def silent_stac() -> Iterator[str]:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    server.settimeout(0.2)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}/"
-    stop.set()
-    thread.join(2)
-    for conn in held:
-        conn.close()
-    server.close()
+    """A STAC API that accepts connections and never answers (trailing slash: a catalog root URL)."""
+    with silent_server() as url:
+        yield f"{url}/"
 
 
 def test_a_silent_stac_api_fails_the_run_within_a_minute(

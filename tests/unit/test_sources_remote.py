@@ -8,7 +8,6 @@ or other schemes is refused with the item and asset named.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -26,38 +25,16 @@ from flows.tasks import _transient_source_error
 from tasks.grid import GridSpec
 from tasks.preprocess import read_dem
 from tasks.sources import REMOTE_TIMEOUT_S, StacApiSource, TransientSourceError, source_from_uri
+from tests.helpers import servers
 
 AOI = box(78.0, 42.0, 78.1, 42.1)
 
 
 @pytest.fixture
 def silent_server() -> Iterator[str]:
-    """A TCP server on 127.0.0.1 that accepts connections and never sends a byte."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-                held.append(conn)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join(2)
-    for conn in held:
-        conn.close()
-    server.close()
+    """A host on 127.0.0.1 that accepts connections and never sends a byte."""
+    with servers.silent_server() as url:
+        yield url
 
 
 @pytest.mark.slow  # two read timeouts of 20 s each
