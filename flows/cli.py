@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from flows.cli_support import BadInput, BoundedFloat, guarded, progress
+from flows.cli_support import BadInput, BoundedFloat, exit_on_sigterm, guarded, progress
 from flows.demo import DEMO_MAX_SIZE_PX
 from flows.settings import Settings, load_settings, prepare_prefect_environment
 from tasks.defaults import MIN_LAKE_AREA_M2_BOUND
@@ -28,6 +28,7 @@ def _settings() -> Settings:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Keep a PostGIS glacial-lake inventory current from Sentinel-1, Sentinel-2 and the Copernicus DEM."""
+    exit_on_sigterm()  # every command: SIGTERM unwinds (child processes stopped), exit 143
 
 
 @main.group()

@@ -8,7 +8,9 @@ the full traceback with ``GLACIAL_LAKES_DEBUG=1``).
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from functools import wraps
@@ -19,7 +21,7 @@ import click
 from core.errors import InputError
 from tasks.defaults import Bound
 
-__all__ = ["BadInput", "BoundedFloat", "BoundedInt", "debug_enabled", "guarded", "progress"]
+__all__ = ["BadInput", "BoundedFloat", "BoundedInt", "debug_enabled", "exit_on_sigterm", "guarded", "progress"]
 
 MAX_MESSAGE_CHARS = 400
 """An error line is cut here: a message that quotes hostile input must stay one readable line."""
@@ -124,3 +126,19 @@ class BoundedInt(click.ParamType[int]):
                 rule = f"in [{self.low}, {self.high}]"
             raise BadInput(f"{option} {value!r}: must be {rule}")
         return number
+
+
+def _exit_for_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM end the command like Ctrl-C does: by unwinding, not by dying on the spot.
+
+    Python's default for SIGTERM kills the process at once, so no ``finally`` block and no
+    ``atexit`` hook runs: the temporary Prefect server a run starts (a child process, stopped by
+    an ``atexit`` hook) was left behind. Raising ``SystemExit(143)`` unwinds the command instead;
+    the exit status stays the conventional 128 + signal number. (A ``kill -9`` cannot be caught.)
+    """
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        signal.signal(signal.SIGTERM, _exit_for_signal)
