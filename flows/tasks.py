@@ -14,6 +14,7 @@ May import: ``tasks``, ``db``, ``models``, ``demo``, ``core``, ``flows`` leaves 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -55,20 +56,30 @@ KINDS = ("S2L2A", "S1GRD", "S1RTC", "DEM")
 """Acquisition kinds the update flow searches for."""
 
 
-def _transient_source_error(task: object, task_run: object, state: object) -> bool:
-    """Retry a search only for a transient failure (429/5xx, dropped connection).
+def _retry_only_on(*retryable: type[BaseException]) -> Callable[[object, object, object], bool]:
+    """A ``retry_condition_fn`` that retries a failed task only when it raised one of ``retryable``.
 
-    A bad catalog (SourceError, any InputError) fails the same way again, and a server that
-    accepted and never answered within the read timeout is not retried either: the run fails
-    within a minute with the reason, and the next scheduled run tries again.
+    Every other exception (a bad input, a bug) fails the same way again: not retrying it is the
+    decision, not a fallback, so it is reported at once with its reason.
     """
-    try:
-        state.result()  # type: ignore[attr-defined]
-    except TransientSourceError:
-        return True
-    except Exception:
+
+    def condition(task: object, task_run: object, state: object) -> bool:
+        try:
+            state.result()  # type: ignore[attr-defined]  # re-raises the task's exception
+        except retryable:
+            return True
+        except Exception:
+            return False
         return False
-    return False
+
+    return condition
+
+
+_transient_source_error = _retry_only_on(TransientSourceError)
+"""Search retries: only 429/5xx and dropped connections. A bad catalog (SourceError, any
+InputError) fails the same way again, and a server that accepted and never answered within the
+read timeout is not retried either: the run fails within a minute with the reason, and the next
+scheduled run tries again."""
 
 
 @task(
@@ -135,15 +146,8 @@ def engine_for(url: str) -> Engine:
     return make_engine(url)
 
 
-def _lost_connection(task: object, task_run: object, state: object) -> bool:
-    """Retry only when the database connection failed; a bad input fails the same way twice."""
-    try:
-        state.result()  # type: ignore[attr-defined]
-    except (OperationalError, InterfaceError):
-        return True
-    except Exception:
-        return False
-    return False
+_lost_connection = _retry_only_on(OperationalError, InterfaceError)
+"""Merge retries: only a failed database connection; a bad record fails the same way twice."""
 
 
 @task(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from db.local_cluster import LocalCluster, ensure_postgis_installed
 from db.migrate import upgrade
 from tests.helpers import admin_sql as _admin
 from tests.helpers import realdata as _realdata
+from tests.helpers.database import free_port
 
 TEMPLATE_DB = "gl_template"
 # Durability is irrelevant for throw-away test data; these make CREATE DATABASE and
@@ -35,12 +35,6 @@ TEST_SERVER_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes
 # ---------------------------------------------------------------------------------------
 # Database: server, template, per-test clone
 # ---------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def database_url(base: str, dbname: str) -> str:
@@ -66,7 +60,7 @@ def local_cluster() -> Iterator[LocalCluster | None]:
     ensure_postgis_installed()
     root = Path(tempfile.mkdtemp(prefix="gl-pg-"))
     root.chmod(0o755)  # mkdtemp makes it 0700; the postgres user must enter it when we are root
-    cluster = LocalCluster(root, _free_port(), TEST_SERVER_SETTINGS)
+    cluster = LocalCluster(root, free_port(), TEST_SERVER_SETTINGS)
     try:
         cluster.initialise()
         cluster.start()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from db.migrate import SchemaBehindError, downgrade, head, upgrade
 from flows.cli import main
 from tests import helpers as h
 from tests.helpers import admin_sql
+from tests.helpers.database import free_port
 
 pytestmark = pytest.mark.db
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,12 +43,6 @@ START = (
     "with ready_engine(load_settings()).connect() as conn:\n"
     "    print(conn.execute(sa.text('SELECT current_user')).scalar_one())\n"
 )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -67,7 +61,7 @@ def started() -> Iterator[Started]:
     assert bin_dir.exists()
     home = Path(tempfile.mkdtemp(prefix="gl-access-"))
     home.chmod(0o755)  # the postgres user must traverse it when the suite runs as root
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("GLACIAL_LAKES_")}
     env |= {"GLACIAL_LAKES_HOME": str(home), "GLACIAL_LAKES_PG_PORT": str(port)}
     cluster = LocalCluster(home / "postgres", port)

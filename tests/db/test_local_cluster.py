@@ -17,12 +17,7 @@ from sqlalchemy.engine import make_url
 
 from db import local_cluster as lc
 from db.local_cluster import LocalCluster, LocalClusterError, ensure_local_database, untraversable_parent
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.helpers.database import free_port
 
 
 def _fake_install(tmp_path: Path, versions: dict[str, bool]) -> None:
@@ -82,7 +77,7 @@ def test_initialise_refuses_a_root_the_postgres_user_cannot_enter() -> None:
     closed = Path(tempfile.mkdtemp(prefix="gl-closed-"))  # mode 0700, owned by root
     try:
         with pytest.raises(LocalClusterError) as info:
-            LocalCluster(closed / "pg", _free_port()).initialise()
+            LocalCluster(closed / "pg", free_port()).initialise()
         message = str(info.value)
         assert str(closed) in message and "not traversable" in message
         assert "\n" not in message
@@ -97,7 +92,7 @@ def cluster() -> Iterator[LocalCluster]:
     lc.ensure_postgis_installed()
     root = Path(tempfile.mkdtemp(prefix="gl-lc-"))
     root.chmod(0o755)
-    made = LocalCluster(root / "pg", _free_port(), ("fsync=off",))
+    made = LocalCluster(root / "pg", free_port(), ("fsync=off",))
     try:
         made.initialise()
         yield made
@@ -147,7 +142,7 @@ def test_running_cluster_on_another_port_is_reported(cluster: LocalCluster) -> N
     cluster.start()
     try:
         with pytest.raises(LocalClusterError, match=f"already running on port {cluster.port}"):
-            LocalCluster(cluster.root, _free_port()).start()
+            LocalCluster(cluster.root, free_port()).start()
     finally:
         cluster.stop()
 
@@ -205,7 +200,7 @@ def test_a_trust_cluster_from_an_older_version_is_converted() -> None:
     """A cluster initialised with --auth=trust (no password file) gets a password and scram on its next start."""
     root = Path(tempfile.mkdtemp(prefix="gl-legacy-"))
     root.chmod(0o755)
-    old = LocalCluster(root / "pg", _free_port(), ("fsync=off",))
+    old = LocalCluster(root / "pg", free_port(), ("fsync=off",))
     try:
         old._prepare_dirs()
         old._run("initdb", f"--pgdata={old.data_dir}", "--username=postgres", "--auth=trust", "--locale=C.UTF-8")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,15 +20,11 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 
+from tests.helpers.database import free_port
+
 pytestmark = [pytest.mark.slow, pytest.mark.db]
 
 SCRIPT = Path(sys.executable).with_name("glacial-lakes")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -48,7 +43,7 @@ def _cli(home: Path, port: int, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_from_empty_home(home: Path) -> None:
-    port = _free_port()
+    port = free_port()
     try:
         run = _cli(home, port, "demo", "--size", "256")
         assert run.returncode == 0, run.stderr[-3000:]

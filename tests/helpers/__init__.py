@@ -8,7 +8,7 @@ May import: the product packages and the test libraries; never a test module.
 from __future__ import annotations
 
 from tests.helpers import realdata
-from tests.helpers.database import admin_sql, fresh_database
+from tests.helpers.database import admin_sql, free_port, fresh_database
 from tests.helpers.digests import TABLES, content, row_counts
 from tests.helpers.reports import REPORTS, write_report
 from tests.helpers.scenes import T0, UTM, X0, Y0, disc, ellipse, footprint, lonlat, observed, scenario, scene, utm
@@ -25,6 +25,7 @@ __all__ = [
     "disc",
     "ellipse",
     "footprint",
+    "free_port",
     "fresh_database",
     "lonlat",
     "observed",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,3 +32,10 @@ def fresh_database(pg_url_base: str, template: str | None) -> Iterator[str]:
         yield sa.engine.make_url(pg_url_base).set(database=name).render_as_string(hide_password=False)
     finally:
         admin_sql(pg_url_base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -13,12 +12,7 @@ from click.testing import CliRunner
 
 from db.local_cluster import ensure_postgis_installed
 from flows.cli import main
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.helpers.database import free_port
 
 
 @pytest.mark.db
@@ -27,7 +21,7 @@ def test_db_start_status_url_stop_round_trip() -> None:
     ensure_postgis_installed()
     home = Path(tempfile.mkdtemp(prefix="gl-cli-"))
     home.chmod(0o755)  # the postgres user must enter it when the suite runs as root
-    port = _free_port()
+    port = free_port()
     env = {"GLACIAL_LAKES_HOME": str(home), "GLACIAL_LAKES_PG_PORT": str(port), "DATABASE_URL": None}
     runner = CliRunner()
 
