@@ -144,3 +144,17 @@ def to_lonlat(geometries: Sequence[BaseGeometry], utm_epsg: int) -> list[MultiPo
     if not len(geometries):
         return []
     return as_multipolygons(list(_apply(geometries, lonlat_transformer(utm_epsg))))
+
+
+def lonlat_bounds(geometries: Sequence[BaseGeometry | None], utm_epsg: int) -> tuple[float, float, float, float] | None:
+    """The EPSG:4326 box (x0, y0, x1, y1, degrees) around geometries given in ``utm_epsg``; None if all empty.
+
+    The UTM box's edges are densified before transforming, so the result contains every point
+    of the geometries (a UTM box maps to a curved quadrilateral in lon/lat).
+    """
+    present = [g for g in geometries if g is not None and not g.is_empty]
+    if not present:
+        return None
+    x0, y0, x1, y1 = shapely.total_bounds(present).tolist()
+    b = lonlat_transformer(utm_epsg).transform_bounds(x0, y0, x1, y1, densify_pts=21)
+    return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))

@@ -16,21 +16,37 @@ from core.errors import AoiError
 from db.attributes import ATTRIBUTES
 from db.schema import SCHEMA, SRID
 
-LAKE_COLUMNS = ("lake_id", "aoi_id", "aoi_name", "status", "change_kind", "valid_from", *ATTRIBUTES, "geom")
-"""Columns of :func:`lakes_as_of`, current or historical alike (the attributes of :mod:`db.attributes`)."""
+LAKE_COLUMNS = ("lake_id", "aoi_names", "status", "change_kind", "valid_from", *ATTRIBUTES, "geom")
+"""Columns of :func:`lakes_as_of`, current or historical alike (the attributes of :mod:`db.attributes`).
+
+``aoi_names``: the AOIs whose outline the lake's outline intersects, sorted, comma-separated."""
+
+
+def in_aoi(geom: str, aoi_param: str = "aoi") -> str:
+    """SQL: the outline ``geom`` (EPSG:4326) belongs to AOI ``:aoi_param`` (true for every lake when it is NULL).
+
+    A lake belongs to every AOI whose outline its outline intersects: identity is spatial, an AOI
+    is a unit of processing, not an owner of lakes. Change together: ``aoi_names`` in the views and
+    ``lakes_as_of`` of ``migrations/versions/0006_spatial_lake_identity.py`` apply the same rule;
+    ``tests/db/test_one_lake_one_id.py`` checks the export against the views.
+    """
+    return (
+        f"(CAST(:{aoi_param} AS text) IS NULL OR EXISTS (SELECT 1 FROM {SCHEMA}.aoi AS m "
+        f"WHERE m.name = :{aoi_param} AND m.geom && {geom} AND ST_Intersects(m.geom, {geom})))"
+    )
+
 
 _CURRENT = f"""
 SELECT {", ".join(f"c.{k}" for k in LAKE_COLUMNS)}
 FROM {SCHEMA}.current_lakes AS c
-WHERE (CAST(:aoi AS text) IS NULL OR c.aoi_name = :aoi)
+WHERE {in_aoi("c.geom")}
 ORDER BY c.lake_id
 """
 
 _AS_OF = f"""
-SELECT {", ".join("a.name AS aoi_name" if k == "aoi_name" else f"f.{k}" for k in LAKE_COLUMNS)}
+SELECT {", ".join(f"f.{k}" for k in LAKE_COLUMNS)}
 FROM {SCHEMA}.lakes_as_of(:when) AS f
-JOIN {SCHEMA}.aoi AS a ON a.aoi_id = f.aoi_id
-WHERE (CAST(:aoi AS text) IS NULL OR a.name = :aoi)
+WHERE {in_aoi("f.geom")}
 ORDER BY f.lake_id
 """
 
@@ -41,13 +57,14 @@ def _utc(when: datetime) -> datetime:
 
 
 def lakes_as_of(engine: sa.Engine, when: datetime | None = None, aoi: str | None = None) -> gpd.GeoDataFrame:
-    """The active lakes of the inventory at ``when`` (None: now), optionally of one AOI.
+    """The active lakes of the inventory at ``when`` (None: now), optionally of one AOI, each lake once.
 
     Args:
         engine: engine on a migrated inventory database.
         when: instant in sensing time; naive values are taken as UTC. None returns the
             current lakes (``inventory.current_lakes``).
-        aoi: AOI name; None for all AOIs.
+        aoi: AOI name: the lakes whose outline (as of ``when``) intersects its outline; None
+            for all lakes.
 
     Returns:
         One row per lake with :data:`LAKE_COLUMNS`, geometry column ``geom`` in EPSG:4326,
@@ -82,30 +99,30 @@ def check_aoi_known(engine: sa.Engine, name: str) -> None:
 
 
 def inventory_summary(engine: sa.Engine, aoi: str | None = None) -> dict[str, Any]:
-    """Counts over the inventory, optionally restricted to one AOI.
+    """Counts over the inventory, optionally restricted to one AOI (its lakes: :func:`in_aoi`; its scenes).
 
     Returns:
         ``{"aoi": aoi, "lakes": {status: n}, "versions": {change_kind: n},
         "observations": n, "absent_observations": n, "scenes": n}``; missing keys in the
         inner dicts mean zero.
     """
-    aoi_filter = "(CAST(:aoi AS text) IS NULL OR a.name = :aoi)"
     lakes_sql = f"""
-        SELECT l.status, count(*) FROM {SCHEMA}.lake AS l JOIN {SCHEMA}.aoi AS a ON a.aoi_id = l.aoi_id
-        WHERE {aoi_filter} GROUP BY l.status ORDER BY l.status
+        SELECT l.status, count(*) FROM {SCHEMA}.lake AS l
+        WHERE {in_aoi("l.geom")} GROUP BY l.status ORDER BY l.status
     """
     versions_sql = f"""
         SELECT v.change_kind, count(*) FROM {SCHEMA}.lake_version AS v
-        JOIN {SCHEMA}.lake AS l ON l.lake_id = v.lake_id JOIN {SCHEMA}.aoi AS a ON a.aoi_id = l.aoi_id
-        WHERE {aoi_filter} GROUP BY v.change_kind ORDER BY v.change_kind
+        JOIN {SCHEMA}.lake AS l ON l.lake_id = v.lake_id
+        WHERE {in_aoi("l.geom")} GROUP BY v.change_kind ORDER BY v.change_kind
     """
     observations_sql = f"""
         SELECT count(*), count(*) FILTER (WHERE NOT o.present) FROM {SCHEMA}.lake_observation AS o
-        JOIN {SCHEMA}.lake AS l ON l.lake_id = o.lake_id JOIN {SCHEMA}.aoi AS a ON a.aoi_id = l.aoi_id
-        WHERE {aoi_filter}
+        JOIN {SCHEMA}.lake AS l ON l.lake_id = o.lake_id
+        WHERE {in_aoi("l.geom")}
     """
     scenes_sql = f"""
-        SELECT count(*) FROM {SCHEMA}.scene AS s JOIN {SCHEMA}.aoi AS a ON a.aoi_id = s.aoi_id WHERE {aoi_filter}
+        SELECT count(*) FROM {SCHEMA}.scene AS s JOIN {SCHEMA}.aoi AS a ON a.aoi_id = s.aoi_id
+        WHERE (CAST(:aoi AS text) IS NULL OR a.name = :aoi)
     """
     params = {"aoi": aoi}
     with engine.connect() as conn:

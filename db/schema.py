@@ -150,7 +150,8 @@ lake = Table(
     "lake",
     metadata,
     Column("lake_id", BigInteger, Identity(), primary_key=True),
-    Column("aoi_id", Integer, ForeignKey("inventory.aoi.aoi_id"), nullable=False),
+    # No aoi_id: identity is spatial (an AOI is a unit of processing, not an owner of lakes);
+    # the AOIs of a lake are those whose outline its outline intersects (views' ``aoi_names``).
     Column("status", Text, nullable=False, server_default="active", comment="active | disappeared"),
     _geom(nullable=False),
     *_attribute_columns(),

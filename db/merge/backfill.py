@@ -1,7 +1,8 @@
 """Absent rows for new lakes from scenes merged before, which saw their place dry.
 
 A lake first found by a scene merged *after* other scenes gets absent rows for those scenes, so
-the observations, and hence the history, do not depend on the order of arrival.
+the observations, and hence the history, do not depend on the order of arrival. Any AOI's scenes
+count: identity is spatial, and a scene of an overlapping AOI that saw the place dry saw it dry.
 """
 
 from __future__ import annotations
@@ -38,12 +39,8 @@ def backfill_absent(
     if not new_ids:
         return []
     s, lk, obs = scene, lake, lake_observation
-    others = select(s.c.scene_id).where(
-        s.c.aoi_id == select(lk.c.aoi_id).where(lk.c.lake_id == new_ids[0]).scalar_subquery(),
-        s.c.scene_id != scene_id,
-        s.c.valid_footprint.isnot(None),
-    )
-    if conn.execute(others.limit(1)).first() is None:  # the AOI's first scene: nothing to look back at
+    others = select(s.c.scene_id).where(s.c.scene_id != scene_id, s.c.valid_footprint.isnot(None))
+    if conn.execute(others.limit(1)).first() is None:  # the inventory's first scene: nothing to look back at
         return []
     pairs = conn.execute(
         select(
@@ -53,7 +50,7 @@ def backfill_absent(
             func.ST_AsBinary(lk.c.geom),
             func.ST_AsBinary(func.ST_Intersection(s.c.valid_footprint, func.ST_Envelope(lk.c.geom))),
         )
-        .join_from(lk, s, (s.c.aoi_id == lk.c.aoi_id) & s.c.valid_footprint.op("&&")(lk.c.geom))
+        .join_from(lk, s, s.c.valid_footprint.op("&&")(lk.c.geom))
         .where(in_ids(lk.c.lake_id, new_ids), s.c.scene_id != scene_id)
     ).all()
     pairs = [p for p in pairs if p[0] not in split_children or p[2] > when]

@@ -47,14 +47,21 @@ CANDIDATES_SQL = f"""
 SELECT l.lake_id, ST_AsBinary(l.geom), l.status, l.area_m2, {MICROS.format("l.last_seen")},
        {MICROS.format("l.last_observed")}
 FROM {SCHEMA}.lake AS l
-WHERE l.aoi_id = %(aoi)s AND l.geom && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, {SRID})
+WHERE l.geom && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, {SRID})
   AND l.lake_id NOT IN (SELECT parent_lake_id FROM {SCHEMA}.lake_lineage
                         WHERE kind = 'merged' AND sensing_time <= %(t)s)
   AND l.lake_id NOT IN (SELECT child_lake_id FROM {SCHEMA}.lake_lineage
                         WHERE kind = 'split' AND sensing_time > %(t)s)
+ORDER BY l.lake_id
+FOR UPDATE OF l
 """
-"""Lakes of the AOI in a bounding box (EPSG:4326) that existed at ``t``: not absorbed by then, not
-split off later. Driver (psycopg) parameters: run on a binary cursor, the outlines arrive as WKB."""
+"""Lakes in a bounding box (EPSG:4326), of any AOI, that existed at ``t``: not absorbed by then, not
+split off later. Identity is spatial: an AOI is a unit of processing, not an owner of lakes.
+
+``FOR UPDATE``, in lake-id order: a lake that reaches beyond the scene's locked cells
+(:mod:`db.merge.locks`) is still merged by one scene at a time, and two merges take the rows in
+the same order, so they queue rather than deadlock. Driver (psycopg) parameters: run on a binary
+cursor, the outlines arrive as WKB."""
 
 
 def driver(conn: Connection) -> Any:
@@ -62,9 +69,9 @@ def driver(conn: Connection) -> Any:
     return conn.connection.driver_connection
 
 
-def fetch_candidates(conn: Connection, aoi_id: int, when: datetime, bounds: tuple[float, ...]) -> Candidates:
-    """Lakes of the AOI in the bbox (EPSG:4326 x0, y0, x1, y1) that existed at ``when``."""
-    params = {"aoi": aoi_id, "t": when, **dict(zip(("x0", "y0", "x1", "y1"), map(float, bounds), strict=True))}
+def fetch_candidates(conn: Connection, when: datetime, bounds: tuple[float, ...]) -> Candidates:
+    """Lakes in the bbox (EPSG:4326 x0, y0, x1, y1) that existed at ``when``, whichever AOI found them."""
+    params = {"t": when, **dict(zip(("x0", "y0", "x1", "y1"), map(float, bounds), strict=True))}
     with driver(conn).cursor(binary=True) as cur:  # binary: the outlines arrive as raw WKB
         rows = cur.execute(CANDIDATES_SQL, params).fetchall()
     if not rows:

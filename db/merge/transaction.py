@@ -1,6 +1,7 @@
 """The merge's transaction script: one scene in one transaction, step by step.
 
-Lock the AOI, check the ledger, insert the scene, fetch the candidates, decide identity
+Lock the AOI and the ground the scene covers (:mod:`db.merge.locks`), check the ledger, insert
+the scene, fetch the candidates (every lake on that ground, whichever AOI found it), decide identity
 (:mod:`db.identity`), stage the outlines (:mod:`db.merge.staging`), insert lakes, lineage and
 observations, extend the histories that can be (:mod:`db.merge.fast_path`) and rebuild the
 others (:mod:`db.merge.rebuild`). The scene's outlines arrive in UTM (``ObservedLake.utm_epsg``)
@@ -27,12 +28,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from core.errors import AoiError
 from db.attributes import ATTRIBUTES
-from db.geometry import as_multipolygon, metric_transformer, project, to_lonlat
+from db.geometry import as_multipolygon, lonlat_bounds, metric_transformer, project, to_lonlat
 from db.identity import match_outlines
 from db.ledger import check_params
 from db.merge.backfill import backfill_absent
 from db.merge.candidates import Candidates, dry_lakes, fetch_candidates, lineage_since
 from db.merge.fast_path import FastPath, steps, write
+from db.merge.locks import lock_aoi, lock_ground
 from db.merge.rebuild import rebuild_history
 from db.merge.sql import geom_param, row_hash
 from db.merge.staging import mark_rebuilt, stage
@@ -41,10 +43,6 @@ from db.schema import SCHEMA, aoi, lake_lineage, scene
 
 log = logging.getLogger(__name__)
 
-ADVISORY_NAMESPACE = 0x4C414B45
-"""First key of ``pg_advisory_xact_lock(namespace, hashtext(aoi_name))`` ('LAKE' in ASCII)."""
-
-_LOCK = text("SELECT pg_advisory_xact_lock(:ns, hashtext(:aoi))")
 # A few bulk statements: JIT compilation costs more than it saves, and joins and sorts over one
 # scene's rows (outlines included) should stay in memory.
 _SETTINGS = (text("SET LOCAL jit = off"), text("SET LOCAL work_mem = '64MB'"))
@@ -56,9 +54,9 @@ _ALLOCATE = text(
 _NEW_LAKE_STATE = {"status": "'active'", "geom": "s.geom", **{k: f"s.{k}" for k in ATTRIBUTES}}
 _NEW_LAKE_STATE |= {"first_seen": ":t", "last_seen": ":t", "last_observed": ":t", "n_observations": "1"}
 INSERT_LAKES_SQL = text(
-    f"INSERT INTO {SCHEMA}.lake (lake_id, aoi_id, status, geom, {', '.join(ATTRIBUTES)}, first_seen, last_seen, "
+    f"INSERT INTO {SCHEMA}.lake (lake_id, status, geom, {', '.join(ATTRIBUTES)}, first_seen, last_seen, "
     "last_observed, n_observations, row_hash) "
-    f"SELECT s.lake_id, :aoi, 'active', s.geom, {', '.join(f's.{k}' for k in ATTRIBUTES)}, :t, :t, :t, 1, "
+    f"SELECT s.lake_id, 'active', s.geom, {', '.join(f's.{k}' for k in ATTRIBUTES)}, :t, :t, :t, 1, "
     f"{row_hash(_NEW_LAKE_STATE)} FROM _merge_obs AS s WHERE s.is_new"
 ).bindparams(bindparam("t", type_=DateTime(timezone=True)))
 """Lake rows of the staged new lakes, with the state of a lake seen once (a rebuild may refine it)."""
@@ -148,10 +146,29 @@ def lonlat_outlines(lakes: Sequence[ObservedLake]) -> list[MultiPolygon | None]:
     return out
 
 
+def scene_ground(result: SceneResult) -> tuple[float, float, float, float] | None:
+    """The lon/lat box (EPSG:4326) around a scene's outlines and valid footprint; None when it has neither.
+
+    Computed from the UTM boxes (one per zone), so it needs no projection of the outlines: a
+    no-op re-merge stays a lookup.
+    """
+    boxes = [lonlat_bounds([result.valid_footprint], result.utm_epsg)]
+    zones = np.asarray([o.utm_epsg for o in result.lakes], dtype=np.int64)
+    for epsg in np.unique(zones).tolist():
+        boxes.append(lonlat_bounds([result.lakes[i].geometry for i in np.flatnonzero(zones == epsg)], epsg))
+    present = [b for b in boxes if b is not None]
+    if not present:
+        return None
+    x0, y0, x1, y1 = zip(*present, strict=True)
+    return (min(x0), min(y0), max(x1), max(y1))
+
+
 def _merge(engine: Engine, result: SceneResult, config: MergeConfig) -> MergeReport:
     when = result.sensing_time
     with engine.begin() as conn:
-        conn.execute(_LOCK, {"ns": ADVISORY_NAMESPACE, "aoi": result.aoi_name})
+        lock_aoi(conn, result.aoi_name)
+        # The ground next (before the ledger check: an identical key covers the same ground).
+        lock_ground(conn, scene_ground(result))
         if conn.execute(select(scene.c.scene_id).where(scene.c.scene_key == result.scene_key)).first():
             return MergeReport(scene_key=result.scene_key, noop=True)
         # The one projection to EPSG:4326 (storage, and identity's shortcuts), after the ledger
@@ -172,7 +189,7 @@ def _merge(engine: Engine, result: SceneResult, config: MergeConfig) -> MergeRep
         scene_id = _insert_scene(conn, result, aoi_id, footprint)
 
         extent = [g for _, g in observed] + ([footprint] if footprint is not None else [])
-        cand = fetch_candidates(conn, aoi_id, when, tuple(shapely.total_bounds(extent))) if extent else Candidates()
+        cand = fetch_candidates(conn, when, tuple(shapely.total_bounds(extent))) if extent else Candidates()
         # Overlaps in metres on the scene's own outlines where they are in the AOI's CRS.
         metric = [o.geometry if o.utm_epsg == epsg else None for o, _ in observed]
         plan = match_outlines([g for _, g in observed], cand.geoms, epsg, config.match_overlap, metric)
@@ -198,7 +215,7 @@ def _merge(engine: Engine, result: SceneResult, config: MergeConfig) -> MergeRep
 
         stage(conn, observed, lake_of, set(new_ids), split_children, extended)
         if new_ids:
-            conn.execute(INSERT_LAKES_SQL, {"aoi": aoi_id, "t": when})
+            conn.execute(INSERT_LAKES_SQL, {"t": when})
         _insert_lineage(conn, scene_id, when, links)
         late = backfill_absent(conn, scene_id, when, epsg, new_ids, split_children, config)
         if late:

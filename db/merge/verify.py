@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, func, literal_column, select
+from sqlalchemy import Engine, bindparam, func, literal_column, select, text
 
 from db.attributes import ATTRIBUTES
 from db.merge.rebuild import attributes_of, load, version_key
 from db.merge.sql import ROW_HASH_OF_ROW, in_ids
+from db.queries import in_aoi
 from db.records import MergeConfig
-from db.schema import aoi, lake, lake_observation, lake_version
+from db.schema import SCHEMA, lake, lake_observation, lake_version
 
 
 def stale_histories(engine: Engine, aoi_name: str, config: MergeConfig = MergeConfig()) -> list[int]:
-    """Lakes of ``aoi_name`` whose stored history differs from :func:`db.history.derive_history` of their facts.
+    """Lakes of ``aoi_name`` (:func:`db.queries.in_aoi`) whose stored history differs from their facts'.
+
+    The reference is :func:`db.history.derive_history` of the lake's observations and lineage.
 
     Compares every version (validity, kind, status, area, Δarea, rate, scene, outline) and the lake
     row (status, outline, attributes, time stamps, observation count, content hash) with what the
@@ -21,7 +24,8 @@ def stale_histories(engine: Engine, aoi_name: str, config: MergeConfig = MergeCo
     """
     obs, ver = lake_observation, lake_version
     with engine.connect() as conn:
-        ids = sorted(conn.execute(select(lake.c.lake_id).join(aoi).where(aoi.c.name == aoi_name)).scalars())
+        members = text(f"SELECT l.lake_id FROM {SCHEMA}.lake AS l WHERE {in_aoi('l.geom')}")
+        ids = sorted(conn.execute(members.bindparams(bindparam("aoi", aoi_name))).scalars())
         if not ids:
             return []
         histories, stored = load(conn, ids, config)

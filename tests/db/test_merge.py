@@ -274,7 +274,7 @@ def _history_by_place(engine: Engine, aoi_name: str) -> dict[tuple[int, int], li
     v = lake_version
     q = text(
         "SELECT l.lake_id, round(l.centroid_lon::numeric, 4), round(l.centroid_lat::numeric, 4) FROM inventory.lake l "
-        "JOIN inventory.aoi a USING (aoi_id) WHERE a.name = :n"
+        "JOIN inventory.aoi a ON ST_Intersects(a.geom, l.geom) WHERE a.name = :n"
     )
     with engine.connect() as c:
         places = c.execute(q, {"n": aoi_name}).all()

@@ -24,7 +24,7 @@ from tests import helpers as h
 
 pytestmark = pytest.mark.db
 
-HEAD = "0005_geometry_validity_triggers"
+HEAD = "0006_spatial_lake_identity"
 EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson")
 """The real ICIMOD 2015 Khumbu subset (42 lakes), under the ``realdata`` fixture's folder."""
 
@@ -32,7 +32,10 @@ EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson"
 # normalised ``pg_dump --schema-only``, without needing the client binaries.
 _SCHEMA_DUMP = {
     "columns": """
-        SELECT table_name, column_name, ordinal_position, data_type, udt_name, is_nullable,
+        SELECT table_name, column_name,
+               -- 0006's downgrade can only re-add lake.aoi_id at the end of the table.
+               CASE WHEN (table_name, column_name) = ('lake', 'aoi_id') THEN 0 ELSE ordinal_position END,
+               data_type, udt_name, is_nullable,
                coalesce(column_default, ''), is_identity, coalesce(col_description(
                    (quote_ident(table_schema) || '.' || quote_ident(table_name))::regclass, ordinal_position), '')
         FROM information_schema.columns WHERE table_schema = :s""",
@@ -122,7 +125,14 @@ def test_single_head_and_one_transaction_per_chain() -> None:
     down = _transaction_statements(offline_sql("downgrade", f"{HEAD}:base"))
     h.write_report("migrations", {"heads": heads, "chain": chain, "upgrade_transaction_statements": up})
     assert heads == [HEAD] and migrate.head() == HEAD
-    assert chain == ["0001", "0002_queries", "0003_merge_performance", "0004_row_hash_function", HEAD]
+    assert chain == [
+        "0001",
+        "0002_queries",
+        "0003_merge_performance",
+        "0004_row_hash_function",
+        "0005_geometry_validity_triggers",
+        HEAD,
+    ]
     assert up == down == ["BEGIN", "COMMIT"]
 
 
@@ -136,6 +146,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
         at_0003 = schema_dump(url)
         migrate.upgrade(url, "0004_row_hash_function")
         at_0004 = schema_dump(url)
+        migrate.upgrade(url, "0005_geometry_validity_triggers")
+        at_0005 = schema_dump(url)
         migrate.upgrade(url, "head")
         at_head = schema_dump(url)
         migrate.downgrade(url, "0001")
@@ -169,8 +181,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     assert all(added[k] == [] for k in added if k != "functions")
     # 0005 swaps each outline CHECK for its two constraint triggers (same name, SQLSTATE) and adds
     # their raising function (not executable by PUBLIC).
-    added = {k: sorted(set(at_head[k]) - set(at_0004[k])) for k in at_head}
-    removed = {k: sorted(set(at_0004[k]) - set(at_head[k])) for k in at_head}
+    added = {k: sorted(set(at_0005[k]) - set(at_0004[k])) for k in at_0005}
+    removed = {k: sorted(set(at_0004[k]) - set(at_0005[k])) for k in at_0005}
     tables = ("lake", "lake_observation", "lake_version")
     assert [r[0] for r in added["functions"]] == ["reject_invalid_geom"]
     assert not any(item.startswith("=") for item in added["functions"][0][3].split(","))  # PUBLIC: none
@@ -180,6 +192,20 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     assert sorted((r[1], r[2]) for r in removed["constraints"]) == [(f"ck_{t}_geom_valid", "c") for t in tables]
     assert all(added[k] == [] for k in added if k not in ("functions", "constraints"))
     assert all(removed[k] == [] for k in removed if k != "constraints")
+    # 0006 drops lake.aoi_id (its index and foreign key) and gives the views and lakes_as_of
+    # aoi_names in place of aoi_id / aoi_name.
+    added = {k: sorted(set(at_head[k]) - set(at_0005[k])) for k in at_head}
+    removed = {k: sorted(set(at_0005[k]) - set(at_head[k])) for k in at_head}
+    assert [r[:2] for r in removed["columns"] if r[0] == "lake"] == [("lake", "aoi_id")]
+    assert [r[1] for r in removed["indexes"]] == ["ix_lake_aoi_id"]
+    assert [r[1] for r in removed["constraints"]] == ["lake_aoi_id_fkey"]
+    names = {"head": {tuple(r[:2]) for r in at_head["columns"]}, "0005": {tuple(r[:2]) for r in at_0005["columns"]}}
+    views = ("current_lakes", "lake_changes", "growing_lakes")
+    assert names["head"] - names["0005"] == {(v, "aoi_names") for v in views}
+    assert names["0005"] - names["head"] == {("lake", "aoi_id")} | {
+        (v, c) for v in views for c in ("aoi_id", "aoi_name") if (v, c) in names["0005"]
+    }
+    assert [r[0] for r in added["functions"]] == ["lakes_as_of"] and "aoi_names" in added["functions"][0][1]
 
 
 def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str, realdata: Path) -> None:

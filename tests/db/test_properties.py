@@ -17,12 +17,12 @@ from __future__ import annotations
 import itertools
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shapely import affinity
 from shapely.geometry import MultiPolygon, Point, box
 
+from db.engine import make_engine
 from db.merge import ensure_aoi, merge_scene
 from db.records import SceneResult
 from tests import helpers as h
@@ -81,7 +81,10 @@ def build(aoi: str, radii: list[float], days: list[int], states: list[list[State
     return scenes
 
 
-def test_merging_twice_or_out_of_order_equals_merging_once_in_order(engine: sa.Engine) -> None:
+def test_merging_twice_or_out_of_order_equals_merging_once_in_order(pg_url_base: str, template_db: str) -> None:
+    """Each example in two fresh databases (in order, then shuffled): identity is spatial, so the
+    two arrival orders must not meet each other's lakes.
+    """
     counter = itertools.count()
     figures = {"examples": 0, "scenes_merged": 0, "rows_differing_1x_vs_2x": 0, "out_of_order_mismatches": 0}
 
@@ -97,20 +100,26 @@ def test_merging_twice_or_out_of_order_equals_merging_once_in_order(engine: sa.E
         radii, days, states = batch
         n = next(counter)
         in_order, shuffled = f"p{n}-a", f"p{n}-b"
-        for aoi in (in_order, shuffled):
-            ensure_aoi(engine, aoi, h.footprint(), h.UTM)
         order = sorted(range(len(days)), key=lambda k: days[k])
         reference = build(in_order, radii, [days[k] for k in order], [states[k] for k in order])
-        for s in reference:
-            merge_scene(engine, s)
-        once, counts_once = h.content(engine, in_order), h.row_counts(engine)
-        again = [merge_scene(engine, s) for s in reference]
-        twice, counts_twice = h.content(engine, in_order), h.row_counts(engine)
-
         permutation = data.draw(st.permutations(range(len(days))), label="arrival order")
-        for s in build(shuffled, radii, [days[k] for k in permutation], [states[k] for k in permutation]):
-            merge_scene(engine, s)
-        arrived = h.content(engine, shuffled)
+        with h.fresh_database(pg_url_base, template_db) as url_a, h.fresh_database(pg_url_base, template_db) as url_b:
+            engine, other = make_engine(url_a), make_engine(url_b)
+            try:
+                ensure_aoi(engine, in_order, h.footprint(), h.UTM)
+                for s in reference:
+                    merge_scene(engine, s)
+                once, counts_once = h.content(engine), h.row_counts(engine)
+                again = [merge_scene(engine, s) for s in reference]
+                twice, counts_twice = h.content(engine), h.row_counts(engine)
+
+                ensure_aoi(other, shuffled, h.footprint(), h.UTM)
+                for s in build(shuffled, radii, [days[k] for k in permutation], [states[k] for k in permutation]):
+                    merge_scene(other, s)
+                arrived = h.content(other)
+            finally:
+                engine.dispose()
+                other.dispose()
 
         figures["examples"] += 1
         figures["scenes_merged"] += 3 * len(days)

@@ -37,13 +37,13 @@ def _aoi(conn: sa.Connection, name: str = "tien-shan") -> int:
     ).scalar_one()
 
 
-def _lake(conn: sa.Connection, aoi_id: int, wkt: str = SQUARE, area: float = 15_000.0, status: str = "active") -> int:
+def _lake(conn: sa.Connection, wkt: str = SQUARE, area: float = 15_000.0, status: str = "active") -> int:
     return conn.execute(
         sa.text(
-            f"INSERT INTO {SCHEMA}.lake (aoi_id, status, geom, area_m2, first_seen, last_seen, last_observed) "
-            f"VALUES (:a, :s, {_geom('g')}, :area, :t0, :t1, :t1) RETURNING lake_id"
+            f"INSERT INTO {SCHEMA}.lake (status, geom, area_m2, first_seen, last_seen, last_observed) "
+            f"VALUES (:s, {_geom('g')}, :area, :t0, :t1, :t1) RETURNING lake_id"
         ),
-        {"a": aoi_id, "s": status, "g": wkt, "area": area, "t0": T0, "t1": T1},
+        {"s": status, "g": wkt, "area": area, "t0": T0, "t1": T1},
     ).scalar_one()
 
 
@@ -71,10 +71,10 @@ def _seed(engine: sa.Engine) -> dict[str, int]:
     """One lake that grew at T1 and one that disappeared at T1, one scene, two observations."""
     with engine.begin() as conn:
         aoi_id = _aoi(conn)
-        grown = _lake(conn, aoi_id, BIGGER, 15_000.0)
+        grown = _lake(conn, BIGGER, 15_000.0)
         _version(conn, grown, T0, T1, "new", 10_000.0)
         _version(conn, grown, T1, None, "grown", 15_000.0, BIGGER, area_change=5_000.0)
-        gone = _lake(conn, aoi_id, OTHER, 8_000.0, status="disappeared")
+        gone = _lake(conn, OTHER, 8_000.0, status="disappeared")
         _version(conn, gone, T0, T1, "new", 8_000.0, OTHER)
         _version(conn, gone, T1, None, "disappeared", 0.0, OTHER, status="disappeared")
         scene_id = conn.execute(
@@ -160,7 +160,7 @@ def test_geometry_columns_are_typed_and_indexed(engine: sa.Engine) -> None:
 
 def test_overlapping_versions_of_one_lake_are_rejected(engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        lake_id = _lake(conn, _aoi(conn))
+        lake_id = _lake(conn)
         _version(conn, lake_id, T0, T1, "new", 10_000.0)
         _version(conn, lake_id, T1, None, "grown", 15_000.0)  # adjacent [T0,T1) [T1,∞): allowed
     overlap = (
@@ -174,7 +174,7 @@ def test_overlapping_versions_of_one_lake_are_rejected(engine: sa.Engine) -> Non
 def test_invalid_geometries_are_rejected(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         aoi_id = _aoi(conn)
-        lake_id = _lake(conn, aoi_id)
+        lake_id = _lake(conn)
         scene_id = conn.execute(
             sa.text(
                 f"INSERT INTO {SCHEMA}.scene (scene_key, aoi_id, sensing_time, s2_product_id, model_version, "
@@ -183,8 +183,8 @@ def test_invalid_geometries_are_rejected(engine: sa.Engine) -> None:
             {"a": aoi_id, "t": T0},
         ).scalar_one()
     statements = {
-        "lake": f"INSERT INTO {SCHEMA}.lake (aoi_id, geom, first_seen, last_seen, last_observed) "
-        f"VALUES ({aoi_id}, {_geom('g')}, now(), now(), now())",
+        "lake": f"INSERT INTO {SCHEMA}.lake (geom, first_seen, last_seen, last_observed) "
+        f"VALUES ({_geom('g')}, now(), now(), now())",
         "lake_version": f"INSERT INTO {SCHEMA}.lake_version (lake_id, valid, change_kind, status, geom) "
         f"VALUES ({lake_id}, tstzrange(now(), NULL), 'new', 'active', {_geom('g')})",
         "lake_observation": f"INSERT INTO {SCHEMA}.lake_observation (scene_id, lake_id, sensing_time, present, geom) "
@@ -323,7 +323,7 @@ def test_lakes_as_of_helper_returns_a_geodataframe(engine: sa.Engine) -> None:
     assert then["area_m2"].tolist() == [10_000.0, 8_000.0]
     assert now["lake_id"].tolist() == [ids["grown"]] and now["change_kind"].tolist() == ["grown"]
     assert now.geometry.iloc[0].geom_type == "MultiPolygon" and now.geometry.iloc[0].is_valid
-    assert now["aoi_name"].tolist() == ["tien-shan"]
+    assert now["aoi_names"].tolist() == ["tien-shan"]
     assert len(nothing) == 0 and len(elsewhere) == 0 and list(nothing.columns) == list(queries.LAKE_COLUMNS)
 
 

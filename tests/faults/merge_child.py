@@ -58,7 +58,8 @@ def main(argv: list[str]) -> int:
             if statement.lstrip().lower().startswith(marker):
                 _sleep(cursor.connection)
 
-    scenes = {s.scene_key: s for s in h.scenario(args.aoi)}
+    # Keys of the scenario ("s…") and of its overlapping AOI ("e…"): see tests.helpers.scenes.
+    scenes = {s.scene_key: s for s in (*h.scenario(args.aoi), *h.overlapping(args.aoi))}
     for key in args.keys:
         report = merge_scene(engine, scenes[key])
         print(f"merged {key} noop={report.noop}", flush=True)

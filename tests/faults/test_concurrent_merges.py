@@ -1,4 +1,5 @@
-"""R5: eight processes merging scenes of one AOI at once (started on a barrier).
+"""R5: eight processes merging scenes of one AOI at once (started on a barrier); fourteen on two
+overlapping AOIs.
 
 Each worker is a forked process with its own engine. Figures: ``pg_stat_database.deadlocks``
 delta, runs no-op'd, lock-wait p95 (time spent in ``pg_advisory_xact_lock``, measured by an
@@ -26,6 +27,7 @@ from tests import helpers as h
 pytestmark = [pytest.mark.db, pytest.mark.slow]
 
 AOI = "khumbu"
+EAST = "khumbu-east"  # overlaps AOI (tests.helpers.overlapping)
 N = 8
 _DEADLOCKS = sa.text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
 
@@ -134,6 +136,41 @@ def test_eight_processes_on_one_aoi_equal_a_serial_run(
     assert noops == [scenes[3].scene_key]  # the duplicate, and only it, was a no-op
     assert raced["scene"][0] == len(scenes)
     assert raced == serial
+
+
+def test_two_overlapping_aois_racing_equal_a_serial_run(
+    engine: sa.Engine, db_url: str, pg_url_base: str, template_db: str
+) -> None:
+    """Fourteen processes, the scenes of two AOIs over one ground: one lake a site, as serially."""
+    scenes = [*h.scenario(AOI), *h.overlapping(EAST)]
+    ensure_aoi(engine, AOI, h.footprint(), h.UTM)
+    ensure_aoi(engine, EAST, h.east_footprint(), h.UTM)
+    deadlocks_before = _deadlocks(engine)
+    app = f"gl-race-{uuid.uuid4().hex[:8]}"
+    results = _race(db_url, app, scenes)
+    deadlocks = _settle(engine, app, deadlocks_before)
+    raced = h.content(engine)
+    with h.fresh_database(pg_url_base, template_db) as url:
+        serial_engine = make_engine(url)
+        try:
+            ensure_aoi(serial_engine, AOI, h.footprint(), h.UTM)
+            ensure_aoi(serial_engine, EAST, h.east_footprint(), h.UTM)
+            for s in sorted(scenes, key=lambda s: (s.sensing_time, s.scene_key)):
+                merge_scene(serial_engine, s)
+            serial = h.content(serial_engine)
+        finally:
+            serial_engine.dispose()
+    figures = {
+        "processes": len(scenes),
+        "aois": 2,
+        "deadlocks_delta": deadlocks,
+        "errors": [e for *_, e in results if e],
+        "lakes": raced["lake"][0],
+        "tables_differing_from_serial_run": sorted(t for t in serial if serial[t] != raced[t]),
+    }
+    h.write_report("concurrent_merges", {"overlapping_aois": figures})
+    assert figures["errors"] == [] and deadlocks == 0
+    assert raced["lake"][0] == 5 and raced == serial
 
 
 def test_eight_identical_keys_commit_exactly_once(engine: sa.Engine, db_url: str) -> None:

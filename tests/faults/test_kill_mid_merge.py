@@ -27,6 +27,7 @@ from tests import helpers as h
 pytestmark = [pytest.mark.db, pytest.mark.slow]
 
 AOI = "khumbu"
+EAST = "khumbu-east"  # overlaps AOI (tests.helpers.overlapping)
 CHILD = "tests.faults.merge_child"  # run as a module from the checkout, so it imports tests.helpers
 ROOT = Path(__file__).resolve().parents[2]
 VICTIM = 2  # scene index: a lake grows, one is seen dry, one is born
@@ -60,18 +61,29 @@ def _wait_paused(engine: sa.Engine, child: subprocess.Popen[str], app: str, time
     pytest.fail("child never paused inside its transaction")
 
 
-@pytest.mark.parametrize("pause_at", ["scene", "commit"])
+@pytest.mark.parametrize(
+    ("pause_at", "overlap"), [("scene", False), ("commit", False), ("commit", True)], ids=["scene", "commit", "overlap"]
+)
 def test_sigkill_inside_the_merge_transaction_leaves_nothing(
-    engine: sa.Engine, db_url: str, pg_url_base: str, template_db: str, pause_at: str
+    engine: sa.Engine, db_url: str, pg_url_base: str, template_db: str, pause_at: str, overlap: bool
 ) -> None:
-    scenes = h.scenario(AOI)
+    """With ``overlap``, a second AOI over the east part (tests.helpers.overlapping) has merged its
+    scenes up to the victim's date, and the victim is its scene of that date: killed while it holds
+    lakes the first AOI found.
+    """
+    first = h.scenario(AOI)
     ensure_aoi(engine, AOI, h.footprint(), h.UTM)
-    for s in scenes[:VICTIM]:
+    scenes, victim_aoi, earlier = first, AOI, []
+    if overlap:
+        scenes, victim_aoi = h.overlapping(EAST), EAST
+        ensure_aoi(engine, EAST, h.east_footprint(), h.UTM)
+        earlier = first  # every scene of the first AOI, before and after the victim's date
+    for s in (*earlier, *scenes[:VICTIM]):
         merge_scene(engine, s)
     counts_before, content_before = h.row_counts(engine), h.content(engine)
 
     app = f"gl-fault-{uuid.uuid4().hex[:12]}"
-    argv = [sys.executable, "-m", CHILD, db_url, app, AOI, scenes[VICTIM].scene_key, "--pause-at", pause_at]
+    argv = [sys.executable, "-m", CHILD, db_url, app, victim_aoi, scenes[VICTIM].scene_key, "--pause-at", pause_at]
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     terminated_by_hand = False
     try:
@@ -110,7 +122,9 @@ def test_sigkill_inside_the_merge_transaction_leaves_nothing(
         clean_engine = make_engine(clean_url)
         try:
             ensure_aoi(clean_engine, AOI, h.footprint(), h.UTM)
-            for s in scenes:
+            if overlap:
+                ensure_aoi(clean_engine, EAST, h.east_footprint(), h.UTM)
+            for s in (*earlier, *scenes):
                 merge_scene(clean_engine, s)
             clean = h.content(clean_engine)
         finally:
@@ -126,11 +140,12 @@ def test_sigkill_inside_the_merge_transaction_leaves_nothing(
         "rerun_seconds": round(rerun_s, 3),
         "tables_differing_from_clean_run": sorted(t for t in clean if clean[t] != recovered[t]),
     }
-    h.write_report("kill_mid_merge", {f"pause_at_{pause_at}": figures})
+    h.write_report("kill_mid_merge", {f"pause_at_{pause_at}" + ("_overlapping_aoi" if overlap else ""): figures})
 
     assert figures["visible_rows_while_paused"] == 0
     assert (partial_rows, committed, locks_left) == (0, 0, 0)
     assert content_after_kill == content_before
     assert not terminated_by_hand, "the dead client's transaction outlived it by 30 s"
-    assert not rerun.noop and rerun.observations > 0 and rerun.new_lakes == 1
+    # The victim's date is lake D's first: found by the rerun, unless the first AOI found it already.
+    assert not rerun.noop and rerun.observations > 0 and rerun.new_lakes == (0 if overlap else 1)
     assert recovered == clean and figures["tables_differing_from_clean_run"] == []

@@ -11,7 +11,22 @@ from tests.helpers import realdata
 from tests.helpers.database import admin_sql, free_port, fresh_database
 from tests.helpers.digests import TABLES, content, row_counts
 from tests.helpers.reports import REPORTS, write_report
-from tests.helpers.scenes import T0, UTM, X0, Y0, disc, ellipse, footprint, lonlat, observed, scenario, scene, utm
+from tests.helpers.scenes import (
+    T0,
+    UTM,
+    X0,
+    Y0,
+    disc,
+    east_footprint,
+    ellipse,
+    footprint,
+    lonlat,
+    observed,
+    overlapping,
+    scenario,
+    scene,
+    utm,
+)
 
 __all__ = [
     "REPORTS",
@@ -23,12 +38,14 @@ __all__ = [
     "admin_sql",
     "content",
     "disc",
+    "east_footprint",
     "ellipse",
     "footprint",
     "free_port",
     "fresh_database",
     "lonlat",
     "observed",
+    "overlapping",
     "realdata",
     "row_counts",
     "scenario",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from db.attributes import ATTRIBUTES
+from db.queries import in_aoi
 
 
 def _row(*exprs: str) -> str:
@@ -35,7 +36,7 @@ WITH lk AS (
         "l.n_observations",
     )
 }) AS k
-    FROM inventory.lake AS l JOIN inventory.aoi AS a ON a.aoi_id = l.aoi_id WHERE {_AOI_FILTER}
+    FROM inventory.lake AS l WHERE {in_aoi("l.geom")}
 ), sc AS (
     SELECT s.scene_id, md5({
     _row(

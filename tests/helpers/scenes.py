@@ -6,6 +6,7 @@ They are handed to the merge in that CRS, with its EPSG in the record, like the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -107,3 +108,29 @@ def scenario(aoi: str, prefix: str = "s") -> list[SceneResult]:
             lakes.append(disc(-2_000, -2_000, 120))
         scenes.append(scene(f"{prefix}{i}", t, lakes, aoi=aoi, valid=cloud_over_e if i == 3 else None))
     return scenes
+
+
+EAST_EDGE = -1_000.0
+"""West edge of :func:`overlapping`'s AOI, metres east of the scenario origin."""
+
+
+def east_footprint() -> MultiPolygon:
+    """Outline (EPSG:4326) of the AOI of :func:`overlapping`: the east part of the scenario's ground."""
+    return footprint(x0=EAST_EDGE)
+
+
+def overlapping(aoi: str, prefix: str = "e") -> list[SceneResult]:
+    """The :func:`scenario`'s acquisitions processed for a second AOI that overlaps it (the east part).
+
+    Same dates and products, keys ``{prefix}0`` …; each scene sees only the east part (its valid
+    footprint clipped to :func:`east_footprint`) and the lakes inside it. Three of the scenario's
+    five sites lie there, so both AOIs find and update those lakes.
+    """
+    east = utm(east_footprint())
+    out = []
+    for s in scenario(aoi, prefix):
+        valid = s.valid_footprint.intersection(east) if s.valid_footprint is not None else None
+        lakes = tuple(o for o in s.lakes if east.contains(o.geometry))
+        clipped = MultiPolygon([valid]) if valid is not None and valid.geom_type == "Polygon" else valid
+        out.append(replace(s, lakes=lakes, valid_footprint=clipped))
+    return out
