@@ -24,7 +24,7 @@ from tests import helpers as h
 
 pytestmark = pytest.mark.db
 
-HEAD = "0006_spatial_lake_identity"
+HEAD = "0007_observation_indexes"
 EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson")
 """The real ICIMOD 2015 Khumbu subset (42 lakes), under the ``realdata`` fixture's folder."""
 
@@ -131,6 +131,7 @@ def test_single_head_and_one_transaction_per_chain() -> None:
         "0003_merge_performance",
         "0004_row_hash_function",
         "0005_geometry_validity_triggers",
+        "0006_spatial_lake_identity",
         HEAD,
     ]
     assert up == down == ["BEGIN", "COMMIT"]
@@ -148,6 +149,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
         at_0004 = schema_dump(url)
         migrate.upgrade(url, "0005_geometry_validity_triggers")
         at_0005 = schema_dump(url)
+        migrate.upgrade(url, "0006_spatial_lake_identity")
+        at_0006 = schema_dump(url)
         migrate.upgrade(url, "head")
         at_head = schema_dump(url)
         migrate.downgrade(url, "0001")
@@ -194,18 +197,24 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     assert all(removed[k] == [] for k in removed if k != "constraints")
     # 0006 drops lake.aoi_id (its index and foreign key) and gives the views and lakes_as_of
     # aoi_names in place of aoi_id / aoi_name.
-    added = {k: sorted(set(at_head[k]) - set(at_0005[k])) for k in at_head}
-    removed = {k: sorted(set(at_0005[k]) - set(at_head[k])) for k in at_head}
+    added = {k: sorted(set(at_0006[k]) - set(at_0005[k])) for k in at_0006}
+    removed = {k: sorted(set(at_0005[k]) - set(at_0006[k])) for k in at_0006}
     assert [r[:2] for r in removed["columns"] if r[0] == "lake"] == [("lake", "aoi_id")]
     assert [r[1] for r in removed["indexes"]] == ["ix_lake_aoi_id"]
     assert [r[1] for r in removed["constraints"]] == ["lake_aoi_id_fkey"]
-    names = {"head": {tuple(r[:2]) for r in at_head["columns"]}, "0005": {tuple(r[:2]) for r in at_0005["columns"]}}
+    names = {"head": {tuple(r[:2]) for r in at_0006["columns"]}, "0005": {tuple(r[:2]) for r in at_0005["columns"]}}
     views = ("current_lakes", "lake_changes", "growing_lakes")
     assert names["head"] - names["0005"] == {(v, "aoi_names") for v in views}
     assert names["0005"] - names["head"] == {("lake", "aoi_id")} | {
         (v, c) for v in views for c in ("aoi_id", "aoi_name") if (v, c) in names["0005"]
     }
     assert [r[0] for r in added["functions"]] == ["lakes_as_of"] and "aoi_names" in added["functions"][0][1]
+    # 0007 drops the unread spatial index of the observations, nothing else.
+    removed = {k: sorted(set(at_0006[k]) - set(at_head[k])) for k in at_head}
+    assert [r[1] for r in removed["indexes"]] == ["idx_lake_observation_geom"]
+    assert [r[0] for r in removed["relations"]] == ["idx_lake_observation_geom"]
+    assert all(removed[k] == [] for k in removed if k not in ("indexes", "relations"))
+    assert all(sorted(set(at_head[k]) - set(at_0006[k])) == [] for k in at_head)
 
 
 def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str, realdata: Path) -> None:
