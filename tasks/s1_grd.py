@@ -56,6 +56,9 @@ MAX_XML_BYTES = 32 * 1024 * 1024
 _WINDOW_PAD = 4
 """Radar pixels added around the window that covers the grid (bilinear needs its neighbours)."""
 
+_MESH_STEP = 64
+"""Radar pixels between the points of the densified geolocation mesh that finds the window."""
+
 
 @dataclass(frozen=True, eq=False)
 class CalibrationLut:
@@ -141,6 +144,7 @@ class GeolocationGrid:
             RasterInputError: the grid is not a full line × pixel mesh, or no cell meets the grid.
         """
         from pyproj import Transformer
+        from scipy.interpolate import RegularGridInterpolator
 
         lines, pixels = np.unique(self.lines), np.unique(self.pixels)
         if len(lines) * len(pixels) != len(self.lines) or len(lines) < 2 or len(pixels) < 2:
@@ -151,6 +155,13 @@ class GeolocationGrid:
         to_grid = Transformer.from_crs(4326, grid.epsg, always_xy=True)
         x, y = to_grid.transform(self.lon[order], self.lat[order])
         x, y = np.reshape(x, (len(lines), len(pixels))), np.reshape(y, (len(lines), len(pixels)))
+        # The mesh's cells are ~20 × 13 km: a mesh interpolated bilinearly every _MESH_STEP pixels
+        # keeps the window close to the grid (its error, metres, is covered by one step of margin).
+        fine = [np.unique(np.append(np.arange(v[0], v[-1], _MESH_STEP), v[-1])) for v in (lines, pixels)]
+        at = np.stack(np.meshgrid(*fine, indexing="ij"), axis=-1)
+        x = RegularGridInterpolator((lines, pixels), x)(at)
+        y = RegularGridInterpolator((lines, pixels), y)(at)
+        lines, pixels = fine
         corners_x = np.stack([x[:-1, :-1], x[1:, :-1], x[:-1, 1:], x[1:, 1:]])
         corners_y = np.stack([y[:-1, :-1], y[1:, :-1], y[:-1, 1:], y[1:, 1:]])
         left, bottom, right, top = grid.bounds
@@ -165,10 +176,11 @@ class GeolocationGrid:
                 f"{where}: the product's geolocation grid does not reach the scene grid (EPSG:{grid.epsg})"
             )
         ii, jj = np.nonzero(meets)
-        r0 = max(int(lines[ii.min()]) - _WINDOW_PAD, 0)
-        r1 = min(int(lines[ii.max() + 1]) + _WINDOW_PAD + 1, self.shape[0])
-        c0 = max(int(pixels[jj.min()]) - _WINDOW_PAD, 0)
-        c1 = min(int(pixels[jj.max() + 1]) + _WINDOW_PAD + 1, self.shape[1])
+        pad = _WINDOW_PAD + _MESH_STEP
+        r0 = max(int(lines[ii.min()]) - pad, 0)
+        r1 = min(int(lines[ii.max() + 1]) + pad + 1, self.shape[0])
+        c0 = max(int(pixels[jj.min()]) - pad, 0)
+        c1 = min(int(pixels[jj.max() + 1]) + pad + 1, self.shape[1])
         return r0, c0, r1 - r0, c1 - c0
 
 
