@@ -28,6 +28,7 @@ read (found from the geolocation grid's cells), calibrated and warped.
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,11 +340,11 @@ def calibrated_sigma0_on_grid(
         src = {"gcps": geo.gcps(r0, c0), "src_crs": CRS.from_epsg(4326), "SRC_METHOD": "GCP_TPS"}
     else:
         left, bottom, right, top = transform_bounds(grid.crs, ds.crs, *grid.bounds)
-        win = from_bounds(left, bottom, right, top, transform=ds.transform).round_offsets("floor").round_lengths("ceil")
-        r0 = max(int(win.row_off) - _WINDOW_PAD, 0)
-        c0 = max(int(win.col_off) - _WINDOW_PAD, 0)
-        h = min(int(win.row_off + win.height) + _WINDOW_PAD, ds.height) - r0
-        w = min(int(win.col_off + win.width) + _WINDOW_PAD, ds.width) - c0
+        win = from_bounds(left, bottom, right, top, transform=ds.transform)
+        r0 = max(math.floor(win.row_off) - _WINDOW_PAD, 0)
+        c0 = max(math.floor(win.col_off) - _WINDOW_PAD, 0)
+        h = min(math.ceil(win.row_off + win.height) + _WINDOW_PAD, ds.height) - r0
+        w = min(math.ceil(win.col_off + win.width) + _WINDOW_PAD, ds.width) - c0
         if h <= 0 or w <= 0:
             raise RasterInputError(f"{where}: raster bounds miss the scene grid (EPSG:{grid.epsg})")
         src = {"src_transform": ds.window_transform(Window(c0, r0, w, h)), "src_crs": ds.crs}

@@ -116,6 +116,7 @@ def read_s1_acquisition(acq: Acquisition, grid: GridSpec, *, speckle_size: int =
 def _grd_sigma0(acq: Acquisition, pol: str, grid: GridSpec) -> NDArray[np.float32]:
     """Linear σ⁰ of one GRD DN polarisation on the grid, from its LUT and geolocation grid."""
     import rasterio
+    from rasterio._err import CPLE_BaseError  # GDAL's own errors: no public alias in rasterio.errors
     from rasterio.errors import RasterioError
 
     assets = acq.asset_map
@@ -141,7 +142,5 @@ def _grd_sigma0(acq: Acquisition, pol: str, grid: GridSpec) -> NDArray[np.float3
         with ds:
             try:
                 return calibrated_sigma0_on_grid(ds, lut, geo, grid, _where(acq, pol))
-            except RasterInputError:
-                raise
-            except Exception as exc:  # GDAL's CPLE_* errors of a read or warp name no file
+            except (RasterioError, CPLE_BaseError) as exc:  # GDAL's errors of a read or warp name no file
                 raise _read_failure(href, exc) from None
