@@ -25,6 +25,7 @@ from core.errors import RasterInputError
 # One slope implementation, kept in the leaf package (models/ cannot import tasks/).
 from models.baseline import slope_degrees
 from tasks.grid import GridSpec
+from tasks.s1_grd import linear_from_db_on_grid
 
 # The backscatter helpers live with the other S1 concepts; re-exported for existing callers.
 from tasks.sar import db_to_linear, lee_filter, sigma0_to_db
@@ -348,10 +349,18 @@ def read_s1(
     return np.stack(out)
 
 
-def _warp_db_as_linear(href: str, grid: GridSpec) -> NDArray[np.float32]:
-    # Resampling happens in dB here (then converted) so memory stays bounded by the grid; at
-    # 10 m → 10 m the bias of averaging dB instead of power is negligible.
-    return db_to_linear(_warp(href, grid))
+def _warp_db_as_linear(href: str, grid: GridSpec, src_nodata: float | None = None) -> NDArray[np.float32]:
+    """A geocoded dB raster as linear power on the grid, resampled in power (:mod:`tasks.s1_grd`)."""
+    import rasterio
+    from rasterio._err import CPLE_BaseError  # GDAL's own errors: no public alias in rasterio.errors
+    from rasterio.errors import RasterioError
+
+    with _gdal_env(href):
+        try:
+            with rasterio.open(href) as ds:
+                return linear_from_db_on_grid(ds, grid, href, src_nodata)
+        except (RasterioError, CPLE_BaseError) as exc:
+            raise _read_failure(href, exc) from None
 
 
 def read_dem(href: str, grid: GridSpec, *, nodata: float | None = None) -> NDArray[np.float32]:

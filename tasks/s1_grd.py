@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 
 from core.errors import RasterInputError
 from tasks.grid import GridSpec
+from tasks.sar import db_to_linear
 from tasks.sources import REMOTE_TIMEOUT_S
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "CalibrationLut",
     "GeolocationGrid",
     "calibrated_sigma0_on_grid",
+    "geocoded_window",
+    "linear_from_db_on_grid",
     "parse_annotation",
     "parse_calibration",
     "read_xml",
@@ -321,9 +324,7 @@ def calibrated_sigma0_on_grid(
         RasterInputError: sizes disagree, the raster is not integer DN, or nothing lands on the grid.
     """
     from rasterio.crs import CRS
-    from rasterio.enums import Resampling
-    from rasterio.warp import reproject, transform_bounds
-    from rasterio.windows import Window, from_bounds
+    from rasterio.windows import Window
 
     if np.dtype(ds.dtypes[0]).kind not in "ui":
         raise RasterInputError(
@@ -339,23 +340,73 @@ def calibrated_sigma0_on_grid(
         r0, c0, h, w = geo.window_over(grid, where)
         src = {"gcps": geo.gcps(r0, c0), "src_crs": CRS.from_epsg(4326), "SRC_METHOD": "GCP_TPS"}
     else:
-        left, bottom, right, top = transform_bounds(grid.crs, ds.crs, *grid.bounds)
-        win = from_bounds(left, bottom, right, top, transform=ds.transform)
-        r0 = max(math.floor(win.row_off) - _WINDOW_PAD, 0)
-        c0 = max(math.floor(win.col_off) - _WINDOW_PAD, 0)
-        h = min(math.ceil(win.row_off + win.height) + _WINDOW_PAD, ds.height) - r0
-        w = min(math.ceil(win.col_off + win.width) + _WINDOW_PAD, ds.width) - c0
-        if h <= 0 or w <= 0:
-            raise RasterInputError(f"{where}: raster bounds miss the scene grid (EPSG:{grid.epsg})")
+        r0, c0, h, w = geocoded_window(ds, grid, where)
         src = {"src_transform": ds.window_transform(Window(c0, r0, w, h)), "src_crs": ds.crs}
     dn = ds.read(1, window=Window(c0, r0, w, h)).astype(np.float32)
     nodata = dn == 0 if ds.nodata is None else (dn == 0) | (dn == ds.nodata)
     a = lut.sigma_at(np.arange(r0, r0 + h), np.arange(c0, c0 + w)).astype(np.float32)
     sigma0 = np.where(nodata, np.float32(np.nan), dn * dn / (a * a)).astype(np.float32)
     del dn, a
+    return _onto_grid(sigma0, grid, where, **src)
+
+
+def geocoded_window(ds: Any, grid: GridSpec, where: str) -> tuple[int, int, int, int]:
+    """``(row_off, col_off, height, width)`` of a geocoded raster's window over ``grid``, with margin.
+
+    Raises:
+        RasterInputError: the raster's bounds miss the grid.
+    """
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import from_bounds
+
+    left, bottom, right, top = transform_bounds(grid.crs, ds.crs, *grid.bounds)
+    win = from_bounds(left, bottom, right, top, transform=ds.transform)
+    r0 = max(math.floor(win.row_off) - _WINDOW_PAD, 0)
+    c0 = max(math.floor(win.col_off) - _WINDOW_PAD, 0)
+    h = min(math.ceil(win.row_off + win.height) + _WINDOW_PAD, ds.height) - r0
+    w = min(math.ceil(win.col_off + win.width) + _WINDOW_PAD, ds.width) - c0
+    if h <= 0 or w <= 0:
+        crs = ds.crs.to_string()
+        raise RasterInputError(f"{where}: the raster's bounds ({crs}) miss the scene grid (EPSG:{grid.epsg})")
+    return r0, c0, h, w
+
+
+def linear_from_db_on_grid(ds: Any, grid: GridSpec, where: str, src_nodata: float | None = None) -> NDArray[np.float32]:
+    """A geocoded backscatter raster in dB, as linear power on ``grid`` (resampled in power).
+
+    Averaging dB instead of power biases speckled, dark surfaces low (the mean of a log is below
+    the log of the mean); so the window over the grid is read, converted, then warped bilinearly.
+
+    Args:
+        ds: An open rasterio dataset with a CRS (band 1 in dB).
+        grid: Target grid.
+        where: The file or item, for messages.
+        src_nodata: Overrides the file's nodata tag.
+
+    Raises:
+        RasterInputError: the raster has no CRS (GCPs only), or nothing lands on the grid.
+    """
+    from rasterio.windows import Window
+
+    if ds.crs is None:
+        raise RasterInputError(f"{where}: backscatter in dB with no CRS (GCPs only) is not supported; geocode it first")
+    r0, c0, h, w = geocoded_window(ds, grid, where)
+    db = ds.read(1, window=Window(c0, r0, w, h)).astype(np.float64)
+    nodata = ds.nodata if src_nodata is None else src_nodata
+    if nodata is not None and not math.isnan(nodata):
+        db[db == nodata] = np.nan
+    linear = db_to_linear(db)
+    return _onto_grid(linear, grid, where, src_transform=ds.window_transform(Window(c0, r0, w, h)), src_crs=ds.crs)
+
+
+def _onto_grid(values: NDArray[np.float32], grid: GridSpec, where: str, **src: Any) -> NDArray[np.float32]:
+    """Bilinear warp of an in-memory float32 array (NaN nodata) onto ``grid``; refused when all NaN."""
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
     dst = np.full(grid.shape, np.nan, dtype=np.float32)
     reproject(
-        source=sigma0,
+        source=values,
         destination=dst,
         src_nodata=np.nan,
         dst_transform=grid.affine,
@@ -365,5 +416,5 @@ def calibrated_sigma0_on_grid(
         **src,
     )
     if not np.isfinite(dst).any():
-        raise RasterInputError(f"{where}: no valid calibrated pixel on the scene grid (EPSG:{grid.epsg})")
+        raise RasterInputError(f"{where}: no valid pixel on the scene grid (EPSG:{grid.epsg})")
     return dst

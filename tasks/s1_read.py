@@ -23,12 +23,11 @@ from numpy.typing import NDArray
 
 from core.errors import RasterInputError
 from tasks.grid import GridSpec
-from tasks.preprocess import _gdal_env, _read_failure, _warp
+from tasks.preprocess import _gdal_env, _read_failure, _warp, _warp_db_as_linear
 from tasks.s1_grd import calibrated_sigma0_on_grid, parse_annotation, parse_calibration, read_xml
 from tasks.sar import (
     S1_KINDS,
     S1Radiometry,
-    db_to_linear,
     decide_scale,
     declared_nodata,
     declared_radiometry,
@@ -107,7 +106,9 @@ def read_s1_acquisition(acq: Acquisition, grid: GridSpec, *, speckle_size: int =
         if len({d.scale for d in decisions}) != 1:
             raise RasterInputError(f"S1 item {acq.product_id!r}: VV and VH read on different scales ({reasons})")
         radiometry = S1Radiometry(acq.kind, decisions[0].quantity, decisions[0].scale, reasons)
-        linear = raw if radiometry.scale == "linear" else [db_to_linear(b) for b in raw]
+        if radiometry.scale == "db":  # read again, resampled in linear power (the first read decided)
+            raw = [_warp_db_as_linear(acq.asset(p), grid, declared_nodata(metadata, p)) for p in POLARISATIONS]
+        linear = raw
     log.info("%s", radiometry.reason)
     bands = [sigma0_to_db(lee_filter(b, speckle_size) if speckle_size > 1 else b) for b in linear]
     return S1Observation(np.stack(bands), radiometry)
