@@ -10,7 +10,8 @@ with ``A_σ`` bilinearly interpolated (in line, then pixel) from the ``sigmaNoug
 ``calibrationVector`` entries of ``annotation/calibration/calibration-*.xml`` (one vector every
 ~667 lines, one value every 40 samples). Geocoding uses the annotation's ``geolocationGrid``
 (line, pixel → latitude, longitude, height; 10 × 21 points for IW) as GCPs in EPSG:4326,
-warped by GDAL with a thin-plate spline, which passes through every GCP.
+warped by GDAL with a thin-plate spline, which passes through every GCP (GDAL's default, a
+global GCP polynomial, misplaces mid-swath pixels by ~330 m on the real IW product).
 
 Not done (stated, not hidden):
 

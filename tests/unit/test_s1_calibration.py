@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,63 @@ def test_wrong_or_broken_xml_is_refused_naming_the_file(vv: tuple[Path, Path], t
         parse_calibration(read_xml(str(broken)), str(broken))
     with pytest.raises(RasterInputError, match=r"missing\.xml: unreadable metadata XML"):
         read_xml(str(tmp_path / "missing.xml"))
+
+
+def test_real_lut_and_geolocation_grid_end_to_end(vv: tuple[Path, Path], realdata: Path, tmp_path: Path) -> None:
+    """DN written at the product's full size (a sparse file) read with the real XML: σ⁰ and place right.
+
+    DN = round(√σ⁰ · A_σ) with the real LUT: −13 dB everywhere and a 0 dB block of 7 × 7 radar
+    pixels centred on geolocation point (line 8008, sample 13080). On a 2 km UTM grid around
+    that point, the background must read −13 dB (±0.05 dB: DN rounding ≤ 0.03 dB at ~135 DN)
+    and the block's power-weighted centre must sit on the point's map position (≤ 5 m; measured
+    0.08 m with the thin-plate spline; GDAL's default GCP polynomial puts it ~330 m off here).
+    """
+    import warnings
+
+    import rasterio
+    from pyproj import Transformer
+    from rasterio.crs import CRS
+    from rasterio.windows import Window
+
+    from tasks.s1_read import read_s1_acquisition
+    from tasks.sources import Acquisition
+
+    geo = {}
+    assets: list[tuple[str, str]] = []
+    for pol in ("vv", "vh"):
+        cal_path, ann_path = _files(realdata, pol)
+        lut = parse_calibration(read_xml(str(cal_path)), str(cal_path))
+        geo[pol] = parse_annotation(read_xml(str(ann_path)), str(ann_path))
+        k = int(np.flatnonzero((geo[pol].lines == 8008) & (geo[pol].pixels == 13080))[0])
+        x, y = Transformer.from_crs(4326, 32631, always_xy=True).transform(geo[pol].lon[k], geo[pol].lat[k])
+        grid = GridSpec(32631, (10.0, 0.0, round(x) - 1000.0, 0.0, -10.0, round(y) + 1000.0), 200, 200)
+        r0, c0, h, w = geo[pol].window_over(grid, "test")
+        rows, cols = np.arange(r0, r0 + h), np.arange(c0, c0 + w)
+        sigma0 = np.full((h, w), 10**-1.3)
+        sigma0[8008 - 3 - r0 : 8008 + 4 - r0, 13080 - 3 - c0 : 13080 + 4 - c0] = 1.0
+        dn = np.round(np.sqrt(sigma0) * lut.sigma_at(rows, cols)).astype(np.uint16)
+        path = tmp_path / f"{pol}.tiff"
+        lines, samples = geo[pol].shape
+        profile = {"driver": "GTiff", "width": samples, "height": lines, "count": 1, "dtype": "uint16"}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(path, "w", tiled=True, SPARSE_OK=True, **profile) as dst:
+                dst.write(dn, 1, window=Window(c0, r0, w, h))
+                dst.gcps = (geo[pol].gcps(), CRS.from_epsg(4326))
+        assets += [(pol, str(path)), (f"calibration-{pol}", str(cal_path)), (f"annotation-{pol}", str(ann_path))]
+    when = datetime(2021, 8, 9, 17, 40, tzinfo=UTC)
+    acq = Acquisition(PRODUCT, "S1GRD", "sentinel-1a", when, None, tuple(assets), "local:test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        obs = read_s1_acquisition(acq, grid, speckle_size=1)
+    vv_db = obs.backscatter[0]
+    background = np.nanmedian(vv_db)
+    assert background == pytest.approx(-13.0, abs=0.05)
+    gy, gx = np.mgrid[0:200, 0:200]
+    iy, ix = np.unravel_index(np.nanargmax(vv_db), vv_db.shape)
+    near = (np.abs(gy - iy) <= 8) & (np.abs(gx - ix) <= 8)  # the block, spread by resampling
+    assert np.nanmax(np.abs(vv_db[~near] + 13.0)) < 0.05
+    power = np.where(near, np.clip(10 ** (vv_db / 10) - 10**-1.3, 0, None), 0.0)
+    cx = grid.transform[2] + 10.0 * (np.sum(power * (gx + 0.5)) / power.sum())
+    cy = grid.transform[5] - 10.0 * (np.sum(power * (gy + 0.5)) / power.sum())
+    assert np.hypot(cx - x, cy - y) < 5.0, (cx - x, cy - y)
