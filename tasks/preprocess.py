@@ -327,8 +327,9 @@ def read_s1(
     :func:`tasks.s1_read.read_s1_acquisition` instead, which decides RTC γ⁰ linear vs dB from
     metadata and values, and calibrates GRD DN with its LUT: DN must never come through here.
     Resampling (bilinear) and the Lee filter work on linear power; inputs given in dB are
-    converted first. Sources may be on any grid, or GCP-georeferenced (GDAL's warper uses
-    the GCPs). Nodata: the file's nodata tag, else NaN; values ≤ 0 in linear power are nodata.
+    converted first (from the window over the grid: resampled in power, not in dB). Sources may
+    be on any grid, or GCP-georeferenced when linear (GDAL's warper uses the GCPs). Nodata: the
+    file's nodata tag, else NaN; values ≤ 0 in linear power are nodata.
 
     Args:
         vv_href: VV raster (float32 σ⁰ or γ⁰).

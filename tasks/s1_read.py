@@ -88,6 +88,7 @@ def read_s1_acquisition(acq: Acquisition, grid: GridSpec, *, speckle_size: int =
         raise RasterInputError(f"item {acq.product_id!r}: kind {acq.kind} is not Sentinel-1 ({', '.join(S1_KINDS)})")
     metadata = dict(acq.metadata)
     if acq.kind == "S1GRD" and _grd_is_dn(metadata):
+        _require_calibration(acq)  # before any read: DN without its LUT is refused outright
         linear = [_grd_sigma0(acq, pol, grid) for pol in POLARISATIONS]
         radiometry = S1Radiometry(
             "S1GRD",
@@ -114,6 +115,17 @@ def read_s1_acquisition(acq: Acquisition, grid: GridSpec, *, speckle_size: int =
     return S1Observation(np.stack(bands), radiometry)
 
 
+def _require_calibration(acq: Acquisition) -> None:
+    assets = acq.asset_map
+    for pol in POLARISATIONS:
+        missing = [k for k in (f"calibration-{pol}", f"annotation-{pol}") if k not in assets]
+        if missing:
+            raise RasterInputError(
+                f"{_where(acq, pol)}: uncalibrated GRD DN and the item has no {' or '.join(missing)} asset "
+                "(the product's calibration / annotation XML); refused, DN is never fed to the model"
+            )
+
+
 def _grd_sigma0(acq: Acquisition, pol: str, grid: GridSpec) -> NDArray[np.float32]:
     """Linear σ⁰ of one GRD DN polarisation on the grid, from its LUT and geolocation grid."""
     import rasterio
@@ -121,14 +133,7 @@ def _grd_sigma0(acq: Acquisition, pol: str, grid: GridSpec) -> NDArray[np.float3
     from rasterio.errors import RasterioError
 
     assets = acq.asset_map
-    needed = (f"calibration-{pol}", f"annotation-{pol}")
-    missing = [k for k in needed if k not in assets]
-    if missing:
-        raise RasterInputError(
-            f"{_where(acq, pol)}: uncalibrated GRD DN and the item has no {' or '.join(missing)} asset "
-            "(the product's calibration / annotation XML); refused, DN is never fed to the model"
-        )
-    cal_href, ann_href = assets[needed[0]], assets[needed[1]]
+    cal_href, ann_href = assets[f"calibration-{pol}"], assets[f"annotation-{pol}"]
     lut = parse_calibration(read_xml(cal_href), cal_href)
     geo = parse_annotation(read_xml(ann_href), ann_href)
     for what, found in (("calibration", lut.polarisation), ("annotation", geo.polarisation)):
