@@ -208,3 +208,40 @@ def test_acquisition_of_another_kind_is_refused() -> None:
     acq = Acquisition("DEM-1", "DEM", "x", datetime(2024, 1, 1, tzinfo=UTC), None, (("data", "/x.tif"),), "local:t")
     with pytest.raises(RasterInputError, match="kind DEM is not Sentinel-1"):
         read_s1_acquisition(acq, GRID)
+
+
+def test_calibration_xml_over_http_and_a_missing_one(tmp_path: Path) -> None:
+    """The LUT and annotation fetched from a real loopback HTTP server read the same; a 404 is OSError.
+
+    A failed remote read is an environment failure (retryable), not bad input: OSError, named.
+    """
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    item = _grd_item(tmp_path)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        for key, asset in item.assets.items():
+            if key.startswith("schema-"):
+                asset.href = f"{base}/{Path(asset.href).name}"
+        remote = read_s1_acquisition(item_to_acquisition(item, "S1GRD", "stac:test"), GRID, speckle_size=1)
+        local = read_s1_acquisition(
+            item_to_acquisition(_grd_item(tmp_path), "S1GRD", "local:test"), GRID, speckle_size=1
+        )
+        np.testing.assert_array_equal(remote.backscatter, local.backscatter)
+        item.assets["schema-calibration-vv"].href = f"{base}/no-such-calibration.xml"
+        with pytest.raises(OSError, match=r"no-such-calibration\.xml: remote read failed \(404") as err:
+            read_s1_acquisition(item_to_acquisition(item, "S1GRD", "stac:test"), GRID)
+        assert not isinstance(err.value, RasterInputError)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(2)
