@@ -60,6 +60,9 @@ MIN_VALUES_TO_CONFIRM = 100
 LINEAR_MAX_MEDIAN = 2.0
 """Linear backscatter power of a scene has its median well below 1 (water ~0.001, rock ~0.1)."""
 
+LINEAR_MAX_NEGATIVE = 0.01
+"""Share of negative values linear power may hold (resampling overshoot at nodata edges)."""
+
 
 @dataclass(frozen=True)
 class S1Radiometry:
@@ -165,9 +168,11 @@ def declared_radiometry(metadata: Mapping[str, str], pol: str) -> tuple[Quantity
 def scales_fitting_values(values: ArrayLike) -> tuple[frozenset[str], str]:
     """Which scales finite backscatter values fit: ``({"linear"} | {"db"} | {} , evidence)``.
 
-    Linear power is never negative and its median is below :data:`LINEAR_MAX_MEDIAN`; dB has a
-    median ≤ 0 (natural surfaces are darker than 0 dB) and some negative values. Fewer than
-    :data:`MIN_VALUES_TO_CONFIRM` finite values fit both (nothing to confirm with).
+    Linear power has a median in (0, :data:`LINEAR_MAX_MEDIAN`) and at most
+    :data:`LINEAR_MAX_NEGATIVE` of values below 0 (a few resampling artefacts; they read as
+    nodata later); dB has a median below 0 (natural surfaces are darker than 0 dB). The two are
+    exclusive. Fewer than :data:`MIN_VALUES_TO_CONFIRM` finite values fit both (nothing to
+    confirm with).
     """
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
@@ -177,9 +182,9 @@ def scales_fitting_values(values: ArrayLike) -> tuple[frozenset[str], str]:
     negative = float((x < 0).mean())
     evidence = f"median {median:.4g}, min {x.min():.4g}, {100 * negative:.0f} % negative"
     fits = set()
-    if negative == 0.0 and median < LINEAR_MAX_MEDIAN:
+    if 0.0 < median < LINEAR_MAX_MEDIAN and negative <= LINEAR_MAX_NEGATIVE:
         fits.add("linear")
-    if median <= 0.0 and negative > 0.0:
+    if median < 0.0:
         fits.add("db")
     return frozenset(fits), evidence
 

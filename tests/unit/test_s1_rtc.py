@@ -125,8 +125,13 @@ def test_grd_declared_calibrated_sigma0_is_read_as_such(realdata: Path, tmp_path
 
 
 def test_value_test_on_its_own() -> None:
-    """Linear power fits only "linear", dB only "db"; too few values confirm nothing."""
+    """Linear power fits only "linear", dB only "db", DN-like values neither; too few confirm nothing."""
     lin = _gamma0("vv")
     assert scales_fitting_values(lin)[0] == {"linear"}
     assert scales_fitting_values(10 * np.log10(lin))[0] == {"db"}
     assert scales_fitting_values(np.full(10, 0.1))[0] == {"linear", "db"}
+    overshoot = lin.copy()
+    overshoot[5, :3] = -1e-4  # a few resampling artefacts do not make linear power unreadable
+    assert scales_fitting_values(overshoot)[0] == {"linear"}
+    amplitude = np.full((20, 20), 300.0)  # DN-like: neither
+    assert scales_fitting_values(amplitude)[0] == frozenset()
