@@ -2,7 +2,9 @@
 
 Lives here, in pipeline order: ``sources`` (STAC / local catalogs → acquisitions), ``pairing``
 (S2 ↔ S1 ↔ DEM scene plans, scene keys), ``grid`` (the UTM scene grid), ``preprocess`` (read,
-harmonise and warp each source onto the grid), ``stack`` (the analysis-ready stack file: its one
+harmonise and warp each source onto the grid; Sentinel-1 by kind in ``sar`` (what an asset
+holds: σ⁰/γ⁰, linear/dB), ``s1_grd`` (GRD calibration LUT and geocoding) and ``s1_read`` (one S1
+acquisition onto the grid)), ``stack`` (the analysis-ready stack file: its one
 format owner, writer and readers), ``segment`` (stack → water-probability COG), ``vectorize``
 (probability → lake polygons), ``attribute`` (polygons → inventory records), ``scene`` (one
 scene's stages end to end), ``defaults`` (parameter defaults). Every function takes and returns

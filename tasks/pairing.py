@@ -1,4 +1,11 @@
-"""Pairing: each Sentinel-2 scene with the nearest Sentinel-1 acquisition and the DEM (pure)."""
+"""Pairing: each Sentinel-2 scene with the nearest Sentinel-1 acquisition and the DEM (pure).
+
+One AOI's scenes use one S1 kind: RTC γ⁰ and GRD σ⁰ are different quantities (γ⁰ reads ≈ 1–2 dB
+higher on flat ground, more on slopes; see :mod:`tasks.sar`), so they are never mixed silently.
+RTC is preferred where the acquisitions hold any (terrain-corrected geometry, which matters in
+glacier relief); an S2 scene with only the other kind in reach is skipped with that reason. The
+kind is part of each plan (``ScenePlan.s1_kind``) and of its scene key.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from shapely.geometry.base import BaseGeometry
 
 from core.errors import SettingsError
 from tasks.defaults import MAX_PAIR_DAYS
+from tasks.sar import S1_KINDS
 from tasks.sources import Acquisition
 
 
@@ -28,6 +36,11 @@ class ScenePlan:
         """Readable scene name (the S2 product id)."""
         return self.s2.product_id
 
+    @property
+    def s1_kind(self) -> str:
+        """The S1 kind the scene uses: ``S1RTC`` (γ⁰) or ``S1GRD`` (σ⁰)."""
+        return self.s1.kind
+
 
 @dataclass(frozen=True)
 class Skipped:
@@ -37,21 +50,38 @@ class Skipped:
     reason: str
 
 
+def choose_s1_kind(acquisitions: Sequence[Acquisition]) -> str:
+    """The AOI's S1 kind: the first of :data:`tasks.sar.S1_KINDS` (RTC, then GRD) present, else RTC."""
+    present = {a.kind for a in acquisitions}
+    return next((k for k in S1_KINDS if k in present), S1_KINDS[0])
+
+
 def pair_scenes(
-    acquisitions: Sequence[Acquisition], aoi: BaseGeometry, max_days: float = MAX_PAIR_DAYS
+    acquisitions: Sequence[Acquisition],
+    aoi: BaseGeometry,
+    max_days: float = MAX_PAIR_DAYS,
+    s1_kind: str | None = None,
 ) -> tuple[list[ScenePlan], list[Skipped]]:
     """Pair each S2 L2A acquisition with the closest-in-time S1 one and a DEM covering the AOI.
 
-    Ties in time go to the S1 product whose footprint covers more of the AOI, then to the
-    smaller product id, so the pairing is deterministic.
+    Only S1 acquisitions of one kind are paired: ``s1_kind``, or when None
+    :func:`choose_s1_kind` (RTC wherever the acquisitions hold any). An S2 scene that has only
+    the other kind within ``max_days`` is skipped, and the reason names it. Ties in time go to
+    the S1 product whose footprint covers more of the AOI, then to the smaller product id, so
+    the pairing is deterministic.
 
     Raises:
-        SettingsError: ``max_days`` is negative or not a number (it would pair nothing, silently).
+        SettingsError: ``max_days`` is negative or not a number (it would pair nothing,
+            silently), or ``s1_kind`` is not one of :data:`tasks.sar.S1_KINDS`.
     """
     if not max_days >= 0:
         raise SettingsError(f"max pair days must be a number ≥ 0, got {max_days!r}")
+    if s1_kind is not None and s1_kind not in S1_KINDS:
+        raise SettingsError(f"S1 kind must be one of {', '.join(S1_KINDS)}, got {s1_kind!r}")
+    kind = s1_kind or choose_s1_kind(acquisitions)
     s2s = [a for a in acquisitions if a.kind == "S2L2A"]
-    s1s = [a for a in acquisitions if a.kind in ("S1GRD", "S1RTC")]
+    s1s = [a for a in acquisitions if a.kind == kind]
+    others = [a for a in acquisitions if a.kind in S1_KINDS and a.kind != kind]
     dems = [a for a in acquisitions if a.kind == "DEM"]
     dem = _best_dem(dems, aoi)
     plans: list[ScenePlan] = []
@@ -60,7 +90,7 @@ def pair_scenes(
     for s2 in s2s:
         candidates = [s1 for s1 in s1s if abs(s1.sensing_time - s2.sensing_time) <= limit]
         if not candidates:
-            skipped.append(Skipped(s2.product_id, f"no S1 within {max_days:g} days"))
+            skipped.append(Skipped(s2.product_id, _no_s1_reason(s2, kind, others, limit, max_days)))
             continue
         if dem is None:
             skipped.append(Skipped(s2.product_id, "no DEM covering the AOI"))
@@ -77,6 +107,16 @@ def pair_scenes(
     return plans, skipped
 
 
+def _no_s1_reason(s2: Acquisition, kind: str, others: Sequence[Acquisition], limit: timedelta, max_days: float) -> str:
+    near = sorted((o.product_id, o.kind) for o in others if abs(o.sensing_time - s2.sensing_time) <= limit)
+    if not near:
+        return f"no S1 within {max_days:g} days"
+    return (
+        f"no {kind} within {max_days:g} days; {near[0][0]} ({near[0][1]}) is, "
+        f"but this AOI's scenes use {kind}: GRD σ⁰ and RTC γ⁰ are not mixed"
+    )
+
+
 def _cover(footprint: BaseGeometry | None, aoi: BaseGeometry) -> float:
     if footprint is None or aoi.area == 0:
         return 0.0
@@ -91,6 +131,8 @@ def _best_dem(dems: Sequence[Acquisition], aoi: BaseGeometry) -> Acquisition | N
 def scene_key(plan: ScenePlan, model_version: str, params: Mapping[str, object]) -> str:
     """Ledger key of a scene: sha256 over input product ids and what they are, model version and parameters.
 
+    The S1 kind (``S1GRD`` σ⁰ or ``S1RTC`` γ⁰) is part of "what they are".
+
     "What they are" is each acquisition's ``fingerprint`` (size, modification time and path of
     local files; the item's update time or checksums for remote ones): a fixed or replaced file
     makes a new key, so the scene is processed again instead of reading "already processed".
@@ -99,6 +141,7 @@ def scene_key(plan: ScenePlan, model_version: str, params: Mapping[str, object])
         "s2": plan.s2.product_id,
         "s1": plan.s1.product_id,
         "dem": plan.dem.product_id,
+        "s1_kind": plan.s1_kind,
         "inputs": [plan.s2.fingerprint, plan.s1.fingerprint, plan.dem.fingerprint],
         "model": model_version,
         "params": params_hash(params),

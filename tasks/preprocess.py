@@ -19,13 +19,16 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import ndimage
 
 from core.errors import RasterInputError
 
 # One slope implementation, kept in the leaf package (models/ cannot import tasks/).
 from models.baseline import slope_degrees
 from tasks.grid import GridSpec
+from tasks.s1_grd import linear_from_db_on_grid
+
+# The backscatter helpers live with the other S1 concepts; re-exported for existing callers.
+from tasks.sar import db_to_linear, lee_filter, sigma0_to_db
 from tasks.sources import REMOTE_TIMEOUT_S
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "S2_BANDS",
     "SCL_INVALID_CLASSES",
     "S2Scene",
+    "db_to_linear",
     "detect_s2_dn_offset",
     "harmonise_s2_dn",
     "lee_filter",
@@ -160,50 +164,6 @@ def cloud_mask_from_scl(scl: NDArray[np.integer], data: NDArray[np.bool_]) -> tu
     cloud = observed & np.isin(scl, list(CLOUD_SCL_CLASSES))
     n = int(observed.sum())
     return observed & ~cloud, (float(cloud.sum()) / n if n else 1.0)
-
-
-def sigma0_to_db(linear: ArrayLike) -> NDArray[np.float32]:
-    """Linear backscatter power (σ⁰ or γ⁰) → dB; NaN for values ≤ 0 or not finite."""
-    x = np.asarray(linear, dtype=np.float64)
-    ok = np.isfinite(x) & (x > 0)
-    out = np.full(x.shape, np.nan, dtype=np.float32)
-    out[ok] = 10.0 * np.log10(x[ok])
-    return out
-
-
-def db_to_linear(db: ArrayLike) -> NDArray[np.float32]:
-    """Backscatter in dB → linear power; NaN stays NaN."""
-    return np.power(10.0, np.asarray(db, dtype=np.float64) / 10.0).astype(np.float32)
-
-
-def lee_filter(linear: ArrayLike, size: int = 5, enl: float = 4.4) -> NDArray[np.float32]:
-    """Lee speckle filter (multiplicative noise model) in the linear power domain.
-
-    ``out = m + k·(x − m)`` with local mean ``m`` and variance ``v`` over a ``size`` × ``size``
-    window, and ``k = clip((v − m²/enl) / (v·(1 + 1/enl)), 0, 1)``. Window statistics use only
-    finite neighbours, so nodata does not bleed into its surroundings; nodata pixels stay NaN
-    (the filter does not fill gaps).
-
-    Args:
-        linear: 2-D linear power (σ⁰ or γ⁰), NaN nodata.
-        size: Odd window size in pixels (5 as in the TerraMesh/CryoSentinel recipe).
-        enl: Equivalent number of looks of the input (IW GRDH ≈ 4.4).
-    """
-    if size < 1 or size % 2 == 0:
-        raise ValueError(f"window size must be odd and positive, got {size}")
-    x = np.asarray(linear, dtype=np.float64)
-    ok = np.isfinite(x) & (x > 0)
-    xf = np.where(ok, x, 0.0)
-    n = ndimage.uniform_filter(ok.astype(np.float64), size, mode="nearest")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m = ndimage.uniform_filter(xf, size, mode="nearest") / n
-        m2 = ndimage.uniform_filter(xf * xf, size, mode="nearest") / n
-        v = np.maximum(m2 - m * m, 0.0)
-        cu2 = 1.0 / enl
-        k = np.clip((v - m * m * cu2) / (v * (1.0 + cu2)), 0.0, 1.0)
-    k = np.where(v > 0, k, 0.0)  # flat window: the mean is the best estimate
-    out = m + k * (x - m)
-    return np.where(ok, out, np.nan).astype(np.float32)
 
 
 # --- I/O: warp onto the grid -----------------------------------------------------------------
@@ -361,11 +321,15 @@ def read_s1(
     linear: bool = True,
     speckle_size: int = 5,
 ) -> NDArray[np.float32]:
-    """Reads S1 VV and VH backscatter onto the grid, speckle-filters and converts to dB.
+    """Reads calibrated S1 VV and VH backscatter onto the grid, speckle-filters and converts to dB.
 
+    For files whose scale the caller states (``linear``). A catalog acquisition is read by
+    :func:`tasks.s1_read.read_s1_acquisition` instead, which decides RTC γ⁰ linear vs dB from
+    metadata and values, and calibrates GRD DN with its LUT: DN must never come through here.
     Resampling (bilinear) and the Lee filter work on linear power; inputs given in dB are
-    converted first. Sources may be on any grid, or GCP-georeferenced GRD (GDAL's warper uses
-    the GCPs). Nodata: the file's nodata tag, else NaN; values ≤ 0 in linear power are nodata.
+    converted first (from the window over the grid: resampled in power, not in dB). Sources may
+    be on any grid, or GCP-georeferenced when linear (GDAL's warper uses the GCPs). Nodata: the
+    file's nodata tag, else NaN; values ≤ 0 in linear power are nodata.
 
     Args:
         vv_href: VV raster (float32 σ⁰ or γ⁰).
@@ -386,10 +350,18 @@ def read_s1(
     return np.stack(out)
 
 
-def _warp_db_as_linear(href: str, grid: GridSpec) -> NDArray[np.float32]:
-    # Resampling happens in dB here (then converted) so memory stays bounded by the grid; at
-    # 10 m → 10 m the bias of averaging dB instead of power is negligible.
-    return db_to_linear(_warp(href, grid))
+def _warp_db_as_linear(href: str, grid: GridSpec, src_nodata: float | None = None) -> NDArray[np.float32]:
+    """A geocoded dB raster as linear power on the grid, resampled in power (:mod:`tasks.s1_grd`)."""
+    import rasterio
+    from rasterio._err import CPLE_BaseError  # GDAL's own errors: no public alias in rasterio.errors
+    from rasterio.errors import RasterioError
+
+    with _gdal_env(href):
+        try:
+            with rasterio.open(href) as ds:
+                return linear_from_db_on_grid(ds, grid, href, src_nodata)
+        except (RasterioError, CPLE_BaseError) as exc:
+            raise _read_failure(href, exc) from None
 
 
 def read_dem(href: str, grid: GridSpec, *, nodata: float | None = None) -> NDArray[np.float32]:

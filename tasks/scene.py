@@ -20,7 +20,8 @@ from db.records import ObservedLake
 from tasks.attribute import attribute_lakes, valid_footprint
 from tasks.grid import GridSpec
 from tasks.pairing import ScenePlan
-from tasks.preprocess import read_dem, read_s1, read_s2
+from tasks.preprocess import read_dem, read_s2
+from tasks.s1_read import read_s1_acquisition
 from tasks.stack import StackInfo, StackReader, stack_arrays, write_stack
 from tasks.vectorize import mask_to_polygons, probability_to_mask
 
@@ -40,7 +41,7 @@ def prepare_stack(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackInfo:
     s2_bands = {k: v for k, v in plan.s2.assets if k != "SCL"}
     scl = plan.s2.asset_map.get("SCL")
     s2 = read_s2(s2_bands, scl, plan.s2.processing_baseline or "00.00", grid)
-    s1 = read_s1(plan.s1.asset("vv"), plan.s1.asset("vh"), grid, linear=True)
+    s1 = read_s1_acquisition(plan.s1, grid).backscatter  # RTC γ⁰ / GRD σ⁰ by what it is; logs the decision
     dem = read_dem(plan.dem.asset("data"), grid)
     stack, valid = stack_arrays(s2, s1, dem)
     if not valid.any() and not _common_data(stack).any():  # cloud alone is an observation; no data is not

@@ -29,6 +29,7 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from core.errors import SourceError  # bad input, not retryable
+from tasks.sar import asset_metadata
 
 # Collection id (as the public catalogs spell it) → our kind.
 COLLECTION_KINDS: dict[str, str] = {
@@ -62,7 +63,15 @@ ASSET_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
         },
         "SCL": ("SCL", "scl", "SCL_20m"),
     },
-    "S1GRD": {"vv": ("vv", "VV"), "vh": ("vh", "VH")},
+    # GRD DN is calibrated with the product's LUT and geocoded through its annotation (tasks.s1_grd).
+    "S1GRD": {
+        "vv": ("vv", "VV"),
+        "vh": ("vh", "VH"),
+        "calibration-vv": ("schema-calibration-vv",),
+        "calibration-vh": ("schema-calibration-vh",),
+        "annotation-vv": ("schema-product-vv",),
+        "annotation-vh": ("schema-product-vh",),
+    },
     "S1RTC": {"vv": ("vv", "VV"), "vh": ("vh", "VH")},
     "DEM": {"data": ("data", "elevation", "DEM")},
 }
@@ -86,6 +95,8 @@ class Acquisition:
     cloud_cover: float | None = None
     fingerprint: str = ""
     """What the inputs are (see the module docstring); part of the scene ledger key."""
+    metadata: tuple[tuple[str, str], ...] = ()
+    """What the item says its assets hold, flattened to strings (S1: ``tasks.sar.asset_metadata``)."""
 
     def asset(self, key: str) -> str:
         """Href of one canonical asset key; KeyError names the product when missing."""
@@ -248,6 +259,7 @@ def item_to_acquisition(
         processing_baseline=str(baseline) if baseline is not None else None,
         cloud_cover=props.get("eo:cloud_cover"),
         fingerprint=(fingerprint or remote_fingerprint)(item, assets),
+        metadata=asset_metadata(item, kind, ASSET_ALIASES.get(kind, {})),
     )
 
 
