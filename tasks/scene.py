@@ -18,9 +18,10 @@ from shapely.geometry import MultiPolygon
 from core.errors import RasterInputError
 from db.records import ObservedLake
 from tasks.attribute import attribute_lakes, valid_footprint
+from tasks.dem import read_dem_tiles
 from tasks.grid import GridSpec
 from tasks.pairing import ScenePlan
-from tasks.preprocess import read_dem, read_s1, read_s2
+from tasks.preprocess import read_s1, read_s2
 from tasks.stack import StackInfo, StackReader, stack_arrays, write_stack
 from tasks.vectorize import mask_to_polygons, probability_to_mask
 
@@ -41,12 +42,12 @@ def prepare_stack(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackInfo:
     scl = plan.s2.asset_map.get("SCL")
     s2 = read_s2(s2_bands, scl, plan.s2.processing_baseline or "00.00", grid)
     s1 = read_s1(plan.s1.asset("vv"), plan.s1.asset("vh"), grid, linear=True)
-    dem = read_dem(plan.dem.asset("data"), grid)
+    dem = read_dem_tiles(plan.dem_hrefs, grid)  # one tile, or a mosaic across tile edges
     stack, valid = stack_arrays(s2, s1, dem)
     if not valid.any() and not _common_data(stack).any():  # cloud alone is an observation; no data is not
         raise RasterInputError(
             f"scene {plan.scene_id}: S2 {plan.s2.product_id}, S1 {plan.s1.asset('vv')} and DEM "
-            f"{plan.dem.asset('data')} have data on no common pixel of the AOI grid (EPSG:{grid.epsg})"
+            f"{', '.join(plan.dem_hrefs)} have data on no common pixel of the AOI grid (EPSG:{grid.epsg})"
         )
     return write_stack(stack, valid, grid, out_dir, plan.scene_id, cloud_fraction=s2.cloud_fraction)
 
