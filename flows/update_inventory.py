@@ -101,6 +101,7 @@ def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -
             # merge's check that one AOI's scenes share one parameter set.
             "fingerprints": ",".join((plan.s2.fingerprint, plan.s1.fingerprint, *(d.fingerprint for d in plan.dems))),
             "dem_tiles": json.dumps([d.product_id for d in plan.dems]),
+            **dict(stack.quality),  # the measured co-registration of S1 and the DEM against S2
             PARAMS_INPUT: json.dumps(ctx.stated_params, sort_keys=True),
         },
         utm_epsg=ctx.grid.epsg,  # CRS of the footprint and of the lakes' outlines
