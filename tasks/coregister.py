@@ -7,18 +7,23 @@ cross-correlation of the two feature images with the peak refined to 1/100 px by
 DFT (Guizar-Sicairos, Thurman & Fienup 2008, the method of scikit-image's
 ``phase_cross_correlation``, written out here in numpy so the pipeline needs no further package).
 
-Measure always, correct only when confident. On real co-registered chips (TerraMesh 433D_629L,
-S2 L2A + S1 RTC + DEM; Sen1Floods11 Spain_7370579, S2 + S1 GRD) the S1 ↔ S2 figures are 0.3–5 px
-apart depending on band and polarisation, at a peak correlation of 0.05–0.2 and a peak ratio of
-1.2–1.9; DEM ↔ S2 gives tens of pixels at a ratio of 1.0. Those are multimodal look-alikes, not
-shifts: correcting by them would misregister good data. A shift is therefore applied only when the
-peak is unambiguous (:data:`MIN_PEAK_RATIO`, :data:`MIN_CORRELATION`), small
-(:data:`MAX_SHIFT_PX`: the residual of georeferenced Sentinel products is a pixel or two, larger
-is a wrong match) and worth a second read (:data:`MIN_SHIFT_PX`), and it is kept only when the
-re-measured residual is smaller than the shift. A correction re-warps the source onto the grid
-shifted by the measured offset: one interpolation, as without correction. Every measurement,
-applied or not, is recorded with the scene (:meth:`Coregistration.as_inputs`).
-``benchmarks/coregistration.py`` reports the residuals on synthetic pairs and the real chips.
+Measure always, correct only when confident. On the real co-registered chips (TerraMesh
+433D_629L: S2 L2A + S1 RTC + DEM; Sen1Floods11 Spain_7370579: S2 + S1 GRD) this estimator reads
+S1 ↔ S2 offsets of 0.9–2.1 px that change with polarisation and chip, at a peak correlation of
+0.08–0.21 and a peak ratio of 1.6–3.4; even two S2 bands (B08 ↔ B11) read 1.5 px at 0.21, and
+DEM ↔ S2 reads 60 px at a ratio of 1.25. The demo world (S1 exactly on the S2 grid, speckled)
+reads 0.1–0.3 px at a correlation of 0.40–0.44 and a ratio of 2.5–3.4. A true offset of one
+field against its copy reads at a correlation of 0.88–0.99 and a ratio of 10–14. The real
+figures are multimodal look-alikes, not
+measured shifts: correcting by them could misregister good data. A shift is therefore applied
+only when the peak is unambiguous (:data:`MIN_PEAK_RATIO` and, the decisive one on real data,
+:data:`MIN_CORRELATION`), small (:data:`MAX_SHIFT_PX`: georeferenced Sentinel products agree to a
+pixel or two, more is a wrong match) and worth a second read (:data:`MIN_SHIFT_PX`), and it is
+kept only when the re-measured offset is smaller than the measured one. A correction re-warps
+the source onto the grid shifted by the measured offset: one interpolation, as without
+correction. Every measurement, applied or not, is recorded with the scene
+(:meth:`Coregistration.as_inputs`). ``benchmarks/coregistration.py`` gives these figures and the
+residuals on synthetic pairs (≤ 0.08 px for S1, ≤ 0.03 px for the DEM, from offsets up to 1.5 px).
 
 Sign convention: an offset ``(dy, dx)`` in pixels of the scene grid says the moving image's
 content lies ``dy`` rows south and ``dx`` columns east of where S2 has it.
@@ -50,9 +55,11 @@ __all__ = [
 ]
 
 MIN_PEAK_RATIO = 3.0
-"""Correlation peak over the next-highest local maximum (7 × 7 px), at least."""
+"""Correlation peak over the next-highest local maximum (7 × 7 px), at least (real pairs 1.25–3.4,
+a true offset 10–14)."""
 MIN_CORRELATION = 0.5
-"""Normalised cross-correlation of the feature images at the peak, at least (real pairs: ≤ 0.2)."""
+"""Normalised cross-correlation of the feature images at the peak, at least (real pairs ≤ 0.21,
+the exactly registered demo ≤ 0.44, a true offset of a copy ≥ 0.88)."""
 MAX_SHIFT_PX = 2.0
 """Largest offset corrected, pixels (20 m at 10 m); a larger measured one is a wrong match."""
 MIN_SHIFT_PX = 0.1
@@ -266,7 +273,7 @@ def shifted_grid(grid: GridSpec, dy: float, dx: float) -> GridSpec:
     """
     from affine import Affine
 
-    return GridSpec.from_affine(grid.epsg, grid.affine * Affine.translation(dx, dy), grid.width, grid.height)
+    return GridSpec.from_affine(grid.epsg, grid.affine @ Affine.translation(dx, dy), grid.width, grid.height)
 
 
 # --- the pipeline's step ---------------------------------------------------------------------
