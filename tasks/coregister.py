@@ -14,16 +14,16 @@ S1 ↔ S2 offsets of 0.9–2.1 px that change with polarisation and chip, at a p
 DEM ↔ S2 reads 60 px at a ratio of 1.25. The demo world (S1 exactly on the S2 grid, speckled)
 reads 0.1–0.3 px at a correlation of 0.40–0.44 and a ratio of 2.5–3.4. A true offset of one
 field against its copy reads at a correlation of 0.88–0.99 and a ratio of 10–14. The real
-figures are multimodal look-alikes, not
-measured shifts: correcting by them could misregister good data. A shift is therefore applied
-only when the peak is unambiguous (:data:`MIN_PEAK_RATIO` and, the decisive one on real data,
-:data:`MIN_CORRELATION`), small (:data:`MAX_SHIFT_PX`: georeferenced Sentinel products agree to a
-pixel or two, more is a wrong match) and worth a second read (:data:`MIN_SHIFT_PX`), and it is
-kept only when the re-measured offset is smaller than the measured one. A correction re-warps
-the source onto the grid shifted by the measured offset: one interpolation, as without
-correction. Every measurement, applied or not, is recorded with the scene
-(:meth:`Coregistration.as_inputs`). ``benchmarks/coregistration.py`` gives these figures and the
-residuals on synthetic pairs (≤ 0.08 px for S1, ≤ 0.03 px for the DEM, from offsets up to 1.5 px).
+figures are multimodal look-alikes, not measured shifts: correcting by them could misregister
+good data. A shift is therefore applied only when the peak is unambiguous
+(:data:`MIN_PEAK_RATIO` and, the decisive one on real data, :data:`MIN_CORRELATION`), small
+(:data:`MAX_SHIFT_PX`: georeferenced Sentinel products agree to a pixel or two, more is a wrong
+match) and worth a second read (:data:`MIN_SHIFT_PX`), and it is kept only when the re-measured
+offset is smaller than the measured one. A correction re-warps the source onto the grid shifted
+by the measured offset: one interpolation, as without correction. Every measurement, applied or
+not, is recorded with the scene (:meth:`Coregistration.as_inputs`).
+``benchmarks/coregistration.py`` gives these figures and the residuals on synthetic pairs (≤
+0.08 px for S1, ≤ 0.03 px for the DEM, from offsets up to 1.5 px).
 
 Sign convention: an offset ``(dy, dx)`` in pixels of the scene grid says the moving image's
 content lies ``dy`` rows south and ``dx`` columns east of where S2 has it.
