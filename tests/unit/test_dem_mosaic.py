@@ -195,3 +195,42 @@ def test_bad_tiles_are_named(tmp_path: Path) -> None:
     far2 = _write(tmp_path / "far2.tif", z, 10.05, 10.0)
     with pytest.raises(RasterInputError, match=r"far\.tif.*far2\.tif: no valid pixel"):
         read_dem_tiles([far, far2], _grid())
+
+
+def test_real_glo30_tile_grids_join_pixel_for_pixel(tmp_path: Path, realdata: Path) -> None:
+    """Tiles on the grids of two real adjacent GLO-30 items (10″ × 1″ at 89° S) join without resampling."""
+    import json
+
+    from rasterio.io import MemoryFile
+
+    items = {d["id"]: d for d in json.loads((realdata / "stac_items" / "cop-dem-glo-30-pc.json").read_text())}
+    hrefs = []
+    rng = np.random.default_rng(0)
+    for name in ("Copernicus_DSM_COG_10_S90_00_W180_00_DEM", "Copernicus_DSM_COG_10_S90_00_W179_00_DEM"):
+        props = items[name]["properties"]
+        a, _, c, _, e, f = props["proj:transform"]
+        rows, cols = 40, props["proj:shape"][1]  # a 40-row strip of the tile, full width
+        z = (2800.0 + rng.normal(0, 50, (rows, cols))).astype(np.float32)
+        path = tmp_path / f"{name}.tif"
+        profile = {
+            "driver": "GTiff",
+            "width": cols,
+            "height": rows,
+            "count": 1,
+            "dtype": "float32",
+            "crs": f"EPSG:{props['proj:epsg']}",
+            "transform": rasterio.Affine(a, 0.0, c, 0.0, e, f),
+            "nodata": -32767.0,
+        }
+        with rasterio.open(path, "w", **profile) as ds:
+            ds.write(z[np.newaxis])
+        hrefs.append(str(path))
+    tiles = [_open_tile(h, None) for h in hrefs]
+    xml = mosaic_vrt(tiles)
+    assert 'xOff="0.0"' in xml and 'xOff="360.0"' in xml, "the east tile starts one tile width on, exactly"
+    with MemoryFile(xml.encode(), ext=".vrt") as mem, mem.open() as vrt:
+        assert (vrt.width, vrt.height) == (720, 40)
+        mosaic = vrt.read(1)
+    for i, href in enumerate(hrefs):
+        with rasterio.open(href) as ds:
+            np.testing.assert_array_equal(mosaic[:, 360 * i : 360 * (i + 1)], ds.read(1))
