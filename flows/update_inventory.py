@@ -87,7 +87,7 @@ def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -
         sensing_time=plan.s2.sensing_time,
         s2_product_id=plan.s2.product_id,
         s1_product_id=plan.s1.product_id,
-        dem_id=plan.dem.product_id,
+        dem_id=plan.dem_id,
         model_version=ctx.model_version,
         params_hash=params_hash(ctx.params),
         valid_footprint=extracted.footprint,
@@ -99,7 +99,9 @@ def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -
             "probability": str(probability),
             # What the inputs were (the ledger key covers them) and the parameters, for the
             # merge's check that one AOI's scenes share one parameter set.
-            "fingerprints": ",".join((plan.s2.fingerprint, plan.s1.fingerprint, plan.dem.fingerprint)),
+            "fingerprints": ",".join((plan.s2.fingerprint, plan.s1.fingerprint, *(d.fingerprint for d in plan.dems))),
+            "dem_tiles": json.dumps([d.product_id for d in plan.dems]),
+            **dict(stack.quality),  # the measured co-registration of S1 and the DEM against S2
             PARAMS_INPUT: json.dumps(ctx.stated_params, sort_keys=True),
         },
         utm_epsg=ctx.grid.epsg,  # CRS of the footprint and of the lakes' outlines

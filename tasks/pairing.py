@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from shapely.geometry.base import BaseGeometry
+from shapely.ops import unary_union
 
 from core.errors import SettingsError
 from tasks.defaults import MAX_PAIR_DAYS
@@ -25,11 +26,13 @@ from tasks.sources import Acquisition
 
 @dataclass(frozen=True)
 class ScenePlan:
-    """The inputs of one scene: an S2 L2A product, its S1 partner and the DEM."""
+    """The inputs of one scene: an S2 L2A product, its S1 partner and the DEM tiles."""
 
     s2: Acquisition
     s1: Acquisition
-    dem: Acquisition
+    dems: tuple[Acquisition, ...]
+    """The DEM acquisitions whose union covers the AOI (one, or several across tile edges),
+    sorted by product id; the mosaic reads them in this order."""
 
     @property
     def scene_id(self) -> str:
@@ -40,6 +43,16 @@ class ScenePlan:
     def s1_kind(self) -> str:
         """The S1 kind the scene uses: ``S1RTC`` (γ⁰) or ``S1GRD`` (σ⁰)."""
         return self.s1.kind
+
+    @property
+    def dem_id(self) -> str:
+        """The DEM as one text: the tiles' product ids, sorted, joined with '+' (one tile: its id)."""
+        return "+".join(d.product_id for d in self.dems)
+
+    @property
+    def dem_hrefs(self) -> tuple[str, ...]:
+        """The tiles' elevation assets, in :attr:`dems` order."""
+        return tuple(d.asset("data") for d in self.dems)
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,7 @@ def pair_scenes(
     max_days: float = MAX_PAIR_DAYS,
     s1_kind: str | None = None,
 ) -> tuple[list[ScenePlan], list[Skipped]]:
-    """Pair each S2 L2A acquisition with the closest-in-time S1 one and a DEM covering the AOI.
+    """Pair each S2 L2A acquisition with the closest-in-time S1 one and DEM tiles covering the AOI.
 
     Only S1 acquisitions of one kind are paired: ``s1_kind``, or when None
     :func:`choose_s1_kind` (RTC wherever the acquisitions hold any). An S2 scene that has only
@@ -92,7 +105,7 @@ def pair_scenes(
         if not candidates:
             skipped.append(Skipped(s2.product_id, _no_s1_reason(s2, kind, others, limit, max_days)))
             continue
-        if dem is None:
+        if not dem:
             skipped.append(Skipped(s2.product_id, "no DEM covering the AOI"))
             continue
         s1 = min(
@@ -103,7 +116,7 @@ def pair_scenes(
                 a.product_id,
             ),
         )
-        plans.append(ScenePlan(s2=s2, s1=s1, dem=dem))
+        plans.append(ScenePlan(s2=s2, s1=s1, dems=dem))
     return plans, skipped
 
 
@@ -123,15 +136,58 @@ def _cover(footprint: BaseGeometry | None, aoi: BaseGeometry) -> float:
     return float(footprint.intersection(aoi).area / aoi.area)
 
 
-def _best_dem(dems: Sequence[Acquisition], aoi: BaseGeometry) -> Acquisition | None:
-    covering = [d for d in dems if _cover(d.footprint, aoi) > 0.999 or d.footprint is None]
-    return min(covering, key=lambda d: d.product_id) if covering else None
+DEM_MIN_COVER = 0.999
+"""Share of the AOI (EPSG:4326 area) the DEM tiles' union must cover for a scene to be planned."""
+
+
+def _best_dem(dems: Sequence[Acquisition], aoi: BaseGeometry) -> tuple[Acquisition, ...]:
+    """The DEM tiles of the plans: one covering the AOI if there is one, else a union that does.
+
+    One tile covering more than :data:`DEM_MIN_COVER` of the AOI (or with no footprint to say otherwise)
+    wins alone, the smallest id among several. Else tiles are taken greedily, the one adding the
+    most uncovered AOI area first (ties: smaller id), until the union covers the share; tiles the
+    final union does not need are dropped again. Empty when even all tiles together cover no more.
+    The result is sorted by product id, so the plan (and the scene key) is deterministic.
+    """
+    covering = [d for d in dems if d.footprint is None or _cover(d.footprint, aoi) > DEM_MIN_COVER]
+    if covering:
+        return (min(covering, key=lambda d: d.product_id),)
+    if aoi.area == 0:
+        return ()
+    chosen: list[Acquisition] = []
+    union: BaseGeometry | None = None
+    candidates = sorted((d for d in dems if d.footprint.intersects(aoi)), key=lambda d: d.product_id)
+    while candidates and _union_cover(union, aoi) <= DEM_MIN_COVER:
+        best = max(candidates, key=lambda d: _gain(union, d.footprint, aoi))  # first maximum: smaller id
+        if _gain(union, best.footprint, aoi) <= 0:
+            break
+        chosen.append(best)
+        candidates.remove(best)
+        union = best.footprint if union is None else union.union(best.footprint)
+    if _union_cover(union, aoi) <= DEM_MIN_COVER:
+        return ()
+    for tile in list(reversed(chosen)):  # the last picks add least; drop any the rest make redundant
+        rest = [d.footprint for d in chosen if d is not tile]
+        if rest and _union_cover(unary_union(rest), aoi) > DEM_MIN_COVER:
+            chosen.remove(tile)
+    return tuple(sorted(chosen, key=lambda d: d.product_id))
+
+
+def _union_cover(union: BaseGeometry | None, aoi: BaseGeometry) -> float:
+    return 0.0 if union is None else _cover(union, aoi)
+
+
+def _gain(union: BaseGeometry | None, footprint: BaseGeometry, aoi: BaseGeometry) -> float:
+    """AOI area (degrees²) ``footprint`` adds to ``union``."""
+    part = footprint.intersection(aoi)
+    return float(part.area if union is None else part.difference(union).area)
 
 
 def scene_key(plan: ScenePlan, model_version: str, params: Mapping[str, object]) -> str:
     """Ledger key of a scene: sha256 over input product ids and what they are, model version and parameters.
 
-    The S1 kind (``S1GRD`` σ⁰ or ``S1RTC`` γ⁰) is part of "what they are".
+    The S1 kind (``S1GRD`` σ⁰ or ``S1RTC`` γ⁰) is part of "what they are". Every DEM tile counts:
+    its id (in :attr:`ScenePlan.dem_id`) and its fingerprint.
 
     "What they are" is each acquisition's ``fingerprint`` (size, modification time and path of
     local files; the item's update time or checksums for remote ones): a fixed or replaced file
@@ -140,9 +196,9 @@ def scene_key(plan: ScenePlan, model_version: str, params: Mapping[str, object])
     payload = {
         "s2": plan.s2.product_id,
         "s1": plan.s1.product_id,
-        "dem": plan.dem.product_id,
+        "dem": plan.dem_id,
         "s1_kind": plan.s1_kind,
-        "inputs": [plan.s2.fingerprint, plan.s1.fingerprint, plan.dem.fingerprint],
+        "inputs": [plan.s2.fingerprint, plan.s1.fingerprint, *(d.fingerprint for d in plan.dems)],
         "model": model_version,
         "params": params_hash(params),
     }

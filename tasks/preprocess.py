@@ -365,7 +365,9 @@ def _warp_db_as_linear(href: str, grid: GridSpec, src_nodata: float | None = Non
 
 
 def read_dem(href: str, grid: GridSpec, *, nodata: float | None = None) -> NDArray[np.float32]:
-    """Reads a DEM (any CRS, e.g. GLO-30 in EPSG:4326) onto the grid, bilinear.
+    """Reads one DEM file (any CRS, e.g. GLO-30 in EPSG:4326) onto the grid, bilinear.
+
+    Several tiles (an AOI across a tile edge): :func:`tasks.dem.read_dem_tiles`, one warp of their mosaic.
 
     Args:
         href: DEM raster, metres.

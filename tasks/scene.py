@@ -7,7 +7,7 @@ these stages are in ``flows.tasks``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,11 @@ from shapely.geometry import MultiPolygon
 from core.errors import RasterInputError
 from db.records import ObservedLake
 from tasks.attribute import attribute_lakes, valid_footprint
+from tasks.coregister import align
+from tasks.dem import read_dem_tiles
 from tasks.grid import GridSpec
 from tasks.pairing import ScenePlan
-from tasks.preprocess import read_dem, read_s2
+from tasks.preprocess import S2_BANDS, read_s2
 from tasks.s1_read import read_s1_acquisition
 from tasks.stack import StackInfo, StackReader, stack_arrays, write_stack
 from tasks.vectorize import mask_to_polygons, probability_to_mask
@@ -30,6 +32,10 @@ __all__ = ["ExtractedLakes", "extract_lakes", "prepare_stack"]
 
 def prepare_stack(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackInfo:
     """Reads, harmonises and co-registers S2 + S1 + DEM onto ``grid``; writes the 15-band stack.
+
+    The DEM is one tile or a mosaic of the plan's tiles (:func:`tasks.dem.read_dem_tiles`). S1
+    and the DEM are measured against S2 by phase correlation and re-warped only for a confident
+    offset (:func:`tasks.coregister.align`); the measurement is in the result's ``quality``.
 
     Holds the whole stack in memory once (15 × H × W float32) while it is assembled and written.
 
@@ -42,14 +48,24 @@ def prepare_stack(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackInfo:
     scl = plan.s2.asset_map.get("SCL")
     s2 = read_s2(s2_bands, scl, plan.s2.processing_baseline or "00.00", grid)
     s1 = read_s1_acquisition(plan.s1, grid).backscatter  # RTC γ⁰ / GRD σ⁰ by what it is; logs the decision
-    dem = read_dem(plan.dem.asset("data"), grid)
+    dem = read_dem_tiles(plan.dem_hrefs, grid)  # one tile, or a mosaic across tile edges
+    s1, dem, coreg = align(  # measured against S2 always; corrected only when confident
+        s2.reflectance[S2_BANDS.index("B08")],
+        s2.clear,
+        s1,
+        dem,
+        grid,
+        read_s1=lambda g: read_s1_acquisition(plan.s1, g).backscatter,
+        read_dem=lambda g: read_dem_tiles(plan.dem_hrefs, g),
+    )
     stack, valid = stack_arrays(s2, s1, dem)
     if not valid.any() and not _common_data(stack).any():  # cloud alone is an observation; no data is not
         raise RasterInputError(
             f"scene {plan.scene_id}: S2 {plan.s2.product_id}, S1 {plan.s1.asset('vv')} and DEM "
-            f"{plan.dem.asset('data')} have data on no common pixel of the AOI grid (EPSG:{grid.epsg})"
+            f"{', '.join(plan.dem_hrefs)} have data on no common pixel of the AOI grid (EPSG:{grid.epsg})"
         )
-    return write_stack(stack, valid, grid, out_dir, plan.scene_id, cloud_fraction=s2.cloud_fraction)
+    info = write_stack(stack, valid, grid, out_dir, plan.scene_id, cloud_fraction=s2.cloud_fraction)
+    return replace(info, quality=tuple(coreg.as_inputs().items()))
 
 
 def _common_data(stack: NDArray[np.float32]) -> NDArray[np.bool_]:

@@ -76,6 +76,8 @@ class StackInfo:
         grid: The scene grid.
         valid_fraction: Share of grid pixels that are valid, 0–1.
         cloud_fraction: Share of S2 data pixels flagged cloud/cloud shadow, 0–1 (NaN if unknown).
+        quality: ``(key, text)`` measurements made while the stack was assembled, for the
+            scene's ``inputs`` (e.g. ``coregistration``: JSON, see ``tasks.coregister``).
     """
 
     path: Path
@@ -83,6 +85,7 @@ class StackInfo:
     grid: GridSpec
     valid_fraction: float
     cloud_fraction: float
+    quality: tuple[tuple[str, str], ...] = ()
 
 
 # --- pure functions --------------------------------------------------------------------------
