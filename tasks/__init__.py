@@ -2,12 +2,13 @@
 
 Lives here, in pipeline order: ``sources`` (STAC / local catalogs → acquisitions), ``pairing``
 (S2 ↔ S1 ↔ DEM scene plans, scene keys), ``grid`` (the UTM scene grid), ``preprocess`` (read,
-harmonise and warp each source onto the grid), ``stack`` (the analysis-ready stack file: its one
-format owner, writer and readers), ``segment`` (stack → water-probability COG), ``vectorize``
-(probability → lake polygons), ``attribute`` (polygons → inventory records), ``scene`` (one
-scene's stages end to end), ``defaults`` (parameter defaults). Every function takes and returns
-arrays, files or small frozen values; none schedules, retries or caches: the Prefect wrappers
-of these stages, with their policies, are on one page, ``flows.tasks``.
+harmonise and warp each source onto the grid), ``validity`` (which pixels count as seen, and
+for what: the valid data the model reads, the dry-capable footprint absences need), ``stack``
+(the analysis-ready stack file: its one format owner, writer and readers), ``segment`` (stack →
+water-probability COG), ``vectorize`` (probability → lake polygons), ``attribute`` (polygons →
+inventory records), ``scene`` (one scene's stages end to end), ``defaults`` (parameter defaults).
+Every function takes and returns arrays, files or small frozen values; none schedules, retries or
+caches: the Prefect wrappers of these stages, with their policies, are on one page, ``flows.tasks``.
 
 May import: ``core``, ``models``, ``db`` (records, CRS helpers) and third-party libraries.
 Never ``flows``, ``demo`` or Prefect (``tests/unit/test_tasks_layer.py`` checks this).

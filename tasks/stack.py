@@ -263,6 +263,8 @@ class StackReader:
             raster (e.g. a training stack made elsewhere).
 
     Attributes:
+        dry_capable_path: The dry-capable sidecar (from the :class:`StackInfo`, else the stack's
+            ``dry_capable_mask`` tag), or None: the cloud state is unknown.
         height, width: Raster size in pixels.
         crs, transform: The stack's rasterio CRS and affine transform (pixel corners, metres).
 
