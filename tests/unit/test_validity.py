@@ -226,3 +226,26 @@ def test_extract_lakes_footprint_marks_absent_only_what_was_seen_dry(tmp_path: P
     no_scl = extract_lakes(blind, blind_prob, 0.5, MIN_AREA_M2)
     assert no_scl.footprint is None, "unknown cloud state: no lake can be marked absent"
     assert [lk.area_m2 for lk in no_scl.lakes] == [lk.area_m2 for lk in out.lakes], "lakes are still mapped"
+
+
+def test_real_items_without_a_baseline_go_to_the_detector(realdata: Path) -> None:
+    """Earth Search v0 L2A items state no processing baseline: the pixels decide, never "no offset".
+
+    The real TerraMesh L2A chip (which carries the +1000 DN) stands in for such an item's pixels;
+    a CDSE item states its baseline (``processing:version``), which decides.
+    """
+    import pystac
+
+    from tasks.sources import item_to_acquisition
+
+    items = realdata / "stac_items"
+    v0 = item_to_acquisition(pystac.Item.from_file(str(items / "S2A_28QCH_20200714_0_L2A.json")), "S2L2A", "v0")
+    assert v0.processing_baseline is None
+    with rasterio.open(realdata / "terramesh_sample" / "433D_629L_3_1_S2L2A.tif") as ds:
+        dn = list(ds.read().astype(np.float32))
+    decision = decide_s2_offset(v0.processing_baseline, dn)
+    assert (decision.dn, decision.source) == (1000, "detector") and "p1" in decision.evidence
+    cdse = "S2C_MSIL2A_20250330T100051_N0511_R122_T33UWP_20250330T145914_cdse_stac_v110_trimmed.json"
+    stated = item_to_acquisition(pystac.Item.from_file(str(items / cdse)), "S2L2A", "cdse")
+    assert decide_s2_offset(stated.processing_baseline, dn) == decide_s2_offset("05.11", dn)
+    assert decide_s2_offset(stated.processing_baseline, dn).source == "baseline"
