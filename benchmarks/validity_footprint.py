@@ -4,7 +4,8 @@ Generates the demo catalog (``--size`` px, seed 0) in a temporary folder and, fo
 scene, runs the pipeline's stages without a database (stack → spectral baseline → lakes) and
 counts, in 10 m pixels: the valid data (what the model reads), the snow/ice pixels (SCL 11) and
 the water pixels with their one-pixel ring that the dry-capable mask leaves out, and what remains
-dry-capable (the footprint's pixels); plus the S2 offset decision. Then the same scenes with the
+dry-capable (the footprint's pixels), and the footprint's vertex count against that of the valid
+pixels' outline (the footprint before the policy); plus the S2 offset decision. Then the same scenes with the
 items' processing baseline removed (the offset detector decides; the stacks must be identical)
 and with their SCL removed (cloud state unknown: no footprint).
 
@@ -25,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import rasterio
+import shapely
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from demo.synthetic import generate_demo_catalog  # noqa: E402
 from flows.aoi import load_aoi  # noqa: E402
+from tasks.attribute import valid_footprint  # noqa: E402
 from tasks.grid import grid_for_geometry, utm_epsg_for  # noqa: E402
 from tasks.pairing import pair_scenes  # noqa: E402
 from tasks.scene import extract_lakes, prepare_stack  # noqa: E402
@@ -78,6 +81,11 @@ def _scenes(root: Path, work: Path) -> list[dict[str, Any]]:
             "valid_px": int(valid.sum()),
             "lakes": len(lakes.lakes),
             "footprint_m2": None if lakes.footprint is None else round(lakes.footprint.area),
+            "footprint_vertices": None
+            if lakes.footprint is None
+            else int(shapely.get_num_coordinates(lakes.footprint)),
+            # The footprint before the policy: every valid pixel (what the merge used to get).
+            "valid_footprint_vertices": int(shapely.get_num_coordinates(valid_footprint(valid, grid))),
             "stack_sha256": stack_sha[:16],
         }
         if before is not None and seen_dry is not None:
