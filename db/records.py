@@ -61,9 +61,12 @@ class SceneResult:
     model_version: str
     params_hash: str
     valid_footprint: MultiPolygon | None
-    """Where the scene could see (clear S2 ∧ valid S1 ∧ valid DEM), in ``utm_epsg``; None if nothing
-    was valid."""
-    cloud_fraction: float
+    """Where the scene could have seen a lake's place dry, in ``utm_epsg``: the merge marks a lake
+    absent only inside it. Dry-capable = valid data (clear S2 ∧ valid S1 ∧ valid DEM) ∧ cloud state
+    known from SCL ∧ not snow/ice ∧ no water pixel within one pixel (``tasks.validity``). None when
+    the cloud state is unknown (no SCL) or nothing is dry-capable: the scene marks no lake absent."""
+    cloud_fraction: float | None
+    """Share of observed S2 pixels SCL flags cloud or cloud shadow, 0–1; None when unknown (no SCL)."""
     valid_fraction: float
     lakes: tuple[ObservedLake, ...]
     inputs: Mapping[str, str] = field(default_factory=dict)

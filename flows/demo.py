@@ -78,7 +78,8 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
     echo("Lakes per date:")
     for s in scenes:
         n = int((mapped["sensing_time"] == s["sensing_time"]).sum()) if len(mapped) else 0
-        cover = f"cloud {s['cloud_fraction']:.0%}, valid {s['valid_fraction']:.0%}"
+        cloud = "unknown" if s["cloud_fraction"] is None else f"{s['cloud_fraction']:.0%}"  # NULL: no SCL
+        cover = f"cloud {cloud}, valid {s['valid_fraction']:.0%}"
         echo(f"  {s['sensing_time']:%Y-%m-%d}  {n:3d} lakes  ({cover})")
     echo(f"Inventory: {summary}")
     echo(

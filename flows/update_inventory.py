@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -41,6 +42,8 @@ from models.registry import load_segmenter
 from tasks.grid import GridSpec, grid_for_geometry, utm_epsg_for
 from tasks.pairing import ScenePlan, pair_scenes, params_hash, scene_key
 from tasks.sources import Acquisition
+from tasks.stack import StackInfo
+from tasks.validity import cloud_state_of
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -
     """One scene from files to merge. Raises on failure; the caller records it."""
     scene_dir = ctx.data_dir / "scenes" / key[:16]
     stack = prepare_stack_task(plan, ctx.grid, scene_dir)
+    observation = _observation_inputs(plan, stack)
     probability = segment_task(stack, ctx.model, scene_dir / "probability.tif", ctx.tta, ctx.hub)
     extracted = extract_lakes_task(stack, probability, ctx.threshold, ctx.min_area_m2)
     result = SceneResult(
@@ -91,7 +95,7 @@ def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -
         model_version=ctx.model_version,
         params_hash=params_hash(ctx.params),
         valid_footprint=extracted.footprint,
-        cloud_fraction=stack.cloud_fraction,
+        cloud_fraction=None if math.isnan(stack.cloud_fraction) else stack.cloud_fraction,
         valid_fraction=stack.valid_fraction,
         lakes=extracted.lakes,
         inputs={
@@ -103,11 +107,30 @@ def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -
             "dem_tiles": json.dumps([d.product_id for d in plan.dems]),
             **dict(stack.quality),  # the measured co-registration of S1 and the DEM against S2
             PARAMS_INPUT: json.dumps(ctx.stated_params, sort_keys=True),
+            **observation,
         },
         utm_epsg=ctx.grid.epsg,  # CRS of the footprint and of the lakes' outlines
     )
     merge = merge_task(db, result, ctx.merge_config)
     return SceneOutcome(plan.s2.product_id, "processed", None, merge)
+
+
+def _observation_inputs(plan: ScenePlan, stack: StackInfo) -> dict[str, str]:
+    """How the scene's S2 was read (tasks.validity), for its inputs; logs what no item stated.
+
+    ``cloud_state``: "scl", or "unknown" when the item has no SCL (the scene then marks no lake
+    absent: its footprint is None). ``s2_offset``: the DN offset removed and why (the processing
+    baseline, or the offset detector's percentiles when the item states no baseline).
+    """
+    logger = get_run_logger()
+    state = cloud_state_of(stack.cloud_fraction)
+    if state == "unknown":
+        logger.warning("%s: no SCL, cloud state unknown: its lakes are mapped, none is marked absent", plan.scene_id)
+    if stack.s2_offset is None:  # prepare_stack always decides; a stack without the record is a bug
+        raise RuntimeError(f"{stack.path}: stack has no S2 offset decision")
+    if stack.s2_offset.source == "detector":
+        logger.info("%s: no processing baseline; S2 offset %s", plan.scene_id, stack.s2_offset.describe())
+    return {"cloud_state": state, "s2_offset": stack.s2_offset.describe()}
 
 
 def _acquisition_rows(acquisitions: list[Acquisition]) -> list[AcquisitionRow]:

@@ -13,7 +13,7 @@ Pure functions come first; the readers (rasterio, GDAL warper) are at the bottom
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +31,19 @@ from tasks.s1_grd import linear_from_db_on_grid
 from tasks.sar import db_to_linear, lee_filter, sigma0_to_db
 from tasks.sources import REMOTE_TIMEOUT_S
 
+# The validity policy (SCL classes, clear and snow/ice masks) lives in tasks.validity; its names
+# stay importable from here, where the S2 reader applies them.
+from tasks.validity import CLOUD_SCL_CLASSES, SCL_INVALID_CLASSES, S2Offset, cloud_mask_from_scl, s2_validity
+
 __all__ = [
     "BOA_ADD_OFFSET",
     "CLOUD_SCL_CLASSES",
     "S2_BANDS",
     "SCL_INVALID_CLASSES",
     "S2Scene",
+    "cloud_mask_from_scl",
     "db_to_linear",
+    "decide_s2_offset",
     "detect_s2_dn_offset",
     "harmonise_s2_dn",
     "lee_filter",
@@ -52,14 +58,6 @@ __all__ = [
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 """The 12 L2A bands in TerraMind (and CryoSentinel) order; B10 has no surface reflectance."""
 
-CLOUD_SCL_CLASSES = frozenset({3, 8, 9, 10})
-"""SCL cloud shadow, cloud medium/high probability, thin cirrus.
-
-Never 11 (snow): glacial scenes are snowy."""
-
-SCL_INVALID_CLASSES = frozenset({0, 1})
-"""SCL no data and saturated/defective: not observed at all."""
-
 BOA_ADD_OFFSET = 1000
 """DN offset added to L2A reflectance from processing baseline 04.00 (January 2022) on."""
 
@@ -73,14 +71,20 @@ class S2Scene:
     Attributes:
         reflectance: float32 ``(12, H, W)``, reflectance × 10 000 (pre-04.00 scale), bands in
             :data:`S2_BANDS` order, NaN where the product has no data.
-        clear: bool ``(H, W)``: every band has data, SCL is neither no-data/defective nor cloud.
+        clear: bool ``(H, W)``: every band has data, SCL is neither no-data/defective nor cloud
+            (without SCL: every band has data; see :mod:`tasks.validity`).
         cloud_fraction: Share of observed pixels (data, SCL not 0/1) that SCL flags as cloud
-            or cloud shadow, 0–1 (1.0 when nothing was observed; 0.0 when no SCL was given).
+            or cloud shadow, 0–1 (1.0 when nothing was observed); NaN when no SCL was given
+            (cloud state unknown, never "clear").
+        snow_ice: bool ``(H, W)``, clear pixels SCL calls snow or ice; None without SCL (unknown).
+        offset: How the +1000 DN offset was decided (baseline or detector), None where not recorded.
     """
 
     reflectance: NDArray[np.float32]
     clear: NDArray[np.bool_]
     cloud_fraction: float
+    snow_ice: NDArray[np.bool_] | None = None
+    offset: S2Offset | None = None
 
 
 # --- pure functions --------------------------------------------------------------------------
@@ -149,21 +153,22 @@ def detect_s2_dn_offset(dn: NDArray[np.floating], percentile: float = 1.0) -> tu
     return 0, f"no +1000 offset in S2 (band {int(low.argmin()) + 1}'s p{percentile:g} is {low.min():.0f} DN)"
 
 
-def cloud_mask_from_scl(scl: NDArray[np.integer], data: NDArray[np.bool_]) -> tuple[NDArray[np.bool_], float]:
-    """Clear-sky mask and cloud fraction from the scene classification layer.
+def decide_s2_offset(
+    processing_baseline: str | None, dn_bands: Sequence[NDArray[np.floating]], max_pixels: int = 1_000_000
+) -> S2Offset:
+    """The +1000 DN offset of one product: from its baseline, else from its pixels (never assumed).
 
     Args:
-        scl: SCL classes on the grid (nearest-neighbour resampled).
-        data: Where all S2 bands have data.
-
-    Returns:
-        ``(clear, cloud_fraction)``: clear = data ∧ SCL valid ∧ not cloud; the fraction is of
-        observed pixels (data ∧ SCL valid; 1.0 when there are none).
+        processing_baseline: The product's baseline ("05.09"), or None when the item has none.
+        dn_bands: The 12 bands' DN on the grid (NaN or 0 nodata).
+        max_pixels: The detector reads an even sample of at most this many pixels per band.
     """
-    observed = data & ~np.isin(scl, list(SCL_INVALID_CLASSES))
-    cloud = observed & np.isin(scl, list(CLOUD_SCL_CLASSES))
-    n = int(observed.sum())
-    return observed & ~cloud, (float(cloud.sum()) / n if n else 1.0)
+    if processing_baseline is not None:
+        dn = BOA_ADD_OFFSET if _baseline_tuple(processing_baseline) >= _OFFSET_FROM_BASELINE else 0
+        return S2Offset(dn, "baseline", f"processing baseline {processing_baseline}")
+    step = max(1, -(-int(np.asarray(dn_bands[0]).size) // max_pixels))
+    offset, reason = detect_s2_dn_offset(np.stack([np.asarray(b).ravel()[::step] for b in dn_bands]))
+    return S2Offset(offset, "detector", reason)
 
 
 # --- I/O: warp onto the grid -----------------------------------------------------------------
@@ -264,30 +269,34 @@ def _warp(
     return dst
 
 
-def _s2_from_dn(dn_bands: list[NDArray[np.float32]], scl: NDArray[Any] | None, processing_baseline: str) -> S2Scene:
-    refl = np.stack([harmonise_s2_dn(b, processing_baseline) for b in dn_bands]).astype(np.float32)
-    data: NDArray[np.bool_] = np.asarray(np.isfinite(refl).all(axis=0), dtype=np.bool_)
-    if scl is None:
-        return S2Scene(refl, data, 0.0 if data.any() else 1.0)
-    clear, fraction = cloud_mask_from_scl(scl, data)
-    return S2Scene(refl, clear, fraction)
+def _s2_from_dn(
+    dn_bands: list[NDArray[np.float32]], scl: NDArray[Any] | None, processing_baseline: str | None
+) -> S2Scene:
+    offset = decide_s2_offset(processing_baseline, dn_bands)
+    # harmonise_s2_dn keys the offset on a baseline: the product's own, or one the decision stands for.
+    baseline = processing_baseline or ("04.00" if offset.dn else "00.00")
+    refl = np.stack([harmonise_s2_dn(b, baseline) for b in dn_bands]).astype(np.float32)
+    validity = s2_validity(np.asarray(np.isfinite(refl).all(axis=0), dtype=np.bool_), scl)
+    return S2Scene(refl, validity.clear, validity.cloud_fraction, validity.snow_ice, offset)
 
 
 def read_s2(
     band_hrefs: Mapping[str, str],
     scl_href: str | None,
-    processing_baseline: str,
+    processing_baseline: str | None,
     grid: GridSpec,
 ) -> S2Scene:
     """Reads per-band L2A COGs (10/20/60 m, uint16 DN, nodata 0) onto the 10 m grid.
 
-    Bands are resampled bilinearly, SCL by nearest neighbour; the baseline offset is removed
-    (:func:`harmonise_s2_dn`).
+    Bands are resampled bilinearly, SCL by nearest neighbour; the offset is removed
+    (:func:`harmonise_s2_dn`) as :func:`decide_s2_offset` decides it.
 
     Args:
         band_hrefs: Band name (:data:`S2_BANDS`) → path or URL of a single-band raster.
-        scl_href: The SCL raster (uint8 ESA classes), or None for no cloud masking.
-        processing_baseline: The product's processing baseline, e.g. "05.09".
+        scl_href: The SCL raster (uint8 ESA classes), or None: then no pixel is masked as cloud
+            and the scene's cloud state is unknown (NaN cloud fraction, no snow/ice mask).
+        processing_baseline: The product's processing baseline, e.g. "05.09"; None when the
+            product states none: the offset detector decides (recorded in ``S2Scene.offset``).
         grid: Target grid.
 
     Raises:
@@ -301,7 +310,7 @@ def read_s2(
     return _s2_from_dn(dn, scl, processing_baseline)
 
 
-def read_s2_file(href: str, processing_baseline: str, grid: GridSpec, scl_href: str | None = None) -> S2Scene:
+def read_s2_file(href: str, processing_baseline: str | None, grid: GridSpec, scl_href: str | None = None) -> S2Scene:
     """Like :func:`read_s2` for one 12-band file with bands in :data:`S2_BANDS` order."""
     import rasterio
 

@@ -16,7 +16,11 @@ STACK FILE FORMAT CONTRACT (change together):
     * ``<name>_stack.tif``: COG, :data:`STACK_BANDS` as band descriptions and in the ``bands``
       tag, float32, nodata NaN, tags ``valid_mask`` (the sidecar's file name),
       ``valid_fraction``, ``cloud_fraction``;
-    * ``<name>_valid.tif``: COG, uint8, one band ``valid``, 1 valid / 0 not, on the same grid.
+    * ``<name>_valid.tif``: COG, uint8, one band ``valid``, 1 valid / 0 not, on the same grid;
+    * ``<name>_drycapable.tif`` (only when the scene's cloud state is known): COG, uint8, one band
+      ``dry_capable``, 1 where a lake's place could be seen dry before the segmentation (valid
+      ∧ not snow/ice, :func:`tasks.validity.dry_capable_before_water`), named by the stack's
+      ``dry_capable_mask`` tag; the stack's ``s2_offset`` tag says how the S2 offset was decided.
 
     :data:`STACK_BANDS` must equal ``models.segmenter.STACK_BANDS`` (the segmenters' input
     order; checked at import). A change to any item above changes the writer, the reader and
@@ -38,6 +42,7 @@ from core.files import atomic_path
 from models.segmenter import STACK_BANDS as _MODEL_STACK_BANDS
 from tasks.grid import GridSpec, read_grid
 from tasks.preprocess import S2_BANDS, S2Scene
+from tasks.validity import S2Offset
 
 __all__ = [
     "STACK_BANDS",
@@ -61,9 +66,13 @@ STACK_NODATA = float("nan")
 """Nodata of every stack band (never a fill value such as 0, which would read as data)."""
 VALID_BAND = "valid"
 """Band description of the uint8 valid-mask sidecar (1 valid, 0 not)."""
+DRY_CAPABLE_BAND = "dry_capable"
+"""Band description of the uint8 dry-capable sidecar (1 could be seen dry, 0 not)."""
 _VALID_TAG = "valid_mask"
+_DRY_CAPABLE_TAG = "dry_capable_mask"
 _STACK_SUFFIX = "_stack.tif"
 _VALID_SUFFIX = "_valid.tif"
+_DRY_CAPABLE_SUFFIX = "_drycapable.tif"
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,9 @@ class StackInfo:
         cloud_fraction: Share of S2 data pixels flagged cloud/cloud shadow, 0–1 (NaN if unknown).
         quality: ``(key, text)`` measurements made while the stack was assembled, for the
             scene's ``inputs`` (e.g. ``coregistration``: JSON, see ``tasks.coregister``).
+        dry_capable_path: The uint8 dry-capable COG (see the format contract); None when the
+            cloud state is unknown (no SCL): then no place of the scene counts as seen dry.
+        s2_offset: How the S2 DN offset was decided; None where the writer was not told.
     """
 
     path: Path
@@ -86,6 +98,8 @@ class StackInfo:
     valid_fraction: float
     cloud_fraction: float
     quality: tuple[tuple[str, str], ...] = ()
+    dry_capable_path: Path | None = None
+    s2_offset: S2Offset | None = None
 
 
 # --- pure functions --------------------------------------------------------------------------
@@ -151,6 +165,8 @@ def write_stack(
     name: str,
     *,
     cloud_fraction: float = float("nan"),
+    dry_capable: NDArray[np.bool_] | None = None,
+    s2_offset: S2Offset | None = None,
 ) -> StackInfo:
     """Writes a scene's stack and valid mask as two COGs in ``out_dir`` (see the format contract above).
 
@@ -165,16 +181,22 @@ def write_stack(
         out_dir: Target folder (created if missing).
         name: File stem, e.g. a scene key or product id (no path separators).
         cloud_fraction: The S2 scene's cloud fraction (0–1), recorded in the COG tags and the result.
+        dry_capable: bool ``(H, W)`` from :func:`tasks.validity.dry_capable_before_water`, written
+            as ``<name>_drycapable.tif``; None (cloud state unknown) writes no such file.
+        s2_offset: The S2 offset decision, recorded in the ``s2_offset`` tag and the result.
     """
     if stack.shape != (len(STACK_BANDS), *grid.shape):
         raise ValueError(f"stack {stack.shape} does not match the grid {grid.shape}")
     if valid.shape != grid.shape:
         raise ValueError(f"valid mask {valid.shape} does not match the grid {grid.shape}")
+    if dry_capable is not None and dry_capable.shape != grid.shape:
+        raise ValueError(f"dry-capable mask {dry_capable.shape} does not match the grid {grid.shape}")
     if not name or "/" in name or "\\" in name or name in {".", ".."}:
         raise ValueError(f"bad stack name: {name!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path, valid_path = out_dir / f"{name}{_STACK_SUFFIX}", out_dir / f"{name}{_VALID_SUFFIX}"
+    dry_path = out_dir / f"{name}{_DRY_CAPABLE_SUFFIX}" if dry_capable is not None else None
     valid_fraction = float(valid.mean())
     common = {
         "driver": "COG",
@@ -191,6 +213,10 @@ def write_stack(
         "cloud_fraction": repr(float(cloud_fraction)),
         "bands": json.dumps(list(STACK_BANDS)),
     }
+    if dry_path is not None:
+        tags[_DRY_CAPABLE_TAG] = dry_path.name
+    if s2_offset is not None:
+        tags["s2_offset"] = s2_offset.describe()
     _write_cog(
         path,
         {**common, "count": len(STACK_BANDS), "dtype": STACK_DTYPE, "nodata": STACK_NODATA, "predictor": 3},
@@ -205,7 +231,21 @@ def write_stack(
         (VALID_BAND,),
         {"meaning": "1 = clear S2, finite S1 and DEM; 0 = not observed"},
     )
-    return StackInfo(path, valid_path, grid, valid_fraction, float(cloud_fraction))
+    if dry_path is not None:
+        assert dry_capable is not None
+        # A stale sidecar of an earlier write under this name is replaced, never left to be read.
+        _write_cog(
+            dry_path,
+            {**common, "count": 1, "dtype": "uint8", "predictor": 2},
+            dry_capable.astype(np.uint8)[np.newaxis],
+            (DRY_CAPABLE_BAND,),
+            {"meaning": "1 = valid and not snow/ice, cloud state known from SCL; 0 = cannot be seen dry"},
+        )
+    else:
+        (out_dir / f"{name}{_DRY_CAPABLE_SUFFIX}").unlink(missing_ok=True)
+    return StackInfo(
+        path, valid_path, grid, valid_fraction, float(cloud_fraction), dry_capable_path=dry_path, s2_offset=s2_offset
+    )
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -228,6 +268,8 @@ class StackReader:
             raster (e.g. a training stack made elsewhere).
 
     Attributes:
+        dry_capable_path: The dry-capable sidecar (from the :class:`StackInfo`, else the stack's
+            ``dry_capable_mask`` tag), or None: the cloud state is unknown.
         height, width: Raster size in pixels.
         crs, transform: The stack's rasterio CRS and affine transform (pixel corners, metres).
 
@@ -241,13 +283,18 @@ class StackReader:
     ) -> None:
         import rasterio
 
+        dry_path: Path | None = None
         if isinstance(source, StackInfo):
             path, valid_path = Path(source.path), Path(valid_path or source.valid_path)
+            dry_path = source.dry_capable_path
         else:
             path = Path(source)
         self.path = path
         with rasterio.open(path) as ds:
             tag = ds.tags().get(_VALID_TAG)
+            dry_tag = ds.tags().get(_DRY_CAPABLE_TAG)
+            if dry_path is None and not isinstance(source, StackInfo) and dry_tag:
+                dry_path = path.with_name(dry_tag)
             if valid_path is None and tag:
                 valid_path = path.with_name(tag)
             if strict and valid_path is None:
@@ -259,6 +306,7 @@ class StackReader:
             self.height, self.width = ds.height, ds.width
             self.crs, self.transform = ds.crs, ds.transform
         self.valid_path = Path(valid_path) if valid_path is not None else None
+        self.dry_capable_path = dry_path
         if strict and read_grid(str(self.valid_path)) != read_grid(str(path)):
             raise RasterInputError(f"{self.valid_path}: valid mask is not on the stack's grid")
         if self.valid_path is not None:
@@ -296,6 +344,13 @@ class StackReader:
         if self.valid_path is None:
             return self.read_rows(0, self.height)[1]
         mask: NDArray[np.bool_] = _read_block_rows(self.valid_path, 1, 0, self.height, "uint8") == 1
+        return mask
+
+    def read_dry_capable(self) -> NDArray[np.bool_] | None:
+        """The whole dry-capable mask, bool ``(H, W)``; None when the stack has none (cloud state unknown)."""
+        if self.dry_capable_path is None:
+            return None
+        mask: NDArray[np.bool_] = _read_block_rows(self.dry_capable_path, 1, 0, self.height, "uint8") == 1
         return mask
 
     def read_all(self) -> NDArray[np.float32]:

@@ -154,11 +154,14 @@ def test_nodata_and_clouds_are_not_clear(tmp_path):
 
 
 def test_without_scl_everything_with_data_is_clear(tmp_path):
-    """Without SCL no cloud masking happens and pre-04.00 DN are used as they are."""
+    """Without SCL no pixel is masked as cloud, but the cloud state is unknown (NaN), never "clear".
+
+    Pre-04.00 DN are used as they are.
+    """
     hrefs, _ = _s2_files(tmp_path, offset=0)
     scene = read_s2(hrefs, None, "02.14", GRID)
     assert scene.clear[:, 2:].all() and not scene.clear[:, :2].any()
-    assert scene.cloud_fraction == 0.0
+    assert np.isnan(scene.cloud_fraction) and scene.snow_ice is None
     np.testing.assert_allclose(scene.reflectance[S2_BANDS.index("B02")], 2000.0)
 
 

@@ -167,6 +167,26 @@ def test_stack_file_format_contract(tmp_path):
             np.testing.assert_array_equal(reader.read_valid(), valid)
             with pytest.raises(ValueError, match="unknown stack band"):
                 reader.read_band("B10")
+            assert reader.read_dry_capable() is None  # written without one: cloud state unknown
+
+    # The dry-capable sidecar and the S2 offset tag (tasks.validity), when the writer is given them.
+    from tasks.stack import DRY_CAPABLE_BAND
+    from tasks.validity import S2Offset
+
+    dry = valid.copy()
+    dry[0:3, :] = False  # e.g. snow
+    offset = S2Offset(1000, "detector", "every band's p1 is ≥ 950 DN")
+    info = write_stack(stack, valid, GRID, tmp_path / "dry", "scene-1", dry_capable=dry, s2_offset=offset)
+    assert info.dry_capable_path is not None and info.s2_offset == offset
+    with rasterio.open(info.path) as ds:
+        assert ds.tags()["dry_capable_mask"] == info.dry_capable_path.name
+        assert ds.tags()["s2_offset"] == offset.describe()
+    with rasterio.open(info.dry_capable_path) as ds:
+        assert ds.descriptions == (DRY_CAPABLE_BAND,) and ds.dtypes == ("uint8",) and ds.count == 1
+        assert ds.transform == GRID.affine and ds.crs.to_epsg() == GRID.epsg
+    for source in (info, info.path):
+        with StackReader(source) as reader:
+            np.testing.assert_array_equal(reader.read_dry_capable(), dry)
 
 
 def test_stack_reader_is_a_window_source_for_every_segmenter(tmp_path):
