@@ -270,11 +270,11 @@ def _drop_scratch(engine: Engine) -> None:
 
 def _counts(engine: Engine, aoi: str) -> dict[str, int]:
     sql = text(
-        "SELECT (SELECT count(*) FROM inventory.lake l JOIN inventory.aoi a USING (aoi_id) WHERE a.name = :a),"
-        " (SELECT count(*) FROM inventory.lake_observation o JOIN inventory.scene s USING (scene_id)"
-        "  JOIN inventory.aoi a USING (aoi_id) WHERE a.name = :a),"
-        " (SELECT count(*) FROM inventory.lake_version v JOIN inventory.lake l USING (lake_id)"
+        # The AOI's lakes: those its scenes observed (identity is spatial, a lake has no AOI column).
+        "WITH seen AS (SELECT o.lake_id FROM inventory.lake_observation o JOIN inventory.scene s USING (scene_id)"
         "  JOIN inventory.aoi a USING (aoi_id) WHERE a.name = :a)"
+        " SELECT (SELECT count(DISTINCT lake_id) FROM seen), (SELECT count(*) FROM seen),"
+        " (SELECT count(*) FROM inventory.lake_version WHERE lake_id IN (SELECT lake_id FROM seen))"
     )
     with engine.connect() as conn:
         lakes, observations, versions = conn.execute(sql, {"a": aoi}).one()
