@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -69,6 +70,8 @@ os.execv(sys.executable, [sys.executable, "-m", "prefect", *sys.argv[2:]])
 """
 
 Notify = Callable[[str], None]
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b.*:")
+_ERROR_LINE = re.compile(r"^ERROR\b")
 
 
 class PrefectServerError(RuntimeError):
@@ -274,11 +277,16 @@ class PrefectApi:
         self.ready = True
 
     def _last_line(self) -> str:
+        """The log's last exception line (``…Error: why``), else its last ``ERROR`` line, else its last line."""
         try:
-            lines = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+            lines = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
         except OSError:
             lines = []
-        return lines[-1].strip() if lines else "no output"
+        for pattern in (_EXCEPTION_LINE, _ERROR_LINE):
+            found = [line for line in lines if pattern.match(line)]
+            if found:
+                return found[-1]
+        return lines[-1] if lines else "no output"
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, SIGKILL after :data:`STOP_GRACE_S`) and remove its record."""

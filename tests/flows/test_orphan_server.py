@@ -17,6 +17,7 @@ import pytest
 from demo.synthetic import DemoCatalog, generate_demo_catalog
 from flows.prefect_server import (
     RECORD_DIR,
+    PrefectServerError,
     ProcessId,
     ServerRecord,
     _from_proc,
@@ -24,8 +25,9 @@ from flows.prefect_server import (
     prefect_api,
     process_id,
     reap_stale_servers,
+    start_server,
 )
-from tests.helpers.processes import alive, children
+from tests.helpers.processes import alive, children, is_prefect_server
 
 ROOT = Path(__file__).resolve().parents[2]
 GONE_WITHIN_S = 15.0
@@ -155,8 +157,21 @@ def test_a_configured_api_url_is_the_users_nothing_starts(
     with prefect_api(notes.append) as ready:
         ready()
         assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
-        assert not [cmd for cmd in children(os.getpid()).values() if "prefect server start" in cmd]
+        assert not [cmd for cmd in children(os.getpid()).values() if is_prefect_server(cmd)]
     assert notes == []
+
+
+def test_a_server_that_cannot_start_is_one_line_naming_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that exits while starting: the error names its log and quotes the cause; no record stays."""
+    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/x.db")
+    api = start_server(tmp_path, 120)
+    with pytest.raises(PrefectServerError) as caught:
+        api.wait_ready()
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1
+    assert "exited with status" in message and str(api.log_path) in message
+    assert "unable to open database file" in message, message
+    assert api.process is None and not list((tmp_path / RECORD_DIR).glob("*.json"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -216,7 +231,7 @@ def test_kill_9_of_a_run_takes_its_temporary_prefect_server_with_it(
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and run.poll() is None:
-            found = [(pid, cmd) for pid, cmd in children(run.pid).items() if "prefect server start" in cmd]
+            found = [(pid, cmd) for pid, cmd in children(run.pid).items() if is_prefect_server(cmd)]
             if found and _answers(_server_port(found[0][1])):
                 server = found[0][0]
                 break

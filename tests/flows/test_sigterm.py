@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from demo.synthetic import generate_demo_catalog
-from tests.helpers.processes import alive, children
+from tests.helpers.processes import alive, children, is_prefect_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.flow]
 
@@ -33,7 +33,7 @@ def test_sigterm_stops_the_temporary_prefect_server(db_url: str, tmp_path: Path)
     try:
         deadline = time.monotonic() + 120
         while server is None and time.monotonic() < deadline and run.poll() is None:
-            server = next((pid for pid, cmd in children(run.pid).items() if "prefect server start" in cmd), None)
+            server = next((pid for pid, cmd in children(run.pid).items() if is_prefect_server(cmd)), None)
             time.sleep(0.1)
         assert server is not None, f"no temporary Prefect server seen (exit {run.poll()})"
         run.send_signal(signal.SIGTERM)

@@ -28,3 +28,12 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X")
+
+
+SERVER_MARKS = ("prefect server start", "uvicorn")
+"""Command-line marks of a temporary Prefect server: ours (``prefect server start``) or Prefect's own (uvicorn)."""
+
+
+def is_prefect_server(cmdline: str) -> bool:
+    """``cmdline`` is a temporary Prefect server's, whichever way it was started."""
+    return any(mark in cmdline for mark in SERVER_MARKS)
