@@ -136,9 +136,10 @@ def exit_on_sigterm() -> None:
     """Make SIGTERM end the command like Ctrl-C does: by unwinding, not by dying on the spot.
 
     Python's default for SIGTERM kills the process at once, so no ``finally`` block and no
-    ``atexit`` hook runs: the temporary Prefect server a run starts (a child process, stopped by
-    an ``atexit`` hook) was left behind. Raising ``SystemExit(143)`` unwinds the command instead;
-    the exit status stays the conventional 128 + signal number. (A ``kill -9`` cannot be caught.)
+    ``atexit`` hook runs: the temporary Prefect server a run starts (a child process, stopped when
+    the command's ``with`` block ends) was left behind. Raising ``SystemExit(143)`` unwinds the
+    command instead; the exit status stays the conventional 128 + signal number. (A ``kill -9``
+    cannot be caught: :mod:`flows.prefect_server` ties the server's life to the run's instead.)
     """
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
         signal.signal(signal.SIGTERM, _exit_for_signal)

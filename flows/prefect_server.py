@@ -201,7 +201,11 @@ def _healthy(port: int) -> bool:
 
 
 class PrefectApi:
-    """The API a run uses: our temporary server (``process`` set) or the user's (``process`` None)."""
+    """One temporary server: launched, waited for, stopped (``process`` is None once stopped).
+
+    ``folder`` holds its record and log; ``env`` is its environment; ``timeout_s`` bounds its start
+    (seconds); ``die_with_parent`` launches it with the Linux death signal.
+    """
 
     def __init__(
         self,
@@ -261,8 +265,8 @@ class PrefectApi:
             return
         deadline = time.monotonic() + self.timeout_s
         attempts = 1
-        while not _healthy(self.port):
-            code = self.process.poll()
+        # Ours must be the one that answers: a foreign server may hold the port if ours lost the race.
+        while (code := self.process.poll()) is not None or not _healthy(self.port):
             if code is not None and attempts < PORT_ATTEMPTS and not _port_free(self.port):
                 attempts += 1  # another process took the port between our probe and the bind
                 self.launch()
@@ -319,6 +323,7 @@ def start_server(prefect_home: Path, timeout_s: float, *, die_with_parent: bool 
     only the record for the next start to find.
     """
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(prefect_home)  # its database where its record is, whatever set the home
     api = PrefectApi(_records(prefect_home), env, timeout_s, die_with_parent and sys.platform.startswith("linux"))
     api.launch()
     return api

@@ -174,6 +174,27 @@ def test_a_server_that_cannot_start_is_one_line_naming_its_log(tmp_path: Path, m
     assert api.process is None and not list((tmp_path / RECORD_DIR).glob("*.json"))
 
 
+@pytest.mark.slow
+def test_ready_points_prefect_at_the_server_until_the_block_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process: Prefect's settings (already imported) name the server after ``ready``; restored after."""
+    from prefect.settings import get_current_settings, temporary_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(updates={"home": tmp_path}, restore_defaults={"api.url"}):
+        with prefect_api(lambda note: None) as ready:
+            ready()
+            url = os.environ["PREFECT_API_URL"]
+            assert get_current_settings().api.url == url
+            servers = [pid for pid, cmd in children(os.getpid()).items() if is_prefect_server(cmd)]
+            assert len(servers) == 1 and _answers(int(url.rsplit(":", 1)[1].split("/")[0]))
+            assert len(list((tmp_path / RECORD_DIR).glob("*.json"))) == 1
+        assert "PREFECT_API_URL" not in os.environ and get_current_settings().api.url is None
+    assert _gone(servers[0], 1.0)  # stopped (and waited for) when the block ended
+    assert not list((tmp_path / RECORD_DIR).iterdir())
+
+
 # ---------------------------------------------------------------------------------------
 # The real thing: `glacial-lakes run` in a subprocess, its real server
 # ---------------------------------------------------------------------------------------
