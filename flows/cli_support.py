@@ -85,10 +85,12 @@ def guarded(fn: F) -> F:
         except click.ClickException:
             raise
         except InputError as exc:
+            _exit_if_signalled(exc)
             if debug_enabled():  # the traceback too, but still the bad-input status
                 traceback.print_exception(exc, file=sys.stderr)
             raise BadInput(_one_line(exc)) from exc
         except Exception as exc:
+            _exit_if_signalled(exc)
             # Anything else is ours or the environment's: one line, exit 1; the traceback on demand.
             if debug_enabled():
                 raise
@@ -128,8 +130,24 @@ class BoundedInt(click.ParamType[int]):
         return number
 
 
+_signalled: list[int] = []
+"""The signal that is ending this command, once its handler ran."""
+
+
 def _exit_for_signal(signum: int, frame: object) -> None:
+    _signalled.append(signum)
     raise SystemExit(128 + signum)
+
+
+def _exit_if_signalled(exc: Exception) -> None:
+    """Still exit 128 + signal when a library caught the handler's ``SystemExit`` and raised its own error.
+
+    The handler raises wherever the main thread is; inside a pydantic serializer (Prefect's
+    settings, read while Prefect imports) that ``SystemExit`` comes out as a
+    ``PydanticSerializationError``, which would otherwise read as a failure (exit 1).
+    """
+    if _signalled:
+        raise SystemExit(128 + _signalled[0]) from exc
 
 
 def exit_on_sigterm() -> None:

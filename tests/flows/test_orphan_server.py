@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -130,9 +130,8 @@ def test_a_record_is_private(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("read", [_from_proc, _from_ps], ids=["proc", "ps"])
-def test_process_identity_sees_start_time_and_counts_a_zombie_as_gone(read: object) -> None:
+def test_process_identity_sees_start_time_and_counts_a_zombie_as_gone(read: Callable[[int], ProcessId | None]) -> None:
     """Both readers (``/proc`` on Linux, ``ps`` elsewhere): a stable identity while alive, None once exited."""
-    assert callable(read)
     child = _sleeper()
     try:
         first = read(child.pid)
