@@ -192,10 +192,14 @@ def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, na
     aoi = load_aoi(aoi_path, name)
     source_from_uri(source)
     load_segmenter(model or settings.model, settings.tta, settings.hub)
-    from flows.update_inventory import update_inventory
-
     del settings  # read again inside the flow; constructed here to fail early on bad env
-    report = update_inventory(aoi=aoi, start=first, end=last, source=source, model=model)
+    from flows.prefect_server import prefect_api
+
+    with prefect_api(progress) as ready:  # the server starts while the flow's modules import
+        from flows.update_inventory import update_inventory
+
+        ready()
+        report = update_inventory(aoi=aoi, start=first, end=last, source=source, model=model)
     click.echo(report.markdown())
     if report.failed:
         sys.exit(1)
@@ -317,7 +321,11 @@ def demo(home: Path | None, size: int) -> None:
         os.environ["GLACIAL_LAKES_HOME"] = str(home)
 
     settings = _settings()
-    run_demo(settings, size_px=size, echo=click.echo, progress=progress)
+    from flows.prefect_server import prefect_api
+
+    with prefect_api(progress) as ready:
+        ready()
+        run_demo(settings, size_px=size, echo=click.echo, progress=progress)
 
 
 # Registered last: these modules import BadInput and guarded from this one.

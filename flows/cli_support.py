@@ -85,10 +85,12 @@ def guarded(fn: F) -> F:
         except click.ClickException:
             raise
         except InputError as exc:
+            _exit_if_signalled(exc)
             if debug_enabled():  # the traceback too, but still the bad-input status
                 traceback.print_exception(exc, file=sys.stderr)
             raise BadInput(_one_line(exc)) from exc
         except Exception as exc:
+            _exit_if_signalled(exc)
             # Anything else is ours or the environment's: one line, exit 1; the traceback on demand.
             if debug_enabled():
                 raise
@@ -128,17 +130,34 @@ class BoundedInt(click.ParamType[int]):
         return number
 
 
+_signalled: list[int] = []
+"""The signal that is ending this command, once its handler ran."""
+
+
 def _exit_for_signal(signum: int, frame: object) -> None:
+    _signalled.append(signum)
     raise SystemExit(128 + signum)
+
+
+def _exit_if_signalled(exc: Exception) -> None:
+    """Still exit 128 + signal when a library caught the handler's ``SystemExit`` and raised its own error.
+
+    The handler raises wherever the main thread is; inside a pydantic serializer (Prefect's
+    settings, read while Prefect imports) that ``SystemExit`` comes out as a
+    ``PydanticSerializationError``, which would otherwise read as a failure (exit 1).
+    """
+    if _signalled:
+        raise SystemExit(128 + _signalled[0]) from exc
 
 
 def exit_on_sigterm() -> None:
     """Make SIGTERM end the command like Ctrl-C does: by unwinding, not by dying on the spot.
 
     Python's default for SIGTERM kills the process at once, so no ``finally`` block and no
-    ``atexit`` hook runs: the temporary Prefect server a run starts (a child process, stopped by
-    an ``atexit`` hook) was left behind. Raising ``SystemExit(143)`` unwinds the command instead;
-    the exit status stays the conventional 128 + signal number. (A ``kill -9`` cannot be caught.)
+    ``atexit`` hook runs: the temporary Prefect server a run starts (a child process, stopped when
+    the command's ``with`` block ends) was left behind. Raising ``SystemExit(143)`` unwinds the
+    command instead; the exit status stays the conventional 128 + signal number. (A ``kill -9``
+    cannot be caught: :mod:`flows.prefect_server` ties the server's life to the run's instead.)
     """
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
         signal.signal(signal.SIGTERM, _exit_for_signal)

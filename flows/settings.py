@@ -173,6 +173,6 @@ def prepare_prefect_environment(settings: Settings) -> None:
         os.environ[variable] = str(default)
     os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # The temporary server needs more than the default 20 s on a busy 2-core machine.
+    # The temporary server (flows.prefect_server) needs more than the default 20 s on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

@@ -12,34 +12,11 @@ from pathlib import Path
 import pytest
 
 from demo.synthetic import generate_demo_catalog
+from tests.helpers.processes import alive, children, is_prefect_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.flow]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _children(pid: int) -> dict[int, str]:
-    """Direct children of ``pid`` (pid → command line), from /proc."""
-    found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == pid:
-                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_sigterm_stops_the_temporary_prefect_server(db_url: str, tmp_path: Path) -> None:
@@ -56,20 +33,20 @@ def test_sigterm_stops_the_temporary_prefect_server(db_url: str, tmp_path: Path)
     try:
         deadline = time.monotonic() + 120
         while server is None and time.monotonic() < deadline and run.poll() is None:
-            server = next((pid for pid, cmd in _children(run.pid).items() if "uvicorn" in cmd), None)
+            server = next((pid for pid, cmd in children(run.pid).items() if is_prefect_server(cmd)), None)
             time.sleep(0.1)
         assert server is not None, f"no temporary Prefect server seen (exit {run.poll()})"
         run.send_signal(signal.SIGTERM)
         code = run.wait(timeout=60)
         assert code == 128 + signal.SIGTERM, log.read_text()[-2000:]
         for _ in range(100):  # the server was asked to stop before the run exited; allow it to finish
-            if not _alive(server):
+            if not alive(server):
                 break
             time.sleep(0.1)
-        assert not _alive(server), f"temporary Prefect server {server} outlived the run"
+        assert not alive(server), f"temporary Prefect server {server} outlived the run"
     finally:
         if run.poll() is None:
             run.kill()
             run.wait()
-        for pid in (server,) if server is not None and _alive(server) else ():
+        for pid in (server,) if server is not None and alive(server) else ():
             os.kill(pid, signal.SIGKILL)  # never leave one behind, even when the test fails

@@ -1,6 +1,6 @@
-"""What the tests share: inventory scenes, content digests, throw-away databases, reports, real data.
+"""What the tests share: inventory scenes, content digests, throw-away databases, reports, real data, processes.
 
-One module a concept (``scenes``, ``digests``, ``database``, ``reports``, ``realdata``); this
+One module a concept (``scenes``, ``digests``, ``database``, ``reports``, ``realdata``, ``processes``); this
 package re-exports their names so a test module can ``from tests import helpers as h``.
 May import: the product packages and the test libraries; never a test module.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 from tests.helpers import realdata
 from tests.helpers.database import admin_sql, free_port, fresh_database
 from tests.helpers.digests import TABLES, content, row_counts
+from tests.helpers.processes import alive, children, is_prefect_server
 from tests.helpers.reports import REPORTS, write_report
 from tests.helpers.scenes import (
     T0,
@@ -36,6 +37,8 @@ __all__ = [
     "X0",
     "Y0",
     "admin_sql",
+    "alive",
+    "children",
     "content",
     "disc",
     "east_footprint",
@@ -43,6 +46,7 @@ __all__ = [
     "footprint",
     "free_port",
     "fresh_database",
+    "is_prefect_server",
     "lonlat",
     "observed",
     "overlapping",
