@@ -165,6 +165,9 @@ class StacApiSource:
         """
         layout = self.layout
         client = self.client()
+        # POST (long AOIs fit a body, not a URL) unless the API advertises GET searches only.
+        methods = {str(link.extra_fields.get("method") or "GET").upper() for link in client.get_links("search")}
+        method = "GET" if methods == {"GET"} else "POST"
         check = remote_href(self.allow_s3)
         modify = self._modifier()
         found: list[Acquisition] = []
@@ -172,12 +175,14 @@ class StacApiSource:
             if kind not in kinds:
                 continue
             window = None if kind == "DEM" else f"{start.isoformat()}T00:00:00Z/{end.isoformat()}T23:59:59Z"
-            for item in self._items(client, collection_id, aoi, window):
+            for item in self._items(client, collection_id, aoi, window, method):
                 acquisition = item_to_acquisition(item, kind, self.name, check, aliases=layout.aliases(kind))
                 found.append(sign_acquisition(acquisition, collection_id, modify) if modify else acquisition)
         return filter_acquisitions(found, aoi, start, end, kinds)
 
-    def _items(self, client: Any, collection_id: str, aoi: BaseGeometry, window: str | None) -> list[pystac.Item]:
+    def _items(
+        self, client: Any, collection_id: str, aoi: BaseGeometry, window: str | None, method: str
+    ) -> list[pystac.Item]:
         """Every item of one collection's search, paged, at most ``max_items`` (else SearchCapError)."""
         from pystac_client.exceptions import APIError
 
@@ -188,6 +193,7 @@ class StacApiSource:
                 datetime=window,
                 max_items=self.max_items + 1,  # one more than the cap: a cap reached is told from one exceeded
                 limit=min(self.page_size, self.max_items + 1),
+                method=method,
             )
             dicts = list(search.items_as_dicts())
         except APIError as exc:
