@@ -26,7 +26,7 @@ from tasks.acquisition import TransientSourceError
 from tasks.grid import GridSpec, grid_for_geometry, utm_epsg_for
 from tasks.pairing import pair_scenes
 from tasks.preprocess import read_dem, read_s2
-from tasks.remote_read import S3Access, use_s3_access
+from tasks.remote_read import use_s3_access
 from tasks.search_window import search_for_pairing
 from tasks.signing import PlanetaryComputerSigner
 from tasks.sources import LocalStacSource, source_from_uri
