@@ -68,16 +68,18 @@ class PlanetaryComputerSigner:
     def _fetch(self, collection: str) -> tuple[str, datetime]:
         import requests  # a dependency of pystac-client; only signing sources need it here
 
-        from tasks.stac_retry import retrying_session
+        from tasks.stac_retry import retrying_session, timed_out
 
         url = self.token_url.format(collection=collection)
         self.requests_made += 1
         try:
             response = retrying_session().get(url, timeout=self.timeout)
-        except requests.Timeout:
-            raise TimeoutError(f"SAS token endpoint {url}: no answer within {self.timeout[1]:g} s") from None
-        except requests.ConnectionError as exc:
-            raise TransientSourceError(f"SAS token endpoint {url}: {type(exc).__name__}") from None
+        except requests.RequestException as exc:
+            if timed_out(exc):
+                raise TimeoutError(f"SAS token endpoint {url}: no answer within {self.timeout[1]:g} s") from None
+            if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
+                raise TransientSourceError(f"SAS token endpoint {url}: {type(exc).__name__}") from None
+            raise
         if response.status_code == 429 or response.status_code >= 500:
             raise TransientSourceError(f"SAS token endpoint {url}: HTTP {response.status_code}")
         if response.status_code != 200:

@@ -33,6 +33,7 @@ from tasks.acquisition import (
 )
 from tasks.catalogs import CatalogLayout, layout_for
 from tasks.signing import PC_TOKEN_URL, HrefModifier, PlanetaryComputerSigner, sign_acquisition
+from tasks.stac_retry import timed_out
 
 __all__ = ["DEFAULT_MAX_ITEMS", "SearchCapError", "StacApiOptions", "StacApiSource"]
 
@@ -139,7 +140,7 @@ class StacApiSource:
             status = getattr(exc, "status_code", None)
             cause = exc.__context__
             if status is None:
-                if isinstance(cause, requests.Timeout):
+                if timed_out(cause):
                     return TimeoutError(f"{self.name}: no answer within {self.timeout[1]:g} s ({reason})")
                 if isinstance(cause, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
                     return TransientSourceError(f"{self.name}: connection failed ({type(cause).__name__})")

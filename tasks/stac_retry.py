@@ -13,7 +13,7 @@ from typing import Any
 
 from urllib3 import Retry
 
-__all__ = ["MAX_RETRY_AFTER_S", "STATUS_RETRIES", "CappedRetry", "retry_policy", "retrying_session"]
+__all__ = ["MAX_RETRY_AFTER_S", "STATUS_RETRIES", "CappedRetry", "retry_policy", "retrying_session", "timed_out"]
 
 STATUS_RETRIES = 3
 """Retries of one request answered 429 / 500 / 502 / 503 / 504."""
@@ -58,3 +58,22 @@ def retrying_session() -> Any:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def timed_out(error: BaseException | None) -> bool:
+    """True when ``error`` (a requests exception) means no answer came in time.
+
+    requests reports a read timeout that the policy does not retry as a ``ConnectionError``
+    wrapping urllib3's ``MaxRetryError(ReadTimeoutError)``, not as a ``Timeout``.
+    """
+    import requests
+    from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
+
+    if isinstance(error, requests.Timeout):
+        return True
+    inner = error.args[0] if isinstance(error, requests.ConnectionError) and error.args else None
+    reason = inner.reason if isinstance(inner, MaxRetryError) else None
+    # urllib3 derives NewConnectionError (refused, unreachable) from ConnectTimeoutError: not a timeout.
+    return isinstance(reason, ReadTimeoutError) or (
+        isinstance(reason, ConnectTimeoutError) and not isinstance(reason, NewConnectionError)
+    )

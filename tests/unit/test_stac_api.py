@@ -161,6 +161,11 @@ def test_tokens_are_renewed_near_expiry(server: LoopbackStac) -> None:
     fresh("http://x/a.tif", "sentinel-1-rtc")
     fresh("http://x/b.tif", "sentinel-1-rtc")
     assert fresh.requests_made == 2
+    # An endpoint that answers 404 is bad input naming it; one that is not there is transient.
+    with pytest.raises(SourceError, match=r"SAS token endpoint .*/nope/sentinel-2-l2a: HTTP 404"):
+        PlanetaryComputerSigner(f"{server.base}/nope/{{collection}}").token("sentinel-2-l2a")
+    with pytest.raises(TransientSourceError, match="SAS token endpoint"):
+        PlanetaryComputerSigner(f"http://127.0.0.1:{free_port()}/{{collection}}").token("sentinel-2-l2a")
 
 
 def test_a_transient_asset_error_is_retried(server: LoopbackStac, aoi: AoiSpec, grid: GridSpec) -> None:
