@@ -21,7 +21,7 @@ from typing import Any
 from core.errors import SourceError
 from tasks.acquisition import REMOTE_TIMEOUT_S, Acquisition, TransientSourceError
 
-__all__ = ["PC_TOKEN_URL", "HrefModifier", "PlanetaryComputerSigner", "sign_acquisition"]
+__all__ = ["PC_TOKEN_URL", "HrefModifier", "PlanetaryComputerSigner", "shared_signer", "sign_acquisition"]
 
 PC_TOKEN_URL = "https://planetarycomputer.microsoft.com/api/sas/v1/token/{collection}"
 """Planetary Computer's SAS token endpoint; ``{collection}`` is the STAC collection id."""
@@ -93,6 +93,24 @@ class PlanetaryComputerSigner:
         if not token:
             raise SourceError(f"SAS token endpoint {url}: empty token")
         return token, expiry if expiry.tzinfo else expiry.replace(tzinfo=UTC)
+
+
+_SIGNERS: dict[str, PlanetaryComputerSigner] = {}
+_SIGNERS_LOCK = threading.Lock()
+
+
+def shared_signer(
+    token_url: str = PC_TOKEN_URL, timeout: tuple[float, float] = REMOTE_TIMEOUT_S
+) -> PlanetaryComputerSigner:
+    """One signer per token endpoint per process, its tokens reused until they near expiry.
+
+    So they outlive one search: a retried search task, the next scheduled run of a served flow.
+    """
+    with _SIGNERS_LOCK:
+        signer = _SIGNERS.get(token_url)
+        if signer is None:
+            signer = _SIGNERS[token_url] = PlanetaryComputerSigner(token_url, timeout)
+        return signer
 
 
 def sign_acquisition(acquisition: Acquisition, collection: str, modify: HrefModifier) -> Acquisition:

@@ -32,7 +32,7 @@ from tasks.acquisition import (
     remote_href,
 )
 from tasks.catalogs import CatalogLayout, layout_for
-from tasks.signing import PC_TOKEN_URL, HrefModifier, PlanetaryComputerSigner, sign_acquisition
+from tasks.signing import PC_TOKEN_URL, HrefModifier, shared_signer, sign_acquisition
 from tasks.stac_retry import timed_out
 
 __all__ = ["DEFAULT_MAX_ITEMS", "SearchCapError", "StacApiOptions", "StacApiSource"]
@@ -108,7 +108,7 @@ class StacApiSource:
         if self.modifier is not None:
             return self.modifier
         if self.layout.signing == "planetary-computer":
-            return PlanetaryComputerSigner(self.pc_token_url, self.timeout)
+            return shared_signer(self.pc_token_url, self.timeout)
         return None
 
     def client(self) -> Any:

@@ -76,7 +76,8 @@ def grid(aoi: AoiSpec) -> GridSpec:
 
 
 def _source(server: LoopbackStac, layout: str, **kw: object) -> StacApiSource:
-    return StacApiSource(server.url(layout), catalog=layout, pc_token_url=server.token_url, **kw)  # type: ignore[arg-type]
+    kw.setdefault("pc_token_url", server.token_url)
+    return StacApiSource(server.url(layout), catalog=layout, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("layout", stac_api.LAYOUTS)
@@ -129,16 +130,21 @@ def test_the_item_cap_is_an_error_never_a_truncation(server: LoopbackStac, aoi: 
 def test_planetary_computer_hrefs_are_signed_with_cached_tokens(
     server: LoopbackStac, aoi: AoiSpec, grid: GridSpec
 ) -> None:
-    found = _source(server, "planetary-computer").search(aoi.shape, *SUMMER, KINDS)
+    # Tokens are cached per endpoint and process: an endpoint URL of this test's own starts empty.
+    endpoint = f"{server.token_url}?case=signing"
+    found = _source(server, "planetary-computer", pc_token_url=endpoint).search(aoi.shape, *SUMMER, KINDS)
     hrefs = [h for a in found for _, h in a.assets]
     assert hrefs and all(f"sig={SAS_SIG}" in h for h in hrefs)
     # One token per collection for 5 × 13 + 4 × 2 + 1 hrefs.
     assert sorted(server.seen.tokens) == ["cop-dem-glo-30", "sentinel-1-rtc", "sentinel-2-l2a"]
-    # The fingerprint is of the unsigned hrefs: a new token makes no new scene key.
-    server.faults.token_ttl_s = 7200
-    again = _source(server, "planetary-computer").search(aoi.shape, *SUMMER, KINDS)
-    assert [a.fingerprint for a in again] == [a.fingerprint for a in found]
-    assert [a.assets for a in again] != [a.assets for a in found]
+    # A second search reuses the tokens (cached until near expiry) ...
+    again = _source(server, "planetary-computer", pc_token_url=endpoint).search(aoi.shape, *SUMMER, KINDS)
+    assert len(server.seen.tokens) == 3 and [a.assets for a in again] == [a.assets for a in found]
+    # ... and the fingerprint is of the unsigned hrefs: another token makes no new scene key.
+    other = _source(server, "planetary-computer", modifier=lambda href, c: f"{href}?sig=other")
+    resigned = other.search(aoi.shape, *SUMMER, KINDS)
+    assert [a.fingerprint for a in resigned] == [a.fingerprint for a in found]
+    assert [a.assets for a in resigned] != [a.assets for a in found]
     # GDAL reads the signed COG by range requests; without the token the server refuses it.
     dem = next(a for a in found if a.kind == "DEM")
     elevation = read_dem(dem.asset("data"), grid)
