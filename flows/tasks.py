@@ -39,6 +39,7 @@ from tasks.remote_read import use_s3_access
 from tasks.scene import ExtractedLakes, extract_lakes, prepare_stack
 from tasks.search_window import search_for_pairing
 from tasks.segment import segment_stack
+from tasks.signing import refresh_signatures
 from tasks.sources import Acquisition, StacApiOptions, TransientSourceError, source_from_uri
 from tasks.stack import StackInfo
 
@@ -126,8 +127,10 @@ def prepare_stack_task(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackI
     """Prefect wrapper of :func:`tasks.scene.prepare_stack`.
 
     S3 credentials are read from the settings here, inside the task, and handed to GDAL only for
-    the reads: never a parameter, so Prefect never stores or shows them.
+    the reads: never a parameter, so Prefect never stores or shows them. Signed hrefs are signed
+    again first when their token nears expiry (a long run outlives its search's tokens).
     """
+    plan = ScenePlan(*(refresh_signatures(a) for a in (plan.s2, plan.s1, plan.dem)))
     with use_s3_access(load_settings().s3_access):
         return prepare_stack(plan, grid, out_dir)
 

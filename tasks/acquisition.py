@@ -55,6 +55,17 @@ class BandScaling:
 
 
 @dataclass(frozen=True)
+class Signing:
+    """How an acquisition's hrefs were signed, so they can be signed again before a late read."""
+
+    token_url: str
+    """The SAS token endpoint (``{collection}`` in it)."""
+    collection: str
+    unsigned: tuple[tuple[str, str], ...]
+    """The assets as the catalog lists them (canonical key → href without a token)."""
+
+
+@dataclass(frozen=True)
 class Acquisition:
     """One product found by a source.
 
@@ -78,6 +89,8 @@ class Acquisition:
     """``earthsearch:boa_offset_applied`` (or the older ``sentinel:boa_offset_applied``) as the
     item states it: True means the catalog already removed the +1000 DN offset from the files;
     None when the item does not say."""
+    signing: Signing | None = None
+    """Set when ``assets`` carry a token that expires (see :func:`tasks.signing.refresh_signatures`)."""
 
     def asset(self, key: str) -> str:
         """Href of one canonical asset key; KeyError names the product when missing."""

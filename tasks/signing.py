@@ -19,15 +19,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core.errors import SourceError
-from tasks.acquisition import REMOTE_TIMEOUT_S, Acquisition, TransientSourceError
+from tasks.acquisition import REMOTE_TIMEOUT_S, Acquisition, Signing, TransientSourceError
 
-__all__ = ["PC_TOKEN_URL", "HrefModifier", "PlanetaryComputerSigner", "shared_signer", "sign_acquisition"]
+__all__ = [
+    "PC_TOKEN_URL",
+    "HrefModifier",
+    "PlanetaryComputerSigner",
+    "refresh_signatures",
+    "shared_signer",
+    "sign_acquisition",
+]
 
 PC_TOKEN_URL = "https://planetarycomputer.microsoft.com/api/sas/v1/token/{collection}"
 """Planetary Computer's SAS token endpoint; ``{collection}`` is the STAC collection id."""
 
 TOKEN_REFRESH_MARGIN_S = 300.0
-"""A cached token is renewed this many seconds before its stated expiry (reads take minutes)."""
+"""A cached token is renewed this many seconds before its stated expiry (reads take minutes), or
+at half its life when it lives shorter than twice that."""
 
 HrefModifier = Callable[[str, str], str]
 """``modify(href, collection) -> href``: the href to read for one listed asset href."""
@@ -45,6 +53,7 @@ class PlanetaryComputerSigner:
     token_url: str = PC_TOKEN_URL
     timeout: tuple[float, float] = REMOTE_TIMEOUT_S
     _tokens: dict[str, tuple[str, datetime]] = field(default_factory=dict, repr=False)
+    """collection → (token, when it is renewed)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     requests_made: int = 0
     """Token requests sent so far (a cache that works keeps this at one per collection)."""
@@ -59,10 +68,12 @@ class PlanetaryComputerSigner:
         now = datetime.now(UTC)
         with self._lock:
             cached = self._tokens.get(collection)
-            if cached is not None and cached[1] - timedelta(seconds=TOKEN_REFRESH_MARGIN_S) > now:
+            if cached is not None and cached[1] > now:
                 return cached[0]
             token, expiry = self._fetch(collection)
-            self._tokens[collection] = (token, expiry)
+            # Renewed TOKEN_REFRESH_MARGIN_S before expiry, or at half its life if it lives shorter.
+            margin = min(timedelta(seconds=TOKEN_REFRESH_MARGIN_S), (expiry - now) / 2)
+            self._tokens[collection] = (token, expiry - margin)
             return token
 
     def _fetch(self, collection: str) -> tuple[str, datetime]:
@@ -114,6 +125,26 @@ def shared_signer(
 
 
 def sign_acquisition(acquisition: Acquisition, collection: str, modify: HrefModifier) -> Acquisition:
-    """The acquisition with every asset href passed through ``modify`` (fingerprint unchanged)."""
+    """The acquisition with every asset href passed through ``modify`` (fingerprint unchanged).
+
+    A :class:`PlanetaryComputerSigner` is remembered (:class:`~tasks.acquisition.Signing`), so
+    :func:`refresh_signatures` can sign the hrefs again when the token nears expiry.
+    """
     assets = tuple((key, modify(href, collection)) for key, href in acquisition.assets)
-    return replace(acquisition, assets=assets)
+    signing = None
+    if isinstance(modify, PlanetaryComputerSigner):
+        signing = Signing(modify.token_url, collection, acquisition.assets)
+    return replace(acquisition, assets=assets, signing=signing)
+
+
+def refresh_signatures(acquisition: Acquisition) -> Acquisition:
+    """The acquisition signed with its collection's current token (renewed only near expiry).
+
+    Called just before a scene's reads: a run of many scenes outlives the token of its search.
+    Unsigned acquisitions are returned as they are.
+    """
+    if acquisition.signing is None:
+        return acquisition
+    signer = shared_signer(acquisition.signing.token_url)
+    collection = acquisition.signing.collection
+    return replace(acquisition, assets=tuple((k, signer(h, collection)) for k, h in acquisition.signing.unsigned))

@@ -28,7 +28,7 @@ from tasks.pairing import pair_scenes
 from tasks.preprocess import read_dem, read_s2
 from tasks.remote_read import use_s3_access
 from tasks.search_window import search_for_pairing
-from tasks.signing import PlanetaryComputerSigner
+from tasks.signing import PlanetaryComputerSigner, refresh_signatures
 from tasks.sources import LocalStacSource, source_from_uri
 from tasks.stac_api import SearchCapError, StacApiSource
 from tests.helpers import stac_api
@@ -162,7 +162,7 @@ def test_tokens_are_renewed_near_expiry(server: LoopbackStac) -> None:
     signer("http://x/a.tif", "sentinel-2-l2a")
     signer("http://x/b.tif", "sentinel-2-l2a")
     assert signer.requests_made == 1
-    server.faults.token_ttl_s = 60  # inside the refresh margin: never served from the cache
+    server.faults.token_ttl_s = 0  # expired when issued: never served from the cache
     fresh = PlanetaryComputerSigner(server.token_url)
     fresh("http://x/a.tif", "sentinel-1-rtc")
     fresh("http://x/b.tif", "sentinel-1-rtc")
@@ -172,6 +172,20 @@ def test_tokens_are_renewed_near_expiry(server: LoopbackStac) -> None:
         PlanetaryComputerSigner(f"{server.base}/nope/{{collection}}").token("sentinel-2-l2a")
     with pytest.raises(TransientSourceError, match="SAS token endpoint"):
         PlanetaryComputerSigner(f"http://127.0.0.1:{free_port()}/{{collection}}").token("sentinel-2-l2a")
+
+
+def test_signed_hrefs_are_refreshed_near_expiry(server: LoopbackStac, aoi: AoiSpec, grid: GridSpec) -> None:
+    server.faults.token_ttl_s = 0  # expired when issued: every refresh asks for a new token
+    endpoint = f"{server.token_url}?case=refresh"
+    (dem,) = _source(server, "planetary-computer", pc_token_url=endpoint).search(aoi.shape, *SUMMER, ["DEM"])
+    asked = len(server.seen.tokens)
+    again = refresh_signatures(dem)
+    assert len(server.seen.tokens) == asked + 1
+    assert again.fingerprint == dem.fingerprint and f"sig={SAS_SIG}" in again.asset("data")
+    assert np.isfinite(read_dem(again.asset("data"), grid)).mean() > 0.99
+    # Hrefs nobody signed stay as they are.
+    (plain,) = _source(server, "earth-search-v1").search(aoi.shape, *SUMMER, ["DEM"])
+    assert refresh_signatures(plain) is plain
 
 
 def test_a_transient_asset_error_is_retried(server: LoopbackStac, aoi: AoiSpec, grid: GridSpec) -> None:
