@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.errors import SettingsError
 from db.local_cluster import DEFAULT_DBNAME, DEFAULT_PORT
 from models.hub import HubCache
+from tasks.catalogs import CATALOGS
 from tasks.defaults import (
     MAX_PAIR_DAYS,
     MAX_PAIR_DAYS_BOUND,
@@ -25,6 +26,9 @@ from tasks.defaults import (
     WATER_THRESHOLD_BOUND,
     Bound,
 )
+from tasks.remote_read import S3Access
+from tasks.signing import PC_TOKEN_URL
+from tasks.stac_api import DEFAULT_MAX_ITEMS, StacApiOptions
 
 ENV_PREFIX = "GLACIAL_LAKES_"
 PRIVATE_DIR_MODE = 0o700
@@ -76,6 +80,30 @@ class Settings(BaseSettings):
     """Minimum mapped lake area, m² (0.5 ha)."""
     max_pair_days: float = MAX_PAIR_DAYS
     """Largest S2–S1 sensing gap, days."""
+    stac_catalog: str = "auto"
+    """Table of the STAC API's collection ids and asset keys: ``auto`` (by the URL's host; any other
+    host gets every spelling), ``earth-search-v1``, ``planetary-computer``, ``cdse`` or ``static``."""
+    stac_max_items: int = Field(default=DEFAULT_MAX_ITEMS, ge=1, le=100_000)
+    """Most items one collection's search may match; a search matching more fails, naming this setting."""
+    allow_s3: bool = False
+    """Accept ``s3://`` asset hrefs from a STAC API (read by GDAL with the ``S3_*`` settings below)."""
+    pc_token_url: str = PC_TOKEN_URL
+    """Planetary Computer's SAS token endpoint; ``{collection}`` is replaced by the collection id."""
+    s3_access_key_id: SecretStr | None = None
+    """S3 access key of ``s3://`` reads (Copernicus Data Space: your S3 key)."""
+    s3_secret_access_key: SecretStr | None = None
+    """S3 secret key of ``s3://`` reads."""
+    s3_session_token: SecretStr | None = None
+    """S3 session token of ``s3://`` reads (temporary credentials only)."""
+    s3_endpoint: str | None = None
+    """S3 endpoint host[:port] (GDAL's ``AWS_S3_ENDPOINT``); Copernicus Data Space:
+    ``eodata.dataspace.copernicus.eu``."""
+    s3_region: str | None = None
+    """S3 region (``AWS_REGION``)."""
+    s3_virtual_hosting: bool | None = None
+    """``false`` for path-style S3 URLs (Copernicus Data Space); unset: GDAL's default."""
+    s3_https: bool | None = None
+    """``false`` for an S3 endpoint on plain HTTP; unset: GDAL's default (HTTPS)."""
     hf_home: Path | None = Field(default=None, validation_alias="HF_HOME")
     """Hugging Face home (its ``hub/`` folder is the model cache) for ``hf://`` model specs."""
     hf_hub_cache: Path | None = Field(default=None, validation_alias="HF_HUB_CACHE")
@@ -94,6 +122,20 @@ class Settings(BaseSettings):
         reason = _BOUNDS[str(info.field_name)].reason(v)
         if reason is not None:
             raise ValueError(reason)
+        return v
+
+    @field_validator("stac_catalog")
+    @classmethod
+    def _known_catalog(cls, v: str) -> str:
+        if v != "auto" and v not in CATALOGS:
+            raise ValueError(f"must be auto or one of {', '.join(CATALOGS)}")
+        return v
+
+    @field_validator("pc_token_url")
+    @classmethod
+    def _token_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")) or "{collection}" not in v:
+            raise ValueError("must be an http(s):// URL containing {collection}")
         return v
 
     @field_validator("model")
@@ -124,6 +166,33 @@ class Settings(BaseSettings):
     def hub(self) -> HubCache:
         """Where ``hf://`` model specs are resolved (passed down to the model loaders)."""
         return HubCache(self.hf_cache_dir, self.hf_hub_offline)
+
+    @property
+    def stac_options(self) -> StacApiOptions:
+        """How ``stac:URL`` sources are searched (no secrets: safe as a task parameter)."""
+        return StacApiOptions(
+            catalog=self.stac_catalog,
+            max_items=self.stac_max_items,
+            allow_s3=self.allow_s3,
+            pc_token_url=self.pc_token_url,
+        )
+
+    @property
+    def s3_access(self) -> S3Access:
+        """Credentials and endpoint of ``s3://`` reads, for :func:`tasks.remote_read.use_s3_access`."""
+
+        def secret(value: SecretStr | None) -> str | None:
+            return value.get_secret_value() if value is not None else None
+
+        return S3Access(
+            access_key_id=secret(self.s3_access_key_id),
+            secret_access_key=secret(self.s3_secret_access_key),
+            session_token=secret(self.s3_session_token),
+            endpoint=self.s3_endpoint,
+            region=self.s3_region,
+            virtual_hosting=self.s3_virtual_hosting,
+            https=self.s3_https,
+        )
 
     @property
     def prefect_home(self) -> Path:

@@ -15,6 +15,7 @@ May import: ``tasks``, ``db``, ``models``, ``demo``, ``core``, ``flows`` leaves 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -30,12 +31,17 @@ from db.engine import make_engine
 from db.merge import merge_scene
 from db.records import MergeConfig, MergeReport, SceneResult
 from flows.aoi import AoiSpec
+from flows.settings import load_settings
 from models.hub import DEFAULT_HUB, HubCache
+from tasks.defaults import MAX_PAIR_DAYS
 from tasks.grid import GridSpec
 from tasks.pairing import ScenePlan
+from tasks.remote_read import use_s3_access
 from tasks.scene import ExtractedLakes, extract_lakes, prepare_stack
+from tasks.search_window import search_for_pairing
 from tasks.segment import segment_stack
-from tasks.sources import Acquisition, TransientSourceError, source_from_uri
+from tasks.signing import refresh_signatures
+from tasks.sources import Acquisition, StacApiOptions, TransientSourceError, source_from_uri
 from tasks.stack import StackInfo
 
 if TYPE_CHECKING:
@@ -93,10 +99,21 @@ scheduled run tries again."""
     # means a catalog that trickles pages forever, not a slow one.
     timeout_seconds=600,
 )
-def search_task(source: str, aoi: AoiSpec, start: date, end: date) -> list[Acquisition]:
-    """Lists the acquisitions of ``aoi`` sensed in [start, end] (UTC days) from ``source``."""
+def search_task(
+    source: str,
+    aoi: AoiSpec,
+    start: date,
+    end: date,
+    options: StacApiOptions | None = None,
+    max_pair_days: float = MAX_PAIR_DAYS,
+) -> list[Acquisition]:
+    """Lists the S2 acquisitions of ``aoi`` sensed in [start, end] (UTC days) from ``source``.
+
+    Their partners (S1, DEM) are searched over that window widened by ``max_pair_days`` on each side.
+    """
     # No separate check: the search walks and vets the same catalog (the CLI checked it already).
-    return source_from_uri(source, check=False).search(aoi.shape, start, end, KINDS)
+    found = source_from_uri(source, check=False, options=options)
+    return search_for_pairing(found, aoi.shape, start, end, KINDS, max_pair_days)
 
 
 @task(
@@ -108,8 +125,20 @@ def search_task(source: str, aoi: AoiSpec, start: date, end: date) -> list[Acqui
     timeout_seconds=3600,
 )
 def prepare_stack_task(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackInfo:
-    """Prefect wrapper of :func:`tasks.scene.prepare_stack`."""
-    return prepare_stack(plan, grid, out_dir)
+    """Prefect wrapper of :func:`tasks.scene.prepare_stack`.
+
+    S3 credentials are read from the settings here, inside the task, and handed to GDAL only for
+    the reads: never a parameter, so Prefect never stores or shows them. Signed hrefs are signed
+    again first when their token nears expiry (a long run outlives its search's tokens).
+    """
+    plan = replace(
+        plan,
+        s2=refresh_signatures(plan.s2),
+        s1=refresh_signatures(plan.s1),
+        dems=tuple(refresh_signatures(d) for d in plan.dems),
+    )
+    with use_s3_access(load_settings().s3_access):
+        return prepare_stack(plan, grid, out_dir)
 
 
 @task(

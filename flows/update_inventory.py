@@ -192,7 +192,8 @@ def update_inventory(
     run_key = hashlib.sha256(f"{aoi.name}|{start}|{end}|{source}|{segmenter.version}".encode()).hexdigest()
     run_id = start_run(engine, run_key, aoi_id, str(get_run_context().flow_run.id))  # type: ignore[union-attr]
 
-    acquisitions = search_task(source, aoi, start, end)
+    # S1 and DEM are searched over the window widened by the pairing tolerance, S2 inside it.
+    acquisitions = search_task(source, aoi, start, end, settings.stac_options, settings.max_pair_days)
     record_acquisitions(engine, aoi_id, _acquisition_rows(acquisitions))
     plans, skipped = pair_scenes(acquisitions, aoi.shape, settings.max_pair_days)
     outcomes = [SceneOutcome(s.product_id, "skipped", s.reason) for s in skipped]

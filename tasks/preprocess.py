@@ -25,11 +25,11 @@ from core.errors import RasterInputError
 # One slope implementation, kept in the leaf package (models/ cannot import tasks/).
 from models.baseline import slope_degrees
 from tasks.grid import GridSpec
+from tasks.remote_read import remote_env
 from tasks.s1_grd import linear_from_db_on_grid
 
 # The backscatter helpers live with the other S1 concepts; re-exported for existing callers.
 from tasks.sar import db_to_linear, lee_filter, sigma0_to_db
-from tasks.sources import REMOTE_TIMEOUT_S
 
 # The validity policy (SCL classes, clear and snow/ice masks) lives in tasks.validity; its names
 # stay importable from here, where the S2 reader applies them.
@@ -179,26 +179,12 @@ def _is_remote(href: str) -> bool:
 
 
 def _gdal_env(href: str) -> Any:
-    """GDAL options of one read of a remote href: the sources' timeouts and one short retry.
-
-    A server that sends nothing for the read timeout aborts the request (under 1 byte/s), a
-    request as a whole is capped at six times that; a silent server fails a read within about
-    the read timeout (20 s measured with 20 s; GDAL's one retry is for HTTP errors).
-    """
+    """GDAL options of one read; remote: timeouts, 429/5xx retries, S3 credentials (``tasks.remote_read``)."""
     import rasterio
 
     if not _is_remote(href):
         return rasterio.Env()
-    connect, read = REMOTE_TIMEOUT_S
-    return rasterio.Env(
-        GDAL_HTTP_CONNECTTIMEOUT=int(connect),
-        GDAL_HTTP_LOW_SPEED_TIME=int(read),
-        GDAL_HTTP_LOW_SPEED_LIMIT=1,
-        GDAL_HTTP_TIMEOUT=int(6 * read),
-        GDAL_HTTP_MAX_RETRY=1,
-        GDAL_HTTP_RETRY_DELAY=1,
-        GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",  # one request per asset, not a directory listing
-    )
+    return remote_env(href)
 
 
 def _read_failure(href: str, exc: Exception) -> Exception:
@@ -221,7 +207,7 @@ def _warp(
     """Warps one band of a raster onto ``grid`` with the GDAL warper.
 
     The source is read block by block by GDAL (COGs over HTTP included, with the timeouts of
-    :data:`tasks.sources.REMOTE_TIMEOUT_S`), so memory is bounded by the grid, not the source.
+    :data:`tasks.acquisition.REMOTE_TIMEOUT_S`), so memory is bounded by the grid, not the source.
     Float output gets NaN where the source has no data or does not cover the grid; integer output
     gets 0 there.
 

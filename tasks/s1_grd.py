@@ -39,9 +39,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from core.errors import RasterInputError
+from tasks.acquisition import REMOTE_TIMEOUT_S
 from tasks.grid import GridSpec
 from tasks.sar import db_to_linear
-from tasks.sources import REMOTE_TIMEOUT_S
 
 __all__ = [
     "MAX_XML_BYTES",
