@@ -39,6 +39,7 @@ from flows.settings import load_settings
 from flows.tasks import extract_lakes_task, merge_task, prepare_stack_task, search_task, segment_task
 from models.hub import HubCache
 from models.registry import load_segmenter
+from tasks.acquisition import ledger_href
 from tasks.grid import GridSpec, grid_for_geometry, utm_epsg_for
 from tasks.pairing import ScenePlan, pair_scenes, params_hash, scene_key
 from tasks.sources import Acquisition
@@ -142,7 +143,7 @@ def _acquisition_rows(acquisitions: list[Acquisition]) -> list[AcquisitionRow]:
             sensing_time=a.sensing_time,
             footprint=a.footprint,
             source=a.source,
-            href=next(iter(a.asset_map.values()), None),
+            href=ledger_href(a),  # unsigned: a token never reaches the database
             properties={"processing_baseline": a.processing_baseline, "cloud_cover": a.cloud_cover},
         )
         for a in acquisitions

@@ -321,3 +321,29 @@ def filter_acquisitions(
         and (a.kind == "DEM" or in_window(a.sensing_time, start, end))
     ]
     return sorted(kept, key=lambda a: (a.sensing_time, a.product_id))
+
+
+def shown_href(href: str) -> str:
+    """The href as it may be logged or stored: an http(s) URL loses its query string (``?…``).
+
+    Signed URLs carry their token there (Planetary Computer SAS): never written to the ledger,
+    a log line or an error message.
+    """
+    if href.lower().startswith(("http://", "https://")) and "?" in href:
+        return href.split("?", 1)[0] + "?…"
+    return href
+
+
+def ledger_href(acquisition: Acquisition) -> str | None:
+    """The acquisition's first asset href as the catalog lists it (unsigned), for the ledger."""
+    assets = acquisition.signing.unsigned if acquisition.signing is not None else acquisition.assets
+    first = next(iter(dict(assets).values()), None)
+    return None if first is None else shown_href(first)
+
+
+_SIGNED_URL = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*", re.IGNORECASE)
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every http(s) URL's query string replaced by ``?…`` (see :func:`shown_href`)."""
+    return _SIGNED_URL.sub(r"\1?…", text)
