@@ -242,7 +242,15 @@ class _Projected:
 
 
 def absent_lakes(lakes: Mapping[int, BaseGeometry], footprint: BaseGeometry, min_cover: float) -> list[int]:
-    """Lakes whose outline lies inside the valid footprint (share of area ≥ ``min_cover``); metric CRS."""
+    """Lakes the valid footprint saw dry; every geometry in one metric CRS.
+
+    A lake is seen dry when the footprint covers its outline, or covers at least ``min_cover`` of
+    its area *and* none of the footprint's holes reaches into it. ``min_cover`` forgives the edge
+    of a scene (pixel boundaries, simplification); a hole is what the scene could not see inside
+    its extent (cloud, snow or ice, water below the mapping unit with its one-pixel ring: see
+    ``tasks.validity``), and a lake any part of which was hidden that way was not seen dry: water
+    may remain there (a hidden lake is never retired).
+    """
     if not lakes:
         return []
     ids = np.asarray(list(lakes))
@@ -254,4 +262,25 @@ def absent_lakes(lakes: Mapping[int, BaseGeometry], footprint: BaseGeometry, min
         areas = shapely.area(geoms[partial])
         inside = shapely.area(shapely.intersection(geoms[partial], footprint))
         cover[partial] = np.divide(inside, areas, out=np.zeros_like(inside), where=areas > 0)
+        holes = _holes(footprint)
+        if holes is not None:
+            hidden = np.zeros(len(ids), dtype=bool)
+            hidden[partial] = shapely.intersects(holes, geoms[partial]) & ~shapely.touches(holes, geoms[partial])
+            cover[hidden] = 0.0
     return [int(i) for i in ids[cover >= min_cover]]
+
+
+def _holes(footprint: BaseGeometry) -> BaseGeometry | None:
+    """The footprint's interior rings as polygons (one geometry, prepared); None without any."""
+    parts = shapely.get_parts(footprint)
+    rings = [
+        r
+        for p in parts
+        if p.geom_type == "Polygon"
+        for r in shapely.get_interior_ring(p, range(shapely.get_num_interior_rings(p)))
+    ]
+    if not rings:
+        return None
+    holes = shapely.union_all(shapely.polygons(rings))
+    shapely.prepare(holes)
+    return holes

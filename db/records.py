@@ -89,7 +89,9 @@ class MergeConfig:
     absent_to_disappear: int = 2
     """Consecutive absent observations, on different days, before a lake is marked disappeared."""
     min_footprint_cover: float = 0.95
-    """Share of a lake's outline that must lie inside the valid footprint for an absent row."""
+    """Share of a lake's outline that must lie inside the valid footprint for an absent row, when
+    the rest lies beyond the footprint's edge; a lake reached by one of its holes is never absent
+    (:func:`db.identity.absent_lakes`)."""
 
 
 @dataclass(frozen=True)
