@@ -186,8 +186,9 @@ def _gain(union: BaseGeometry | None, footprint: BaseGeometry, aoi: BaseGeometry
 def scene_key(plan: ScenePlan, model_version: str, params: Mapping[str, object]) -> str:
     """Ledger key of a scene: sha256 over input product ids and what they are, model version and parameters.
 
-    The S1 kind (``S1GRD`` σ⁰ or ``S1RTC`` γ⁰) is part of "what they are". Every DEM tile counts:
-    its id (in :attr:`ScenePlan.dem_id`) and its fingerprint.
+    Every DEM tile counts: its id (in :attr:`ScenePlan.dem_id`) and its fingerprint. The S1 kind
+    needs no entry of its own: a GRD and an RTC product have their own ids and fingerprints (and
+    the scene's inputs record how S1 was read), so keys of existing scenes stand.
 
     "What they are" is each acquisition's ``fingerprint`` (size, modification time and path of
     local files; the item's update time or checksums for remote ones): a fixed or replaced file
@@ -197,7 +198,6 @@ def scene_key(plan: ScenePlan, model_version: str, params: Mapping[str, object])
         "s2": plan.s2.product_id,
         "s1": plan.s1.product_id,
         "dem": plan.dem_id,
-        "s1_kind": plan.s1_kind,
         "inputs": [plan.s2.fingerprint, plan.s1.fingerprint, *(d.fingerprint for d in plan.dems)],
         "model": model_version,
         "params": params_hash(params),

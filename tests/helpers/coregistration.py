@@ -103,12 +103,19 @@ def write_pair(
     grid = GridSpec(EPSG, (PIXEL, 0.0, X0, 0.0, -PIXEL, Y0), size, size)
     foot = box(86.0, 27.0, 87.0, 28.0)
 
-    def acq(pid: str, kind: str, assets: tuple[tuple[str, str], ...]) -> Acquisition:
-        return Acquisition(pid, kind, "synthetic", T0, foot, assets, "local:test", processing_baseline="02.14")
+    def acq(
+        pid: str, kind: str, assets: tuple[tuple[str, str], ...], metadata: tuple[tuple[str, str], ...] = ()
+    ) -> Acquisition:
+        return Acquisition(
+            pid, kind, "synthetic", T0, foot, assets, "local:test", processing_baseline="02.14", metadata=metadata
+        )
+
+    # Calibrated σ⁰ in linear power, as the metadata says (tasks.sar reads it by what it is).
+    sigma0 = tuple((f"{p}.title", "sigma0, linear power") for p in ("vv", "vh"))
 
     plan = ScenePlan(
         s2=acq("S2-synthetic", "S2L2A", tuple((b, s2) for b in S2_BANDS)),
-        s1=acq("S1-synthetic", "S1GRD", (("vv", vv_href), ("vh", vh_href))),
+        s1=acq("S1-synthetic", "S1GRD", (("vv", vv_href), ("vh", vh_href)), sigma0),
         dems=(acq("DEM-synthetic", "DEM", (("data", dem),)),),
     )
     return Pair(plan, grid, offset_s1, offset_dem)

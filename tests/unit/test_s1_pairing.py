@@ -59,10 +59,10 @@ def test_grd_only_catalog_pairs_grd_and_the_kind_can_be_asked_for() -> None:
         pair_scenes(both, AOI, s1_kind="S1SLC")
 
 
-def test_scene_key_covers_the_s1_kind() -> None:
-    """The same product ids read as GRD or as RTC are different scenes in the ledger."""
-    (grd,), _ = pair_scenes([acq("S2", "S2L2A", T0), acq("S1", "S1GRD", T0), DEM], AOI)
-    (rtc,), _ = pair_scenes([acq("S2", "S2L2A", T0), acq("S1", "S1RTC", T0), DEM], AOI)
+def test_grd_and_rtc_products_are_different_scenes() -> None:
+    """The ledger tells the kinds apart by product (id and fingerprint), not by a label of its own."""
+    (grd,), _ = pair_scenes([acq("S2", "S2L2A", T0), acq("S1-GRD", "S1GRD", T0), DEM], AOI)
+    (rtc,), _ = pair_scenes([acq("S2", "S2L2A", T0), acq("S1-RTC", "S1RTC", T0), DEM], AOI)
     assert scene_key(grd, "m", {}) != scene_key(rtc, "m", {})
 
 
