@@ -96,14 +96,14 @@ _COMMITTED_PARAMS = text(
     f"""
     SELECT DISTINCT s.params_hash, s.inputs ->> '{PARAMS_INPUT}' AS params
     FROM {SCHEMA}.scene s
-    WHERE s.aoi_id = :aoi AND s.inputs ? '{PARAMS_INPUT}'
+    WHERE s.aoi_id = :aoi AND s.inputs ? '{PARAMS_INPUT}' AND s.superseded_by IS NULL
     ORDER BY s.params_hash
     """
 )
 
 
 def committed_params(conn: Connection | Engine, aoi_id: int) -> dict[str, dict[str, object]]:
-    """Parameter sets of the AOI's committed scenes that state theirs: params hash → parameters."""
+    """Parameter sets of the AOI's current (not superseded) scenes that state theirs: hash → parameters."""
     if isinstance(conn, Engine):
         with conn.connect() as c:
             return committed_params(c, aoi_id)

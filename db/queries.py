@@ -6,6 +6,7 @@ computed by the pipeline). Times are UTC.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,6 +84,19 @@ def aoi_names(engine: sa.Engine) -> list[str]:
     """Names of every AOI in the inventory, sorted."""
     with engine.connect() as conn:
         return [str(n) for (n,) in conn.execute(sa.text(f"SELECT name FROM {SCHEMA}.aoi ORDER BY name"))]
+
+
+def aoi_geometry(engine: sa.Engine, name: str) -> dict[str, Any]:
+    """The outline of AOI ``name`` as a GeoJSON geometry (EPSG:4326).
+
+    Raises:
+        core.errors.AoiError: ``name`` is unknown (see :func:`check_aoi_known`).
+    """
+    check_aoi_known(engine, name)
+    with engine.connect() as conn:
+        text = conn.execute(sa.text(f"SELECT ST_AsGeoJSON(geom) FROM {SCHEMA}.aoi WHERE name = :n"), {"n": name})
+        geometry: dict[str, Any] = json.loads(text.scalar_one())
+    return geometry
 
 
 def check_aoi_known(engine: sa.Engine, name: str) -> None:

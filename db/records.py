@@ -73,6 +73,12 @@ class SceneResult:
     """Extra provenance (hrefs, checksums), stored as JSON."""
     utm_epsg: int = field(kw_only=True)
     """EPSG code of the UTM CRS of ``valid_footprint`` (the scene grid's)."""
+    supersede: bool = field(default=False, kw_only=True)
+    """A rerun: the AOI's committed scenes of the same S2 product (other keys: another model or
+    parameters) are superseded by this one. Their observations stay, marked by
+    ``scene.superseded_by``; histories are derived again without them; a lake that only they saw
+    leaves the inventory (status ``superseded``). The AOI's parameter check is not applied: the
+    rerun is the explicit request for the new parameters."""
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,14 @@ scene = Table(
     Column("valid_fraction", Float, nullable=True),
     Column("run_id", BigInteger, ForeignKey("inventory.ingest_run.run_id"), nullable=True),
     Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    Column(
+        "superseded_by",
+        BigInteger,
+        ForeignKey("inventory.scene.scene_id"),
+        nullable=True,
+        comment="the rerun scene that replaced this one; its observations no longer count (NULL: current)",
+    ),
+    Column("superseded_at", DateTime(timezone=True), nullable=True),
 )
 
 _SQL_TYPES: dict[str, type[TypeEngine[Any]]] = {"double precision": Float}
@@ -152,7 +160,13 @@ lake = Table(
     Column("lake_id", BigInteger, Identity(), primary_key=True),
     # No aoi_id: identity is spatial (an AOI is a unit of processing, not an owner of lakes);
     # the AOIs of a lake are those whose outline its outline intersects (views' ``aoi_names``).
-    Column("status", Text, nullable=False, server_default="active", comment="active | disappeared"),
+    Column(
+        "status",
+        Text,
+        nullable=False,
+        server_default="active",
+        comment="active | disappeared | superseded (only superseded scenes saw it)",
+    ),
     _geom(nullable=False),
     *_attribute_columns(),
     Column("first_seen", DateTime(timezone=True), nullable=False),

@@ -205,6 +205,43 @@ def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, na
         sys.exit(1)
 
 
+@main.command("rerun")
+@click.option("--aoi", required=True, help="name of an AOI of the inventory")
+@click.option("--start", required=True, help="first sensing date, YYYY-MM-DD")
+@click.option("--end", required=True, help="last sensing date, YYYY-MM-DD")
+@click.option("--source", required=True, help="local:DIR or stac:URL")
+@click.option(
+    "--model", default=None, help="segmenter: default | baseline | PATH | hf://… (default GLACIAL_LAKES_MODEL)"
+)
+@guarded
+def rerun_command(aoi: str, start: str, end: str, source: str, model: str | None) -> None:
+    """Process an AOI's window again: the new results supersede the old ones (kept, as superseded)."""
+    from db.queries import check_aoi_known
+    from flows.database import ready_engine
+    from models.registry import load_segmenter
+    from tasks.sources import source_from_uri
+
+    first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
+    assert first is not None and last is not None
+    if last < first:
+        raise BadInput(f"--end {end} is before --start {start}")
+    settings = _settings()
+    check_aoi_known(ready_engine(settings), aoi)
+    source_from_uri(source, options=settings.stac_options)
+    load_segmenter(model or settings.model, settings.tta, settings.hub)
+    del settings
+    from flows.prefect_server import prefect_api
+
+    with prefect_api(progress) as ready:
+        from flows.rerun import rerun
+
+        ready()
+        report = rerun(aoi=aoi, start=first, end=last, source=source, model=model)
+    click.echo(report.markdown())
+    if report.failed:
+        sys.exit(1)
+
+
 @main.command()
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="FILE.gpkg or FILE.geojson")
 @click.option("--as-of", "as_of", default=None, help="inventory as it stood at this date (default: now)")

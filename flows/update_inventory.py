@@ -62,6 +62,8 @@ class SceneContext:
     threshold: float
     min_area_m2: float
     merge_config: MergeConfig
+    supersede: bool = False
+    """A rerun: each scene supersedes the AOI's earlier scenes of its S2 product."""
 
     @property
     def params(self) -> dict[str, object]:
@@ -111,6 +113,7 @@ def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -
             **observation,
         },
         utm_epsg=ctx.grid.epsg,  # CRS of the footprint and of the lakes' outlines
+        supersede=ctx.supersede,
     )
     merge = merge_task(db, result, ctx.merge_config)
     return SceneOutcome(plan.s2.product_id, "processed", None, merge)
@@ -158,6 +161,7 @@ def update_inventory(
     source: str,
     model: str | None = None,
     rerun: bool = False,
+    supersede: bool = False,
 ) -> RunReport:
     """Bring one AOI's inventory up to date for acquisitions sensed in [start, end].
 
@@ -169,6 +173,9 @@ def update_inventory(
         model: segmenter spec; default from ``GLACIAL_LAKES_MODEL``.
         rerun: process scenes whose ledger key is already committed again (their merge is
             still a no-op unless the inputs, model or parameters changed).
+        supersede: each scene replaces the AOI's earlier scenes of its S2 product (another
+            model or parameters): see :attr:`db.records.SceneResult.supersede`. The AOI's
+            parameter check is then not applied (the rerun asks for the new parameters).
     """
     logger = get_run_logger()
     settings = load_settings()
@@ -188,6 +195,7 @@ def update_inventory(
         threshold=settings.threshold,
         min_area_m2=settings.min_area_m2,
         merge_config=MergeConfig(),
+        supersede=supersede,
     )
     aoi_id = ensure_aoi(engine, aoi.name, aoi.shape, epsg)
     run_key = hashlib.sha256(f"{aoi.name}|{start}|{end}|{source}|{segmenter.version}".encode()).hexdigest()
@@ -206,7 +214,11 @@ def update_inventory(
     n_s2 = len(plans) + len(skipped)
     logger.info("%s: %d S2 acquisitions, %d paired, %d already processed", aoi.name, n_s2, len(plans), len(done))
     # Checked once before any scene is computed (the merge checks again, under the AOI's lock).
-    conflict = params_conflict(committed_params(engine, aoi_id), params_hash(ctx.params), ctx.stated_params)
+    conflict = (
+        None
+        if supersede
+        else params_conflict(committed_params(engine, aoi_id), params_hash(ctx.params), ctx.stated_params)
+    )
     for i, plan in enumerate(plans, 1):
         key = keys[plan.scene_id]
         if key in done and not rerun:

@@ -39,7 +39,9 @@ def backfill_absent(
     if not new_ids:
         return []
     s, lk, obs = scene, lake, lake_observation
-    others = select(s.c.scene_id).where(s.c.scene_id != scene_id, s.c.valid_footprint.isnot(None))
+    others = select(s.c.scene_id).where(
+        s.c.scene_id != scene_id, s.c.valid_footprint.isnot(None), s.c.superseded_by.is_(None)
+    )
     if conn.execute(others.limit(1)).first() is None:  # the inventory's first scene: nothing to look back at
         return []
     pairs = conn.execute(
@@ -51,7 +53,7 @@ def backfill_absent(
             func.ST_AsBinary(func.ST_Intersection(s.c.valid_footprint, func.ST_Envelope(lk.c.geom))),
         )
         .join_from(lk, s, s.c.valid_footprint.op("&&")(lk.c.geom))
-        .where(in_ids(lk.c.lake_id, new_ids), s.c.scene_id != scene_id)
+        .where(in_ids(lk.c.lake_id, new_ids), s.c.scene_id != scene_id, s.c.superseded_by.is_(None))
     ).all()
     pairs = [p for p in pairs if p[0] not in split_children or p[2] > when]
     if not pairs:

@@ -47,7 +47,7 @@ CANDIDATES_SQL = f"""
 SELECT l.lake_id, ST_AsBinary(l.geom), l.status, l.area_m2, {MICROS.format("l.last_seen")},
        {MICROS.format("l.last_observed")}
 FROM {SCHEMA}.lake AS l
-WHERE l.geom && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, {SRID})
+WHERE l.geom && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, {SRID}) AND l.status <> 'superseded'
   AND l.lake_id NOT IN (SELECT parent_lake_id FROM {SCHEMA}.lake_lineage
                         WHERE kind = 'merged' AND sensing_time <= %(t)s)
   AND l.lake_id NOT IN (SELECT child_lake_id FROM {SCHEMA}.lake_lineage

@@ -66,11 +66,18 @@ def _current(keys: Sequence[VersionKey]) -> VersionKey | None:
 def load(
     conn: Connection, ids: Sequence[int], config: MergeConfig
 ) -> tuple[dict[int, LakeHistory], dict[int, list[VersionKey]]]:
-    """Derive the lakes' histories from all their observations; also return their stored version keys."""
+    """Derive the lakes' histories from their live observations; also return their stored version keys.
+
+    Live: not of a superseded scene (:mod:`db.merge.supersede`).
+    """
     observations: dict[int, list[Observation]] = {i: [] for i in ids}
     names = ("observation_id", "sensing_time", "present", "area_m2", "perimeter_m", "scene_id", *EXTRA_ATTRIBUTES)
     query = select(_obs.c.lake_id, *[_obs.c[k] for k in names], scene.c.scene_key, scene.c.model_version)
-    for r in conn.execute(query.join(scene, scene.c.scene_id == _obs.c.scene_id).where(in_ids(_obs.c.lake_id, ids))):
+    live = query.join(scene, scene.c.scene_id == _obs.c.scene_id).where(
+        in_ids(_obs.c.lake_id, ids),
+        scene.c.superseded_by.is_(None),  # a superseded scene's are no facts now
+    )
+    for r in conn.execute(live):
         m = r._mapping
         observations[r.lake_id].append(
             Observation(
@@ -97,6 +104,9 @@ def load(
         stored[r[0]].append(tuple(r[1:]))
     return {i: derive_history(observations[i], events[i], config) for i in ids}, stored
 
+
+SUPERSEDED = "superseded"
+"""Status of a lake that only superseded scenes saw (no version, not in any view of the inventory)."""
 
 _REHASH = text(f"UPDATE {SCHEMA}.lake SET row_hash = {ROW_HASH_OF_ROW} WHERE lake_id = ANY(:ids)")
 """The hash of the rows as they stand (the rebuild writes the state first, then the hash)."""
@@ -155,6 +165,10 @@ def rebuild_history(
             ],
         )
         conn.execute(_REHASH, {"ids": sorted(states)})
+    gone = sorted(i for i, h in histories.items() if h.state is None)
+    if gone:  # seen only by superseded scenes: out of the inventory, its facts kept
+        conn.execute(update(lake).where(in_ids(lake.c.lake_id, gone)).values(status=SUPERSEDED, updated_at=func.now()))
+        conn.execute(_REHASH, {"ids": gone})
 
     kind_now = {i: (derived[i][-1][2] if derived[i] else None) for i in ids}
     return {

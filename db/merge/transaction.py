@@ -38,6 +38,7 @@ from db.merge.locks import lock_aoi, lock_ground
 from db.merge.rebuild import rebuild_history
 from db.merge.sql import geom_param, row_hash
 from db.merge.staging import mark_rebuilt, stage
+from db.merge.supersede import supersede
 from db.records import MergeConfig, MergeReport, ObservedLake, SceneResult
 from db.schema import SCHEMA, aoi, lake_lineage, scene
 
@@ -183,10 +184,12 @@ def _merge(engine: Engine, result: SceneResult, config: MergeConfig) -> MergeRep
         if row is None:
             raise LookupError(f"unknown AOI {result.aoi_name!r}: register it with ensure_aoi first")
         aoi_id, epsg = int(row[0]), int(row[1])
-        check_params(conn, aoi_id, result.params_hash, result.inputs)  # under the AOI lock
+        if not result.supersede:  # a rerun asks for its parameters: the explicit exception
+            check_params(conn, aoi_id, result.params_hash, result.inputs)  # under the AOI lock
         for setting in _SETTINGS:
             conn.execute(setting)
         scene_id = _insert_scene(conn, result, aoi_id, footprint)
+        replaced = supersede(conn, scene_id, aoi_id, result.s2_product_id) if result.supersede else {}
 
         extent = [g for _, g in observed] + ([footprint] if footprint is not None else [])
         cand = fetch_candidates(conn, when, tuple(shapely.total_bounds(extent))) if extent else Candidates()
@@ -208,6 +211,7 @@ def _merge(engine: Engine, result: SceneResult, config: MergeConfig) -> MergeRep
         split_children = {lake_of[p] for _, p in plan.splits}
         # History: extended here from each lake's tip where that suffices, else derived again.
         rebuild = {i for a, c, kind in links for i in (a, c) if kind == "merged"} | lineage_since(conn, when)
+        rebuild |= set(replaced)  # their superseded observations no longer count
         areas = [o.area_m2 for o, _ in observed]
         extended = steps(cand, lake_of, areas, absent, rebuild, when, config)
         rebuild |= {i for i in (*plan.continues.values(), *absent) if i not in extended}
@@ -230,8 +234,8 @@ def _merge(engine: Engine, result: SceneResult, config: MergeConfig) -> MergeRep
         )
         counts = write(conn, scene_id, result.model_version, when, fast)
 
-        touched = set(lake_of.values()) | set(absent) | {a for a, _ in plan.merges}
-        status_before = {i: cand.status(i) for i in touched & rebuild if i in cand.position}
+        touched = set(lake_of.values()) | set(absent) | {a for a, _ in plan.merges} | set(replaced)
+        status_before = {**replaced, **{i: cand.status(i) for i in touched & rebuild if i in cand.position}}
         rebuilt = rebuild_history(conn, sorted(touched & rebuild), status_before, config)
     return MergeReport(
         scene_key=result.scene_key,

@@ -24,7 +24,7 @@ from tests import helpers as h
 
 pytestmark = pytest.mark.db
 
-HEAD = "0007_observation_indexes"
+HEAD = "0008_supersede"
 EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson")
 """The real ICIMOD 2015 Khumbu subset (42 lakes), under the ``realdata`` fixture's folder."""
 
@@ -33,8 +33,10 @@ EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson"
 _SCHEMA_DUMP = {
     "columns": """
         SELECT table_name, column_name,
-               -- 0006's downgrade can only re-add lake.aoi_id at the end of the table.
-               CASE WHEN (table_name, column_name) = ('lake', 'aoi_id') THEN 0 ELSE ordinal_position END,
+               -- The logical position: a column dropped and added again takes a new attnum. 0006's
+               -- downgrade can only re-add lake.aoi_id at the end of the table: it ranks last.
+               row_number() OVER (PARTITION BY table_name
+                                  ORDER BY (table_name, column_name) = ('lake', 'aoi_id'), ordinal_position),
                data_type, udt_name, is_nullable,
                coalesce(column_default, ''), is_identity, coalesce(col_description(
                    (quote_ident(table_schema) || '.' || quote_ident(table_name))::regclass, ordinal_position), '')
@@ -132,6 +134,7 @@ def test_single_head_and_one_transaction_per_chain() -> None:
         "0004_row_hash_function",
         "0005_geometry_validity_triggers",
         "0006_spatial_lake_identity",
+        "0007_observation_indexes",
         HEAD,
     ]
     assert up == down == ["BEGIN", "COMMIT"]
@@ -151,6 +154,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
         at_0005 = schema_dump(url)
         migrate.upgrade(url, "0006_spatial_lake_identity")
         at_0006 = schema_dump(url)
+        migrate.upgrade(url, "0007_observation_indexes")
+        at_0007 = schema_dump(url)
         migrate.upgrade(url, "head")
         at_head = schema_dump(url)
         migrate.downgrade(url, "0001")
@@ -210,11 +215,21 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     }
     assert [r[0] for r in added["functions"]] == ["lakes_as_of"] and "aoi_names" in added["functions"][0][1]
     # 0007 drops the unread spatial index of the observations, nothing else.
-    removed = {k: sorted(set(at_0006[k]) - set(at_head[k])) for k in at_head}
+    removed = {k: sorted(set(at_0006[k]) - set(at_0007[k])) for k in at_0007}
     assert [r[1] for r in removed["indexes"]] == ["idx_lake_observation_geom"]
     assert [r[0] for r in removed["relations"]] == ["idx_lake_observation_geom"]
     assert all(removed[k] == [] for k in removed if k not in ("indexes", "relations"))
-    assert all(sorted(set(at_head[k]) - set(at_0006[k])) == [] for k in at_head)
+    assert all(sorted(set(at_0007[k]) - set(at_0006[k])) == [] for k in at_0007)
+    # 0008 adds the supersede columns of scene, their index and foreign key, and the view of the
+    # superseded observations; the series function and view keep their signatures.
+    added = {k: sorted(set(at_head[k]) - set(at_0007[k])) for k in at_head}
+    assert {r[:2] for r in added["columns"] if r[0] == "scene"} == {
+        ("scene", "superseded_by"),
+        ("scene", "superseded_at"),
+    }
+    assert {r[0] for r in added["columns"]} == {"scene", "superseded_observations", "lake"}  # lake: the status comment
+    assert [r[1] for r in added["indexes"]] == ["ix_scene_aoi_id_s2_product_id"]
+    assert [r[0] for r in added["views"]] == ["lake_area_timeseries", "superseded_observations"]
 
 
 def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str, realdata: Path) -> None:

@@ -1,0 +1,37 @@
+"""The ``rerun`` flow: process an AOI's window again, and let the new results supersede the old.
+
+For a new model, new parameters or fixed inputs: every S2 acquisition of the window is processed
+again (scene keys already committed included) and each new scene supersedes the AOI's earlier
+scenes of the same product (:mod:`db.merge.supersede`): histories are derived again from the
+current observations, a lake only the old results saw leaves the inventory (status
+``superseded``), and the old observations stay, in ``inventory.superseded_observations``.
+
+The AOI is one the inventory holds (its outline is read from it). No ``from __future__ import
+annotations`` here: Prefect builds the parameter model of a served flow from these annotations.
+"""
+
+from datetime import date
+
+from prefect import flow
+
+from db.queries import aoi_geometry
+from flows.aoi import AoiSpec
+from flows.database import ready_engine
+from flows.report import RunReport
+from flows.settings import load_settings
+from flows.update_inventory import update_inventory
+
+
+@flow(name="rerun", log_prints=False)
+def rerun(aoi: str, start: date, end: date, source: str, model: str | None = None) -> RunReport:
+    """Process AOI ``aoi``'s acquisitions sensed in [start, end] again; the results supersede the old.
+
+    Args:
+        aoi: name of an AOI of the inventory.
+        start: first sensing day, inclusive (UTC).
+        end: last sensing day, inclusive (UTC).
+        source: ``local:DIR`` or ``stac:URL``.
+        model: segmenter spec; default from ``GLACIAL_LAKES_MODEL``.
+    """
+    spec = AoiSpec(name=aoi, geometry=aoi_geometry(ready_engine(load_settings()), aoi))
+    return update_inventory(aoi=spec, start=start, end=end, source=source, model=model, rerun=True, supersede=True)
