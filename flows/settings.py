@@ -25,6 +25,7 @@ from tasks.defaults import (
     WATER_THRESHOLD_BOUND,
     Bound,
 )
+from tasks.zones import ZONE_MARGIN_M, ZONE_MARGIN_M_BOUND
 
 ENV_PREFIX = "GLACIAL_LAKES_"
 PRIVATE_DIR_MODE = 0o700
@@ -34,6 +35,7 @@ _BOUNDS: dict[str, Bound] = {
     "threshold": WATER_THRESHOLD_BOUND,
     "min_area_m2": MIN_LAKE_AREA_M2_BOUND,
     "max_pair_days": MAX_PAIR_DAYS_BOUND,
+    "zone_margin_m": ZONE_MARGIN_M_BOUND,
 }
 """The same ranges the CLI options accept (one definition, in :mod:`tasks.defaults`)."""
 
@@ -76,6 +78,9 @@ class Settings(BaseSettings):
     """Minimum mapped lake area, m² (0.5 ha)."""
     max_pair_days: float = MAX_PAIR_DAYS
     """Largest S2–S1 sensing gap, days."""
+    zone_margin_m: float = ZONE_MARGIN_M
+    """How far each UTM zone part's grid of an AOI across zones reaches beyond the seam, metres
+    (:mod:`tasks.zones`)."""
     hf_home: Path | None = Field(default=None, validation_alias="HF_HOME")
     """Hugging Face home (its ``hub/`` folder is the model cache) for ``hf://`` model specs."""
     hf_hub_cache: Path | None = Field(default=None, validation_alias="HF_HUB_CACHE")
@@ -88,7 +93,7 @@ class Settings(BaseSettings):
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
 
-    @field_validator("pg_port", "threshold", "min_area_m2", "max_pair_days")
+    @field_validator("pg_port", "threshold", "min_area_m2", "max_pair_days", "zone_margin_m")
     @classmethod
     def _in_range(cls, v: float, info: ValidationInfo) -> float:
         reason = _BOUNDS[str(info.field_name)].reason(v)
