@@ -198,6 +198,4 @@ def test_zone_margin_is_a_bounded_setting(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("GLACIAL_LAKES_ZONE_MARGIN_M", "2000")
     assert load_settings().zone_margin_m == 2000.0
     wide = partition_aoi(ACROSS, margin_m=2000)
-    assert all(
-        w.grid.width > n.grid.width for w, n in zip(wide.parts, partition_aoi(ACROSS).parts, strict=True)
-    )
+    assert all(w.grid.width > n.grid.width for w, n in zip(wide.parts, partition_aoi(ACROSS).parts, strict=True))
