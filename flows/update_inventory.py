@@ -318,7 +318,7 @@ def update_inventory(
         run_id,
         "failed" if report.failed else "committed",
         report.totals(),
-        [{"acquisition": o.product_id, "error": o.reason} for o in outcomes if o.status == "failed"],
+        [{"acquisition": o.label, "error": o.reason} for o in outcomes if o.status == "failed"],
     )
     slug = "".join(c if c.isalnum() else "-" for c in aoi.name.lower())
     create_markdown_artifact(report.markdown(), key=f"inventory-update-{slug}")

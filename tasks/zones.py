@@ -47,7 +47,9 @@ more than the complement on the other side is then "not observed" when dry, neve
 Scenes. One S2 acquisition is one scene per part it reaches: the part is in the scene key (the
 ledger would otherwise take the second part for the first, already committed), while the AOI's
 parameter set (threshold, minimum area and every part's grid) is one for all its scenes, as the
-merge's parameter check requires.
+merge's parameter check requires. (So an AOI across zones whose scenes were committed with one grid
+in its centroid's zone, as before parts existed, has another parameter set: its new scenes are
+refused with ``ParameterMismatchError``, which names the grids that differ.)
 
 Caps. :data:`tasks.grid.MAX_GRID_PIXELS` (the per-scene memory budget) applies to every part and
 to the parts' total, so cutting an AOI into parts never admits more than one grid could hold.
