@@ -36,9 +36,10 @@ pixel of it), the second merge continues the first one's lake: no duplicate id e
 
 Lakes cut by a grid edge. A lake reaching further than the margin across a seam touches its grid's
 edge beyond its zone: that outline is a cut piece, with a wrong area, and is dropped (counted in
-the scene's inputs as ``zone_lakes_cut``; raise the margin to map such lakes). Neither part records
-it: the other part does not own its representative point (or sees it cut as well). A lake touching
-the grid's edge inside its own zone is cut by the AOI's outer edge, as in a one-zone AOI, and kept.
+the scene's inputs as ``zone_lakes_cut``, logged; raise the margin to map such lakes). A piece is
+never recorded; the lake is, only where the other part sees it whole and owns its representative
+point. A lake touching the grid's edge inside its own zone is cut by the AOI's outer edge, as in a
+one-zone AOI, and kept.
 
 Limit of the clipped footprint: a known lake straddling a seam is marked absent only when the
 owned ground of one part covers ``MergeConfig.min_footprint_cover`` of its outline; a lake with
@@ -47,9 +48,9 @@ more than the complement on the other side is then "not observed" when dry, neve
 Scenes. One S2 acquisition is one scene per part it reaches: the part is in the scene key (the
 ledger would otherwise take the second part for the first, already committed), while the AOI's
 parameter set (threshold, minimum area and every part's grid) is one for all its scenes, as the
-merge's parameter check requires. (So an AOI across zones whose scenes were committed with one grid
-in its centroid's zone, as before parts existed, has another parameter set: its new scenes are
-refused with ``ParameterMismatchError``, which names the grids that differ.)
+merge's parameter check requires. (So where an AOI across zones has scenes committed with a single
+grid in its centroid's zone, its parameter set differs: new scenes are refused with
+``ParameterMismatchError``, which names the grids that differ.)
 
 Caps. :data:`tasks.grid.MAX_GRID_PIXELS` (the per-scene memory budget) applies to every part and
 to the parts' total, so cutting an AOI into parts never admits more than one grid could hold.
