@@ -3,10 +3,12 @@
 A small synthetic catalog (written here with rasterio: S2 L2A 12 bands + SCL and S1 GRD sigma0 in
 EPSG:32643, the DEM in EPSG:4326) holds three lakes, all within the 1 km margin of the seam, so
 both zone parts' grids see each of them: one straddling 72° E (its centre 60 m west of it, so the
-EPSG:32642 part, reading warped data, owns it), one west and one east of the seam. Guards: each
-lake comes out once (one ``lake_id``, one observation per acquisition), with an area within a
-pixel ring of the truth; each acquisition is one scene per part, counted in the report; a second
-run is a no-op.
+EPSG:32642 part, reading warped data, owns it), one west and one east of the seam; the east one
+dries on the last date. Guards: each lake comes out once (one ``lake_id``, one observation per
+acquisition, from the part that owns it), with an area within a pixel ring of the truth; the dry
+lake is marked absent once, by its own part (the other part saw it dry too, in its margin, but may
+not decide there); each acquisition is one scene per part, counted in the report; a second run
+is a no-op.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -35,13 +38,15 @@ SEAM = 72.0
 LAT = 43.01
 AOI = box(71.985, 43.0, 72.015, 43.02)
 """About 2.4 × 2.2 km, half in each zone."""
-LAKES = {
-    # name: (centre lon, lat, radius m on the first date, on the second)
-    "straddling": (SEAM - 60 / 81_400, LAT, 150.0, 190.0),  # 60 m west of the seam, reaching 130 m past it
-    "west": (71.992, 43.006, 120.0, 120.0),  # ~650 m west: inside the east part's margin
-    "east": (72.009, 43.014, 130.0, 130.0),  # ~730 m east: inside the west part's margin
+LAKES: dict[str, tuple[float, float, tuple[float | None, ...]]] = {
+    # name: (centre lon, lat, radius in m on each date; None: dry)
+    "straddling": (SEAM - 60 / 81_400, LAT, (150.0, 190.0, 190.0)),  # 60 m west of the seam, 130 m past it
+    "west": (71.992, 43.006, (120.0, 120.0, 120.0)),  # ~650 m west: inside the east part's margin
+    "east": (72.009, 43.014, (130.0, 130.0, None)),  # ~730 m east: inside the west part's margin; dries
 }
-DATES = (date(2024, 7, 4), date(2024, 7, 24))
+DATES = (date(2024, 7, 4), date(2024, 7, 24), date(2024, 8, 13))
+LAST_WET = 1
+"""The last date every lake holds water (the truth of the inventory's current areas)."""
 S2_BANDS = {
     # band: (resolution m, land reflectance, water reflectance)
     "B01": (60, 0.10, 0.07),
@@ -64,10 +69,11 @@ _to_data = Transformer.from_crs(4326, DATA_EPSG, always_xy=True)
 _to_lonlat = Transformer.from_crs(DATA_EPSG, 4326, always_xy=True)
 
 
-def _outline(name: str, day: int, epsg: int = DATA_EPSG) -> object:
-    lon, lat, *radii = LAKES[name]
-    x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
-    return Point(x, y).buffer(radii[day], quad_segs=32)
+def _outline(name: str, day: int) -> Any:
+    """The lake's disc on date ``day``, DATA_EPSG metres (empty when dry)."""
+    lon, lat, radii = LAKES[name]
+    radius = radii[day]
+    return Point(*_to_data.transform(lon, lat)).buffer(radius, quad_segs=32) if radius else Point()
 
 
 def _lonlat_box(x0: float, y0: float, x1: float, y1: float) -> object:
@@ -86,7 +92,8 @@ def _write_catalog(root: Path) -> Path:
     footprint = _lonlat_box(x0, y1 - 10 * size, x0 + 10 * size, y1)
     s2_items, s1_items = [], []
     for d, day in enumerate(DATES):
-        water = rasterize([(_outline(n, d), 1) for n in LAKES], out_shape=(size, size), transform=t10) == 1
+        discs = [(_outline(n, d), 1) for n in LAKES if LAKES[n][2][d]]
+        water = rasterize(discs, out_shape=(size, size), transform=t10) == 1
         stamp = f"{day:%Y%m%d}T055641"
         item_id = f"S2A_MSIL2A_{stamp}_N0509_R019_T43TBH_{day:%Y%m%d}T093512"
         folder = root / "sentinel-2-l2a" / item_id
@@ -225,7 +232,7 @@ def test_lakes_at_the_zone_seam_come_out_once(
     assert report.failed == 0 and report.skipped == 0, report.markdown()
     assert report.found == len(DATES) and report.processed == 2 * len(DATES)
     assert report.zone_parts == ("EPSG:32642", "EPSG:32643")
-    assert sorted(o.part or "" for o in report.outcomes) == ["EPSG:32642", "EPSG:32642", "EPSG:32643", "EPSG:32643"]
+    assert sorted(o.part or "" for o in report.outcomes) == sorted(["EPSG:32642", "EPSG:32643"] * len(DATES))
     assert "EPSG:32642" in report.markdown()
 
     with engine.connect() as conn:
@@ -233,7 +240,9 @@ def test_lakes_at_the_zone_seam_come_out_once(
             text("SELECT s2_product_id, inputs->>'zone_part' FROM inventory.scene ORDER BY 1, 2")
         ).all()
         lakes = gpd.read_postgis(
-            "SELECT lake_id, area_m2, n_observations, geom FROM inventory.lake ORDER BY lake_id", conn, geom_col="geom"
+            "SELECT lake_id, status, area_m2, n_observations, geom FROM inventory.lake ORDER BY lake_id",
+            conn,
+            geom_col="geom",
         )
         observations = conn.execute(
             text(
@@ -241,7 +250,16 @@ def test_lakes_at_the_zone_seam_come_out_once(
                 "JOIN inventory.scene s USING (scene_id) WHERE o.present GROUP BY 1, 2"
             )
         ).all()
+        absent = conn.execute(
+            text(
+                "SELECT o.lake_id, s.inputs->>'zone_part' FROM inventory.lake_observation o "
+                "JOIN inventory.scene s USING (scene_id) WHERE NOT o.present ORDER BY 1, 2"
+            )
+        ).all()
     assert [z for _, z in scenes] == ["EPSG:32642", "EPSG:32643"] * len(DATES)
+    dry: dict[int, list[str]] = {}
+    for lake_id, zone in absent:
+        dry.setdefault(int(lake_id), []).append(str(zone))
 
     assert len(lakes) == len(LAKES), lakes[["lake_id", "area_m2"]]
     owner = {"straddling": "EPSG:32642", "west": "EPSG:32642", "east": "EPSG:32643"}
@@ -249,17 +267,20 @@ def test_lakes_at_the_zone_seam_come_out_once(
     for lake_id, zone, n in observations:
         by_lake.setdefault(int(lake_id), []).append((str(zone), int(n)))
     for name in LAKES:
-        outline_ll = _lonlat_outline(name, len(DATES) - 1)
+        outline_ll = _lonlat_outline(name, LAST_WET)
         match = lakes[lakes.intersects(outline_ll)]
         assert len(match) == 1, f"{name}: {len(match)} lakes"
         lake = match.iloc[0]
         # One observation per acquisition (not one per part), all from the part owning it.
-        assert sorted(by_lake[int(lake.lake_id)]) == [(owner[name], len(DATES))], (name, by_lake)
-        assert int(lake.n_observations) == len(DATES)
+        wet = sum(1 for r in LAKES[name][2] if r)
+        assert sorted(by_lake[int(lake.lake_id)]) == [(owner[name], wet)], (name, by_lake)
+        # Seen dry once, by its own part only (the other part's footprint stops at the seam).
+        assert dry.get(int(lake.lake_id), []) == ([] if wet == len(DATES) else [owner[name]]), (name, dry)
+        assert int(lake.n_observations) == len(DATES) and lake.status == "active"
         # Area within a ring of one 10 m pixel of the truth (the lake's own zone measures it).
-        true = _outline(name, len(DATES) - 1)
+        true = _outline(name, LAST_WET)
         assert abs(float(lake.area_m2) - true.area) <= true.length * 10.0, (name, lake.area_m2, true.area)
-    straddling = lakes[lakes.intersects(_lonlat_outline("straddling", 1))].iloc[0]
+    straddling = lakes[lakes.intersects(_lonlat_outline("straddling", LAST_WET))].iloc[0]
     west, _, east, _ = straddling.geom.bounds
     assert west < SEAM < east, "the straddling lake is mapped whole, across the seam"
 
@@ -270,6 +291,6 @@ def test_lakes_at_the_zone_seam_come_out_once(
     assert _snapshot(engine) == before
 
 
-def _lonlat_outline(name: str, day: int) -> object:
+def _lonlat_outline(name: str, day: int) -> Any:
     disc = _outline(name, day)
     return type(disc)([_to_lonlat.transform(x, y) for x, y in disc.exterior.coords])
