@@ -9,7 +9,7 @@ from db.records import MergeReport
 
 @dataclass(frozen=True)
 class SceneOutcome:
-    """How one S2 acquisition ended in this run."""
+    """How one S2 acquisition ended in this run (in one UTM zone part, for an AOI across zones)."""
 
     product_id: str
     status: str

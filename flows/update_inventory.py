@@ -149,12 +149,6 @@ def _part_name(ctx: SceneContext, part: ZonePart) -> str | None:
     return None if ctx.partition.single else part.label
 
 
-def _reaches(plan: ScenePlan, part: ZonePart) -> bool:
-    """Whether the S2 product's footprint (EPSG:4326) reaches the part; True when it states none."""
-    footprint = plan.s2.footprint
-    return footprint is None or footprint.intersects(part.outline)
-
-
 def _observation_inputs(plan: ScenePlan, stack: StackInfo) -> dict[str, str]:
     """How the scene's S2 was read (tasks.validity), for its inputs; logs what no item stated.
 
@@ -189,7 +183,7 @@ def _run_part(
     where = plan.scene_id if name is None else f"{plan.scene_id} in {name}"
     if key in done and not rerun:
         return SceneOutcome(plan.scene_id, "skipped", "already processed", part=name)
-    if not ctx.partition.single and not _reaches(plan, part):
+    if not ctx.partition.single and not part.reached_by(plan.s2.footprint):
         return SceneOutcome(plan.scene_id, "skipped", "S2 footprint does not reach this UTM zone part", part=name)
     if conflict is not None:
         reason = f"ParameterMismatchError: {conflict}"

@@ -139,6 +139,14 @@ class ZonePart:
         """Whether a longitude (degrees) lies in the part's ground, [west, east)."""
         return self.west <= lon < self.east
 
+    def reached_by(self, footprint: BaseGeometry | None) -> bool:
+        """Whether a product's footprint (EPSG:4326) reaches the part's outline; True when it has none.
+
+        An S2 L2A product is one MGRS tile of one zone: across a seam, a tile may cover one part
+        and not the other, and that scene has nothing to read (it is skipped, with the reason).
+        """
+        return footprint is None or footprint.intersects(self.outline)
+
 
 @dataclass(frozen=True)
 class ZonePartition:

@@ -199,3 +199,11 @@ def test_zone_margin_is_a_bounded_setting(monkeypatch: pytest.MonkeyPatch) -> No
     assert load_settings().zone_margin_m == 2000.0
     wide = partition_aoi(ACROSS, margin_m=2000)
     assert all(w.grid.width > n.grid.width for w, n in zip(wide.parts, partition_aoi(ACROSS).parts, strict=True))
+
+
+def test_a_tile_of_one_zone_reaches_only_its_part() -> None:
+    """An S2 tile ending short of the seam reaches one part only (the other part's scene is skipped)."""
+    west, east = partition_aoi(ACROSS).parts
+    tile_west = box(70.5, 42.5, 71.99, 43.5)
+    assert west.reached_by(tile_west) and not east.reached_by(tile_west)
+    assert west.reached_by(None) and east.reached_by(None), "a product without a footprint is read everywhere"
