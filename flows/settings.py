@@ -23,9 +23,10 @@ from tasks.defaults import (
     PG_PORT_BOUND,
     WATER_THRESHOLD,
     WATER_THRESHOLD_BOUND,
+    ZONE_MARGIN_M,
+    ZONE_MARGIN_M_BOUND,
     Bound,
 )
-from tasks.zones import ZONE_MARGIN_M, ZONE_MARGIN_M_BOUND
 
 ENV_PREFIX = "GLACIAL_LAKES_"
 PRIVATE_DIR_MODE = 0o700

@@ -70,7 +70,7 @@ from shapely.geometry.base import BaseGeometry
 from core.errors import AoiError, SettingsError
 from db.geometry import as_multipolygon, as_polygonal, lonlat_bounds, lonlat_transformer, to_lonlat, utm_epsg_for
 from db.records import ObservedLake
-from tasks.defaults import Bound
+from tasks.defaults import ZONE_MARGIN_M, ZONE_MARGIN_M_BOUND  # the one definition; re-exported
 from tasks.grid import MAX_GRID_PIXELS, GridSpec, grid_for_geometry, grid_for_projected, project_lonlat
 
 __all__ = [
@@ -87,12 +87,6 @@ __all__ = [
 
 ZONE_WIDTH_DEG = 6.0
 """Width of a standard UTM zone, degrees of longitude."""
-ZONE_MARGIN_M = 1000.0
-"""How far each part's grid reaches beyond a zone seam, metres in the part's UTM CRS (1 km: a
-lake up to 1 km across the seam is seen whole; glacial lakes longer than 2 km are few)."""
-ZONE_MARGIN_M_BOUND = Bound(100.0, 20_000.0)
-"""Metres: under 10 pixels a seam would cut nearly every lake on it; 20 km of margin on a 134 km
-tall grid already adds 27 M px per seam."""
 
 
 def zone_number(lon: float) -> int:
