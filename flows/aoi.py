@@ -15,14 +15,15 @@ from shapely.geometry.base import BaseGeometry
 from core.errors import AoiError, InputError
 from core.names import check_aoi_name
 from db.geometry import as_multipolygon
-from tasks.grid import grid_for_geometry
+from tasks.zones import partition_aoi
 
 MAX_VERTICES = 10_000
 """Vertices of all rings, holes included: AOIs are regions, not coastlines, and a cap keeps a
 hostile file from exhausting memory (or filling an error message)."""
 MAX_AREA_DEG2 = 25.0
 """About 5°×5°: larger windows belong to several AOIs (one per deployment). The grid cap of
-:data:`tasks.grid.MAX_GRID_PIXELS` is usually the tighter of the two."""
+:data:`tasks.grid.MAX_GRID_PIXELS` is usually the tighter of the two; it applies to each UTM zone
+part of an AOI across zones and to their total (:func:`tasks.zones.partition_aoi`)."""
 MAX_AOI_BYTES = 4 * 1024 * 1024
 """Largest AOI file read, bytes: 10 000 vertices take well under 1 MiB of GeoJSON; at most this
 much is ever read, so ``--aoi /dev/zero`` fails at once."""
@@ -65,7 +66,8 @@ class AoiSpec(BaseModel):
         if geom.area == 0 or geom.area > MAX_AREA_DEG2:
             raise ValueError(f"AOI area {geom.area:.3g} deg² is outside (0, {MAX_AREA_DEG2}]")
         try:
-            grid_for_geometry(geom)  # refuses a grid larger than the pipeline's memory budget
+            # Refuses a grid larger than the pipeline's memory budget: per UTM zone part and in total.
+            partition_aoi(geom)
         except InputError as exc:
             raise ValueError(str(exc)) from exc
         return dict(mapping(geom))

@@ -9,13 +9,21 @@ from db.records import MergeReport
 
 @dataclass(frozen=True)
 class SceneOutcome:
-    """How one S2 acquisition ended in this run."""
+    """How one S2 acquisition ended in this run (in one UTM zone part, for an AOI across zones)."""
 
     product_id: str
     status: str
     """processed | skipped | failed"""
     reason: str | None = None
     merge: MergeReport | None = None
+    part: str | None = None
+    """The UTM zone part (``EPSG:32642``) of an AOI across zones, whose acquisitions make one scene
+    per part; None for an AOI within one zone (one scene per acquisition)."""
+
+    @property
+    def label(self) -> str:
+        """The acquisition, with its zone part when it has one."""
+        return self.product_id if self.part is None else f"{self.product_id} ({self.part})"
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,9 @@ class RunReport:
     model: str
     found: int
     outcomes: tuple[SceneOutcome, ...] = field(default_factory=tuple)
+    zone_parts: tuple[str, ...] = ()
+    """The UTM zone parts of an AOI across zones (empty for one zone): outcomes are then per scene
+    (acquisition × part), so processed + skipped + failed may exceed ``found``."""
 
     def count(self, status: str) -> int:
         """Scenes with this outcome (``processed``, ``skipped`` or ``failed``)."""
@@ -71,11 +82,19 @@ class RunReport:
             f"skipped {t['skipped']}, failed {t['failed']}.",
             f"New lakes {t['new_lakes']}, changed {t['changed_lakes']}, disappeared {t['disappeared']}, "
             f"reappeared {t['reappeared']}, versions added {t['versions_added']}.",
+            *(
+                [
+                    f"Processed per UTM zone part ({', '.join(self.zone_parts)}): one outcome per "
+                    "acquisition and part it reaches.",
+                ]
+                if self.zone_parts
+                else []
+            ),
             "",
             "| acquisition | outcome | reason |",
             "| --- | --- | --- |",
         ]
-        lines += [f"| {o.product_id} | {o.status} | {o.reason or ''} |" for o in self.outcomes]
+        lines += [f"| {o.label} | {o.status} | {o.reason or ''} |" for o in self.outcomes]
         return "\n".join(lines)
 
     def table_rows(self) -> list[dict[str, object]]:
@@ -85,7 +104,7 @@ class RunReport:
             m = o.merge
             rows.append(
                 {
-                    "acquisition": o.product_id,
+                    "acquisition": o.label,
                     "outcome": o.status,
                     "reason": o.reason or "",
                     "new": m.new_lakes if m else 0,

@@ -24,6 +24,8 @@ from tasks.defaults import (
     PG_PORT_BOUND,
     WATER_THRESHOLD,
     WATER_THRESHOLD_BOUND,
+    ZONE_MARGIN_M,
+    ZONE_MARGIN_M_BOUND,
     Bound,
 )
 from tasks.remote_read import S3Access
@@ -38,6 +40,7 @@ _BOUNDS: dict[str, Bound] = {
     "threshold": WATER_THRESHOLD_BOUND,
     "min_area_m2": MIN_LAKE_AREA_M2_BOUND,
     "max_pair_days": MAX_PAIR_DAYS_BOUND,
+    "zone_margin_m": ZONE_MARGIN_M_BOUND,
 }
 """The same ranges the CLI options accept (one definition, in :mod:`tasks.defaults`)."""
 
@@ -104,6 +107,9 @@ class Settings(BaseSettings):
     """``false`` for path-style S3 URLs (Copernicus Data Space); unset: GDAL's default."""
     s3_https: bool | None = None
     """``false`` for an S3 endpoint on plain HTTP; unset: GDAL's default (HTTPS)."""
+    zone_margin_m: float = ZONE_MARGIN_M
+    """How far each UTM zone part's grid of an AOI across zones reaches beyond the seam, metres
+    (:mod:`tasks.zones`)."""
     hf_home: Path | None = Field(default=None, validation_alias="HF_HOME")
     """Hugging Face home (its ``hub/`` folder is the model cache) for ``hf://`` model specs."""
     hf_hub_cache: Path | None = Field(default=None, validation_alias="HF_HUB_CACHE")
@@ -116,7 +122,7 @@ class Settings(BaseSettings):
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
 
-    @field_validator("pg_port", "threshold", "min_area_m2", "max_pair_days")
+    @field_validator("pg_port", "threshold", "min_area_m2", "max_pair_days", "zone_margin_m")
     @classmethod
     def _in_range(cls, v: float, info: ValidationInfo) -> float:
         reason = _BOUNDS[str(info.field_name)].reason(v)

@@ -21,6 +21,8 @@ __all__ = [
     "PG_PORT_BOUND",
     "WATER_THRESHOLD",
     "WATER_THRESHOLD_BOUND",
+    "ZONE_MARGIN_M",
+    "ZONE_MARGIN_M_BOUND",
     "Bound",
 ]
 
@@ -76,3 +78,11 @@ MAX_PAIR_DAYS_BOUND = Bound(0.0, low_open=True)
 
 PG_PORT_BOUND = Bound(1024, 65535)
 """TCP port of the local cluster: unprivileged ports only (the cluster never runs as root)."""
+
+ZONE_MARGIN_M = 1000.0
+"""How far each UTM zone part's grid of an AOI across zones reaches beyond a seam, metres in the
+part's UTM CRS (``tasks.zones``; 1 km: a lake up to 1 km across the seam is seen whole; glacial
+lakes longer than 2 km are few)."""
+ZONE_MARGIN_M_BOUND = Bound(100.0, 20_000.0)
+"""Metres: under 10 pixels a seam would cut nearly every lake on it; 20 km of margin on a 134 km
+tall grid already adds 27 M px per seam."""

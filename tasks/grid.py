@@ -20,7 +20,15 @@ from shapely.geometry.base import BaseGeometry
 from core.errors import AoiError
 from db.geometry import utm_epsg_for  # its one home; re-exported here for the pipeline
 
-__all__ = ["MAX_GRID_PIXELS", "GridSpec", "grid_for_geometry", "read_grid", "utm_epsg_for"]
+__all__ = [
+    "MAX_GRID_PIXELS",
+    "GridSpec",
+    "grid_for_geometry",
+    "grid_for_projected",
+    "project_lonlat",
+    "read_grid",
+    "utm_epsg_for",
+]
 
 GRID_MEMORY_BUDGET_BYTES = 4 * 1024**3
 """Memory one scene may take at its peak (4 GiB), the figure the grid cap is derived from."""
@@ -101,6 +109,9 @@ def grid_for_geometry(
     one zone share pixel boundaries (and the Sentinel-2 10 m grid, whose origins are multiples
     of 10 m).
 
+    This is the grid of one AOI part; an AOI that crosses UTM zones is first cut into one part
+    per zone (:func:`tasks.zones.partition_aoi`).
+
     Args:
         geom_lonlat: Geometry in EPSG:4326 (lon, lat).
         epsg: Target CRS; by default the UTM zone of the geometry's centroid.
@@ -113,17 +124,38 @@ def grid_for_geometry(
     """
     if geom_lonlat.is_empty:
         raise ValueError("cannot build a grid for an empty geometry")
-    if resolution <= 0:
-        raise ValueError(f"resolution must be positive, got {resolution}")
     if epsg is None:
         c = geom_lonlat.centroid
         epsg = utm_epsg_for(c.x, c.y)
-    # Densify first: straight edges in degrees are curves in UTM, and the bounds must
-    # cover the curve, not only the vertices.
+    return grid_for_projected(project_lonlat(geom_lonlat, epsg), epsg, resolution, max_pixels)
+
+
+def project_lonlat(geom_lonlat: BaseGeometry, epsg: int) -> BaseGeometry:
+    """An EPSG:4326 geometry in ``epsg`` (metres), its edges densified first (0.005°).
+
+    Straight edges in degrees are curves in UTM: the projected outline must follow the curve, not
+    only the vertices, so that bounds taken from it cover the whole geometry.
+    """
     dense = shapely.segmentize(geom_lonlat, max_segment_length=0.005)
     to_utm = Transformer.from_crs(4326, epsg, always_xy=True)
-    projected = shapely.transform(dense, lambda xy: np.column_stack(to_utm.transform(xy[:, 0], xy[:, 1])))
-    minx, miny, maxx, maxy = projected.bounds
+    return shapely.transform(dense, lambda xy: np.column_stack(to_utm.transform(xy[:, 0], xy[:, 1])))
+
+
+def grid_for_projected(
+    geom_m: BaseGeometry, epsg: int, resolution: float = 10.0, max_pixels: int = MAX_GRID_PIXELS, what: str = "AOI"
+) -> GridSpec:
+    """The smallest north-up grid of ``resolution`` metres covering a geometry given in ``epsg`` metres.
+
+    Edges snapped outwards to multiples of ``resolution`` (see :func:`grid_for_geometry`).
+
+    Raises:
+        core.errors.AoiError: the grid would exceed ``max_pixels``; the message names ``what``.
+    """
+    if geom_m.is_empty:
+        raise ValueError("cannot build a grid for an empty geometry")
+    if resolution <= 0:
+        raise ValueError(f"resolution must be positive, got {resolution}")
+    minx, miny, maxx, maxy = geom_m.bounds
     left = math.floor(minx / resolution) * resolution
     bottom = math.floor(miny / resolution) * resolution
     right = math.ceil(maxx / resolution) * resolution
@@ -133,7 +165,7 @@ def grid_for_geometry(
     height = max(1, round((top - bottom) / resolution))
     if width * height > max_pixels:
         raise AoiError(
-            f"AOI needs a {width} x {height} px grid at {resolution:g} m ({width * height / 1e6:.0f} M px), "
+            f"{what} needs a {width} x {height} px grid at {resolution:g} m ({width * height / 1e6:.0f} M px), "
             f"over the {max_pixels / 1e6:.0f} M px a scene may have ({GRID_MEMORY_BUDGET_BYTES // 1024**3} GiB "
             "budget): split it into several AOIs"
         )
