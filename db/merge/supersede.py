@@ -18,6 +18,7 @@ from db.schema import SCHEMA
 _MARK = text(
     f"UPDATE {SCHEMA}.scene SET superseded_by = :new, superseded_at = now() "
     "WHERE aoi_id = :aoi AND s2_product_id = :s2 AND scene_id <> :new AND superseded_by IS NULL "
+    "AND (inputs ->> 'zone_part') IS NOT DISTINCT FROM CAST(:part AS text) "
     "RETURNING scene_id"
 )
 # In lake-id order, as the candidates are locked: two merges take rows in one order.
@@ -28,14 +29,20 @@ _LAKES = text(
 )
 
 
-def supersede(conn: Connection, scene_id: int, aoi_id: int, s2_product_id: str) -> dict[int, str]:
+def supersede(
+    conn: Connection, scene_id: int, aoi_id: int, s2_product_id: str, zone_part: str | None = None
+) -> dict[int, str]:
     """Mark the AOI's other current scenes of ``s2_product_id`` superseded by ``scene_id``.
+
+    ``zone_part``: the scene's UTM zone part (``inputs["zone_part"]``) for an AOI across zones,
+    whose acquisitions give one scene per part: a part's scene supersedes that part's only.
 
     Returns:
         The lakes those scenes observed → their status now (to derive their histories again);
         empty when there was nothing to supersede.
     """
-    old = [int(i) for i in conn.execute(_MARK, {"new": scene_id, "aoi": aoi_id, "s2": s2_product_id}).scalars()]
+    marks = {"new": scene_id, "aoi": aoi_id, "s2": s2_product_id, "part": zone_part}
+    old = [int(i) for i in conn.execute(_MARK, marks).scalars()]
     if not old:
         return {}
     return {int(i): str(s) for i, s in conn.execute(_LAKES, {"old": old})}

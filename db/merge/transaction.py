@@ -189,7 +189,9 @@ def _merge(engine: Engine, result: SceneResult, config: MergeConfig) -> MergeRep
         for setting in _SETTINGS:
             conn.execute(setting)
         scene_id = _insert_scene(conn, result, aoi_id, footprint)
-        replaced = supersede(conn, scene_id, aoi_id, result.s2_product_id) if result.supersede else {}
+        replaced = {}
+        if result.supersede:
+            replaced = supersede(conn, scene_id, aoi_id, result.s2_product_id, result.inputs.get("zone_part"))
 
         extent = [g for _, g in observed] + ([footprint] if footprint is not None else [])
         cand = fetch_candidates(conn, when, tuple(shapely.total_bounds(extent))) if extent else Candidates()

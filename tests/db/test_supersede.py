@@ -94,3 +94,38 @@ def test_a_second_rerun_of_the_same_scenes_is_a_no_op(engine: sa.Engine) -> None
     content = h.content(engine)
     again = [merge_scene(engine, s) for s in _scenes("model-b", with_false_lake=False, supersede=True)]
     assert all(r.noop for r in again) and h.content(engine) == content
+
+
+def test_a_zone_parts_scene_supersedes_that_parts_only(engine: sa.Engine) -> None:
+    """An AOI across zones gets one scene per part of one S2 product: a rerun's parts do not
+    supersede each other, each replaces its own part's earlier scene.
+    """
+    ensure_aoi(engine, AOI, h.footprint(), h.UTM)
+
+    def part(s: SceneResult, name: str, model: str, supersede: bool) -> SceneResult:
+        return replace(
+            s,
+            scene_key=f"{model}:{name}",
+            model_version=model,
+            inputs={**s.inputs, "zone_part": name},
+            supersede=supersede,
+        )
+
+    west, east = h.scene("w", 0, [h.disc(-2_000, 0, 150)], aoi=AOI), h.scene("e", 0, [h.disc(2_000, 0, 150)], aoi=AOI)
+    for s, name in ((west, "32644"), (east, "32645")):
+        merge_scene(engine, part(s, name, "model-a", False))
+    for s, name in ((west, "32644"), (east, "32645")):
+        merge_scene(engine, part(s, name, "model-b", True))
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT s.scene_key, n.scene_key FROM inventory.scene s "
+                "LEFT JOIN inventory.scene n ON n.scene_id = s.superseded_by ORDER BY s.scene_key"
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("model-a:32644", "model-b:32644"),
+        ("model-a:32645", "model-b:32645"),
+        ("model-b:32644", None),
+        ("model-b:32645", None),
+    ]
