@@ -26,6 +26,8 @@ from sqlalchemy import pool
 from sqlalchemy.engine import make_url
 
 from db.engine import make_engine
+from db.merge.rebuild import rebuild_history
+from db.records import MergeConfig
 from db.schema import OWNER_ROLE, READER_ROLE, WRITER_ROLE
 
 VERSION_TABLE_SCHEMA = "public"
@@ -59,9 +61,39 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Upgrade the database at ``url`` to ``revision`` (one transaction), then grant the version table."""
+    """Upgrade the database at ``url`` to ``revision`` (one transaction), then grant the version table.
+
+    At head, the lakes a migration queued (``lake_rebuild_queue``: their facts changed) get their
+    histories derived again, with the shipped history rule on the head schema, in a second
+    transaction; a crash between the two leaves them queued for the next upgrade.
+    """
     command.upgrade(alembic_config(url), revision)
     _grant_version_table(url)
+    if current(url) == head():
+        _rebuild_queued(url)
+
+
+def _rebuild_queued(url: str) -> int:
+    """Derive the queued lakes' histories again and empty the queue; returns how many."""
+    engine = make_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT l.lake_id, l.status FROM inventory.lake_rebuild_queue AS q "
+                    "JOIN inventory.lake AS l USING (lake_id) ORDER BY l.lake_id FOR UPDATE OF q"
+                )
+            ).all()
+            if rows:
+                status = {int(i): str(s) for i, s in rows}
+                rebuild_history(conn, sorted(status), status, MergeConfig())
+                conn.execute(
+                    sa.text("DELETE FROM inventory.lake_rebuild_queue WHERE lake_id = ANY(:ids)"),
+                    {"ids": sorted(status)},
+                )
+            return len(rows)
+    finally:
+        engine.dispose()
 
 
 def _grant_version_table(url: str) -> None:

@@ -225,6 +225,14 @@ lake_lineage = Table(
     UniqueConstraint("parent_lake_id", "child_lake_id", "kind"),
 )
 
+lake_rebuild_queue = Table(
+    "lake_rebuild_queue",
+    metadata,
+    Column("lake_id", BigInteger, ForeignKey("inventory.lake.lake_id", ondelete="CASCADE"), primary_key=True),
+    Column("queued_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    comment="Lakes whose history a migration changed the facts of: derived again by the upgrade once it reaches head.",
+)
+
 # Role names (group roles, NOLOGIN); login roles are granted one of them.
 OWNER_ROLE = "lake_owner"
 WRITER_ROLE = "lake_writer"

@@ -14,8 +14,9 @@ The upgrade, in one transaction:
    their current outlines overlap by at least :data:`MATCH_OVERLAP` of the smaller one's area (the
    merge's identity rule; areas on the spheroid, in m²). Each connected group with at most one lake
    per AOI becomes its smallest ``lake_id``: the others' observations and lineage move to it, their
-   versions and lake rows go, and its history is derived again from all the observations
-   (:func:`db.merge.rebuild.rebuild_history`, the history rule of the shipped code). A group holding
+   versions and lake rows go, and it is queued in ``lake_rebuild_queue``: :func:`db.migrate.upgrade`
+   derives its history again from all the observations once the chain has reached head (the history
+   rule of the shipped code, on the schema it reads), in its own transaction. A group holding
    two lakes of one AOI (one AOI saw two lakes where another saw one) is ambiguous: it is left as it
    is and counted in the log line, to be resolved by a rerun.
 2. **Drops ``lake.aoi_id``** (and its index). The views ``current_lakes``, ``lake_changes``,
@@ -25,7 +26,7 @@ The upgrade, in one transaction:
 An offline (``--sql``) script cannot derive histories: it refuses to run on a database holding
 such duplicates. The downgrade restores ``lake.aoi_id`` as the AOI of each lake's earliest observation (ties by
 scene key) and the objects of 0001; merged duplicates stay merged. Frozen history: the SQL below is
-literal, except the history rule, which is by definition the shipped one.
+literal.
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ from collections.abc import Sequence
 from alembic import context, op
 from sqlalchemy import Connection, text
 
-from db.merge.rebuild import rebuild_history
-from db.records import MergeConfig
 from db.schema import OWNER_ROLE, SCHEMA, SRID, WRITER_ROLE
 
 # revision identifiers, used by Alembic.
@@ -282,17 +281,13 @@ def merge_duplicates(conn: Connection) -> tuple[int, int]:
     keeper_of, ambiguous = duplicate_groups(pairs)  # type: ignore[arg-type]
     if not keeper_of:
         return 0, ambiguous
-    keepers = sorted(set(keeper_of.values()))
-    status_before = {
-        int(i): str(s)
-        for i, s in conn.execute(
-            text(f"SELECT lake_id, status FROM {SCHEMA}.lake WHERE lake_id = ANY(:ids)"), {"ids": keepers}
-        )
-    }
     for dup, keeper in sorted(keeper_of.items()):
         for sql in _MOVE:
             conn.execute(text(sql), {"d": dup, "k": keeper})
-    rebuild_history(conn, keepers, status_before, MergeConfig(match_overlap=MATCH_OVERLAP))
+    conn.execute(
+        text(f"INSERT INTO {SCHEMA}.lake_rebuild_queue (lake_id) SELECT unnest(CAST(:ids AS bigint[]))"),
+        {"ids": sorted(set(keeper_of.values()))},
+    )
     return len(keeper_of), ambiguous
 
 
@@ -313,8 +308,21 @@ def _read_only(function_sql: str, views_sql: Sequence[str], comments: dict[str, 
     op.execute(f"REVOKE EXECUTE ON FUNCTION {FUNCTION} FROM PUBLIC")
 
 
+_QUEUE = f"""
+CREATE TABLE {SCHEMA}.lake_rebuild_queue (
+    lake_id bigint PRIMARY KEY REFERENCES {SCHEMA}.lake (lake_id) ON DELETE CASCADE,
+    queued_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
 def upgrade() -> None:
     op.execute(f"SET ROLE {OWNER_ROLE}")
+    op.execute(_QUEUE)
+    op.execute(
+        f"COMMENT ON TABLE {SCHEMA}.lake_rebuild_queue IS 'Lakes whose history a migration changed the facts of: "
+        "derived again by the upgrade once it reaches head.'"
+    )
     if context.is_offline_mode():
         # A script cannot derive histories: it refuses to run where there is anything to merge.
         op.execute(_REFUSE_DUPLICATES)
@@ -340,4 +348,5 @@ def downgrade() -> None:
     op.execute(f"ALTER TABLE {SCHEMA}.lake ALTER COLUMN aoi_id SET NOT NULL")
     op.execute(f"CREATE INDEX ix_lake_aoi_id ON {SCHEMA}.lake (aoi_id)")
     _read_only(_OLD_LAKES_AS_OF, (_OLD_CURRENT_LAKES, _OLD_LAKE_CHANGES, _OLD_GROWING_LAKES), _OLD_COMMENTS)
+    op.execute(f"DROP TABLE {SCHEMA}.lake_rebuild_queue")
     op.execute("RESET ROLE")
