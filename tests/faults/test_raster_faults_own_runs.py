@@ -173,52 +173,97 @@ def test_http_503_mid_read_is_retried_and_the_scene_processed(
 # --- tiny scene ---------------------------------------------------------------------------------
 
 
-def test_tiny_scene_is_processed_with_the_shipped_model(
+def _tiny_aoi(catalog: DemoCatalog, half_m: float = 40.0) -> Any:
+    """A square AOI of 2 × ``half_m`` metres around a point inside the growing lake (never dry), lon/lat."""
+    centre = lake_outline(catalog, "growing").representative_point()
+    square = box(centre.x - half_m, centre.y - half_m, centre.x + half_m, centre.y + half_m)
+    return centre, gpd.GeoSeries([square], crs=UTM).to_crs(4326).iloc[0]
+
+
+def test_tiny_scene_is_processed_and_retires_nothing(
     pristine: DemoCatalog,
     db_url: str,
     engine: Engine,
     tmp_path: Path,
     flow_env: pytest.MonkeyPatch,
 ) -> None:
+    """The demo AOI first (its lakes exist), then an 8 px AOI inside one of them, both with the shipped model."""
     from flows.update_inventory import update_inventory
     from tasks.grid import grid_for_geometry
 
+    flow_env.setenv("DATABASE_URL", db_url)
+    flow_env.setenv("GLACIAL_LAKES_TTA", "false")  # one pass per window: the shape is what is tested
+    full = update_inventory(**_window(pristine, model="default"))
+    assert full.failed == 0 and full.processed == len(pristine.dates) - 1, full.markdown()
+    before = _lakes(engine).to_crs(UTM)
+
     catalog = copy_catalog(pristine, tmp_path / "tiny")
-    centre = lake_outline(catalog, "growing").representative_point()
-    square = box(centre.x - 40, centre.y - 40, centre.x + 40, centre.y + 40)  # 80 m: 8 px
-    lonlat = gpd.GeoSeries([square], crs=UTM).to_crs(4326).iloc[0]
+    _, lonlat = _tiny_aoi(catalog)
     aoi = {"type": "Feature", "properties": {"name": "tiny-scene"}, "geometry": mapping(lonlat)}
     catalog.aoi_path.write_text(json.dumps({"type": "FeatureCollection", "features": [aoi]}))
     spec = load_aoi(catalog.aoi_path)
     grid = grid_for_geometry(spec.shape, utm_epsg_for(spec.shape.centroid.x, spec.shape.centroid.y))
-    flow_env.setenv("DATABASE_URL", db_url)
-    flow_env.setenv("GLACIAL_LAKES_TTA", "false")  # one pass per window: the shape is what is tested
     report = update_inventory(**_window(catalog, model="default"))
     failed = [o for o in report.outcomes if o.status == "failed"]
     with engine.connect() as conn:
-        scenes = conn.execute(text("SELECT count(*), max(valid_fraction) FROM inventory.scene")).one()
-    lakes = _lakes(engine)
-    processed_ok = report.processed == len(pristine.dates) - 1 and not failed and scenes[0] == report.processed
-    refused_ok = bool(failed) and all(
-        o.reason and "Error: " in o.reason and "\n" not in o.reason for o in failed
-    )  # the other documented outcome: refused, one clear line
+        tiny = conn.execute(
+            text(
+                "SELECT count(DISTINCT s.scene_id), count(o.observation_id) FILTER (WHERE NOT o.present) "
+                "FROM inventory.scene s JOIN inventory.aoi a USING (aoi_id) "
+                "LEFT JOIN inventory.lake_observation o USING (scene_id) WHERE a.name = 'tiny-scene'"
+            )
+        ).one()
+    after = _lakes(engine).to_crs(UTM)
+    retired = retired_by_fault(before, after)
+    processed_ok = report.processed == len(pristine.dates) - 1 and not failed and tiny[0] == report.processed
     write_report(
         REPORT,
         {
             "tiny_scene": {
-                "expected": "processed (windows reflect-padded to 224 px, cropped back) or refused with one line",
+                "expected": "processed (windows reflect-padded to 224 px, cropped back); no lake retired, "
+                "no absent row",
                 "observed": f"grid {grid.width}×{grid.height} px; processed {report.processed}, failed "
-                f"{[o.reason for o in failed]}; scenes committed {scenes[0]}; lakes {len(lakes)} "
-                f"(disappeared {int((lakes.status == 'disappeared').sum())})",
-                "as_documented": processed_ok or refused_ok,
-                "lakes_retired": int((lakes.status == "disappeared").sum()),
+                f"{[o.reason for o in failed]}; scenes committed {tiny[0]}; absent rows {tiny[1]}; "
+                f"lakes retired {len(retired)}",
+                "as_documented": processed_ok and not retired and tiny[1] == 0,
+                "lakes_retired": len(retired),
             }
         },
     )
     print(f"I1 tiny scene: grid {grid.width}x{grid.height}, {report.markdown()}")
     assert grid.width * grid.height <= 10 * 10
     assert processed_ok, report.markdown()
-    assert (lakes.status == "disappeared").sum() == 0, "the growing lake never dries"
+    assert retired == [] and tiny[1] == 0, (retired, tiny)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limitation: a scene smaller than the model window is reflect-padded from its own pixels, and "
+    "the shipped model sees no water in a window of uniform lake (it needs shore context); the fix is a grid "
+    "read with real context around a small AOI, cropped back",
+)
+def test_tiny_scene_maps_the_water_a_full_scene_maps(pristine: DemoCatalog, tmp_path: Path) -> None:
+    """The water probability at a lake's centre: the 8 px scene must agree with the full scene (p > 0.5)."""
+    import rasterio
+
+    from tasks.grid import grid_for_geometry
+    from tasks.pairing import pair_scenes
+    from tasks.scene import prepare_stack
+    from tasks.segment import segment_stack
+    from tasks.sources import LocalStacSource
+
+    aoi = load_aoi(pristine.aoi_path)
+    plans, _ = pair_scenes(LocalStacSource(pristine.root).acquisitions(["S2L2A", "S1GRD", "DEM"]), aoi.shape)
+    centre, tiny = _tiny_aoi(pristine)
+    found = {}
+    for name, geom in (("full", aoi.shape), ("tiny", tiny)):
+        info = prepare_stack(plans[0], grid_for_geometry(geom, UTM), tmp_path / name)
+        with rasterio.open(segment_stack(info, "default", tmp_path / name / "p.tif", False)) as ds:
+            found[name] = float(ds.read(1)[ds.index(centre.x, centre.y)])
+    write_report(REPORT, {"tiny_scene_lake_centre_probability": found})
+    print(f"I1 tiny scene: water probability at the lake centre {found}")
+    assert found["full"] > 0.5
+    assert found["tiny"] > 0.5, found
 
 
 # --- UTM zone crossing --------------------------------------------------------------------------
