@@ -74,6 +74,8 @@ class Inventory:
     absent, area (m², present observations)."""
     absent: gpd.GeoDataFrame
     """One row per absent observation: s2_product_id, lake geometry (EPSG:32643)."""
+    flow_run_id: str
+    """The Prefect flow run the ledger recorded."""
 
 
 def _inventory(url: str) -> Inventory:
@@ -102,9 +104,26 @@ def _inventory(url: str) -> Inventory:
                 conn,
                 geom_col="geom",
             ).to_crs(UTM)
+            flow_run_id = conn.execute(text("SELECT flow_run_id FROM inventory.ingest_run")).scalar_one()
     finally:
         engine.dispose()
-    return Inventory(lakes, scenes, absent)
+    return Inventory(lakes, scenes, absent, str(flow_run_id))
+
+
+def stack_task_runs(flow_run_id: str) -> list[tuple[str, int]]:
+    """(state type, run count) of every prepare-stack task run of one flow run, from the Prefect API."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
+    return [
+        (str(r.state_type.value if r.state_type else None), int(r.run_count))
+        for r in runs
+        if r.name.startswith("prepare-stack")
+    ]
 
 
 def retired_by_fault(clean: gpd.GeoDataFrame, faulty: gpd.GeoDataFrame) -> list[int]:
@@ -135,7 +154,7 @@ def _failed_naming(scene: FaultScene, outcome: Any, needle: str) -> tuple[str, b
 
 
 EXPECTED = {
-    "truncated": "failed: RasterInputError naming the cut band (unreadable raster), nothing merged",
+    "truncated": "failed: RasterInputError naming the cut band and the block read that failed, nothing merged",
     "missing_crs": "failed: RasterInputError naming the band, 'not georeferenced', nothing merged",
     "wrong_crs": "failed: RasterInputError naming the band, 'no valid pixel on the scene grid', nothing merged",
     "all_nodata": "failed: RasterInputError naming a band, 'no valid pixel', nothing merged (README: only nodata)",
@@ -163,7 +182,7 @@ def _judge(
 ) -> tuple[str, bool]:
     """(observed outcome in words, whether it is the documented one)."""
     if fault == "truncated":
-        return _failed_naming(scene, outcome, "unreadable raster")
+        return _failed_naming(scene, outcome, "TIFFReadEncodedTile() failed")
     if fault == "missing_crs":
         return _failed_naming(scene, outcome, "not georeferenced")
     if fault == "wrong_crs":
@@ -244,6 +263,10 @@ def test_every_scene_fault_class_yields_its_documented_outcome(
         if outcomes[scene.s2_id].status == "failed":
             ok = ok and scene.s2_id not in bad.scenes  # a failed scene is never committed
         matrix[fault] = {"expected": EXPECTED[fault], "observed": observed, "as_documented": ok}
+    # A permanent failure (a bad local file) is not retried: every stack task ran once.
+    stack_runs = stack_task_runs(bad.flow_run_id)
+    retried = [r for r in stack_runs if r[1] != 1]
+    failed_stacks = sum(1 for state, _ in stack_runs if state == "FAILED")
     retired = retired_by_fault(good.lakes, bad.lakes)
     # (c) no absent row from a scene whose class does not observe (the failed ones have no scene at all).
     silent = ("all_cloud", "missing_scl")
@@ -257,12 +280,14 @@ def test_every_scene_fault_class_yields_its_documented_outcome(
             "scene_faults_lakes_retired": len(retired),
             "scene_faults_absent_rows_from_non_observing_scenes": stray_absent,
             "scene_faults_other_scenes_processed": f"{len(others)}/{len(others)}",
+            "scene_faults_permanent_failures_retried": len(retried),
         },
     )
     print(json.dumps(matrix, indent=1))
     print(f"I1 scene faults: misclassified {len(misclassified)} {misclassified}, lakes retired {len(retired)}")
     assert not misclassified, {f: matrix[f] for f in misclassified}
     assert retired == [] and stray_absent == 0
+    assert len(stack_runs) == paired and failed_stacks == 4 and retried == [], stack_runs
     assert len(bad.lakes[bad.lakes.status == "active"]) >= len(good.lakes[good.lakes.status == "active"])
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "fault_catalog",
     "lake_outline",
     "shift_catalog",
+    "tiny_band",
     "truncate",
 ]
 
@@ -283,6 +284,42 @@ def regrid(path: Path, epsg: int, res: float, shift: float) -> dict[str, Any]:
         "proj:shape": [height, width],
         "proj:transform": list(transform)[:6],
     }
+
+
+def tiny_band(
+    path: Path,
+    *,
+    size: int = 64,
+    res: float = 10.0,
+    origin: tuple[float, float] = (668100.0, 4769760.0),
+    epsg: int | None = UTM,
+    dtype: str = "uint16",
+    nodata: float | None = 0,
+    value: float = 1200,
+) -> Path:
+    """A standalone ``size`` px single-band GeoTIFF (tiled 16 px blocks, deflate): a ramp around ``value``.
+
+    ``epsg`` None writes no CRS and no geotransform. The ramp keeps every pixel valid (never 0).
+    """
+    ramp = value + np.add.outer(np.arange(size), np.arange(size)).astype(np.float64)
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 1,
+        "dtype": dtype,
+        "tiled": True,
+        "blockxsize": 16,
+        "blockysize": 16,
+        "compress": "deflate",
+    }
+    if epsg is not None:
+        profile.update(crs=CRS.from_epsg(epsg), transform=Affine(res, 0.0, origin[0], 0.0, -res, origin[1]))
+    if nodata is not None:
+        profile["nodata"] = nodata
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(ramp.astype(dtype)[np.newaxis])
+    return path
 
 
 # --- one fault catalog ---------------------------------------------------------------------------
