@@ -37,8 +37,6 @@ from tests.data.faults.make import UTM, FaultScene, fault_catalog, lake_outline
 from tests.helpers.database import fresh_database
 from tests.helpers.reports import REPORTS, write_report
 
-pytestmark = [pytest.mark.db, pytest.mark.flow, pytest.mark.slow]
-
 REPORT = "fault_matrix"
 
 
@@ -253,6 +251,9 @@ def _judge(
     raise AssertionError(fault)
 
 
+@pytest.mark.db
+@pytest.mark.flow
+@pytest.mark.slow
 def test_every_scene_fault_class_yields_its_documented_outcome(
     pristine: DemoCatalog,
     tmp_path: Path,

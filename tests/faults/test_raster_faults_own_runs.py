@@ -169,7 +169,7 @@ def test_http_503_mid_read_is_retried_and_the_scene_processed(
 
 
 def _tiny_aoi(catalog: DemoCatalog, half_m: float = 40.0) -> Any:
-    """A square AOI of 2 × ``half_m`` metres around a point inside the growing lake (never dry), lon/lat."""
+    """(a point inside the growing lake, never dry, EPSG:32643; a square of 2 × ``half_m`` m around it, lon/lat)."""
     centre = lake_outline(catalog, "growing").representative_point()
     square = box(centre.x - half_m, centre.y - half_m, centre.x + half_m, centre.y + half_m)
     return centre, gpd.GeoSeries([square], crs=UTM).to_crs(4326).iloc[0]
