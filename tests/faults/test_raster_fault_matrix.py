@@ -185,7 +185,7 @@ EXPECTED = {
     "wrong_crs": "failed: RasterInputError naming the band, 'no valid pixel on the scene grid', nothing merged",
     "all_nodata": "failed: RasterInputError naming a band, 'no valid pixel', nothing merged (README: only nodata)",
     # README / tasks.scene.prepare_stack: cloud is an observation (merged, nothing observed); design §9
-    # lists "all cloud" under skip-with-reason instead: the outcome the lead settles, the lakes are safe either way.
+    # lists "all cloud" under skip-with-reason instead (an open design choice); the lakes are safe either way.
     "all_cloud": "processed: cloud fraction 1, no footprint, no observation, no absent row",
     "nan_nodata": "processed: the undeclared NaN is nodata (valid fraction below the clean clone's), "
     "no absent row for the lake under it, the other lakes as the clean clone",
