@@ -1,0 +1,1 @@
+"""Test data generators (fabricated inputs; nothing here is shipped)."""

@@ -1,0 +1,306 @@
+"""I1 (reliability §5), the fault classes that need a run of their own: a server, another AOI.
+
+* HTTP 5xx mid-read: a loopback STAC API (Earth Search spelling) answers 503 once to a range
+  request past the first bytes of one band, after GDAL has opened the file. GDAL's retry of
+  the request (``tasks.remote_read``) must carry the read: the scene is processed, every scene
+  is, and the lakes are those of a local run over the same catalog.
+* Tiny scene: an AOI of 8 × 8 px (80 m) inside a lake, with the shipped TerraMind model (224 px
+  windows): processed (reflect-padded and cropped back), or refused with one clear line.
+* UTM zone crossing: the demo moved east across 78° E. Per-zone processing does not exist yet,
+  so this asserts today's documented behaviour loosely (LOOSE, to tighten once per-zone
+  processing lands): the run completes and every lake comes out once (no two lakes overlap).
+
+Figures go to ``tests/_reports/fault_matrix.json`` beside the scene-fault matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pytest
+from shapely.geometry import box, mapping
+from sqlalchemy import Engine, text
+
+from db.engine import make_engine
+from demo.synthetic import DemoCatalog, generate_demo_catalog, load_truth
+from flows.aoi import load_aoi
+from tasks.grid import utm_epsg_for
+from tests.data.faults.make import UTM, copy_catalog, lake_outline, shift_catalog, utm_shift_to
+from tests.faults.test_raster_fault_matrix import REPORT, record, retired_by_fault
+from tests.helpers.database import fresh_database
+from tests.helpers.reports import write_report
+from tests.helpers.stac_api import LoopbackStac, _Handler
+
+pytestmark = [pytest.mark.db, pytest.mark.flow, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> DemoCatalog:
+    return generate_demo_catalog(tmp_path_factory.mktemp("pristine"), size_px=256, seed=0)
+
+
+@pytest.fixture
+def flow_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_backend: None) -> Iterator[pytest.MonkeyPatch]:
+    monkeypatch.setenv("GLACIAL_LAKES_HOME", str(tmp_path / "home"))
+    yield monkeypatch
+
+
+def _window(catalog: DemoCatalog, source: str | None = None, model: str = "baseline") -> dict[str, Any]:
+    return {
+        "aoi": load_aoi(catalog.aoi_path),
+        "start": min(catalog.dates) - timedelta(days=1),
+        "end": max(catalog.dates) + timedelta(days=1),
+        "source": source or f"local:{catalog.root}",
+        "model": model,
+    }
+
+
+def _lakes(engine: Engine) -> gpd.GeoDataFrame:
+    with engine.connect() as conn:
+        frame = gpd.read_postgis("SELECT lake_id, status, geom FROM inventory.lake", conn, geom_col="geom")
+    return frame
+
+
+# --- HTTP 5xx mid-read ---------------------------------------------------------------------------
+
+
+class _MidRead503(_Handler):
+    """The loopback API, plus: the first range request past byte 0 of a listed path is answered 503."""
+
+    def _serve(self, rel: str, key: str) -> None:
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        state: Any = self.state
+        with state.lock:
+            hit = key in state.mid_read_503 and m is not None and int(m.group(1)) > 0
+            if hit:
+                state.mid_read_503.discard(key)
+            if key in state.watched:
+                state.ranges.append((self.headers.get("Range", ""), 503 if hit else 206))
+        if hit:
+            return self._send(503, b"busy", "text/plain")
+        super()._serve(rel, key)
+
+
+@contextmanager
+def _stac_with_mid_read_503(root: Path, realdata: Path, paths: set[str]) -> Iterator[Any]:
+    from http.server import ThreadingHTTPServer
+    from threading import Thread
+
+    handler = type("Handler", (_MidRead503,), {})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    state: Any = LoopbackStac(root, realdata, f"http://127.0.0.1:{server.server_address[1]}")
+    state.mid_read_503, state.watched, state.ranges = set(paths), set(paths), []
+    handler.state = state
+    thread = Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_http_503_mid_read_is_retried_and_the_scene_processed(
+    pristine: DemoCatalog,
+    realdata: Path,
+    tmp_path: Path,
+    pg_url_base: str,
+    template_db: str,
+    flow_env: pytest.MonkeyPatch,
+) -> None:
+    from flows.update_inventory import update_inventory
+
+    rows = json.loads((pristine.root / "truth" / "truth.json").read_text())["dates"]
+    item = rows[0]["s2_item_id"]
+    band = next((pristine.root / "sentinel-2-l2a" / item).glob("*_B08_10m.tif"))
+    key = f"/files/plain/{band.relative_to(pristine.root)}"
+    with fresh_database(pg_url_base, template_db) as local_url:
+        flow_env.setenv("DATABASE_URL", local_url)
+        local = update_inventory(**_window(pristine))
+        engine = make_engine(local_url)
+        try:
+            reference = _lakes(engine).to_crs(UTM)
+        finally:
+            engine.dispose()
+    with (
+        _stac_with_mid_read_503(pristine.root, realdata, {key}) as server,
+        fresh_database(pg_url_base, template_db) as url,
+    ):
+        flow_env.setenv("DATABASE_URL", url)
+        flow_env.setenv("GLACIAL_LAKES_STAC_CATALOG", "earth-search-v1")
+        report = update_inventory(**_window(pristine, source=f"stac:{server.url('earth-search-v1')}"))
+        engine = make_engine(url)
+        try:
+            lakes = _lakes(engine).to_crs(UTM)
+        finally:
+            engine.dispose()
+    outcome = next(o for o in report.outcomes if o.product_id == item)
+    answered = [code for _, code in server.ranges]
+    refused = [r for r, code in server.ranges if code == 503]
+    retried = bool(refused) and any(r == refused[0] and code == 206 for r, code in server.ranges)
+    retired = retired_by_fault(reference, lakes)
+    ok = outcome.status == "processed" and not retired and retried
+    others = {o.product_id: o.status for o in report.outcomes if o.product_id != item and o.status != "skipped"}
+    row = {
+        "expected": "processed after GDAL's retry of the 503'd range request; lakes as a local run",
+        "observed": f"{outcome.status}; ranges asked of the band: {server.ranges}; lakes {len(lakes)} "
+        f"(local run {len(reference)})",
+        "as_documented": ok,
+    }
+    record({"http_5xx_mid_read": row}, "http_5xx_mid_read", len(retired))
+    print(f"I1 5xx mid-read: {outcome.status}, ranges {server.ranges}, lakes {len(lakes)} vs {len(reference)}")
+    assert local.failed == 0 and local.processed == len(pristine.dates) - 1, local.markdown()
+    assert 503 in answered, f"the fault was never injected: {server.ranges}"
+    assert ok, (outcome, server.ranges, retired)
+    assert others and set(others.values()) == {"processed"}, report.markdown()
+    assert len(lakes) == len(reference) and sorted(lakes.status) == sorted(reference.status)
+
+
+# --- tiny scene ---------------------------------------------------------------------------------
+
+
+def _tiny_aoi(catalog: DemoCatalog, half_m: float = 40.0) -> Any:
+    """(a point inside the growing lake, never dry, EPSG:32643; a square of 2 × ``half_m`` m around it, lon/lat)."""
+    centre = lake_outline(catalog, "growing").representative_point()
+    square = box(centre.x - half_m, centre.y - half_m, centre.x + half_m, centre.y + half_m)
+    return centre, gpd.GeoSeries([square], crs=UTM).to_crs(4326).iloc[0]
+
+
+def test_tiny_scene_is_processed_and_retires_nothing(
+    pristine: DemoCatalog,
+    db_url: str,
+    engine: Engine,
+    tmp_path: Path,
+    flow_env: pytest.MonkeyPatch,
+) -> None:
+    """The demo AOI first (its lakes exist), then an 8 px AOI inside one of them, both with the shipped model."""
+    from flows.update_inventory import update_inventory
+    from tasks.grid import grid_for_geometry
+
+    flow_env.setenv("DATABASE_URL", db_url)
+    flow_env.setenv("GLACIAL_LAKES_TTA", "false")  # one pass per window: the shape is what is tested
+    full = update_inventory(**_window(pristine, model="default"))
+    assert full.failed == 0 and full.processed == len(pristine.dates) - 1, full.markdown()
+    before = _lakes(engine).to_crs(UTM)
+
+    catalog = copy_catalog(pristine, tmp_path / "tiny")
+    _, lonlat = _tiny_aoi(catalog)
+    aoi = {"type": "Feature", "properties": {"name": "tiny-scene"}, "geometry": mapping(lonlat)}
+    catalog.aoi_path.write_text(json.dumps({"type": "FeatureCollection", "features": [aoi]}))
+    spec = load_aoi(catalog.aoi_path)
+    grid = grid_for_geometry(spec.shape, utm_epsg_for(spec.shape.centroid.x, spec.shape.centroid.y))
+    report = update_inventory(**_window(catalog, model="default"))
+    failed = [o for o in report.outcomes if o.status == "failed"]
+    with engine.connect() as conn:
+        tiny = conn.execute(
+            text(
+                "SELECT count(DISTINCT s.scene_id), count(o.observation_id) FILTER (WHERE NOT o.present) "
+                "FROM inventory.scene s JOIN inventory.aoi a USING (aoi_id) "
+                "LEFT JOIN inventory.lake_observation o USING (scene_id) WHERE a.name = 'tiny-scene'"
+            )
+        ).one()
+    after = _lakes(engine).to_crs(UTM)
+    retired = retired_by_fault(before, after)
+    processed_ok = report.processed == len(pristine.dates) - 1 and not failed and tiny[0] == report.processed
+    row = {
+        "expected": "processed (windows reflect-padded to 224 px, cropped back); no lake retired, no absent row",
+        "observed": f"grid {grid.width}×{grid.height} px; processed {report.processed}, failed "
+        f"{[o.reason for o in failed]}; scenes committed {tiny[0]}; absent rows {tiny[1]}",
+        "as_documented": processed_ok and not retired and tiny[1] == 0,
+    }
+    record({"tiny_scene": row}, "tiny_scene", len(retired))
+    print(f"I1 tiny scene: grid {grid.width}x{grid.height}, {report.markdown()}")
+    assert grid.width * grid.height <= 10 * 10
+    assert processed_ok, report.markdown()
+    assert retired == [] and tiny[1] == 0, (retired, tiny)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limitation: a scene smaller than the model window is reflect-padded from its own pixels, and "
+    "the shipped model sees no water in a window of uniform lake (it needs shore context); the fix is a grid "
+    "read with real context around a small AOI, cropped back",
+)
+def test_tiny_scene_maps_the_water_a_full_scene_maps(pristine: DemoCatalog, tmp_path: Path) -> None:
+    """The water probability at a lake's centre: the 8 px scene must agree with the full scene (p > 0.5)."""
+    import rasterio
+
+    from tasks.grid import grid_for_geometry
+    from tasks.pairing import pair_scenes
+    from tasks.scene import prepare_stack
+    from tasks.segment import segment_stack
+    from tasks.sources import LocalStacSource
+
+    aoi = load_aoi(pristine.aoi_path)
+    plans, _ = pair_scenes(LocalStacSource(pristine.root).acquisitions(["S2L2A", "S1GRD", "DEM"]), aoi.shape)
+    centre, tiny = _tiny_aoi(pristine)
+    found = {}
+    for name, geom in (("full", aoi.shape), ("tiny", tiny)):
+        info = prepare_stack(plans[0], grid_for_geometry(geom, UTM), tmp_path / name)
+        with rasterio.open(segment_stack(info, "default", tmp_path / name / "p.tif", False)) as ds:
+            found[name] = float(ds.read(1)[ds.index(centre.x, centre.y)])
+    write_report(REPORT, {"tiny_scene_lake_centre_probability_full_vs_8px": found})
+    print(f"I1 tiny scene: water probability at the lake centre {found}")
+    assert found["full"] > 0.5
+    assert found["tiny"] > 0.5, found
+
+
+# --- UTM zone crossing --------------------------------------------------------------------------
+
+
+def test_utm_crossing_scene_completes_and_every_lake_comes_out_once(
+    pristine: DemoCatalog,
+    db_url: str,
+    engine: Engine,
+    tmp_path: Path,
+    flow_env: pytest.MonkeyPatch,
+) -> None:
+    """LOOSE (to tighten after per-zone processing lands): completes; no two lakes overlap.
+
+    The AOI's centre sits just east of 78° E, so today the whole AOI is processed on the UTM 44N
+    grid while its rasters are in 43N; the tightened test should also check each zone's part on
+    its own grid and the lakes merged back once, against the moved truth.
+    """
+    from flows.update_inventory import update_inventory
+
+    catalog = shift_catalog(pristine, tmp_path / "crossing", utm_shift_to(78.002, pristine))
+    spec = load_aoi(catalog.aoi_path)
+    west, _, east, _ = spec.shape.bounds
+    assert west < 78.0 < east, (west, east)
+    flow_env.setenv("DATABASE_URL", db_url)
+    report = update_inventory(**_window(catalog))
+    lakes = _lakes(engine).to_crs(utm_epsg_for(78.0, spec.shape.centroid.y))
+    overlaps = [
+        (int(a.lake_id), int(b.lake_id))
+        for i, a in enumerate(lakes.itertuples())
+        for b in list(lakes.itertuples())[i + 1 :]
+        if a.geom.intersection(b.geom).area > 1.0
+    ]
+    truth = load_truth(catalog.truth_path)
+    x = truth.geometry.representative_point().x
+    on_both_sides = {"west": int((x < 78.0).sum()), "east": int((x >= 78.0).sum())}
+    # Only the demo's draining lake may be retired (it dries on two dates), wherever the zone edge runs.
+    draining = lake_outline(catalog, "draining")
+    gone = lakes[lakes.status == "disappeared"].to_crs(UTM)
+    retired = [int(lake.lake_id) for lake in gone.itertuples() if not lake.geom.intersects(draining)]
+    ok = report.failed == 0 and report.processed == len(pristine.dates) - 1 and not overlaps and len(lakes) > 0
+    ok = ok and not retired
+    row = {
+        "expected": "LOOSE until per-zone processing: the run completes, every lake once (no overlap)",
+        "observed": f"processed {report.processed}, failed {report.failed}; lakes {len(lakes)}, "
+        f"overlapping pairs {overlaps}; retired other than the draining lake {retired}; "
+        f"truth outlines west/east of 78° E {on_both_sides}",
+        "as_documented": ok,
+    }
+    record({"utm_crossing": row}, "utm_crossing", len(retired))
+    print(f"I1 UTM crossing: {report.markdown()}\nlakes {len(lakes)}, overlaps {overlaps}, truth {on_both_sides}")
+    assert ok, report.markdown()
