@@ -19,6 +19,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+# Before prefect is imported anywhere: a busy 2-core machine needs a longer start-up budget.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
 from db.engine import make_engine, normalise_url
 from db.local_cluster import LocalCluster, ensure_postgis_installed
 from db.migrate import upgrade
@@ -40,6 +44,15 @@ TEST_SERVER_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes
 def database_url(base: str, dbname: str) -> str:
     """``base`` with its database replaced by ``dbname`` (password kept)."""
     return normalise_url(base).set(database=dbname).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def prefect_backend() -> Iterator[None]:
+    """One temporary Prefect server for every in-process flow of the session (start-up ~13 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
 
 
 @pytest.fixture(scope="session")
