@@ -185,11 +185,13 @@ def served_items(root: Path, realdata: Path, layout: str, base: str) -> dict[str
                 asset.pop(stale, None)
             asset.update({k: v for k, v in demo_asset.items() if k.startswith("proj:")})
             asset["type"] = demo_asset["type"]
-            if kind == "S1":  # say what the served file holds (the demo's calibrated σ⁰), not the template's DN
+            if kind == "S1":  # say what the served file holds (linear power), not the template's DN
                 for field in ("title", "description"):
                     asset.pop(field, None)
                     if field in demo_asset:
                         asset[field] = demo_asset[field]
+                if layout == "planetary-computer":  # its sentinel-1-rtc: the same file, served as γ⁰
+                    asset["title"] = f"{canonical.upper()}: gamma0, terrain corrected, linear power"
             if layout == "cdse":
                 asset["href"] = f"s3://eodata/{rel}"
                 asset.pop("raster:bands", None)
