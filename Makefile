@@ -39,3 +39,14 @@ test-fast: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Server + workers (README "Three ways to run"): the work pools of deploy/prefect.yaml, then its
+# deployments, on the Prefect server of PREFECT_API_URL (or the active Prefect profile). The demo
+# deployment's catalog lies under GLACIAL_LAKES_HOME (default: the CLI's own default).
+.PHONY: work-pools deploy
+work-pools: $(STAMP)
+	PREFECT=$(BIN)/prefect deploy/work-pools.sh
+
+deploy: work-pools
+	GLACIAL_LAKES_HOME="$${GLACIAL_LAKES_HOME:-$$($(BIN)/python -c 'from flows.settings import load_settings; print(load_settings().home)')}" \
+	  $(BIN)/prefect deploy --all --prefect-file deploy/prefect.yaml --no-prompt
