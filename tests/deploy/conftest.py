@@ -35,7 +35,8 @@ def writer_url(db_url: str, pg_url_base: str) -> Iterator[str]:
 
 def child_env(tmp: Path, **extra: str) -> dict[str, str]:
     """An environment for ``glacial-lakes`` / ``prefect`` children: no Prefect or project setting
-    of this machine leaks in (HOME, profiles, API URL all under ``tmp``)."""
+    of this machine leaks in (HOME, profiles, API URL all under ``tmp``).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "GLACIAL_LAKES_", "DATABASE_URL"))}
     env |= {
         "HOME": str(tmp / "user"),

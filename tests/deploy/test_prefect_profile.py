@@ -64,5 +64,3 @@ def test_without_a_profile_nothing_is_configured_and_the_project_defaults_apply(
 def test_the_ephemeral_default_profile_configures_no_api(tmp_path: Path) -> None:
     out = _resolved(tmp_path, 'active = "ephemeral"\n')
     assert out["api"] is None
-
-
