@@ -15,7 +15,10 @@ import os
 import tomllib
 from pathlib import Path
 
-__all__ = ["active_profile_settings", "user_profiles_path"]
+__all__ = ["DEFAULT_PROFILE", "active_profile_settings", "user_profiles_path"]
+
+DEFAULT_PROFILE = "ephemeral"
+"""The profile Prefect 3 activates when its profiles file names none."""
 
 
 def user_profiles_path() -> Path:
@@ -32,7 +35,8 @@ def user_profiles_path() -> Path:
 def active_profile_settings(path: Path) -> dict[str, str]:
     """Settings (``PREFECT_*`` name → value as text) of the active profile in ``path``; {} without one.
 
-    The active profile is ``PREFECT_PROFILE`` if set, else the file's ``active``. A missing or
+    The active profile is ``PREFECT_PROFILE`` if set, else the file's ``active``, else Prefect's
+    default, ``ephemeral`` (what ``prefect config set`` writes to on a fresh machine). A missing or
     unreadable file names no settings: Prefect then runs on its defaults, as it would itself
     (and reports a malformed file on its own when it reads it).
     """
@@ -40,7 +44,7 @@ def active_profile_settings(path: Path) -> dict[str, str]:
         doc = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return {}
-    name = os.environ.get("PREFECT_PROFILE") or doc.get("active")
+    name = os.environ.get("PREFECT_PROFILE") or doc.get("active") or DEFAULT_PROFILE
     profiles = doc.get("profiles")
     profile = profiles.get(name) if isinstance(profiles, dict) and isinstance(name, str) else None
     if not isinstance(profile, dict):

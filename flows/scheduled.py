@@ -10,8 +10,12 @@ a file path would put ``flows/`` first on ``sys.path`` in the run's process, whe
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from flows.aoi import AoiSpec
+
+if TYPE_CHECKING:
+    from prefect.schedules import Schedule
 
 __all__ = ["RollingSchedule", "deployment_name", "rolling_deployments", "serve_deployments"]
 
@@ -30,7 +34,7 @@ class RollingSchedule:
         if (self.cron is None) == (self.interval_s is None):
             raise ValueError("give exactly one of cron and interval_s")
 
-    def prefect_schedule(self) -> object:
+    def prefect_schedule(self) -> "Schedule":
         """Prefect's ``Cron`` (timezone UTC) or ``Interval`` (imports Prefect)."""
         from prefect.schedules import Cron, Interval
 

@@ -28,9 +28,14 @@ _CHILD = textwrap.dedent(
 )
 
 
-def _resolved(tmp_path: Path, profile: str | None) -> dict[str, str | None]:
+def _user_env(tmp_path: Path) -> dict[str, str]:
     env = child_env(tmp_path)
     del env["PREFECT_HOME"], env["PREFECT_PROFILES_PATH"], env["PREFECT_LOGGING_LEVEL"]
+    return env
+
+
+def _resolved(tmp_path: Path, profile: str | None) -> dict[str, str | None]:
+    env = _user_env(tmp_path)
     if profile is not None:
         (tmp_path / "user" / ".prefect").mkdir(parents=True)
         (tmp_path / "user" / ".prefect" / "profiles.toml").write_text(profile)
@@ -64,3 +69,19 @@ def test_without_a_profile_nothing_is_configured_and_the_project_defaults_apply(
 def test_the_ephemeral_default_profile_configures_no_api(tmp_path: Path) -> None:
     out = _resolved(tmp_path, 'active = "ephemeral"\n')
     assert out["api"] is None
+
+
+def test_url_set_with_prefect_config_set_is_used(tmp_path: Path) -> None:
+    """What the README tells a user to do: ``prefect config set PREFECT_API_URL=…`` (their own profile)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "config", "set", "PREFECT_API_URL=http://127.0.0.1:4998/api"],
+        cwd=tmp_path,
+        env=_user_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = _resolved(tmp_path, None)
+    assert out["api"] == "http://127.0.0.1:4998/api"
+    assert out["home"] == str(tmp_path / "home" / "prefect")
