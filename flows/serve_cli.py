@@ -75,6 +75,14 @@ def check_api(url: str) -> None:
         raise SettingsError(f"PREFECT_API_URL={url!r}: the Prefect API is not healthy ({healthy!r})")
 
 
+def _answers(url: str) -> bool:
+    try:
+        check_api(url)
+    except SettingsError:
+        return False
+    return True
+
+
 @click.command("serve")
 @click.option(
     "--aoi", "aoi_paths", multiple=True, required=True, type=click.Path(path_type=Path), help="AOI GeoJSON (repeat)"
@@ -132,13 +140,18 @@ def serve_command(
     if schedule.cron is not None:
         _check_cron(schedule.cron)
     login = check_writer(settings)
-    progress(f"database login {login}: a {'lake_writer'} login")
+    progress(f"database login {login}: a lake_writer login")
 
     from flows.prefect_server import configured_api_url, prefect_api
 
     configured = configured_api_url()
     if configured is not None:
         check_api(configured)
+    elif _answers(f"http://127.0.0.1:{port}/api"):  # a server the user started but did not configure
+        raise BadInput(
+            f"--port {port}: a Prefect server already answers on 127.0.0.1:{port}; serve on it with "
+            f"PREFECT_API_URL=http://127.0.0.1:{port}/api, or choose another --port"
+        )
     with prefect_api(progress, services=True, port=port) as ready:
         deployments = rolling_deployments(aois, source, schedule, days, model)
         ready()

@@ -75,6 +75,11 @@ def test_served_rolling_deployment_fires_and_fills_the_inventory(
             flow_run_ids = set(conn.execute(sa.text("SELECT flow_run_id FROM inventory.ingest_run")).scalars())
         assert scenes == 4 and lakes > 0  # 5 S2 dates, one without an S1 partner
         assert run["id"] in flow_run_ids
+
+        # A second serve on the same port, with no API configured, is told to use the running server.
+        again = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 2, again.stderr
+        assert f"PREFECT_API_URL=http://127.0.0.1:{port}/api" in again.stderr
     finally:
         if serve.poll() is None:
             serve.send_signal(signal.SIGTERM)
