@@ -41,11 +41,12 @@ clean-venv:
 	rm -rf $(VENV)
 
 # Server + workers (README "Three ways to run"): the work pools of deploy/prefect.yaml, then its
-# deployments, on the Prefect server of PREFECT_API_URL (or the active Prefect profile).
-GLACIAL_LAKES_HOME ?= $(if $(XDG_DATA_HOME),$(XDG_DATA_HOME),$(HOME)/.local/share)/glacial-lakes
+# deployments, on the Prefect server of PREFECT_API_URL (or the active Prefect profile). The demo
+# deployment's catalog lies under GLACIAL_LAKES_HOME (default: the CLI's own default).
 .PHONY: work-pools deploy
 work-pools: $(STAMP)
 	PREFECT=$(BIN)/prefect deploy/work-pools.sh
 
 deploy: work-pools
-	GLACIAL_LAKES_HOME=$(GLACIAL_LAKES_HOME) $(BIN)/prefect deploy --all --prefect-file deploy/prefect.yaml --no-prompt
+	GLACIAL_LAKES_HOME="$${GLACIAL_LAKES_HOME:-$$($(BIN)/python -c 'from flows.settings import load_settings; print(load_settings().home)')}" \
+	  $(BIN)/prefect deploy --all --prefect-file deploy/prefect.yaml --no-prompt

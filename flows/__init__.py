@@ -1,6 +1,7 @@
 """The edge: Prefect flows and tasks, the ``glacial-lakes`` CLI, settings and the run report.
 
-Lives here: the flows (``update_inventory``, the scheduled rolling update, the demo), every
+Lives here: the flows (``update_inventory`` with its rolling window, ``backfill``, the demo), the
+rolling deployments ``glacial-lakes serve`` runs (``flows.scheduled``), every
 ``@task`` wrapper with its retry/caching policy (``flows.tasks``), the CLI commands and their
 exit-status contract (``flows.cli``, ``flows.cli_support``), settings read from the environment
 (``flows.settings``; nothing below this package reads the environment), the AOI input model,

@@ -41,6 +41,7 @@ __all__ = [
     "PrefectServerError",
     "ProcessId",
     "ServerRecord",
+    "configured_api_url",
     "prefect_api",
     "process_id",
     "reap_stale_servers",
@@ -204,7 +205,9 @@ class PrefectApi:
     """One temporary server: launched, waited for, stopped (``process`` is None once stopped).
 
     ``folder`` holds its record and log; ``env`` is its environment; ``timeout_s`` bounds its start
-    (seconds); ``die_with_parent`` launches it with the Linux death signal.
+    (seconds); ``die_with_parent`` launches it with the Linux death signal. ``services``: with
+    Prefect's services (the scheduler: schedules fire) and its UI, for ``glacial-lakes serve``;
+    a run's temporary server needs neither. ``port``: a fixed port (0: a free one).
     """
 
     def __init__(
@@ -213,8 +216,12 @@ class PrefectApi:
         env: dict[str, str],
         timeout_s: float,
         die_with_parent: bool,
+        *,
+        services: bool = False,
+        port: int = 0,
     ) -> None:
         self.folder, self._env, self.timeout_s, self.die_with_parent = folder, env, timeout_s, die_with_parent
+        self.services, self.fixed_port = services, port
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.ready = False
@@ -231,8 +238,9 @@ class PrefectApi:
 
     def launch(self) -> None:
         """Start the server process on a free port and record it; returns at once (see :meth:`wait_ready`)."""
-        self.port = _free_port()
-        argv = ["server", "start", "--host", HOST, "--port", str(self.port), "--no-services", "--no-ui"]
+        self.port = self.fixed_port or _free_port()
+        argv = ["server", "start", "--host", HOST, "--port", str(self.port)]
+        argv += [] if self.services else ["--no-services", "--no-ui"]
         argv += ["--log-level", "ERROR"]
         if self.die_with_parent:
             command = [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *argv]
@@ -315,29 +323,41 @@ def _records(prefect_home: Path) -> Path:
     return folder
 
 
-def start_server(prefect_home: Path, timeout_s: float, *, die_with_parent: bool = True) -> PrefectApi:
+def start_server(
+    prefect_home: Path, timeout_s: float, *, die_with_parent: bool = True, services: bool = False, port: int = 0
+) -> PrefectApi:
     """Launch a temporary server for ``prefect_home``'s database and record it (not yet waited for).
 
     ``die_with_parent``: on Linux, the server gets SIGTERM when the calling *thread* ends (the
     kernel's rule), so call this from the main thread. False, and every other platform, leaves
-    only the record for the next start to find.
+    only the record for the next start to find. ``services`` and ``port``: see :class:`PrefectApi`.
     """
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(prefect_home)  # its database where its record is, whatever set the home
-    api = PrefectApi(_records(prefect_home), env, timeout_s, die_with_parent and sys.platform.startswith("linux"))
+    linux = sys.platform.startswith("linux")
+    api = PrefectApi(_records(prefect_home), env, timeout_s, die_with_parent and linux, services=services, port=port)
     api.launch()
     return api
 
 
+def configured_api_url() -> str | None:
+    """The Prefect API URL the user configured (environment, profile or ``prefect.toml``), as Prefect resolves it."""
+    from prefect.settings import get_current_settings
+
+    url = os.environ.get("PREFECT_API_URL") or get_current_settings().api.url
+    return str(url) if url else None
+
+
 @contextmanager
-def prefect_api(notify: Notify) -> Iterator[Callable[[], None]]:
+def prefect_api(notify: Notify, *, services: bool = False, port: int = 0) -> Iterator[Callable[[], None]]:
     """The Prefect API for this process's flows: the user's if configured, else a temporary server.
 
     Yields ``ready``: call it before the first flow (the server starts meanwhile). From then
     until the block ends ``PREFECT_API_URL`` points this process (and its children) at the
     server; at the end the server is stopped. Enter on the main thread (the death signal's rule),
     after every input check (a bad input must not cost a server start). ``notify`` hears of each
-    stale server stopped.
+    stale server stopped. ``services`` and ``port``: see :class:`PrefectApi` (``serve`` asks for
+    the scheduler, so schedules fire).
 
     Raises:
         PrefectServerError: from ``ready``, when the server does not start.
@@ -346,12 +366,13 @@ def prefect_api(notify: Notify) -> Iterator[Callable[[], None]]:
     from prefect.settings import get_current_settings, temporary_settings
 
     current = get_current_settings()
-    if os.environ.get("PREFECT_API_URL") or current.api.url:
+    if configured_api_url():
         yield lambda: None  # the user's API (environment, profile or prefect.toml): theirs
         return
     for record in reap_stale_servers(_records(current.home)):
         notify(f"stopped a temporary Prefect server (pid {record.server.pid}) left by a killed run")
-    api = start_server(current.home, float(current.server.ephemeral.startup_timeout_seconds))
+    timeout_s = float(current.server.ephemeral.startup_timeout_seconds)
+    api = start_server(current.home, timeout_s, services=services, port=port)
     with ExitStack() as stack:
         stack.callback(api.stop)
 

@@ -236,18 +236,38 @@ def prepare_prefect_environment(settings: Settings) -> None:
     result storage are therefore created mode 0700 (re-tightened if an older run left them open),
     results are not persisted unless a task asks for it, and persisted ones land in that private
     storage. A ``PREFECT_HOME`` / ``PREFECT_LOCAL_STORAGE_PATH`` the user set is theirs: untouched.
+
+    The user's Prefect profile (``~/.prefect/profiles.toml``, :mod:`flows.prefect_profile`) stays
+    in force: Prefect is pointed at that file, and a setting its active profile sets (its
+    ``PREFECT_API_URL``, or a ``PREFECT_HOME`` of its own) is not overridden by a default here.
     """
+    from flows.prefect_profile import active_profile_settings, user_profiles_path
+
+    profiles = user_profiles_path()  # before PREFECT_HOME is set below: where the user's file is
+    users = active_profile_settings(profiles)
+    if not os.environ.get("PREFECT_PROFILES_PATH") and profiles.exists():
+        os.environ["PREFECT_PROFILES_PATH"] = str(profiles)
+
+    def unset(variable: str) -> bool:
+        return not os.environ.get(variable) and variable not in users
+
+    home = os.environ.get("PREFECT_HOME") or users.get("PREFECT_HOME") or str(settings.prefect_home)
     for variable, default in (
         ("PREFECT_HOME", settings.prefect_home),
-        ("PREFECT_LOCAL_STORAGE_PATH", Path(os.environ.get("PREFECT_HOME") or settings.prefect_home) / "storage"),
+        ("PREFECT_LOCAL_STORAGE_PATH", Path(home).expanduser() / "storage"),
     ):
-        if os.environ.get(variable):  # the user's own folder: theirs to protect
+        if not unset(variable):  # the user's own folder: theirs to protect
             continue
         default.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         default.chmod(PRIVATE_DIR_MODE)  # mkdir's mode passes through the umask; an older folder keeps its own
         os.environ[variable] = str(default)
-    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # The temporary server (flows.prefect_server) needs more than the default 20 s on a busy 2-core machine.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    defaults = {
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # The temporary server (flows.prefect_server) needs more than the default 20 s on a busy 2-core machine.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    for variable, value in defaults.items():
+        if variable not in os.environ and variable not in users:  # set, even empty: the user's
+            os.environ[variable] = value

@@ -8,19 +8,18 @@ One failed scene never aborts the others; the run ends with a report (Prefect ar
 database URL is never a flow parameter, so it is never stored or shown by the Prefect API.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import math
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import get_run_context
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from db.ledger import (
     PARAMS_INPUT,
@@ -40,6 +39,7 @@ from flows.database import ready_engine
 from flows.report import RunReport, SceneOutcome
 from flows.settings import load_settings
 from flows.tasks import extract_lakes_task, merge_task, prepare_stack_task, search_task, segment_task
+from flows.window import DEFAULT_DAYS, MAX_DAYS, rolling_window
 from models.hub import HubCache
 from models.registry import load_segmenter
 from tasks.acquisition import ledger_href
@@ -220,20 +220,29 @@ def _acquisition_rows(acquisitions: list[Acquisition]) -> list[AcquisitionRow]:
 @flow(name="update-inventory", log_prints=False)
 def update_inventory(
     aoi: AoiSpec,
-    start: date,
-    end: date,
     source: str,
+    start: date | None = None,
+    end: date | None = None,
+    days: Annotated[int, Field(ge=1, le=MAX_DAYS)] = DEFAULT_DAYS,
     model: str | None = None,
     rerun: bool = False,
     supersede: bool = False,
 ) -> RunReport:
     """Bring one AOI's inventory up to date for acquisitions sensed in [start, end].
 
+    The parameters are typed (pydantic) so Prefect validates them and its UI renders a form;
+    this module must not use postponed annotations (``from __future__ import annotations``):
+    a worker rebuilds the parameter model in a fresh process, where string annotations would
+    name types it cannot resolve.
+
     Args:
         aoi: the area (EPSG:4326) and its name.
-        start: first sensing day of the window, inclusive (UTC).
-        end: last sensing day of the window, inclusive (UTC).
         source: ``local:DIR`` or ``stac:URL``.
+        start: first sensing day of the window, inclusive (UTC); default: rolling, the day of
+            the AOI's last processed acquisition, or ``end - days`` when nothing is processed
+            yet (:mod:`flows.window`).
+        end: last sensing day of the window, inclusive (UTC); default: today.
+        days: look-back of the AOI's first rolling window, days.
         model: segmenter spec; default from ``GLACIAL_LAKES_MODEL``.
         rerun: process scenes whose ledger key is already committed again (their merge is
             still a no-op unless the inputs, model or parameters changed).
@@ -244,6 +253,9 @@ def update_inventory(
     logger = get_run_logger()
     settings = load_settings()
     engine = ready_engine(settings)
+    window = rolling_window(engine, aoi.name, start, end, days)
+    start, end = window.start, window.end
+    logger.info("%s: sensing window %s", aoi.name, window.describe())
     db = SecretStr(str(engine.url.render_as_string(hide_password=False)))
     model_spec = model or settings.model
     segmenter = load_segmenter(model_spec, settings.tta, settings.hub)
