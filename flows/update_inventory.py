@@ -8,19 +8,15 @@ database URL is never a flow parameter, so it is never stored or shown by the Pr
 from __future__ import annotations
 
 import hashlib
-import json
-import math
-from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import get_run_context
+from prefect.futures import PrefectFuture
 from pydantic import SecretStr
 
 from db.ledger import (
-    PARAMS_INPUT,
     AcquisitionRow,
     committed_params,
     committed_scene_keys,
@@ -31,107 +27,19 @@ from db.ledger import (
     start_run,
 )
 from db.merge import ensure_aoi
-from db.records import MergeConfig, SceneResult
+from db.records import MergeConfig
 from flows.aoi import AoiSpec
 from flows.database import ready_engine
 from flows.report import RunReport, SceneOutcome
+from flows.runner import scene_task_runner
+from flows.scene import SceneContext
 from flows.settings import load_settings
-from flows.tasks import extract_lakes_task, merge_task, prepare_stack_task, search_task, segment_task
-from models.hub import HubCache
+from flows.tasks import process_scene_task, search_task
 from models.registry import load_segmenter
 from tasks.acquisition import ledger_href
-from tasks.grid import GridSpec, grid_for_geometry, utm_epsg_for
+from tasks.grid import grid_for_geometry, utm_epsg_for
 from tasks.pairing import ScenePlan, pair_scenes, params_hash, scene_key
 from tasks.sources import Acquisition
-from tasks.stack import StackInfo
-from tasks.validity import cloud_state_of
-
-
-@dataclass(frozen=True)
-class SceneContext:
-    """What every scene of one run shares."""
-
-    aoi_name: str
-    grid: GridSpec
-    data_dir: Path
-    model: str
-    model_version: str
-    tta: bool
-    hub: HubCache
-    """Where ``hf://`` model specs are resolved."""
-    threshold: float
-    min_area_m2: float
-    merge_config: MergeConfig
-
-    @property
-    def params(self) -> dict[str, object]:
-        """The processing parameters hashed into each scene key: threshold, min area (m²), grid."""
-        return {
-            "threshold": self.threshold,
-            "min_area_m2": self.min_area_m2,
-            "grid": [self.grid.epsg, *self.grid.transform, self.grid.width, self.grid.height],
-        }
-
-    @property
-    def stated_params(self) -> dict[str, object]:
-        """:attr:`params` as stored with each scene (sorted-key JSON, read back): the form compared."""
-        stated: dict[str, object] = json.loads(json.dumps(self.params, sort_keys=True, default=str))
-        return stated
-
-
-def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -> SceneOutcome:
-    """One scene from files to merge. Raises on failure; the caller records it."""
-    scene_dir = ctx.data_dir / "scenes" / key[:16]
-    stack = prepare_stack_task(plan, ctx.grid, scene_dir)
-    observation = _observation_inputs(plan, stack)
-    probability = segment_task(stack, ctx.model, scene_dir / "probability.tif", ctx.tta, ctx.hub)
-    extracted = extract_lakes_task(stack, probability, ctx.threshold, ctx.min_area_m2)
-    result = SceneResult(
-        scene_key=key,
-        aoi_name=ctx.aoi_name,
-        sensing_time=plan.s2.sensing_time,
-        s2_product_id=plan.s2.product_id,
-        s1_product_id=plan.s1.product_id,
-        dem_id=plan.dem_id,
-        model_version=ctx.model_version,
-        params_hash=params_hash(ctx.params),
-        valid_footprint=extracted.footprint,
-        cloud_fraction=None if math.isnan(stack.cloud_fraction) else stack.cloud_fraction,
-        valid_fraction=stack.valid_fraction,
-        lakes=extracted.lakes,
-        inputs={
-            "stack": str(stack.path),
-            "probability": str(probability),
-            # What the inputs were (the ledger key covers them) and the parameters, for the
-            # merge's check that one AOI's scenes share one parameter set.
-            "fingerprints": ",".join((plan.s2.fingerprint, plan.s1.fingerprint, *(d.fingerprint for d in plan.dems))),
-            "dem_tiles": json.dumps([d.product_id for d in plan.dems]),
-            **dict(stack.quality),  # the measured co-registration of S1 and the DEM against S2
-            PARAMS_INPUT: json.dumps(ctx.stated_params, sort_keys=True),
-            **observation,
-        },
-        utm_epsg=ctx.grid.epsg,  # CRS of the footprint and of the lakes' outlines
-    )
-    merge = merge_task(db, result, ctx.merge_config)
-    return SceneOutcome(plan.s2.product_id, "processed", None, merge)
-
-
-def _observation_inputs(plan: ScenePlan, stack: StackInfo) -> dict[str, str]:
-    """How the scene's S2 was read (tasks.validity), for its inputs; logs what no item stated.
-
-    ``cloud_state``: "scl", or "unknown" when the item has no SCL (the scene then marks no lake
-    absent: its footprint is None). ``s2_offset``: the DN offset removed and why (the processing
-    baseline, or the offset detector's percentiles when the item states no baseline).
-    """
-    logger = get_run_logger()
-    state = cloud_state_of(stack.cloud_fraction)
-    if state == "unknown":
-        logger.warning("%s: no SCL, cloud state unknown: its lakes are mapped, none is marked absent", plan.scene_id)
-    if stack.s2_offset is None:  # prepare_stack always decides; a stack without the record is a bug
-        raise RuntimeError(f"{stack.path}: stack has no S2 offset decision")
-    if stack.s2_offset.source == "detector":
-        logger.info("%s: no processing baseline; S2 offset %s", plan.scene_id, stack.s2_offset.describe())
-    return {"cloud_state": state, "s2_offset": stack.s2_offset.describe()}
 
 
 def _acquisition_rows(acquisitions: list[Acquisition]) -> list[AcquisitionRow]:
@@ -150,7 +58,8 @@ def _acquisition_rows(acquisitions: list[Acquisition]) -> list[AcquisitionRow]:
     ]
 
 
-@flow(name="update-inventory", log_prints=False)
+# Scenes go to the task runner of flows.runner (one after another by default, or a Dask cluster).
+@flow(name="update-inventory", log_prints=False, task_runner=scene_task_runner())
 def update_inventory(
     aoi: AoiSpec,
     start: date,
@@ -207,6 +116,7 @@ def update_inventory(
     logger.info("%s: %d S2 acquisitions, %d paired, %d already processed", aoi.name, n_s2, len(plans), len(done))
     # Checked once before any scene is computed (the merge checks again, under the AOI's lock).
     conflict = params_conflict(committed_params(engine, aoi_id), params_hash(ctx.params), ctx.stated_params)
+    submitted: list[tuple[ScenePlan, PrefectFuture[SceneOutcome]]] = []
     for i, plan in enumerate(plans, 1):
         key = keys[plan.scene_id]
         if key in done and not rerun:
@@ -219,8 +129,10 @@ def update_inventory(
             outcomes.append(SceneOutcome(plan.scene_id, "failed", reason))
             continue
         logger.info("[%d/%d] %s", i, len(plans), plan.scene_id)
+        submitted.append((plan, process_scene_task.submit(plan, ctx, key, db)))
+    for plan, future in submitted:  # in plan order, whichever worker finished first
         try:
-            outcome = process_scene(plan, ctx, key, db)
+            outcome = future.result()
         except Exception as exc:  # one failed scene never aborts the others
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             logger.error("%s failed: %s", plan.scene_id, reason)
