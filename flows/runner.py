@@ -4,9 +4,11 @@
 to the runner chosen here from the environment, read when the flow module is imported (a worker
 imports it afresh for every flow run):
 
-- ``GLACIAL_LAKES_TASK_RUNNER=default`` (or unset): a thread pool of one. Scenes run one after
-  another in the flow's process, as they always have: its memory is one scene's (a 2048 px scene
-  with TerraMind takes a few GB).
+- ``GLACIAL_LAKES_TASK_RUNNER=default`` (or unset): :class:`InlineTaskRunner`. Each scene runs
+  when it is submitted, in the flow's own thread, one after another as they always have: the
+  flow's memory is one scene's (a 2048 px scene with TerraMind takes a few GB), and the stages'
+  timeouts can interrupt them (Prefect enforces a sync task's timeout with an alarm only on the
+  main thread; in a worker thread, Dask's included, it takes effect after the blocking call).
 - ``GLACIAL_LAKES_TASK_RUNNER=dask``: prefect-dask's ``DaskTaskRunner``. With
   ``GLACIAL_LAKES_DASK_ADDRESS=tcp://HOST:8786`` the scenes go to an existing cluster (a
   ``dask scheduler`` and its ``dask worker`` processes, e.g. ``deploy/compose.yaml``'s ``dask``
@@ -25,15 +27,62 @@ written and read by path.
 
 from __future__ import annotations
 
+import concurrent.futures
+import uuid
+from collections.abc import Iterable
 from typing import Any, Literal
 
+from prefect.futures import PrefectConcurrentFuture
+from prefect.task_engine import run_task_sync
+from prefect.task_runners import TaskRunner
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import SettingsError
 from flows.settings import ENV_PREFIX
 
-__all__ = ["RunnerSettings", "load_runner_settings", "scene_task_runner"]
+__all__ = ["InlineTaskRunner", "RunnerSettings", "load_runner_settings", "scene_task_runner"]
+
+
+class InlineTaskRunner(TaskRunner[PrefectConcurrentFuture[Any]]):
+    """Runs each submitted task at once, in the submitting thread; its future is already done.
+
+    The default runner of the scenes: submitting them one after another runs them one after
+    another, in the flow's thread, exactly as calling them would, while the flow's code stays
+    the same for every runner (``.submit`` and futures).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # Prefect's base __init__ states no types
+
+    def duplicate(self) -> InlineTaskRunner:
+        """A new runner of the same kind (no configuration)."""
+        return type(self)()
+
+    def submit(
+        self,
+        task: Any,
+        parameters: dict[str, Any],
+        wait_for: Iterable[Any] | None = None,
+        dependencies: dict[str, set[Any]] | None = None,
+    ) -> PrefectConcurrentFuture[Any]:
+        """Runs ``task`` now; returns a done future holding its final state (a failure included)."""
+        if not self._started:
+            raise RuntimeError("the task runner must be started before submitting work")
+        if task.isasync:  # the project's tasks are sync; an async one needs a loop this runner does not own
+            raise TypeError(f"{task.name}: InlineTaskRunner runs sync tasks only")
+        task_run_id = uuid.uuid4()
+        state = run_task_sync(
+            task=task,
+            task_run_id=task_run_id,
+            parameters=parameters,
+            wait_for=wait_for,
+            return_type="state",
+            dependencies=dependencies,
+        )
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        done.set_result(state)
+        return PrefectConcurrentFuture(task_run_id=task_run_id, wrapped_future=done)
 
 
 class RunnerSettings(BaseSettings):
@@ -82,10 +131,7 @@ def scene_task_runner(settings: RunnerSettings | None = None) -> Any:
     """
     chosen = settings if settings is not None else load_runner_settings()
     if chosen.task_runner == "default":
-        from prefect.task_runners import ThreadPoolTaskRunner
-
-        # One thread: the submitted scenes run one after another, in the order submitted.
-        return ThreadPoolTaskRunner(max_workers=1)
+        return InlineTaskRunner()
     # Imported only when chosen: distributed takes seconds to import and the default run needs none of it.
     from prefect_dask.task_runners import DaskTaskRunner
 

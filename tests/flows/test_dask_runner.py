@@ -20,7 +20,7 @@ import pytest
 from core.errors import SettingsError
 from demo.synthetic import DemoCatalog, generate_demo_catalog
 from flows.aoi import load_aoi
-from flows.runner import RunnerSettings, load_runner_settings, scene_task_runner
+from flows.runner import InlineTaskRunner, RunnerSettings, load_runner_settings, scene_task_runner
 from tests.helpers.database import fresh_database
 from tests.helpers.digests import content
 
@@ -71,7 +71,8 @@ def test_dask_runner_gives_the_default_runners_inventory(
             runner = scene_task_runner(RunnerSettings(task_runner="dask", dask_address=cluster.scheduler_address))
             spread = update_inventory.with_options(task_runner=runner)(**window)
             workers = set(cluster.scheduler_info["workers"])
-        ran_on = [t["worker"] for t in stream.data if str(t["key"]).startswith("process-scene")]
+        # Dask names a task by its function: one process_scene_task per scene, and the worker that ran it.
+        ran_on = [t["worker"] for t in stream.data if str(t["key"]).startswith("process_scene_task-")]
 
         assert spread.failed == 0, spread.markdown()
         assert sorted((o.product_id, o.status, o.reason) for o in spread.outcomes) == sorted(
@@ -88,12 +89,39 @@ def test_dask_runner_gives_the_default_runners_inventory(
             dask_engine.dispose()
 
 
-def test_default_runner_runs_scenes_one_after_another() -> None:
-    from prefect.task_runners import ThreadPoolTaskRunner
+def test_default_runner_runs_each_scene_when_submitted_in_the_flows_thread(prefect_backend: None) -> None:
+    """Scenes one after another, on the flow's thread (where a stage's timeout can interrupt it)."""
+    import threading
 
-    runner = scene_task_runner(RunnerSettings())
-    assert isinstance(runner, ThreadPoolTaskRunner)
-    assert runner._max_workers == 1
+    from prefect import flow, task
+
+    assert isinstance(scene_task_runner(RunnerSettings()), InlineTaskRunner)
+    events: list[tuple[str, int, str]] = []
+
+    @task
+    def step(n: int) -> int:
+        events.append(("ran", n, threading.current_thread().name))
+        if n == 2:
+            raise ValueError("scene 2 is corrupt")
+        return n * 10
+
+    @flow(task_runner=scene_task_runner(RunnerSettings()))
+    def scenes() -> list[object]:
+        futures = []
+        for n in (1, 2, 3):
+            futures.append(step.submit(n))
+            events.append(("submitted", n, threading.current_thread().name))
+        out: list[object] = []
+        for f in futures:
+            try:
+                out.append(f.result())
+            except ValueError as exc:
+                out.append(str(exc))
+        return out
+
+    assert scenes() == [10, "scene 2 is corrupt", 30]
+    assert [(e[0], e[1]) for e in events] == [(k, n) for n in (1, 2, 3) for k in ("ran", "submitted")]
+    assert {e[2] for e in events} == {threading.main_thread().name}
 
 
 def test_dask_runner_without_address_starts_a_local_cluster_of_processes() -> None:
