@@ -131,7 +131,7 @@ def main() -> None:
                 else:
                     with (
                         DaskCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as dc,
-                        Client(dc) as client,
+                        Client(dc, set_as_default=False) as client,
                     ):
                         print(f"{label}: workers {sorted(client.run(_warm).values())}", file=sys.stderr)
                         runner = scene_task_runner(

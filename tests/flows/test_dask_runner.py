@@ -65,7 +65,7 @@ def test_dask_runner_gives_the_default_runners_inventory(
         monkeypatch.setenv("DATABASE_URL", dask_url)
         with (
             LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster,
-            Client(cluster) as client,
+            Client(cluster, set_as_default=False) as client,  # the runner finds the cluster by its address
             get_task_stream(client) as stream,
         ):
             runner = scene_task_runner(RunnerSettings(task_runner="dask", dask_address=cluster.scheduler_address))
@@ -87,6 +87,47 @@ def test_dask_runner_gives_the_default_runners_inventory(
         finally:
             serial_engine.dispose()
             dask_engine.dispose()
+
+
+@pytest.mark.db
+@pytest.mark.flow
+@pytest.mark.slow
+def test_a_scene_failing_on_a_dask_worker_is_reported_as_with_the_default_runner(
+    db_url: str,
+    pg_url_base: str,
+    template_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_backend: None,
+) -> None:
+    """The worker's exception comes back to the flow (pickled): the same failed scene, the same reason."""
+    from distributed import LocalCluster
+
+    from flows.update_inventory import update_inventory
+
+    catalog = generate_demo_catalog(tmp_path / "catalog", size_px=256, seed=0)
+    first = sorted((catalog.root / "sentinel-2-l2a").glob("*/*_B03_10m.tif"))[0]
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])  # truncated: unreadable past its header
+    window = {
+        "aoi": load_aoi(catalog.aoi_path),
+        "start": min(catalog.dates) - timedelta(days=1),
+        "end": max(catalog.dates) + timedelta(days=1),
+        "source": f"local:{catalog.root}",
+        "model": "baseline",
+    }
+    monkeypatch.setenv("GLACIAL_LAKES_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    serial = update_inventory(**window)
+    failed = [(o.product_id, o.reason) for o in serial.outcomes if o.status == "failed"]
+    assert [p for p, _ in failed] == [first.parent.name] and serial.processed >= 3, serial.markdown()
+
+    with fresh_database(pg_url_base, template_db) as dask_url:
+        monkeypatch.setenv("DATABASE_URL", dask_url)
+        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
+            runner = scene_task_runner(RunnerSettings(task_runner="dask", dask_address=cluster.scheduler_address))
+            spread = update_inventory.with_options(task_runner=runner)(**window)
+    assert [(o.product_id, o.reason) for o in spread.outcomes if o.status == "failed"] == failed
+    assert spread.processed == serial.processed
 
 
 def test_default_runner_runs_each_scene_when_submitted_in_the_flows_thread(prefect_backend: None) -> None:
