@@ -237,7 +237,10 @@ def _help(argv: list[str]) -> str:
     done = subprocess.run([str(script), *argv[1:], "--help"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, f"{shlex.join(argv)}: {done.stderr[-2000:]}"
     for option in (a for a in argv[1:] if a.startswith("--")):
-        assert option in done.stdout, f"{shlex.join(argv)}: {option} is not an option of the command"
+        # The whole option: --nthread must not pass as a prefix of --nthreads.
+        assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", done.stdout), (
+            f"{shlex.join(argv)}: {option} is not an option of the command"
+        )
     return done.stdout
 
 
