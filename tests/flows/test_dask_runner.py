@@ -12,6 +12,9 @@ The runner choice itself (``flows.runner``) is checked without a cluster: settin
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -101,8 +104,6 @@ def test_a_scene_failing_on_a_dask_worker_is_reported_as_with_the_default_runner
     prefect_backend: None,
 ) -> None:
     """The worker's exception comes back to the flow (pickled): the same failed scene, the same reason."""
-    from distributed import LocalCluster
-
     from flows.update_inventory import update_inventory
 
     catalog = generate_demo_catalog(tmp_path / "catalog", size_px=256, seed=0)
@@ -123,9 +124,9 @@ def test_a_scene_failing_on_a_dask_worker_is_reported_as_with_the_default_runner
 
     with fresh_database(pg_url_base, template_db) as dask_url:
         monkeypatch.setenv("DATABASE_URL", dask_url)
-        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
-            runner = scene_task_runner(RunnerSettings(task_runner="dask", dask_address=cluster.scheduler_address))
-            spread = update_inventory.with_options(task_runner=runner)(**window)
+        # No address: the runner starts a local cluster of two worker processes for the run.
+        runner = scene_task_runner(RunnerSettings(task_runner="dask", dask_workers=2))
+        spread = update_inventory.with_options(task_runner=runner)(**window)
     assert [(o.product_id, o.reason) for o in spread.outcomes if o.status == "failed"] == failed
     assert spread.processed == serial.processed
 
@@ -163,6 +164,15 @@ def test_default_runner_runs_each_scene_when_submitted_in_the_flows_thread(prefe
     assert scenes() == [10, "scene 2 is corrupt", 30]
     assert [(e[0], e[1]) for e in events] == [(k, n) for n in (1, 2, 3) for k in ("ran", "submitted")]
     assert {e[2] for e in events} == {threading.main_thread().name}
+
+
+def test_the_flow_takes_its_runner_from_the_environment_when_imported() -> None:
+    """A worker imports the flow module afresh for each run: the decorator reads the setting then."""
+    code = "from flows.update_inventory import update_inventory as f; print(type(f.task_runner).__name__)"
+    env = {**os.environ, "GLACIAL_LAKES_TASK_RUNNER": "dask", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["DaskTaskRunner"]
 
 
 def test_dask_runner_without_address_starts_a_local_cluster_of_processes() -> None:
