@@ -9,7 +9,8 @@ Caching: every pipeline task has ``cache_policy=NO_CACHE``. Inputs are local fil
 the inventory that change under the same arguments, and the scene ledger (``db.ledger``) is the
 project's one record of what was done: a Prefect result cache would be a second, stale one.
 
-May import: ``tasks``, ``db``, ``models``, ``demo``, ``core``, ``flows`` leaves (``flows.aoi``).
+May import: ``tasks``, ``db``, ``models``, ``demo``, ``core``, ``flows`` leaves (``flows.aoi``,
+``flows.scene``, ``flows.report``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from db.engine import make_engine
 from db.merge import merge_scene
 from db.records import MergeConfig, MergeReport, SceneResult
 from flows.aoi import AoiSpec
+from flows.report import SceneOutcome
+from flows.scene import SceneContext, observation_inputs, part_name, scene_result
 from flows.settings import load_settings
 from models.hub import DEFAULT_HUB, HubCache
 from tasks.defaults import MAX_PAIR_DAYS
@@ -43,6 +46,7 @@ from tasks.segment import segment_stack
 from tasks.signing import refresh_signatures
 from tasks.sources import Acquisition, StacApiOptions, TransientSourceError, source_from_uri
 from tasks.stack import StackInfo
+from tasks.zones import ZonePart
 
 if TYPE_CHECKING:
     from demo.synthetic import DemoCatalog
@@ -54,6 +58,7 @@ __all__ = [
     "generate_demo_catalog_task",
     "merge_task",
     "prepare_stack_task",
+    "process_scene_task",
     "search_task",
     "segment_task",
 ]
@@ -197,6 +202,32 @@ def merge_task(database_url: SecretStr, result: SceneResult, config: MergeConfig
     The URL travels as a SecretStr, so Prefect never shows or persists it.
     """
     return merge_scene(engine_for(database_url.get_secret_value()), result, config)
+
+
+@task(
+    name="process-scene",
+    cache_policy=NO_CACHE,
+    # Not retried as a whole: each stage inside carries its own policy (the merge retries a lost
+    # connection; the rest fail the same way again). No timeout of its own: each stage has one.
+    # This is the unit a task runner spreads: one scene per worker slot (flows.runner).
+)
+def process_scene_task(plan: ScenePlan, ctx: SceneContext, part: ZonePart, key: str, db: SecretStr) -> SceneOutcome:
+    """One scene (one S2 acquisition in one UTM zone part) from files to merge; raises on failure.
+
+    Stack → segment → lakes → merge. Every argument pickles, so a Dask worker in another process
+    or host can run it: the plan, context and part are frozen dataclasses of paths and numbers,
+    and the database travels as its URL in a SecretStr (the worker opens its own engine,
+    :func:`engine_for`). The merge takes the AOI's and the ground's advisory locks
+    (:mod:`db.merge.locks`), so merges from several workers still queue one after another.
+    """
+    scene_dir = ctx.scene_dir(key)
+    stack = prepare_stack_task(plan, part.grid, scene_dir)
+    observation = observation_inputs(plan, stack)  # before segmentation: a stack without its record is a bug
+    probability = segment_task(stack, ctx.model, scene_dir / "probability.tif", ctx.tta, ctx.hub)
+    extracted = extract_lakes_task(stack, probability, ctx.threshold, ctx.min_area_m2)
+    result = scene_result(plan, ctx, part, key, stack, probability, extracted, observation)
+    merge = merge_task(db, result, ctx.merge_config)
+    return SceneOutcome(plan.s2.product_id, "processed", None, merge, part=part_name(ctx, part))
 
 
 @task(

@@ -9,20 +9,16 @@ database URL is never a flow parameter, so it is never stored or shown by the Pr
 """
 
 import hashlib
-import json
-import math
-from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import get_run_context
+from prefect.futures import PrefectFuture
 from pydantic import Field, SecretStr
 
 from db.ledger import (
-    PARAMS_INPUT,
     AcquisitionRow,
     committed_params,
     committed_scene_keys,
@@ -33,172 +29,51 @@ from db.ledger import (
     start_run,
 )
 from db.merge import ensure_aoi
-from db.records import MergeConfig, SceneResult
+from db.records import MergeConfig
 from flows.aoi import AoiSpec
 from flows.database import ready_engine
 from flows.report import RunReport, SceneOutcome
+from flows.runner import scene_task_runner
+from flows.scene import SceneContext, part_name
 from flows.settings import load_settings
-from flows.tasks import extract_lakes_task, merge_task, prepare_stack_task, search_task, segment_task
+from flows.tasks import process_scene_task, search_task
 from flows.window import DEFAULT_DAYS, MAX_DAYS, rolling_window
-from models.hub import HubCache
 from models.registry import load_segmenter
 from tasks.acquisition import ledger_href
 from tasks.grid import utm_epsg_for
-from tasks.pairing import ScenePlan, pair_scenes, params_hash, scene_key
+from tasks.pairing import ScenePlan, pair_scenes, params_hash
 from tasks.sources import Acquisition
-from tasks.stack import StackInfo
-from tasks.validity import cloud_state_of
-from tasks.zones import ZonePart, ZonePartition, partition_aoi, restrict_to_part
+from tasks.zones import ZonePart, partition_aoi
 
 
-@dataclass(frozen=True)
-class SceneContext:
-    """What every scene of one run shares."""
-
-    aoi_name: str
-    partition: ZonePartition
-    """The AOI's UTM zone parts, each with its grid (one part for an AOI within one zone)."""
-    data_dir: Path
-    model: str
-    model_version: str
-    tta: bool
-    hub: HubCache
-    """Where ``hf://`` model specs are resolved."""
-    threshold: float
-    min_area_m2: float
-    merge_config: MergeConfig
-    supersede: bool = False
-    """A rerun: each scene supersedes the AOI's earlier scenes of its S2 product."""
-
-    @property
-    def params(self) -> dict[str, object]:
-        """The processing parameters hashed into each scene key: threshold, min area (m²), grid(s).
-
-        One set for all the AOI's scenes (the merge refuses a scene whose set differs): an AOI
-        across zones states every part's grid (:meth:`tasks.zones.ZonePartition.grid_param`).
-        """
-        return {
-            "threshold": self.threshold,
-            "min_area_m2": self.min_area_m2,
-            "grid": self.partition.grid_param(),
-        }
-
-    def scene_key(self, plan: ScenePlan, part: ZonePart) -> str:
-        """Ledger key of ``plan`` in ``part``: the part is in it when the AOI has several."""
-        return scene_key(plan, self.model_version, self.partition.key_params(self.params, part))
-
-    @property
-    def stated_params(self) -> dict[str, object]:
-        """:attr:`params` as stored with each scene (sorted-key JSON, read back): the form compared."""
-        stated: dict[str, object] = json.loads(json.dumps(self.params, sort_keys=True, default=str))
-        return stated
-
-
-def process_scene(plan: ScenePlan, ctx: SceneContext, part: ZonePart, key: str, db: SecretStr) -> SceneOutcome:
-    """One scene (one S2 acquisition in one zone part) from files to merge. Raises on failure."""
-    scene_dir = ctx.data_dir / "scenes" / key[:16]
-    stack = prepare_stack_task(plan, part.grid, scene_dir)
-    observation = _observation_inputs(plan, stack)
-    probability = segment_task(stack, ctx.model, scene_dir / "probability.tif", ctx.tta, ctx.hub)
-    extracted = extract_lakes_task(stack, probability, ctx.threshold, ctx.min_area_m2)
-    # The lakes this part decides and the ground it may mark absent (all of both for one part).
-    mine = restrict_to_part(extracted.lakes, extracted.footprint, part, ctx.partition)
-    zone = {} if ctx.partition.single else _zone_inputs(plan, part, mine.others, mine.cut)
-    result = SceneResult(
-        scene_key=key,
-        aoi_name=ctx.aoi_name,
-        sensing_time=plan.s2.sensing_time,
-        s2_product_id=plan.s2.product_id,
-        s1_product_id=plan.s1.product_id,
-        dem_id=plan.dem_id,
-        model_version=ctx.model_version,
-        params_hash=params_hash(ctx.params),
-        valid_footprint=mine.footprint,
-        cloud_fraction=None if math.isnan(stack.cloud_fraction) else stack.cloud_fraction,
-        valid_fraction=stack.valid_fraction,
-        lakes=mine.lakes,
-        inputs={
-            "stack": str(stack.path),
-            "probability": str(probability),
-            # What the inputs were (the ledger key covers them) and the parameters, for the
-            # merge's check that one AOI's scenes share one parameter set.
-            "fingerprints": ",".join((plan.s2.fingerprint, plan.s1.fingerprint, *(d.fingerprint for d in plan.dems))),
-            "dem_tiles": json.dumps([d.product_id for d in plan.dems]),
-            **dict(stack.quality),  # the measured co-registration of S1 and the DEM against S2
-            PARAMS_INPUT: json.dumps(ctx.stated_params, sort_keys=True),
-            **observation,
-            **zone,
-        },
-        utm_epsg=part.epsg,  # CRS of the footprint and of the lakes' outlines
-        supersede=ctx.supersede,
-    )
-    merge = merge_task(db, result, ctx.merge_config)
-    return SceneOutcome(plan.s2.product_id, "processed", None, merge, part=_part_name(ctx, part))
-
-
-def _zone_inputs(plan: ScenePlan, part: ZonePart, others: int, cut: int) -> dict[str, str]:
-    """The zone part of a scene of an AOI across zones, for its inputs; logs lakes cut at a seam."""
-    if cut:
-        get_run_logger().warning(
-            "%s in %s: %d lake(s) reach beyond the zone margin and are cut by the grid edge: not recorded",
-            plan.scene_id,
-            part.label,
-            cut,
-        )
-    return {"zone_part": part.label, "zone_lakes_other_part": str(others), "zone_lakes_cut": str(cut)}
-
-
-def _part_name(ctx: SceneContext, part: ZonePart) -> str | None:
-    """How the report names the part: None for an AOI in one zone (one scene per acquisition)."""
-    return None if ctx.partition.single else part.label
-
-
-def _observation_inputs(plan: ScenePlan, stack: StackInfo) -> dict[str, str]:
-    """How the scene's S2 was read (tasks.validity), for its inputs; logs what no item stated.
-
-    ``cloud_state``: "scl", or "unknown" when the item has no SCL (the scene then marks no lake
-    absent: its footprint is None). ``s2_offset``: the DN offset removed and why (the processing
-    baseline, or the offset detector's percentiles when the item states no baseline).
-    """
-    logger = get_run_logger()
-    state = cloud_state_of(stack.cloud_fraction)
-    if state == "unknown":
-        logger.warning("%s: no SCL, cloud state unknown: its lakes are mapped, none is marked absent", plan.scene_id)
-    if stack.s2_offset is None:  # prepare_stack always decides; a stack without the record is a bug
-        raise RuntimeError(f"{stack.path}: stack has no S2 offset decision")
-    if stack.s2_offset.source == "detector":
-        logger.info("%s: no processing baseline; S2 offset %s", plan.scene_id, stack.s2_offset.describe())
-    return {"cloud_state": state, "s2_offset": stack.s2_offset.describe()}
-
-
-def _run_part(
-    plan: ScenePlan,
-    part: ZonePart,
-    ctx: SceneContext,
-    key: str,
-    done: set[str],
-    rerun: bool,
-    conflict: str | None,
-    db: SecretStr,
-) -> SceneOutcome:
-    """One scene of ``plan`` in ``part``: skipped, refused, processed or failed (never raises)."""
-    logger = get_run_logger()
-    name = _part_name(ctx, part)
-    where = plan.scene_id if name is None else f"{plan.scene_id} in {name}"
+def _decide(
+    plan: ScenePlan, part: ZonePart, ctx: SceneContext, key: str, done: set[str], rerun: bool, conflict: str | None
+) -> SceneOutcome | None:
+    """The outcome of ``plan`` in ``part`` decided without computing it (skipped, refused); None: compute it."""
+    name = part_name(ctx, part)
     if key in done and not rerun:
         return SceneOutcome(plan.scene_id, "skipped", "already processed", part=name)
     if not ctx.partition.single and not part.reached_by(plan.s2.footprint):
         return SceneOutcome(plan.scene_id, "skipped", "S2 footprint does not reach this UTM zone part", part=name)
     if conflict is not None:
         reason = f"ParameterMismatchError: {conflict}"
-        logger.error("%s refused: %s", where, reason)
+        get_run_logger().error("%s refused: %s", _where(plan, name), reason)
         return SceneOutcome(plan.scene_id, "failed", reason, part=name)
+    return None
+
+
+def _resolved(plan: ScenePlan, name: str | None, future: PrefectFuture[SceneOutcome]) -> SceneOutcome:
+    """The submitted scene's outcome; a failure becomes a failed outcome naming its cause (never raises)."""
     try:
-        return process_scene(plan, ctx, part, key, db)
+        return future.result()
     except Exception as exc:  # one failed scene never aborts the others
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        logger.error("%s failed: %s", where, reason)
+        get_run_logger().error("%s failed: %s", _where(plan, name), reason)
         return SceneOutcome(plan.scene_id, "failed", reason, part=name)
+
+
+def _where(plan: ScenePlan, name: str | None) -> str:
+    return plan.scene_id if name is None else f"{plan.scene_id} in {name}"
 
 
 def _acquisition_rows(acquisitions: list[Acquisition]) -> list[AcquisitionRow]:
@@ -217,7 +92,7 @@ def _acquisition_rows(acquisitions: list[Acquisition]) -> list[AcquisitionRow]:
     ]
 
 
-@flow(name="update-inventory", log_prints=False)
+@flow(name="update-inventory", log_prints=False, task_runner=scene_task_runner())
 def update_inventory(
     aoi: AoiSpec,
     source: str,
@@ -312,12 +187,23 @@ def update_inventory(
         if supersede
         else params_conflict(committed_params(engine, aoi_id), params_hash(ctx.params), ctx.stated_params)
     )
+    # Every scene is decided, then submitted to the run's task runner (flows.runner: one after
+    # another by default, spread over a Dask cluster on request); outcomes are read in plan order.
+    pending: list[tuple[ScenePlan, list[SceneOutcome | tuple[str | None, PrefectFuture[SceneOutcome]]]]] = []
     for i, plan in enumerate(plans, 1):
         logger.info("[%d/%d] %s", i, len(plans), plan.scene_id)
-        scenes = [
-            _run_part(plan, part, ctx, keys[(plan.scene_id, part.epsg)], done, rerun, conflict, db)
-            for part in partition.parts
-        ]
+        per_part: list[SceneOutcome | tuple[str | None, PrefectFuture[SceneOutcome]]] = []
+        for part in partition.parts:
+            key = keys[(plan.scene_id, part.epsg)]
+            decided = _decide(plan, part, ctx, key, done, rerun, conflict)
+            if decided is None:
+                decided_or_future = (part_name(ctx, part), process_scene_task.submit(plan, ctx, part, key, db))
+                per_part.append(decided_or_future)
+            else:
+                per_part.append(decided)
+        pending.append((plan, per_part))
+    for plan, per_part in pending:
+        scenes = [o if isinstance(o, SceneOutcome) else _resolved(plan, *o) for o in per_part]
         outcomes += scenes
         failed = [o for o in scenes if o.status == "failed"]
         if failed:  # the acquisition failed if any of its scenes did; the reason names the part

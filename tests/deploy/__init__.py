@@ -1,0 +1,1 @@
+"""The container files (deploy/Dockerfile, deploy/compose.yaml), checked without Docker."""

@@ -271,12 +271,15 @@ def test_items_without_a_baseline_get_the_offset_from_the_detector(
     for i in range(len(rows)):
         _edit_s2_item(catalog, i, lambda item: item["properties"].pop("s2:processing_baseline"))
     records = _Records()
-    flow_logger = logging.getLogger("prefect.flow_runs")
-    flow_logger.addHandler(records)
+    # The scene's stages log as its process-scene task run (the flow's own lines as the flow run).
+    run_loggers = [logging.getLogger("prefect.flow_runs"), logging.getLogger("prefect.task_runs")]
+    for run_logger in run_loggers:
+        run_logger.addHandler(records)
     try:
         _run(catalog)
     finally:
-        flow_logger.removeHandler(records)
+        for run_logger in run_loggers:
+            run_logger.removeHandler(records)
     with engine.connect() as conn:
         offsets = dict(
             conn.execute(text("SELECT s2_product_id, inputs->>'s2_offset' FROM inventory.scene")).all()  # type: ignore[arg-type]
