@@ -14,7 +14,6 @@ May import: ``tasks``, ``db``, ``models``, ``demo``, ``core``, ``flows`` leaves 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
 from functools import lru_cache
@@ -25,12 +24,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from db.engine import make_engine
 from db.merge import merge_scene
 from db.records import MergeConfig, MergeReport, SceneResult
 from flows.aoi import AoiSpec
+from flows.outcomes import RETRY_JITTER_FACTOR, retry_condition, retry_delays
 from flows.settings import load_settings
 from models.hub import DEFAULT_HUB, HubCache
 from tasks.defaults import MAX_PAIR_DAYS
@@ -41,7 +40,7 @@ from tasks.scene import ExtractedLakes, extract_lakes, prepare_stack
 from tasks.search_window import search_for_pairing
 from tasks.segment import segment_stack
 from tasks.signing import refresh_signatures
-from tasks.sources import Acquisition, StacApiOptions, TransientSourceError, source_from_uri
+from tasks.sources import Acquisition, StacApiOptions, source_from_uri
 from tasks.stack import StackInfo
 
 if TYPE_CHECKING:
@@ -62,39 +61,21 @@ KINDS = ("S2L2A", "S1GRD", "S1RTC", "DEM")
 """Acquisition kinds the update flow searches for."""
 
 
-def _retry_only_on(*retryable: type[BaseException]) -> Callable[[object, object, object], bool]:
-    """A ``retry_condition_fn`` that retries a failed task only when it raised one of ``retryable``.
-
-    Every other exception (a bad input, a bug) fails the same way again: not retrying it is the
-    decision, not a fallback, so it is reported at once with its reason.
-    """
-
-    def condition(task: object, task_run: object, state: object) -> bool:
-        try:
-            state.result()  # type: ignore[attr-defined]  # re-raises the task's exception
-        except retryable:
-            return True
-        except Exception:
-            return False
-        return False
-
-    return condition
-
-
-_transient_source_error = _retry_only_on(TransientSourceError)
-"""Search retries: only 429/5xx and dropped connections. A bad catalog (SourceError, any
-InputError) fails the same way again, and a server that accepted and never answered within the
-read timeout is not retried either: the run fails within a minute with the reason, and the next
-scheduled run tries again."""
+# Retries follow the outcome policy (flows.outcomes): only errors it calls transient are retried,
+# with exponential back-off and jitter; every other error is reported at once with its reason.
 
 
 @task(
     name="search-acquisitions",
     cache_policy=NO_CACHE,
-    # Retried: remote catalogs answer 429/5xx now and then; the back-off gives them time.
+    # Retried: remote catalogs answer 429/5xx now and then; the back-off gives them time. A bad
+    # catalog (SourceError, any InputError) fails the same way again, and a server that accepted
+    # and never answered within the read timeout is not retried either (a plain timeout): the run
+    # fails within a minute with the reason, and the next scheduled run tries again.
     retries=3,
-    retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=_transient_source_error,
+    retry_delay_seconds=retry_delays(3.0),
+    retry_jitter_factor=RETRY_JITTER_FACTOR,
+    retry_condition_fn=retry_condition,
     # A search of one AOI is a few paged requests, each bounded by REMOTE_TIMEOUT_S; ten minutes
     # means a catalog that trickles pages forever, not a slow one.
     timeout_seconds=600,
@@ -119,10 +100,14 @@ def search_task(
 @task(
     name="prepare-stack",
     cache_policy=NO_CACHE,
-    # Not retried: inputs are local files, where a read error is permanent (corrupt or truncated).
-    # An hour: a full 110 km tile warps in minutes; remote reads have per-request timeouts, so
+    # Retried only when a remote read failed (RemoteReadError: timeout, HTTP error); a local file
+    # that fails to read is corrupt or truncated, permanent: quarantined (flows.outcomes). An hour: a full 110 km tile warps in minutes; remote reads have per-request timeouts, so
     # only a pathological source (a trickling server) reaches this.
     timeout_seconds=3600,
+    retries=2,
+    retry_delay_seconds=retry_delays(10.0, 2),
+    retry_jitter_factor=RETRY_JITTER_FACTOR,
+    retry_condition_fn=retry_condition,
 )
 def prepare_stack_task(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackInfo:
     """Prefect wrapper of :func:`tasks.scene.prepare_stack`.
@@ -175,18 +160,15 @@ def engine_for(url: str) -> Engine:
     return make_engine(url)
 
 
-_lost_connection = _retry_only_on(OperationalError, InterfaceError)
-"""Merge retries: only a failed database connection; a bad record fails the same way twice."""
-
-
 @task(
     name="merge-into-inventory",
     cache_policy=NO_CACHE,
     # Connection losses are worth a retry: the merge is one transaction and its ledger key makes
     # a retry after a commit a no-op. Anything else (a bad record) fails the same way twice.
     retries=3,
-    retry_delay_seconds=[1, 5, 15],
-    retry_condition_fn=_lost_connection,
+    retry_delay_seconds=retry_delays(2.0),
+    retry_jitter_factor=RETRY_JITTER_FACTOR,
+    retry_condition_fn=retry_condition,
     # Thirty minutes per attempt: the largest merges measured take seconds to a minute; a merge
     # stuck longer waits on a lock or a dead server, and its transaction rolls back on timeout.
     timeout_seconds=1800,

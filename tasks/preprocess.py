@@ -25,6 +25,7 @@ from core.errors import RasterInputError
 # One slope implementation, kept in the leaf package (models/ cannot import tasks/).
 from models.baseline import slope_degrees
 from tasks.acquisition import redact_urls, shown_href
+from tasks.read_errors import RemoteReadError, gdal_reason
 from tasks.grid import GridSpec
 from tasks.remote_read import remote_env
 from tasks.s1_grd import linear_from_db_on_grid
@@ -189,10 +190,10 @@ def _gdal_env(href: str) -> Any:
 
 
 def _read_failure(href: str, exc: Exception) -> Exception:
-    """One line naming the file: a bad local file is bad input, a remote failure is not."""
-    reason = redact_urls((str(exc).splitlines() or [type(exc).__name__])[0][:300])
+    """One line naming the file and GDAL's cause: a bad local file is bad input, a remote failure is not."""
+    reason = redact_urls(gdal_reason(exc))
     if _is_remote(href):
-        return OSError(f"{shown_href(href)}: remote read failed ({reason})")
+        return RemoteReadError(f"{shown_href(href)}: remote read failed ({reason})")
     return RasterInputError(f"{href}: unreadable raster ({reason})")
 
 

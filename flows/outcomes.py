@@ -1,0 +1,120 @@
+"""The outcome policy, in one table: what each class of error does to a scene and to the run.
+
+=============  ================================================================  ===================
+disposition    errors (first matching row wins)                                  what happens
+=============  ================================================================  ===================
+retry          TransientSourceError (catalog 429/5xx, dropped connection),       the task is retried
+               RemoteReadError (a remote raster read: timeout, HTTP error),      with exponential
+               OperationalError / InterfaceError (database connection lost)      back-off + jitter;
+                                                                                 still failing: the
+                                                                                 scene ``failed``,
+                                                                                 tried again next run
+fail           ParameterMismatchError (the run's parameters differ from the      scene ``failed``
+               AOI's committed scenes: the run is wrong, not the input)          with the reason
+quarantine     InputError (corrupt or unreadable file, wrong CRS, no valid       acquisition
+               pixel on the grid, bad catalog item), RasterioError              ``quarantined``,
+                                                                                 reported; the rest
+                                                                                 goes on
+fail           anything else (a bug, the environment)                            scene ``failed``
+=============  ================================================================  ===================
+
+Skips are decided before any error can happen and carry their reason: no S1 partner within the
+pairing window, no DEM cover, "already processed" (:func:`tasks.pairing.pair_scenes`, the ledger).
+
+A scene's reason is one line naming the input and the cause: ``RasterInputError: <file>:
+unreadable raster (Chunk and warp failed; <file>, band 1: IReadBlock failed …; ZIPDecode:ZLib
+error)`` (:func:`describe`). The run's final state follows from the outcomes (:func:`final_state`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from rasterio.errors import RasterioError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from core.errors import InputError
+from db.ledger import ParameterMismatchError
+from tasks.read_errors import RemoteReadError, gdal_reason
+from tasks.sources import TransientSourceError
+
+__all__ = [
+    "POLICY",
+    "Disposition",
+    "Rule",
+    "classify",
+    "describe",
+    "retry_condition",
+    "retry_delays",
+]
+
+
+class Disposition(StrEnum):
+    """What an error does to its scene."""
+
+    RETRY = "retry"
+    """Transient: the task retries; when retries run out the scene fails and the next run tries again."""
+    QUARANTINE = "quarantine"
+    """The input itself is bad: it fails the same way until it is replaced (a new fingerprint)."""
+    FAIL = "fail"
+    """The run or the code is wrong: reported, tried again by the next run."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the policy: errors of ``error`` (subclasses included) get ``disposition``."""
+
+    error: type[BaseException]
+    disposition: Disposition
+    why: str
+
+
+POLICY: tuple[Rule, ...] = (
+    Rule(TransientSourceError, Disposition.RETRY, "a catalog answered 429/5xx or dropped the connection"),
+    Rule(RemoteReadError, Disposition.RETRY, "a remote raster read timed out or got an HTTP error"),
+    Rule(OperationalError, Disposition.RETRY, "the database connection failed"),
+    Rule(InterfaceError, Disposition.RETRY, "the database connection failed"),
+    Rule(ParameterMismatchError, Disposition.FAIL, "the run's parameters differ from the AOI's committed scenes"),
+    Rule(InputError, Disposition.QUARANTINE, "the input is unusable (corrupt, wrong CRS, no valid pixel)"),
+    Rule(RasterioError, Disposition.QUARANTINE, "GDAL could not read or warp the input"),
+)
+"""The table (first matching row wins); an error no row matches is :attr:`Disposition.FAIL`."""
+
+
+def classify(exc: BaseException) -> Disposition:
+    """The disposition of ``exc`` by :data:`POLICY`."""
+    for rule in POLICY:
+        if isinstance(exc, rule.error):
+            return rule.disposition
+    return Disposition.FAIL
+
+
+def describe(exc: BaseException) -> str:
+    """One line: the error's class, then its message and the causes chained under it (GDAL's)."""
+    return f"{type(exc).__name__}: {gdal_reason(exc)}"
+
+
+def retry_condition(task: object, task_run: object, state: Any) -> bool:
+    """A Prefect ``retry_condition_fn``: retry only errors the policy calls :attr:`Disposition.RETRY`.
+
+    Every other error fails the same way again: not retrying it is the decision, not a fallback,
+    so it is reported at once with its reason.
+    """
+    try:
+        state.result()  # re-raises the task's exception
+    except Exception as exc:
+        return classify(exc) is Disposition.RETRY
+    return False
+
+
+RETRY_JITTER_FACTOR = 0.5
+"""Each delay is stretched by up to half again at random, so runs that failed together (one
+catalog outage) do not retry in step."""
+
+
+def retry_delays(first_s: float, retries: int = 3) -> list[float]:
+    """Exponential back-off: ``first_s``, then doubled each retry (seconds)."""
+    return [first_s * 2**i for i in range(retries)]
+
