@@ -121,8 +121,10 @@ def scene_keys_for_aoi(
     and a forced rerun's merge is still a no-op); else the AOI key is.
     """
     committed = committed_scene_keys(engine, aoi_id, [k for pair in candidates.values() for k in pair])
-    keys = {sid: (legacy if legacy in committed and aoi_key not in committed else aoi_key)
-            for sid, (aoi_key, legacy) in candidates.items()}
+    keys = {
+        sid: (legacy if legacy in committed and aoi_key not in committed else aoi_key)
+        for sid, (aoi_key, legacy) in candidates.items()
+    }
     return keys, {sid for sid, key in keys.items() if key in committed}
 
 
@@ -209,3 +211,26 @@ def scene_table(engine: Engine, aoi_name: str) -> list[dict[str, object]]:
     sql = _SCENES
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(sql, {"aoi": aoi_name})]
+
+
+_CHANGES_OF_SCENES = text(
+    f"""
+    SELECT DISTINCT ON (v.lake_id) v.lake_id, v.change_kind, v.area_m2, v.area_change_m2,
+           coalesce(v.geom, l.geom) AS geom
+    FROM {SCHEMA}.lake_version v
+    JOIN {SCHEMA}.scene s ON s.scene_id = v.scene_id
+    JOIN {SCHEMA}.lake l ON l.lake_id = v.lake_id
+    WHERE s.scene_key = ANY(:keys)
+    ORDER BY v.lake_id, lower(v.valid) DESC, v.version_id DESC
+    """
+)
+
+
+def lake_changes_of_scenes(engine: Engine, scene_keys: Sequence[str]) -> gpd.GeoDataFrame:
+    """Lakes whose versions these scenes made: each lake's latest such version (EPSG:4326).
+
+    Columns: ``lake_id``, ``change_kind`` (``lake_version.change_kind``), ``area_m2``,
+    ``area_change_m2`` (m²), ``geom`` (the version's outline; the lake's for a disappeared one).
+    """
+    with engine.connect() as conn:
+        return gpd.read_postgis(_CHANGES_OF_SCENES, conn, geom_col="geom", params={"keys": list(scene_keys)}, crs=SRID)

@@ -41,7 +41,8 @@ _STALE = text(
         failures = r.failures || jsonb_build_array(jsonb_build_object('error', CAST(:reason AS text)))
     WHERE r.status = 'running' AND NOT EXISTS (
         SELECT 1 FROM pg_locks l
-        WHERE l.locktype = 'advisory' AND l.granted AND l.classid = CAST(:ns AS oid) AND l.objid = CAST(r.run_id AS oid) AND l.objsubid = 2
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+          AND l.classid = CAST(:ns AS oid) AND l.objid = CAST(r.run_id AS oid)
     )
     RETURNING r.run_id
     """
@@ -84,7 +85,10 @@ class RunLease:
         if conn is None:
             return
         try:
-            conn.execute(text("SELECT pg_advisory_unlock(CAST(:ns AS int), CAST(:id AS int))"), {"ns": RUN_LOCK_NAMESPACE, "id": self.run_id})
+            conn.execute(
+                text("SELECT pg_advisory_unlock(CAST(:ns AS int), CAST(:id AS int))"),
+                {"ns": RUN_LOCK_NAMESPACE, "id": self.run_id},
+            )
             conn.commit()
         finally:
             conn.close()  # a pooled connection must not keep the lock; closing invalidates nothing else
@@ -129,7 +133,10 @@ def start_run(
     try:
         run_id = int(conn.execute(stmt).scalar_one())
         # Same transaction as the insert: the row is never visible without its lock.
-        conn.execute(text("SELECT pg_advisory_lock(CAST(:ns AS int), CAST(:id AS int))"), {"ns": RUN_LOCK_NAMESPACE, "id": run_id})
+        conn.execute(
+            text("SELECT pg_advisory_lock(CAST(:ns AS int), CAST(:id AS int))"),
+            {"ns": RUN_LOCK_NAMESPACE, "id": run_id},
+        )
         conn.commit()
     except BaseException:
         conn.close()

@@ -196,10 +196,13 @@ def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, na
     from flows.prefect_server import prefect_api
 
     with prefect_api(progress) as ready:  # the server starts while the flow's modules import
+        from flows.outcomes import report_of
         from flows.update_inventory import update_inventory
 
         ready()
-        report = update_inventory(aoi=aoi, start=first, end=last, source=source, model=model)
+        # return_state: a run with failed scenes ends Failed in Prefect, and its report is still printed.
+        state = update_inventory(aoi=aoi, start=first, end=last, source=source, model=model, return_state=True)
+        report = report_of(state)
     click.echo(report.markdown())
     if report.failed:
         sys.exit(1)
@@ -329,9 +332,11 @@ def demo(home: Path | None, size: int) -> None:
 
 
 # Registered last: these modules import BadInput and guarded from this one.
+from flows.runs_cli import runs_command  # noqa: E402
 from flows.segment_cli import segment_command  # noqa: E402
 from flows.train_cli import train_command  # noqa: E402
 
+main.add_command(runs_command)
 main.add_command(segment_command)
 main.add_command(train_command)
 

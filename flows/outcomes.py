@@ -32,11 +32,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from prefect import State
+from prefect.states import Completed, Failed
 from rasterio.errors import RasterioError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.errors import InputError
 from db.ledger import ParameterMismatchError
+from flows.report import RunReport
 from tasks.read_errors import RemoteReadError, gdal_reason
 from tasks.sources import TransientSourceError
 
@@ -46,8 +49,11 @@ __all__ = [
     "Rule",
     "classify",
     "describe",
+    "final_state",
+    "report_of",
     "retry_condition",
     "retry_delays",
+    "run_status",
 ]
 
 
@@ -118,3 +124,47 @@ def retry_delays(first_s: float, retries: int = 3) -> list[float]:
     """Exponential back-off: ``first_s``, then doubled each retry (seconds)."""
     return [first_s * 2**i for i in range(retries)]
 
+
+def run_status(report: RunReport) -> str:
+    """The ledger's word for a finished run (:data:`db.runs.RUN_STATUSES`)."""
+    if report.complete:
+        return "committed"
+    return "partial" if report.processed else "failed"
+
+
+def final_state(report: RunReport) -> State:
+    """The flow run's final state, with the report as its result.
+
+    Completed only when every scene landed (skipped scenes carry their reason and are decisions,
+    not failures). Otherwise Failed: state *types* drive Prefect's orchestration (automations,
+    notifications, ``--state-type`` filters, retries) while *names* are for display, so a run
+    with failed scenes is of type FAILED and, when some scenes did land, named ``Partial`` (a
+    ``Completed(name="Partial")`` would read as a success to everything that looks at types).
+    """
+    t = report.totals()
+    summary = (
+        f"{report.aoi}: {t['processed']} processed, {t['skipped']} skipped, {t['failed']} failed "
+        f"({t['quarantined']} quarantined) of {t['found']} found"
+    )
+    if report.complete:
+        return Completed(message=summary, data=report)
+    first = next(o for o in report.outcomes if o.status == "failed")
+    message = f"{summary}; first failure: {first.product_id}: {first.reason}"
+    if report.processed:
+        return Failed(name="Partial", message=message, data=report)
+    return Failed(message=message, data=report)
+
+
+def report_of(state: object) -> RunReport:
+    """The run report of a finished ``update_inventory`` state (Completed or Failed alike).
+
+    Raises the run's own exception when it ended without a report (the search failed, a bug).
+    """
+    if not isinstance(state, State):
+        raise TypeError(f"expected a Prefect State, got {type(state).__name__}")
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, RunReport):
+        return result
+    if isinstance(result, BaseException):
+        raise result
+    raise RuntimeError(f"flow run ended {state.name} without a report: {state.message}")

@@ -101,7 +101,8 @@ def search_task(
     name="prepare-stack",
     cache_policy=NO_CACHE,
     # Retried only when a remote read failed (RemoteReadError: timeout, HTTP error); a local file
-    # that fails to read is corrupt or truncated, permanent: quarantined (flows.outcomes). An hour: a full 110 km tile warps in minutes; remote reads have per-request timeouts, so
+    # that fails to read is corrupt or truncated, permanent: quarantined (flows.outcomes).
+    # An hour: a full 110 km tile warps in minutes; remote reads have per-request timeouts, so
     # only a pathological source (a trickling server) reaches this.
     timeout_seconds=3600,
     retries=2,

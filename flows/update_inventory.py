@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import get_run_context
 from pydantic import SecretStr
 
@@ -23,23 +24,26 @@ from db.ledger import (
     PARAMS_INPUT,
     AcquisitionRow,
     committed_params,
-    committed_scene_keys,
-    finish_run,
+    lake_changes_of_scenes,
     params_conflict,
     record_acquisitions,
+    scene_keys_for_aoi,
     set_acquisition_status,
-    start_run,
 )
 from db.merge import ensure_aoi
 from db.records import MergeConfig, SceneResult
+from db.runs import start_run
 from flows.aoi import AoiSpec
 from flows.database import ready_engine
-from flows.report import RunReport, SceneOutcome
+from flows.outcomes import Disposition, classify, describe, final_state, run_status
+from flows.progress import Progress
+from flows.report import LakeChange, RunReport, SceneOutcome
+from flows.report_artifacts import publish_report
 from flows.settings import load_settings
 from flows.tasks import extract_lakes_task, merge_task, prepare_stack_task, search_task, segment_task
 from models.hub import HubCache
 from models.registry import load_segmenter
-from tasks.acquisition import ledger_href
+from tasks.acquisition import ledger_href, redact_urls
 from tasks.grid import GridSpec, grid_for_geometry, utm_epsg_for
 from tasks.pairing import ScenePlan, pair_scenes, params_hash, scene_key
 from tasks.sources import Acquisition
@@ -80,12 +84,18 @@ class SceneContext:
 
 
 def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -> SceneOutcome:
-    """One scene from files to merge. Raises on failure; the caller records it."""
+    """One scene from files to merge. Raises on failure; the caller records it (:mod:`flows.outcomes`)."""
     scene_dir = ctx.data_dir / "scenes" / key[:16]
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     stack = prepare_stack_task(plan, ctx.grid, scene_dir)
     observation = _observation_inputs(plan, stack)
+    t1 = time.perf_counter()
     probability = segment_task(stack, ctx.model, scene_dir / "probability.tif", ctx.tta, ctx.hub)
+    t2 = time.perf_counter()
     extracted = extract_lakes_task(stack, probability, ctx.threshold, ctx.min_area_m2)
+    t3 = time.perf_counter()
+    timings.update(stack=t1 - t0, segment=t2 - t1, extract=t3 - t2)
     result = SceneResult(
         scene_key=key,
         aoi_name=ctx.aoi_name,
@@ -113,7 +123,10 @@ def process_scene(plan: ScenePlan, ctx: SceneContext, key: str, db: SecretStr) -
         utm_epsg=ctx.grid.epsg,  # CRS of the footprint and of the lakes' outlines
     )
     merge = merge_task(db, result, ctx.merge_config)
-    return SceneOutcome(plan.s2.product_id, "processed", None, merge)
+    timings["merge"] = time.perf_counter() - t3
+    return SceneOutcome(
+        plan.s2.product_id, "processed", None, merge, cloud_fraction=result.cloud_fraction, timings=timings
+    )
 
 
 def _observation_inputs(plan: ScenePlan, stack: StackInfo) -> dict[str, str]:
@@ -150,6 +163,14 @@ def _acquisition_rows(acquisitions: list[Acquisition]) -> list[AcquisitionRow]:
     ]
 
 
+_USERINFO = re.compile(r"(://)[^/@\s]+@")
+
+
+def public_source(source: str) -> str:
+    """``source`` as it may be stored and shown: URL query strings and ``user:password@`` removed."""
+    return redact_urls(_USERINFO.sub(r"\1…@", source))
+
+
 @flow(name="update-inventory", log_prints=False)
 def update_inventory(
     aoi: AoiSpec,
@@ -161,6 +182,12 @@ def update_inventory(
 ) -> RunReport:
     """Bring one AOI's inventory up to date for acquisitions sensed in [start, end].
 
+    The run's final state says what happened (:func:`flows.outcomes.final_state`): Completed
+    when every scene landed (skips carry their reason), else Failed, named ``Partial`` when
+    some scenes landed; the report (Prefect artifacts, the ledger's ``ingest_run`` row) is
+    written either way, and is the state's result: call with ``return_state=True`` and read it
+    with :func:`flows.outcomes.report_of` to get it from a Failed run too.
+
     Args:
         aoi: the area (EPSG:4326) and its name.
         start: first sensing day of the window, inclusive (UTC).
@@ -170,7 +197,6 @@ def update_inventory(
         rerun: process scenes whose ledger key is already committed again (their merge is
             still a no-op unless the inputs, model or parameters changed).
     """
-    logger = get_run_logger()
     settings = load_settings()
     engine = ready_engine(settings)
     db = SecretStr(str(engine.url.render_as_string(hide_password=False)))
@@ -190,55 +216,139 @@ def update_inventory(
         merge_config=MergeConfig(),
     )
     aoi_id = ensure_aoi(engine, aoi.name, aoi.shape, epsg)
+    shown = public_source(source)
     run_key = hashlib.sha256(f"{aoi.name}|{start}|{end}|{source}|{segmenter.version}".encode()).hexdigest()
-    run_id = start_run(engine, run_key, aoi_id, str(get_run_context().flow_run.id))  # type: ignore[union-attr]
+    flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+    request = {"start": str(start), "end": str(end), "source": shown, "model": segmenter.version, "rerun": rerun}
+    # The row is closed in every outcome: finished below, closed 'failed' by the lease on an
+    # exception, closed 'crashed' by the next run's start when this process dies (db.runs).
+    with start_run(engine, run_key, aoi_id, flow_run_id, request) as lease:
+        report = _update(aoi, aoi_id, start, end, source, rerun, ctx, db, epsg, flow_run_id)
+        lease.finish(run_status(report), report.totals(), report.failures())
+    # Prefect unwraps a returned State: a caller gets the report of a Completed run, and a Failed
+    # one raises unless called with return_state=True (then flows.outcomes.report_of).
+    return final_state(report)  # type: ignore[return-value]
 
+
+def _update(
+    aoi: AoiSpec,
+    aoi_id: int,
+    start: date,
+    end: date,
+    source: str,
+    rerun: bool,
+    ctx: SceneContext,
+    db: SecretStr,
+    epsg: int,
+    flow_run_id: str,
+) -> RunReport:
+    """Search, pair, process every scene by the outcome policy, publish the report."""
+    logger = get_run_logger()
+    settings = load_settings()
+    engine = ready_engine(settings)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     # S1 and DEM are searched over the window widened by the pairing tolerance, S2 inside it.
     acquisitions = search_task(source, aoi, start, end, settings.stac_options, settings.max_pair_days)
+    t1 = time.perf_counter()
     record_acquisitions(engine, aoi_id, _acquisition_rows(acquisitions))
     plans, skipped = pair_scenes(acquisitions, aoi.shape, settings.max_pair_days)
+    timings.update(search=t1 - t0, pair=time.perf_counter() - t1)
     outcomes = [SceneOutcome(s.product_id, "skipped", s.reason) for s in skipped]
     for s in skipped:
-        set_acquisition_status(engine, [s.product_id], "skipped", s.reason)
+        set_acquisition_status(engine, aoi_id, [s.product_id], "skipped", s.reason)
 
-    keys = {p.scene_id: scene_key(p, segmenter.version, ctx.params) for p in plans}
-    done = committed_scene_keys(engine, list(keys.values()))
+    candidates = {
+        p.scene_id: (scene_key(p, ctx.model_version, ctx.params, aoi.name), scene_key(p, ctx.model_version, ctx.params))
+        for p in plans
+    }
+    keys, done = scene_keys_for_aoi(engine, aoi_id, candidates)
     n_s2 = len(plans) + len(skipped)
     logger.info("%s: %d S2 acquisitions, %d paired, %d already processed", aoi.name, n_s2, len(plans), len(done))
     # Checked once before any scene is computed (the merge checks again, under the AOI's lock).
     conflict = params_conflict(committed_params(engine, aoi_id), params_hash(ctx.params), ctx.stated_params)
+    bar = Progress(f"{aoi.name}: scenes", len(plans))
     for i, plan in enumerate(plans, 1):
-        key = keys[plan.scene_id]
-        if key in done and not rerun:
-            outcomes.append(SceneOutcome(plan.scene_id, "skipped", "already processed"))
-            continue
-        if conflict is not None:
-            reason = f"ParameterMismatchError: {conflict}"
-            logger.error("%s refused: %s", plan.scene_id, reason)
-            set_acquisition_status(engine, [plan.scene_id], "failed", reason)
-            outcomes.append(SceneOutcome(plan.scene_id, "failed", reason))
-            continue
-        logger.info("[%d/%d] %s", i, len(plans), plan.scene_id)
-        try:
-            outcome = process_scene(plan, ctx, key, db)
-        except Exception as exc:  # one failed scene never aborts the others
-            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            logger.error("%s failed: %s", plan.scene_id, reason)
-            set_acquisition_status(engine, [plan.scene_id], "failed", reason)
-            outcomes.append(SceneOutcome(plan.scene_id, "failed", reason))
-            continue
-        set_acquisition_status(engine, [plan.s2.product_id, plan.s1.product_id], "processed")
+        outcome = _one_scene(plan, ctx, keys[plan.scene_id], db, done, rerun, conflict, f"[{i}/{len(plans)}]")
+        set_acquisition_status(engine, aoi_id, *_ledger_status(plan, outcome))
         outcomes.append(outcome)
+        bar.advance(f"{plan.scene_id} {outcome.status}")
 
-    report = RunReport(aoi=aoi.name, model=segmenter.version, found=n_s2, outcomes=tuple(outcomes))
-    finish_run(
-        engine,
-        run_id,
-        "failed" if report.failed else "committed",
-        report.totals(),
-        [{"acquisition": o.product_id, "error": o.reason} for o in outcomes if o.status == "failed"],
+    t2 = time.perf_counter()
+    for stage in ("stack", "segment", "extract", "merge"):
+        timings[stage] = sum(o.timings.get(stage, 0.0) for o in outcomes)
+    landed = [keys[p.scene_id] for p, o in zip(plans, outcomes[len(skipped) :], strict=True) if o.merge is not None]
+    changes = lake_changes_of_scenes(engine, landed)
+    report = RunReport(
+        aoi=aoi.name,
+        model=ctx.model_version,
+        found=n_s2,
+        outcomes=tuple(outcomes),
+        changes=tuple(_lake_changes(changes)),
+        timings=timings,
+        flow_run_id=flow_run_id,
     )
-    slug = "".join(c if c.isalnum() else "-" for c in aoi.name.lower())
-    create_markdown_artifact(report.markdown(), key=f"inventory-update-{slug}")
-    create_table_artifact(report.table_rows(), key=f"lake-changes-{slug}")
+    png = ctx.data_dir / "reports" / f"{flow_run_id}.png"
+    publish_report(report, aoi.shape, changes, epsg, png)
+    timings["report"] = time.perf_counter() - t2  # the same dict: the returned report shows it too
     return report
+
+
+def _one_scene(
+    plan: ScenePlan,
+    ctx: SceneContext,
+    key: str,
+    db: SecretStr,
+    done: set[str],
+    rerun: bool,
+    conflict: str | None,
+    step: str,
+) -> SceneOutcome:
+    """One scene's outcome by the policy (:mod:`flows.outcomes`); never raises for the scene's own errors."""
+    logger = get_run_logger()
+    if plan.scene_id in done and not rerun:
+        return SceneOutcome(plan.scene_id, "skipped", "already processed")
+    if conflict is not None:
+        reason = f"ParameterMismatchError: {conflict}"
+        logger.error("%s refused: %s", plan.scene_id, reason)
+        return SceneOutcome(plan.scene_id, "failed", reason, disposition=Disposition.FAIL.value)
+    logger.info("%s %s", step, plan.scene_id)
+    try:
+        return process_scene(plan, ctx, key, db)
+    except Exception as exc:  # one failed scene never aborts the others
+        disposition = classify(exc)
+        reason = describe(exc)
+        logger.error(
+            "%s %s (%s): %s",
+            plan.scene_id,
+            "quarantined" if disposition is Disposition.QUARANTINE else "failed",
+            disposition.value,
+            reason,
+        )
+        return SceneOutcome(plan.scene_id, "failed", reason, disposition=disposition.value)
+
+
+def _ledger_status(plan: ScenePlan, outcome: SceneOutcome) -> tuple[list[str], str, str | None]:
+    """Which acquisitions the outcome marks, with which status and reason."""
+    if outcome.status == "processed":
+        return [plan.s2.product_id, plan.s1.product_id], "processed", None
+    if outcome.quarantined:
+        return [plan.s2.product_id], "quarantined", outcome.reason
+    if outcome.status == "failed":
+        return [plan.s2.product_id], "failed", outcome.reason
+    return [], outcome.status, outcome.reason  # "already processed": the ledger keeps the earlier outcome
+
+
+def _lake_changes(changes: object) -> list[LakeChange]:
+    rows = changes.itertuples(index=False)  # type: ignore[attr-defined]
+    return [
+        LakeChange(
+            lake_id=int(r.lake_id),
+            change_kind=str(r.change_kind),
+            area_m2=None if r.area_m2 is None or math.isnan(r.area_m2) else float(r.area_m2),
+            area_change_m2=None
+            if r.area_change_m2 is None or math.isnan(r.area_change_m2)
+            else float(r.area_change_m2),
+        )
+        for r in rows
+    ]

@@ -25,8 +25,8 @@ from core.errors import RasterInputError
 # One slope implementation, kept in the leaf package (models/ cannot import tasks/).
 from models.baseline import slope_degrees
 from tasks.acquisition import redact_urls, shown_href
-from tasks.read_errors import RemoteReadError, gdal_reason
 from tasks.grid import GridSpec
+from tasks.read_errors import RemoteReadError, gdal_reason
 from tasks.remote_read import remote_env
 from tasks.s1_grd import linear_from_db_on_grid
 
