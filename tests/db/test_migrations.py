@@ -24,7 +24,7 @@ from tests import helpers as h
 
 pytestmark = pytest.mark.db
 
-HEAD = "0007_observation_indexes"
+HEAD = "0008_run_ledger"
 EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson")
 """The real ICIMOD 2015 Khumbu subset (42 lakes), under the ``realdata`` fixture's folder."""
 
@@ -33,8 +33,10 @@ EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson"
 _SCHEMA_DUMP = {
     "columns": """
         SELECT table_name, column_name,
-               -- 0006's downgrade can only re-add lake.aoi_id at the end of the table.
-               CASE WHEN (table_name, column_name) = ('lake', 'aoi_id') THEN 0 ELSE ordinal_position END,
+               -- 0006's downgrade can only re-add lake.aoi_id at the end of the table; a column
+               -- dropped by a downgrade (0008's ingest_run.request) comes back after the gap it left.
+               CASE WHEN (table_name, column_name) IN (('lake', 'aoi_id'), ('ingest_run', 'request')) THEN 0
+                    ELSE ordinal_position END,
                data_type, udt_name, is_nullable,
                coalesce(column_default, ''), is_identity, coalesce(col_description(
                    (quote_ident(table_schema) || '.' || quote_ident(table_name))::regclass, ordinal_position), '')
@@ -132,6 +134,7 @@ def test_single_head_and_one_transaction_per_chain() -> None:
         "0004_row_hash_function",
         "0005_geometry_validity_triggers",
         "0006_spatial_lake_identity",
+        "0007_observation_indexes",
         HEAD,
     ]
     assert up == down == ["BEGIN", "COMMIT"]
@@ -151,6 +154,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
         at_0005 = schema_dump(url)
         migrate.upgrade(url, "0006_spatial_lake_identity")
         at_0006 = schema_dump(url)
+        migrate.upgrade(url, "0007_observation_indexes")
+        at_0007 = schema_dump(url)
         migrate.upgrade(url, "head")
         at_head = schema_dump(url)
         migrate.downgrade(url, "0001")
@@ -210,11 +215,29 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     }
     assert [r[0] for r in added["functions"]] == ["lakes_as_of"] and "aoi_names" in added["functions"][0][1]
     # 0007 drops the unread spatial index of the observations, nothing else.
-    removed = {k: sorted(set(at_0006[k]) - set(at_head[k])) for k in at_head}
+    removed = {k: sorted(set(at_0006[k]) - set(at_0007[k])) for k in at_0007}
     assert [r[1] for r in removed["indexes"]] == ["idx_lake_observation_geom"]
     assert [r[0] for r in removed["relations"]] == ["idx_lake_observation_geom"]
     assert all(removed[k] == [] for k in removed if k not in ("indexes", "relations"))
-    assert all(sorted(set(at_head[k]) - set(at_0006[k])) == [] for k in at_head)
+    assert all(sorted(set(at_0007[k]) - set(at_0006[k])) == [] for k in at_0007)
+    # 0008: runs keyed by flow run (run_key no longer unique), acquisitions unique per AOI, the
+    # run's request column, the status comments naming the new values.
+    added = {k: sorted(set(at_head[k]) - set(at_0007[k])) for k in at_head}
+    removed = {k: sorted(set(at_0007[k]) - set(at_head[k])) for k in at_head}
+    assert sorted(r[1] for r in added["constraints"]) == [
+        "acquisition_aoi_id_product_id_key",
+        "ingest_run_flow_run_id_key",
+    ]
+    assert sorted(r[1] for r in removed["constraints"]) == ["acquisition_product_id_key", "ingest_run_run_key_key"]
+    assert sorted(r[:2] for r in added["columns"]) == [
+        ("acquisition", "status"),
+        ("ingest_run", "request"),
+        ("ingest_run", "status"),
+    ]
+    assert sorted(r[:2] for r in removed["columns"]) == [("acquisition", "status"), ("ingest_run", "status")]
+    assert all(
+        added[k] == removed[k] == [] for k in added if k not in ("constraints", "columns", "indexes", "relations")
+    )
 
 
 def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str, realdata: Path) -> None:
