@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import geopandas as gpd
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from pydantic import SecretStr
+from sqlalchemy import Engine
 
 from db.ledger import (
     PARAMS_INPUT,
@@ -39,7 +41,7 @@ from flows.outcomes import Disposition, classify, describe, final_state, run_sta
 from flows.progress import Progress
 from flows.report import LakeChange, RunReport, SceneOutcome
 from flows.report_artifacts import publish_report
-from flows.settings import load_settings
+from flows.settings import Settings, load_settings
 from flows.tasks import extract_lakes_task, merge_task, prepare_stack_task, search_task, segment_task
 from models.hub import HubCache
 from models.registry import load_segmenter
@@ -223,33 +225,37 @@ def update_inventory(
     # The row is closed in every outcome: finished below, closed 'failed' by the lease on an
     # exception, closed 'crashed' by the next run's start when this process dies (db.runs).
     with start_run(engine, run_key, aoi_id, flow_run_id, request) as lease:
-        report = _update(aoi, aoi_id, start, end, source, rerun, ctx, db, epsg, flow_run_id)
+        report = _update(_Run(aoi, aoi_id, start, end, source, rerun, ctx, db, epsg, flow_run_id), settings, engine)
         lease.finish(run_status(report), report.totals(), report.failures())
     # Prefect unwraps a returned State: a caller gets the report of a Completed run, and a Failed
     # one raises unless called with return_state=True (then flows.outcomes.report_of).
     return final_state(report)  # type: ignore[return-value]
 
 
-def _update(
-    aoi: AoiSpec,
-    aoi_id: int,
-    start: date,
-    end: date,
-    source: str,
-    rerun: bool,
-    ctx: SceneContext,
-    db: SecretStr,
-    epsg: int,
-    flow_run_id: str,
-) -> RunReport:
+@dataclass(frozen=True)
+class _Run:
+    """What one run of :func:`update_inventory` was asked and is working with."""
+
+    aoi: AoiSpec
+    aoi_id: int
+    start: date
+    end: date
+    source: str
+    rerun: bool
+    ctx: SceneContext
+    db: SecretStr
+    epsg: int
+    flow_run_id: str
+
+
+def _update(run: _Run, settings: Settings, engine: Engine) -> RunReport:
     """Search, pair, process every scene by the outcome policy, publish the report."""
     logger = get_run_logger()
-    settings = load_settings()
-    engine = ready_engine(settings)
+    aoi, aoi_id, ctx, rerun = run.aoi, run.aoi_id, run.ctx, run.rerun
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     # S1 and DEM are searched over the window widened by the pairing tolerance, S2 inside it.
-    acquisitions = search_task(source, aoi, start, end, settings.stac_options, settings.max_pair_days)
+    acquisitions = search_task(run.source, aoi, run.start, run.end, settings.stac_options, settings.max_pair_days)
     t1 = time.perf_counter()
     record_acquisitions(engine, aoi_id, _acquisition_rows(acquisitions))
     plans, skipped = pair_scenes(acquisitions, aoi.shape, settings.max_pair_days)
@@ -269,7 +275,7 @@ def _update(
     conflict = params_conflict(committed_params(engine, aoi_id), params_hash(ctx.params), ctx.stated_params)
     bar = Progress(f"{aoi.name}: scenes", len(plans))
     for i, plan in enumerate(plans, 1):
-        outcome = _one_scene(plan, ctx, keys[plan.scene_id], db, done, rerun, conflict, f"[{i}/{len(plans)}]")
+        outcome = _one_scene(plan, ctx, keys[plan.scene_id], run.db, done, rerun, conflict, f"[{i}/{len(plans)}]")
         set_acquisition_status(engine, aoi_id, *_ledger_status(plan, outcome))
         outcomes.append(outcome)
         bar.advance(f"{plan.scene_id} {outcome.status}")
@@ -286,10 +292,10 @@ def _update(
         outcomes=tuple(outcomes),
         changes=tuple(_lake_changes(changes)),
         timings=timings,
-        flow_run_id=flow_run_id,
+        flow_run_id=run.flow_run_id,
     )
-    png = ctx.data_dir / "reports" / f"{flow_run_id}.png"
-    publish_report(report, aoi.shape, changes, epsg, png)
+    png = ctx.data_dir / "reports" / f"{run.flow_run_id}.png"
+    publish_report(report, aoi.shape, changes, run.epsg, png)
     timings["report"] = time.perf_counter() - t2  # the same dict: the returned report shows it too
     return report
 
@@ -339,8 +345,8 @@ def _ledger_status(plan: ScenePlan, outcome: SceneOutcome) -> tuple[list[str], s
     return [], outcome.status, outcome.reason  # "already processed": the ledger keeps the earlier outcome
 
 
-def _lake_changes(changes: object) -> list[LakeChange]:
-    rows = changes.itertuples(index=False)  # type: ignore[attr-defined]
+def _lake_changes(changes: gpd.GeoDataFrame) -> list[LakeChange]:
+    rows = changes.itertuples(index=False)
     return [
         LakeChange(
             lake_id=int(r.lake_id),
