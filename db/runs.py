@@ -52,8 +52,9 @@ _STALE = text(
 class RunLease:
     """The open ``ingest_run`` row of this process's flow run and the lock that says it is alive.
 
-    Close it with :meth:`finish` (or as a context manager, which closes a run left open as
-    ``failed``); the lock goes with the connection.
+    Close it with :meth:`finish`, or use it as a context manager, which closes a run left open
+    as ``failed`` (an exception) or ``crashed`` (a signal or interrupt unwinding it); the lock
+    goes with the connection.
     """
 
     def __init__(self, engine: Engine, conn: Connection, run_id: int) -> None:
@@ -101,7 +102,10 @@ class RunLease:
     ) -> None:
         if self.open:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500] if exc is not None else "closed unfinished"
-            self.finish("failed", {}, [{"error": reason}])
+            # An error of the run is 'failed'; a signal or interrupt unwinding it (SIGTERM from a
+            # cancelling worker, Ctrl-C) is what a crash is, only caught in time.
+            status = "failed" if exc is None or isinstance(exc, Exception) else "crashed"
+            self.finish(status, {}, [{"error": reason}])
 
 
 def close_stale_runs(engine: Engine) -> list[int]:

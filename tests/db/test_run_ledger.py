@@ -57,6 +57,10 @@ def test_an_exception_closes_the_row_failed_with_its_reason(engine: sa.Engine) -
     row = _row(engine, lease.run_id)
     assert row.status == "failed" and row.finished_at is not None
     assert row.failures == [{"error": "RuntimeError: search exploded"}]
+    with pytest.raises(KeyboardInterrupt):
+        with start_run(engine, "k", None, str(uuid.uuid4()), {}) as interrupted:
+            raise KeyboardInterrupt
+    assert _row(engine, interrupted.run_id).status == "crashed"
 
 
 def test_a_killed_run_is_closed_crashed_by_the_next_start_and_a_live_one_is_not(db_url: str, engine: sa.Engine) -> None:

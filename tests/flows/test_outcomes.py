@@ -31,6 +31,7 @@ from demo.synthetic import generate_demo_catalog
 from flows.aoi import load_aoi
 from flows.report import RunReport
 from tests.helpers.database import fresh_database
+from tests.helpers.reports import write_report
 
 pytestmark = [pytest.mark.db, pytest.mark.flow, pytest.mark.slow]
 
@@ -184,6 +185,15 @@ def test_the_report_is_read_back_from_the_prefect_api(corrupt_run: CorruptRun) -
     quick = str(artifacts[f"quick-look-{slug}"].data)  # type: ignore[attr-defined]
     (encoded,) = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", quick)
     png = base64.b64decode(encoded)
+    write_report(
+        "outcomes",
+        {
+            "corrupt_run_timings_s": {k: round(v, 2) for k, v in corrupt_run.report.timings.items()},
+            "quick_look_png_bytes": len(png),
+            "lake_changes": corrupt_run.report.change_counts(),
+            "quarantined_reason": corrupt_run.report.failures()[0]["error"],
+        },
+    )
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     pixels = matplotlib.image.imread(io.BytesIO(png), format="png")
     assert pixels.shape[0] >= 300 and pixels.shape[1] >= 300

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import geopandas as gpd
@@ -136,3 +137,14 @@ def test_the_quick_look_colours_lakes_by_change() -> None:
         assert ((abs(rgb[..., 0] - r) < 3) & (abs(rgb[..., 1] - g) < 3) & (abs(rgb[..., 2] - b) < 3)).sum() > 50, kind
     r, g, b = (int(COLOURS["grown"][i : i + 2], 16) for i in (1, 3, 5))
     assert not ((abs(rgb[..., 0] - r) < 3) & (abs(rgb[..., 1] - g) < 3) & (abs(rgb[..., 2] - b) < 3)).any()
+
+
+def test_the_tasks_retry_by_the_policy_with_exponential_back_off_and_jitter() -> None:
+    from flows.tasks import merge_task, prepare_stack_task, search_task
+
+    for task in (search_task, prepare_stack_task, merge_task):
+        assert task.retry_condition_fn is retry_condition, task.name
+        assert task.retry_jitter_factor is not None and task.retry_jitter_factor > 0, task.name
+        delays = list(task.retry_delay_seconds)  # type: ignore[arg-type]
+        assert len(delays) == task.retries >= 2, task.name
+        assert all(b == 2 * a for a, b in itertools.pairwise(delays)), (task.name, delays)
