@@ -197,11 +197,13 @@ def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, na
 
     with prefect_api(progress) as ready:  # the server starts while the flow's modules import
         from flows.outcomes import report_of
+        from flows.progress import terminal_progress
         from flows.update_inventory import update_inventory
 
         ready()
         # return_state: a run with failed scenes ends Failed in Prefect, and its report is still printed.
-        state = update_inventory(aoi=aoi, start=first, end=last, source=source, model=model, return_state=True)
+        with terminal_progress():
+            state = update_inventory(aoi=aoi, start=first, end=last, source=source, model=model, return_state=True)
         report = report_of(state)
     click.echo(report.markdown())
     if report.failed:

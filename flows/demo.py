@@ -42,6 +42,7 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
     from flows.aoi import load_aoi
     from flows.database import database_url, ready_engine
     from flows.outcomes import report_of
+    from flows.progress import terminal_progress
     from flows.update_inventory import update_inventory
     from tasks.grid import utm_epsg_for
 
@@ -59,15 +60,15 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
 
     progress(f"[3/4] update_inventory over {len(catalog.dates)} Sentinel-2 dates (model: {settings.model})")
     # return_state: a run with failed scenes ends Failed, and its report is still the summary.
-    report = report_of(
-        update_inventory(
+    with terminal_progress():
+        state = update_inventory(
             aoi=aoi,
             start=min(catalog.dates) - timedelta(days=1),
             end=max(catalog.dates) + timedelta(days=1),
             source=f"local:{catalog.root}",
             return_state=True,
         )
-    )
+    report = report_of(state)
 
     progress("[4/4] summary")
     scenes = scene_table(engine, aoi.name)

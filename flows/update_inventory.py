@@ -22,6 +22,7 @@ from prefect.context import get_run_context
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from core.progress import report_progress
 from db.ledger import (
     PARAMS_INPUT,
     AcquisitionRow,
@@ -38,7 +39,6 @@ from db.runs import start_run
 from flows.aoi import AoiSpec
 from flows.database import ready_engine
 from flows.outcomes import Disposition, classify, describe, final_state, run_status
-from flows.progress import Progress
 from flows.report import LakeChange, RunReport, SceneOutcome
 from flows.report_artifacts import publish_report
 from flows.settings import Settings, load_settings
@@ -273,12 +273,11 @@ def _update(run: _Run, settings: Settings, engine: Engine) -> RunReport:
     logger.info("%s: %d S2 acquisitions, %d paired, %d already processed", aoi.name, n_s2, len(plans), len(done))
     # Checked once before any scene is computed (the merge checks again, under the AOI's lock).
     conflict = params_conflict(committed_params(engine, aoi_id), params_hash(ctx.params), ctx.stated_params)
-    bar = Progress(f"{aoi.name}: scenes", len(plans))
     for i, plan in enumerate(plans, 1):
         outcome = _one_scene(plan, ctx, keys[plan.scene_id], run.db, done, rerun, conflict, f"[{i}/{len(plans)}]")
         set_acquisition_status(engine, aoi_id, *_ledger_status(plan, outcome))
         outcomes.append(outcome)
-        bar.advance(f"{plan.scene_id} {outcome.status}")
+        report_progress(f"{aoi.name}: scenes", i, len(plans), f"{plan.scene_id} {outcome.status}")
 
     t2 = time.perf_counter()
     for stage in ("stack", "segment", "extract", "merge"):

@@ -17,10 +17,11 @@ from shapely.geometry import box
 from sqlalchemy.exc import OperationalError
 
 from core.errors import RasterInputError, SourceError
+from core.progress import report_progress
 from db.ledger import ParameterMismatchError
 from db.records import MergeReport
 from flows.outcomes import Disposition, classify, describe, final_state, report_of, retry_condition, run_status
-from flows.progress import Progress
+from flows.progress import Progress, terminal_progress
 from flows.quicklook import COLOURS, quicklook_png
 from flows.report import RunReport, SceneOutcome
 from tasks.grid import GridSpec
@@ -121,6 +122,28 @@ def test_progress_is_quiet_off_a_terminal_unless_asked(monkeypatch: pytest.Monke
         "scenes [############............] 1/2 S2_1",
         "scenes [########################] 2/2 S2_2",
     ]
+
+
+def test_reported_stages_are_drawn_only_while_the_cli_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GLACIAL_LAKES_PROGRESS", "always")
+    shown = io.StringIO()
+    report_progress("scenes", 1, 2, "before")  # nobody listens: nothing, and no error
+    with terminal_progress(shown):
+        report_progress("search sentinel-2-l2a", 1, None, "pages")
+        report_progress("search sentinel-2-l2a", 2, None, "pages")
+        report_progress("scenes", 1, 2, "S2_1 processed")
+    report_progress("scenes", 2, 2, "after")
+    assert shown.getvalue().splitlines() == [
+        "search sentinel-2-l2a 1 pages",
+        "search sentinel-2-l2a 2 pages",
+        "scenes [........................] 0/2",
+        "scenes [############............] 1/2 S2_1 processed",
+    ]
+    monkeypatch.setenv("GLACIAL_LAKES_PROGRESS", "never")
+    silent = io.StringIO()
+    with terminal_progress(silent):
+        report_progress("scenes", 1, 2, "S2_1")
+    assert silent.getvalue() == ""
 
 
 def test_the_quick_look_colours_lakes_by_change() -> None:
