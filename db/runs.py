@@ -21,6 +21,7 @@ from types import TracebackType
 from sqlalchemy import Connection, Engine, func, text, update
 from sqlalchemy.dialects.postgresql import insert
 
+from core.errors import interrupted
 from db.schema import SCHEMA, ingest_run
 
 RUN_LOCK_NAMESPACE = 0x52554E53
@@ -104,7 +105,7 @@ class RunLease:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500] if exc is not None else "closed unfinished"
             # An error of the run is 'failed'; a signal or interrupt unwinding it (SIGTERM from a
             # cancelling worker, Ctrl-C) is what a crash is, only caught in time.
-            status = "failed" if exc is None or isinstance(exc, Exception) else "crashed"
+            status = "crashed" if exc is not None and interrupted(exc) else "failed"
             self.finish(status, {}, [{"error": reason}])
 
 

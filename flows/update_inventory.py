@@ -22,6 +22,7 @@ from prefect.context import get_run_context
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from core.errors import interrupted
 from core.progress import report_progress
 from db.ledger import (
     PARAMS_INPUT,
@@ -321,6 +322,8 @@ def _one_scene(
     try:
         return process_scene(plan, ctx, key, db)
     except Exception as exc:  # one failed scene never aborts the others
+        if interrupted(exc):  # a signal (SIGTERM, Ctrl-C) that a library turned into its error ends the run
+            raise
         disposition = classify(exc)
         reason = describe(exc)
         logger.error(

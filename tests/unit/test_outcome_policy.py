@@ -171,3 +171,17 @@ def test_the_tasks_retry_by_the_policy_with_exponential_back_off_and_jitter() ->
         delays = list(task.retry_delay_seconds)  # type: ignore[arg-type]
         assert len(delays) == task.retries >= 2, task.name
         assert all(b == 2 * a for a, b in itertools.pairwise(delays)), (task.name, delays)
+
+
+def test_an_error_raised_while_a_signal_unwinds_is_an_interruption_not_a_scene_failure() -> None:
+    from core.errors import interrupted
+
+    try:
+        try:
+            raise SystemExit(143)  # what SIGTERM becomes
+        except SystemExit:
+            raise ValueError("Task run is not set") from None  # a library's error while handling it
+    except ValueError as exc:
+        chained = exc
+    assert chained.__context__ is not None and interrupted(chained)
+    assert not interrupted(RasterInputError("x.tif: unreadable"))
