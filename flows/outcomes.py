@@ -21,6 +21,11 @@ fail           anything else (a bug, the environment)                           
 Skips are decided before any error can happen and carry their reason: no S1 partner within the
 pairing window, no DEM cover, "already processed" (:func:`tasks.pairing.pair_scenes`, the ledger).
 
+A quarantined acquisition is tried again by the next run that finds it (a cheap failure: the read
+fails first) and stays quarantined until its file is replaced. A signal or interrupt (SIGTERM,
+Ctrl-C), even one a library turned into its own error (:func:`core.errors.interrupted`), is no
+scene's outcome: it ends the run, whose ledger row closes ``crashed``.
+
 A scene's reason is one line naming the input and the cause: ``RasterInputError: <file>:
 unreadable raster (Chunk and warp failed; <file>, band 1: IReadBlock failed …; ZIPDecode:ZLib
 error)`` (:func:`describe`). The run's final state follows from the outcomes (:func:`final_state`).
