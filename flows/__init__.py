@@ -4,7 +4,10 @@ Lives here: the flows (``update_inventory``, the scheduled rolling update, the d
 ``@task`` wrapper with its retry/caching policy (``flows.tasks``), the CLI commands and their
 exit-status contract (``flows.cli``, ``flows.cli_support``), settings read from the environment
 (``flows.settings``; nothing below this package reads the environment), the AOI input model,
-which database to use (``flows.database``) and a run's temporary Prefect server (``flows.prefect_server``).
+which database to use (``flows.database``), a run's temporary Prefect server (``flows.prefect_server``),
+the outcome policy and final state (``flows.outcomes``), the run report and its artifacts
+(``flows.report``, ``flows.report_artifacts``, ``flows.quicklook``), ``glacial-lakes runs``
+(``flows.runs_cli``) and progress bars (``flows.progress``).
 
 May import: ``tasks``, ``models``, ``db``, ``demo`` and ``core``. Nothing imports ``flows``.
 """

@@ -3,10 +3,10 @@
 Lives here, in pipeline order: ``sources`` (STAC / local catalogs → acquisitions; the record
 and item conversion in ``acquisition``, per-catalog tables in ``catalogs``, the STAC API in
 ``stac_api`` with its HTTP policy in ``stac_retry`` and href signing in ``signing``; the
-searched windows in ``search_window``; GDAL's remote-read options in ``remote_read``), ``pairing``
-(S2 ↔ S1 ↔ DEM scene plans, scene keys), ``grid`` (the UTM scene grid), ``preprocess`` (read,
-harmonise and warp each source onto the grid; Sentinel-1 by kind in ``sar`` (what an asset
-holds: σ⁰/γ⁰, linear/dB), ``s1_grd`` (GRD calibration LUT and geocoding) and ``s1_read`` (one S1
+searched windows in ``search_window``; GDAL's remote-read options in ``remote_read``; a failed
+read's file and GDAL cause in ``read_errors``), ``pairing`` (S2 ↔ S1 ↔ DEM scene plans, scene
+keys), ``grid`` (the UTM scene grid), ``preprocess`` (read, harmonise and warp each source onto
+the grid; Sentinel-1 by kind in ``sar`` (what an asset holds: σ⁰/γ⁰, linear/dB), ``s1_grd`` (GRD calibration LUT and geocoding) and ``s1_read`` (one S1
 acquisition onto the grid)), ``dem`` (DEM tiles mosaicked onto the grid), ``coregister`` (S1 and
 DEM offsets against S2: measured, corrected when confident), ``validity`` (which pixels count as
 seen, and for what: the valid data the model reads, the dry-capable footprint absences need),
