@@ -1,7 +1,7 @@
 """Progress bars for long work, on standard error (standard output stays the result).
 
 The CLI listens (:func:`terminal_progress`) to what the stages report through
-:mod:`core.progress`: search pages per collection, scenes of a run. Shown only where someone
+:mod:`core.progress`: search pages per collection, inference windows, scenes of a run. Shown only where someone
 watches: when standard error is a terminal. ``GLACIAL_LAKES_PROGRESS`` overrides that:
 ``1`` / ``always`` draws bars even into a pipe or a log file (one line per step, no carriage
 returns), ``0`` / ``never`` silences them. Prefect's run logs say the same steps either way, so a
