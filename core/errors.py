@@ -21,6 +21,7 @@ __all__ = [
     "RasterInputError",
     "SettingsError",
     "SourceError",
+    "interrupted",
 ]
 
 
@@ -50,3 +51,21 @@ class RasterInputError(InputError):
 
 class InventoryFileError(InputError):
     """An inventory file to import is unusable (unreadable, no CRS, no polygons)."""
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, a signal or interrupt (not an error).
+
+    A ``SystemExit``, ``KeyboardInterrupt`` or a library's termination signal (Prefect turns
+    SIGTERM into one) is a ``BaseException`` but no ``Exception``; libraries that catch it and
+    raise their own error keep it in the chain (``__cause__`` / ``__context__``). Such an error
+    must end the run, never be recorded as one scene's failure while the others go on.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if not isinstance(current, Exception):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

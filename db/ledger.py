@@ -1,4 +1,6 @@
-"""Run ledger: acquisitions found, their outcome, and one ``ingest_run`` row per flow run.
+"""Scene ledger: acquisitions found per AOI, their outcome, and which scenes each AOI has merged.
+
+The ``ingest_run`` rows (one per flow run) are :mod:`db.runs`.
 
 Pure SQL helpers; the caller passes the engine. Geometries are EPSG:4326.
 """
@@ -18,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from core.errors import InputError
 from db.geometry import as_multipolygon
-from db.schema import SCHEMA, SRID, acquisition, ingest_run, scene
+from db.schema import SCHEMA, SRID, acquisition, scene
 
 PARAMS_INPUT = "params"
 """Key of ``scene.inputs`` holding the processing parameters (sorted-key JSON) a scene was made with."""
@@ -48,7 +50,10 @@ class AcquisitionRow:
 
 
 def record_acquisitions(engine: Engine, aoi_id: int, rows: Iterable[AcquisitionRow]) -> int:
-    """Insert found products; known products keep their status (a rerun never forgets an outcome)."""
+    """Insert found products for one AOI; products it knows keep their status (a rerun never forgets an outcome).
+
+    Per AOI: a product another AOI found gets a row of its own here, with its own status.
+    """
     values = [
         {
             "product_id": r.product_id,
@@ -65,31 +70,62 @@ def record_acquisitions(engine: Engine, aoi_id: int, rows: Iterable[AcquisitionR
     ]
     if not values:
         return 0
-    stmt = insert(acquisition).on_conflict_do_nothing(index_elements=["product_id"])
+    stmt = insert(acquisition).on_conflict_do_nothing(index_elements=["aoi_id", "product_id"])
     with engine.begin() as conn:
         result = conn.execute(stmt, values)
     return int(result.rowcount or 0)
 
 
-def set_acquisition_status(engine: Engine, product_ids: Sequence[str], status: str, error: str | None = None) -> None:
-    """Mark products ``processed`` / ``skipped`` / ``failed`` with the reason."""
+ACQUISITION_STATUSES = ("found", "processed", "skipped", "failed", "quarantined")
+"""``quarantined``: the input itself is bad (corrupt file, wrong CRS); it fails the same way until replaced."""
+
+
+def set_acquisition_status(
+    engine: Engine, aoi_id: int, product_ids: Sequence[str], status: str, error: str | None = None
+) -> None:
+    """Mark one AOI's products with an outcome (:data:`ACQUISITION_STATUSES`) and its reason."""
+    if status not in ACQUISITION_STATUSES:
+        raise ValueError(f"acquisition status {status!r}: not one of {ACQUISITION_STATUSES}")
     if not product_ids:
         return
     with engine.begin() as conn:
         conn.execute(
             update(acquisition)
-            .where(acquisition.c.product_id.in_(list(product_ids)))
+            .where(acquisition.c.aoi_id == aoi_id, acquisition.c.product_id.in_(list(product_ids)))
             .values(status=status, error=error, updated_at=func.now())
         )
 
 
-def committed_scene_keys(engine: Engine, keys: Sequence[str]) -> set[str]:
-    """The subset of ``keys`` already merged (the incremental-processing check)."""
+def committed_scene_keys(engine: Engine, aoi_id: int, keys: Sequence[str]) -> set[str]:
+    """The subset of ``keys`` already merged into this AOI (the incremental-processing check).
+
+    Per AOI: a scene another AOI merged is not "already processed" here.
+    """
     if not keys:
         return set()
     with engine.connect() as conn:
-        rows = conn.execute(select(scene.c.scene_key).where(scene.c.scene_key.in_(list(keys))))
+        rows = conn.execute(
+            select(scene.c.scene_key).where(scene.c.aoi_id == aoi_id, scene.c.scene_key.in_(list(keys)))
+        )
         return {r[0] for r in rows}
+
+
+def scene_keys_for_aoi(
+    engine: Engine, aoi_id: int, candidates: Mapping[str, tuple[str, str]]
+) -> tuple[dict[str, str], set[str]]:
+    """Each scene's ledger key in this AOI, and the scenes this AOI already merged.
+
+    ``candidates``: scene id → (AOI key, key without the AOI) (:func:`tasks.pairing.scene_key`
+    with and without ``aoi``). Scenes merged before keys named their AOI keep their key: when the
+    AOI holds the key without the AOI, that is the scene's key (so it reads "already processed",
+    and a forced rerun's merge is still a no-op); else the AOI key is.
+    """
+    committed = committed_scene_keys(engine, aoi_id, [k for pair in candidates.values() for k in pair])
+    keys = {
+        sid: (legacy if legacy in committed and aoi_key not in committed else aoi_key)
+        for sid, (aoi_key, legacy) in candidates.items()
+    }
+    return keys, {sid for sid, key in keys.items() if key in committed}
 
 
 _COMMITTED_PARAMS = text(
@@ -143,42 +179,6 @@ def check_params(conn: Connection, aoi_id: int, params_hash: str, inputs: Mappin
         raise ParameterMismatchError(reason)
 
 
-def start_run(engine: Engine, run_key: str, aoi_id: int | None, flow_run_id: str | None) -> int:
-    """Open (or reopen) the ledger row of one flow run; returns its id."""
-    stmt = (
-        insert(ingest_run)
-        .values(run_key=run_key, aoi_id=aoi_id, flow_run_id=flow_run_id, status="running")
-        .on_conflict_do_update(
-            index_elements=["run_key"],
-            set_={"status": "running", "flow_run_id": flow_run_id, "finished_at": None},
-        )
-        .returning(ingest_run.c.run_id)
-    )
-    with engine.begin() as conn:
-        return int(conn.execute(stmt).scalar_one())
-
-
-def finish_run(
-    engine: Engine,
-    run_id: int,
-    status: str,
-    counts: Mapping[str, object],
-    failures: Sequence[Mapping[str, object]],
-) -> None:
-    """Close a run with its counts and failures."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(ingest_run)
-            .where(ingest_run.c.run_id == run_id)
-            .values(
-                status=status,
-                counts=dict(counts),
-                failures=[dict(f) for f in failures],
-                finished_at=func.now(),
-            )
-        )
-
-
 _PRESENT_OBSERVATIONS = text(
     f"""
     SELECT o.observation_id, o.lake_id, o.sensing_time, o.area_m2, o.mean_probability,
@@ -211,3 +211,26 @@ def scene_table(engine: Engine, aoi_name: str) -> list[dict[str, object]]:
     sql = _SCENES
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(sql, {"aoi": aoi_name})]
+
+
+_CHANGES_OF_SCENES = text(
+    f"""
+    SELECT DISTINCT ON (v.lake_id) v.lake_id, v.change_kind, v.area_m2, v.area_change_m2,
+           coalesce(v.geom, l.geom) AS geom
+    FROM {SCHEMA}.lake_version v
+    JOIN {SCHEMA}.scene s ON s.scene_id = v.scene_id
+    JOIN {SCHEMA}.lake l ON l.lake_id = v.lake_id
+    WHERE s.scene_key = ANY(:keys)
+    ORDER BY v.lake_id, lower(v.valid) DESC, v.version_id DESC
+    """
+)
+
+
+def lake_changes_of_scenes(engine: Engine, scene_keys: Sequence[str]) -> gpd.GeoDataFrame:
+    """Lakes whose versions these scenes made: each lake's latest such version (EPSG:4326).
+
+    Columns: ``lake_id``, ``change_kind`` (``lake_version.change_kind``), ``area_m2``,
+    ``area_change_m2`` (m²), ``geom`` (the version's outline; the lake's for a disappeared one).
+    """
+    with engine.connect() as conn:
+        return gpd.read_postgis(_CHANGES_OF_SCENES, conn, geom_col="geom", params={"keys": list(scene_keys)}, crs=SRID)

@@ -64,7 +64,7 @@ acquisition = Table(
     "acquisition",
     metadata,
     Column("acquisition_id", BigInteger, Identity(), primary_key=True),
-    Column("product_id", Text, nullable=False, unique=True),
+    Column("product_id", Text, nullable=False),
     Column("aoi_id", Integer, ForeignKey("inventory.aoi.aoi_id"), nullable=False),
     Column("platform", Text, nullable=False, comment="sentinel-2a, sentinel-1a, cop-dem …"),
     Column("kind", Text, nullable=False, comment="S2L2A | S1GRD | S1RTC | DEM"),
@@ -82,25 +82,35 @@ acquisition = Table(
         Text,
         nullable=False,
         server_default="found",
-        comment="found | processed | skipped | failed",
+        comment="found | processed | skipped | failed | quarantined",
     ),
     Column("error", Text, nullable=True, comment="skip reason or failure message"),
     Column("properties", JSONB, nullable=False, server_default="{}"),
     Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    # Per AOI: two AOIs that find one product each keep their own outcome (0008).
+    UniqueConstraint("aoi_id", "product_id", name="acquisition_aoi_id_product_id_key"),
 )
 
 ingest_run = Table(
     "ingest_run",
     metadata,
     Column("run_id", BigInteger, Identity(), primary_key=True),
-    Column("run_key", Text, nullable=False, unique=True),
+    # What was asked (AOI, window, source, model): repeated by reruns, so not unique (0008).
+    Column("run_key", Text, nullable=False),
     Column("aoi_id", Integer, ForeignKey("inventory.aoi.aoi_id"), nullable=True),
-    Column("flow_run_id", Text, nullable=True),
-    Column("status", Text, nullable=False, comment="running | committed | failed"),
+    Column("flow_run_id", Text, nullable=True, unique=True),
+    Column("status", Text, nullable=False, comment="running | committed | partial | failed | crashed"),
     Column("started_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("counts", JSONB, nullable=False, server_default="{}"),
     Column("failures", JSONB, nullable=False, server_default="[]"),
+    Column(
+        "request",
+        JSONB,
+        nullable=False,
+        server_default="{}",
+        comment="what was asked: window (UTC days), source (no query string), model",
+    ),
 )
 
 scene = Table(

@@ -196,10 +196,15 @@ def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, na
     from flows.prefect_server import prefect_api
 
     with prefect_api(progress) as ready:  # the server starts while the flow's modules import
+        from flows.outcomes import report_of
+        from flows.progress import terminal_progress
         from flows.update_inventory import update_inventory
 
         ready()
-        report = update_inventory(aoi=aoi, start=first, end=last, source=source, model=model)
+        # return_state: a run with failed scenes ends Failed in Prefect, and its report is still printed.
+        with terminal_progress():
+            state = update_inventory(aoi=aoi, start=first, end=last, source=source, model=model, return_state=True)
+        report = report_of(state)
     click.echo(report.markdown())
     if report.failed:
         sys.exit(1)
@@ -233,10 +238,12 @@ def rerun_command(aoi: str, start: str, end: str, source: str, model: str | None
     from flows.prefect_server import prefect_api
 
     with prefect_api(progress) as ready:
+        from flows.outcomes import report_of
         from flows.rerun import rerun
 
         ready()
-        report = rerun(aoi=aoi, start=first, end=last, source=source, model=model)
+        # return_state: a rerun with failed scenes ends Failed in Prefect, and its report is still printed.
+        report = report_of(rerun(aoi=aoi, start=first, end=last, source=source, model=model, return_state=True))
     click.echo(report.markdown())
     if report.failed:
         sys.exit(1)
@@ -366,10 +373,12 @@ def demo(home: Path | None, size: int) -> None:
 
 
 # Registered last: these modules import BadInput and guarded from this one.
+from flows.runs_cli import runs_command  # noqa: E402
 from flows.segment_cli import segment_command  # noqa: E402
 from flows.serve_cli import serve_command, worker_command  # noqa: E402
 from flows.train_cli import train_command  # noqa: E402
 
+main.add_command(runs_command)
 main.add_command(segment_command)
 main.add_command(train_command)
 main.add_command(serve_command)

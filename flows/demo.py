@@ -41,6 +41,8 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
     from demo.synthetic import load_truth, refresh_demo_catalog
     from flows.aoi import load_aoi
     from flows.database import database_url, ready_engine
+    from flows.outcomes import report_of
+    from flows.progress import terminal_progress
     from flows.update_inventory import update_inventory
     from tasks.grid import utm_epsg_for
 
@@ -57,12 +59,16 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
     aoi = load_aoi(catalog.aoi_path)
 
     progress(f"[3/4] update_inventory over {len(catalog.dates)} Sentinel-2 dates (model: {settings.model})")
-    report = update_inventory(
-        aoi=aoi,
-        start=min(catalog.dates) - timedelta(days=1),
-        end=max(catalog.dates) + timedelta(days=1),
-        source=f"local:{catalog.root}",
-    )
+    # return_state: a run with failed scenes ends Failed, and its report is still the summary.
+    with terminal_progress():
+        state = update_inventory(
+            aoi=aoi,
+            start=min(catalog.dates) - timedelta(days=1),
+            end=max(catalog.dates) + timedelta(days=1),
+            source=f"local:{catalog.root}",
+            return_state=True,
+        )
+    report = report_of(state)
 
     progress("[4/4] summary")
     scenes = scene_table(engine, aoi.name)

@@ -17,6 +17,7 @@ from prefect import flow
 from db.queries import aoi_geometry
 from flows.aoi import AoiSpec
 from flows.database import ready_engine
+from flows.outcomes import final_state, report_of
 from flows.report import RunReport
 from flows.settings import load_settings
 from flows.update_inventory import update_inventory
@@ -34,4 +35,8 @@ def rerun(aoi: str, start: date, end: date, source: str, model: str | None = Non
         model: segmenter spec; default from ``GLACIAL_LAKES_MODEL``.
     """
     spec = AoiSpec(name=aoi, geometry=aoi_geometry(ready_engine(load_settings()), aoi))
-    return update_inventory(aoi=spec, start=start, end=end, source=source, model=model, rerun=True, supersede=True)
+    state = update_inventory(
+        aoi=spec, start=start, end=end, source=source, model=model, rerun=True, supersede=True, return_state=True
+    )
+    # The update's final state is the rerun's (Completed, or Failed / Partial with its report).
+    return final_state(report_of(state))  # type: ignore[return-value]

@@ -63,9 +63,11 @@ class SceneContext:
         """The scene's folder under the AOI's data root (stack and probability COGs)."""
         return self.data_dir / "scenes" / key[:16]
 
-    def scene_key(self, plan: ScenePlan, part: ZonePart) -> str:
-        """Ledger key of ``plan`` in ``part``: the part is in it when the AOI has several."""
-        return scene_key(plan, self.model_version, self.partition.key_params(self.params, part))
+    def scene_key(self, plan: ScenePlan, part: ZonePart, aoi: str | None = None) -> str:
+        """Ledger key of ``plan`` in ``part``: the part is in it when the AOI has several; the AOI
+        when ``aoi`` is given (:func:`tasks.pairing.scene_key`).
+        """
+        return scene_key(plan, self.model_version, self.partition.key_params(self.params, part), aoi)
 
     @property
     def stated_params(self) -> dict[str, object]:

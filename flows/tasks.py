@@ -15,7 +15,7 @@ May import: ``tasks``, ``db``, ``models``, ``demo``, ``core``, ``flows`` leaves 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
 from dataclasses import replace
 from datetime import date
 from functools import lru_cache
@@ -26,12 +26,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from db.engine import make_engine
 from db.merge import merge_scene
 from db.records import MergeConfig, MergeReport, SceneResult
 from flows.aoi import AoiSpec
+from flows.outcomes import RETRY_JITTER_FACTOR, retry_condition, retry_delays
 from flows.report import SceneOutcome
 from flows.scene import SceneContext, observation_inputs, part_name, scene_result
 from flows.settings import load_settings
@@ -44,7 +44,7 @@ from tasks.scene import ExtractedLakes, extract_lakes, prepare_stack
 from tasks.search_window import search_for_pairing
 from tasks.segment import segment_stack
 from tasks.signing import refresh_signatures
-from tasks.sources import Acquisition, StacApiOptions, TransientSourceError, source_from_uri
+from tasks.sources import Acquisition, StacApiOptions, source_from_uri
 from tasks.stack import StackInfo
 from tasks.zones import ZonePart
 
@@ -67,39 +67,21 @@ KINDS = ("S2L2A", "S1GRD", "S1RTC", "DEM")
 """Acquisition kinds the update flow searches for."""
 
 
-def _retry_only_on(*retryable: type[BaseException]) -> Callable[[object, object, object], bool]:
-    """A ``retry_condition_fn`` that retries a failed task only when it raised one of ``retryable``.
-
-    Every other exception (a bad input, a bug) fails the same way again: not retrying it is the
-    decision, not a fallback, so it is reported at once with its reason.
-    """
-
-    def condition(task: object, task_run: object, state: object) -> bool:
-        try:
-            state.result()  # type: ignore[attr-defined]  # re-raises the task's exception
-        except retryable:
-            return True
-        except Exception:
-            return False
-        return False
-
-    return condition
-
-
-_transient_source_error = _retry_only_on(TransientSourceError)
-"""Search retries: only 429/5xx and dropped connections. A bad catalog (SourceError, any
-InputError) fails the same way again, and a server that accepted and never answered within the
-read timeout is not retried either: the run fails within a minute with the reason, and the next
-scheduled run tries again."""
+# Retries follow the outcome policy (flows.outcomes): only errors it calls transient are retried,
+# with exponential back-off and jitter; every other error is reported at once with its reason.
 
 
 @task(
     name="search-acquisitions",
     cache_policy=NO_CACHE,
-    # Retried: remote catalogs answer 429/5xx now and then; the back-off gives them time.
+    # Retried: remote catalogs answer 429/5xx now and then; the back-off gives them time. A bad
+    # catalog (SourceError, any InputError) fails the same way again, and a server that accepted
+    # and never answered within the read timeout is not retried either (a plain timeout): the run
+    # fails within a minute with the reason, and the next scheduled run tries again.
     retries=3,
-    retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=_transient_source_error,
+    retry_delay_seconds=retry_delays(3.0),
+    retry_jitter_factor=RETRY_JITTER_FACTOR,
+    retry_condition_fn=retry_condition,
     # A search of one AOI is a few paged requests, each bounded by REMOTE_TIMEOUT_S; ten minutes
     # means a catalog that trickles pages forever, not a slow one.
     timeout_seconds=600,
@@ -124,10 +106,15 @@ def search_task(
 @task(
     name="prepare-stack",
     cache_policy=NO_CACHE,
-    # Not retried: inputs are local files, where a read error is permanent (corrupt or truncated).
+    # Retried only when a remote read failed (RemoteReadError: timeout, HTTP error); a local file
+    # that fails to read is corrupt or truncated, permanent: quarantined (flows.outcomes).
     # An hour: a full 110 km tile warps in minutes; remote reads have per-request timeouts, so
     # only a pathological source (a trickling server) reaches this.
     timeout_seconds=3600,
+    retries=2,
+    retry_delay_seconds=retry_delays(10.0, 2),
+    retry_jitter_factor=RETRY_JITTER_FACTOR,
+    retry_condition_fn=retry_condition,
 )
 def prepare_stack_task(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackInfo:
     """Prefect wrapper of :func:`tasks.scene.prepare_stack`.
@@ -180,18 +167,15 @@ def engine_for(url: str) -> Engine:
     return make_engine(url)
 
 
-_lost_connection = _retry_only_on(OperationalError, InterfaceError)
-"""Merge retries: only a failed database connection; a bad record fails the same way twice."""
-
-
 @task(
     name="merge-into-inventory",
     cache_policy=NO_CACHE,
     # Connection losses are worth a retry: the merge is one transaction and its ledger key makes
     # a retry after a commit a no-op. Anything else (a bad record) fails the same way twice.
     retries=3,
-    retry_delay_seconds=[1, 5, 15],
-    retry_condition_fn=_lost_connection,
+    retry_delay_seconds=retry_delays(2.0),
+    retry_jitter_factor=RETRY_JITTER_FACTOR,
+    retry_condition_fn=retry_condition,
     # Thirty minutes per attempt: the largest merges measured take seconds to a minute; a merge
     # stuck longer waits on a lock or a dead server, and its transaction rolls back on timeout.
     timeout_seconds=1800,
@@ -221,13 +205,26 @@ def process_scene_task(plan: ScenePlan, ctx: SceneContext, part: ZonePart, key: 
     (:mod:`db.merge.locks`), so merges from several workers still queue one after another.
     """
     scene_dir = ctx.scene_dir(key)
+    t0 = time.perf_counter()
     stack = prepare_stack_task(plan, part.grid, scene_dir)
     observation = observation_inputs(plan, stack)  # before segmentation: a stack without its record is a bug
+    t1 = time.perf_counter()
     probability = segment_task(stack, ctx.model, scene_dir / "probability.tif", ctx.tta, ctx.hub)
+    t2 = time.perf_counter()
     extracted = extract_lakes_task(stack, probability, ctx.threshold, ctx.min_area_m2)
+    t3 = time.perf_counter()
     result = scene_result(plan, ctx, part, key, stack, probability, extracted, observation)
     merge = merge_task(db, result, ctx.merge_config)
-    return SceneOutcome(plan.s2.product_id, "processed", None, merge, part=part_name(ctx, part))
+    timings = {"stack": t1 - t0, "segment": t2 - t1, "extract": t3 - t2, "merge": time.perf_counter() - t3}
+    return SceneOutcome(
+        plan.s2.product_id,
+        "processed",
+        None,
+        merge,
+        part=part_name(ctx, part),
+        cloud_fraction=result.cloud_fraction,
+        timings=timings,
+    )
 
 
 @task(

@@ -9,67 +9,85 @@ database URL is never a flow parameter, so it is never stored or shown by the Pr
 """
 
 import hashlib
+import math
+import re
+import time
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated
 
+import geopandas as gpd
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import get_run_context
 from prefect.futures import PrefectFuture
 from pydantic import Field, SecretStr
+from sqlalchemy import Engine
 
+from core.errors import interrupted
+from core.progress import report_progress
 from db.ledger import (
     AcquisitionRow,
     committed_params,
-    committed_scene_keys,
-    finish_run,
+    lake_changes_of_scenes,
     params_conflict,
     record_acquisitions,
+    scene_keys_for_aoi,
     set_acquisition_status,
-    start_run,
 )
 from db.merge import ensure_aoi
 from db.records import MergeConfig
+from db.runs import start_run
 from flows.aoi import AoiSpec
 from flows.database import ready_engine
-from flows.report import RunReport, SceneOutcome
+from flows.outcomes import Disposition, classify, describe, final_state, run_status
+from flows.report import LakeChange, RunReport, SceneOutcome
+from flows.report_artifacts import publish_report
 from flows.runner import scene_task_runner
 from flows.scene import SceneContext, part_name
-from flows.settings import load_settings
+from flows.settings import Settings, load_settings
 from flows.tasks import process_scene_task, search_task
 from flows.window import DEFAULT_DAYS, MAX_DAYS, rolling_window
 from models.registry import load_segmenter
-from tasks.acquisition import ledger_href
+from tasks.acquisition import ledger_href, redact_urls
 from tasks.grid import utm_epsg_for
 from tasks.pairing import ScenePlan, pair_scenes, params_hash
 from tasks.sources import Acquisition
 from tasks.zones import ZonePart, partition_aoi
 
 
+def _scene_id(plan: ScenePlan, part: ZonePart) -> str:
+    """One scene of the run: an S2 acquisition in one zone part (the ledger's per-AOI key lookup)."""
+    return f"{plan.scene_id}|{part.epsg}"
+
+
 def _decide(
-    plan: ScenePlan, part: ZonePart, ctx: SceneContext, key: str, done: set[str], rerun: bool, conflict: str | None
+    plan: ScenePlan, part: ZonePart, ctx: SceneContext, done: set[str], rerun: bool, conflict: str | None
 ) -> SceneOutcome | None:
     """The outcome of ``plan`` in ``part`` decided without computing it (skipped, refused); None: compute it."""
     name = part_name(ctx, part)
-    if key in done and not rerun:
+    if _scene_id(plan, part) in done and not rerun:
         return SceneOutcome(plan.scene_id, "skipped", "already processed", part=name)
     if not ctx.partition.single and not part.reached_by(plan.s2.footprint):
         return SceneOutcome(plan.scene_id, "skipped", "S2 footprint does not reach this UTM zone part", part=name)
     if conflict is not None:
         reason = f"ParameterMismatchError: {conflict}"
         get_run_logger().error("%s refused: %s", _where(plan, name), reason)
-        return SceneOutcome(plan.scene_id, "failed", reason, part=name)
+        return SceneOutcome(plan.scene_id, "failed", reason, part=name, disposition=Disposition.FAIL.value)
     return None
 
 
 def _resolved(plan: ScenePlan, name: str | None, future: PrefectFuture[SceneOutcome]) -> SceneOutcome:
-    """The submitted scene's outcome; a failure becomes a failed outcome naming its cause (never raises)."""
+    """The submitted scene's outcome by the policy (:mod:`flows.outcomes`); never raises for the scene's own errors."""
     try:
         return future.result()
     except Exception as exc:  # one failed scene never aborts the others
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        get_run_logger().error("%s failed: %s", _where(plan, name), reason)
-        return SceneOutcome(plan.scene_id, "failed", reason, part=name)
+        if interrupted(exc):  # a signal (SIGTERM, Ctrl-C) that a library turned into its error ends the run
+            raise
+        disposition = classify(exc)
+        reason = describe(exc)
+        word = "quarantined" if disposition is Disposition.QUARANTINE else "failed"
+        get_run_logger().error("%s %s (%s): %s", _where(plan, name), word, disposition.value, reason)
+        return SceneOutcome(plan.scene_id, "failed", reason, part=name, disposition=disposition.value)
 
 
 def _where(plan: ScenePlan, name: str | None) -> str:
@@ -158,20 +176,70 @@ def update_inventory(
     )
     # The AOI's stated CRS stays its centroid's zone (the merge measures overlaps there); each
     # scene states its own part's zone.
-    aoi_id = ensure_aoi(engine, aoi.name, aoi.shape, utm_epsg_for(aoi.shape.centroid.x, aoi.shape.centroid.y))
+    epsg = utm_epsg_for(aoi.shape.centroid.x, aoi.shape.centroid.y)
+    aoi_id = ensure_aoi(engine, aoi.name, aoi.shape, epsg)
     run_key = hashlib.sha256(f"{aoi.name}|{start}|{end}|{source}|{segmenter.version}".encode()).hexdigest()
-    run_id = start_run(engine, run_key, aoi_id, str(get_run_context().flow_run.id))  # type: ignore[union-attr]
+    flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+    shown = public_source(source)
+    request = {
+        "start": str(start),
+        "end": str(end),
+        "source": shown,
+        "model": segmenter.version,
+        "rerun": rerun,
+        "supersede": supersede,
+    }
+    run = _Run(aoi, aoi_id, start, end, source, rerun, supersede, ctx, db, epsg, flow_run_id)
+    # The row is closed in every outcome: finished below, closed 'failed' by the lease on an
+    # exception, closed 'crashed' by the next run's start when this process dies (db.runs).
+    with start_run(engine, run_key, aoi_id, flow_run_id, request) as lease:
+        report = _update(run, settings, engine)
+        lease.finish(run_status(report), report.totals(), report.failures())
+    # Prefect unwraps a returned State: a caller gets the report of a Completed run, and a Failed
+    # one raises unless called with return_state=True (then flows.outcomes.report_of).
+    return final_state(report)  # type: ignore[return-value]
 
+
+@dataclass(frozen=True)
+class _Run:
+    """What one run of :func:`update_inventory` was asked and is working with."""
+
+    aoi: AoiSpec
+    aoi_id: int
+    start: date
+    end: date
+    source: str
+    rerun: bool
+    supersede: bool
+    ctx: SceneContext
+    db: SecretStr
+    epsg: int
+    flow_run_id: str
+
+
+def _update(run: _Run, settings: Settings, engine: Engine) -> RunReport:
+    """Search, pair, process every scene by the outcome policy, publish the report."""
+    logger = get_run_logger()
+    aoi, aoi_id, ctx, partition = run.aoi, run.aoi_id, run.ctx, run.ctx.partition
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     # S1 and DEM are searched over the window widened by the pairing tolerance, S2 inside it.
-    acquisitions = search_task(source, aoi, start, end, settings.stac_options, settings.max_pair_days)
+    acquisitions = search_task(run.source, aoi, run.start, run.end, settings.stac_options, settings.max_pair_days)
+    t1 = time.perf_counter()
     record_acquisitions(engine, aoi_id, _acquisition_rows(acquisitions))
     plans, skipped = pair_scenes(acquisitions, aoi.shape, settings.max_pair_days)
+    timings.update(search=t1 - t0, pair=time.perf_counter() - t1)
     outcomes = [SceneOutcome(s.product_id, "skipped", s.reason) for s in skipped]
     for s in skipped:
-        set_acquisition_status(engine, [s.product_id], "skipped", s.reason)
+        set_acquisition_status(engine, aoi_id, [s.product_id], "skipped", s.reason)
 
-    keys = {(p.scene_id, part.epsg): ctx.scene_key(p, part) for p in plans for part in partition.parts}
-    done = committed_scene_keys(engine, list(keys.values()))
+    # Per AOI: the key names the AOI; a scene merged before keys did keeps its key (db.ledger).
+    candidates = {
+        _scene_id(p, part): (ctx.scene_key(p, part, aoi.name), ctx.scene_key(p, part))
+        for p in plans
+        for part in partition.parts
+    }
+    keys, done = scene_keys_for_aoi(engine, aoi_id, candidates)
     n_s2 = len(plans) + len(skipped)
     logger.info(
         "%s: %d S2 acquisitions, %d paired, %d of %d scenes already processed",
@@ -184,7 +252,7 @@ def update_inventory(
     # Checked once before any scene is computed (the merge checks again, under the AOI's lock).
     conflict = (
         None
-        if supersede
+        if run.supersede
         else params_conflict(committed_params(engine, aoi_id), params_hash(ctx.params), ctx.stated_params)
     )
     # Every scene is decided, then submitted to the run's task runner (flows.runner: one after
@@ -194,39 +262,78 @@ def update_inventory(
         logger.info("[%d/%d] %s", i, len(plans), plan.scene_id)
         per_part: list[SceneOutcome | tuple[str | None, PrefectFuture[SceneOutcome]]] = []
         for part in partition.parts:
-            key = keys[(plan.scene_id, part.epsg)]
-            decided = _decide(plan, part, ctx, key, done, rerun, conflict)
+            decided = _decide(plan, part, ctx, done, run.rerun, conflict)
             if decided is None:
-                decided_or_future = (part_name(ctx, part), process_scene_task.submit(plan, ctx, part, key, db))
-                per_part.append(decided_or_future)
+                key = keys[_scene_id(plan, part)]
+                per_part.append((part_name(ctx, part), process_scene_task.submit(plan, ctx, part, key, run.db)))
             else:
                 per_part.append(decided)
         pending.append((plan, per_part))
-    for plan, per_part in pending:
+    landed: list[str] = []
+    for i, (plan, per_part) in enumerate(pending, 1):
         scenes = [o if isinstance(o, SceneOutcome) else _resolved(plan, *o) for o in per_part]
         outcomes += scenes
-        failed = [o for o in scenes if o.status == "failed"]
-        if failed:  # the acquisition failed if any of its scenes did; the reason names the part
-            reason = "; ".join(f"{o.part}: {o.reason}" if o.part else str(o.reason) for o in failed)[:500]
-            set_acquisition_status(engine, [plan.scene_id], "failed", reason)
-        elif any(o.status == "processed" for o in scenes):
-            set_acquisition_status(engine, [plan.s2.product_id, plan.s1.product_id], "processed")
+        landed += [keys[_scene_id(plan, part)] for part, o in zip(partition.parts, scenes, strict=True) if o.merge]
+        set_acquisition_status(engine, aoi_id, *_ledger_status(plan, scenes))
+        report_progress(f"{aoi.name}: scenes", i, len(pending), f"{plan.scene_id} {_word(scenes)}")
 
+    t2 = time.perf_counter()
+    for stage in ("stack", "segment", "extract", "merge"):
+        timings[stage] = sum(o.timings.get(stage, 0.0) for o in outcomes)
+    changes = lake_changes_of_scenes(engine, landed)
     report = RunReport(
         aoi=aoi.name,
-        model=segmenter.version,
+        model=ctx.model_version,
         found=n_s2,
         outcomes=tuple(outcomes),
         zone_parts=() if partition.single else tuple(p.label for p in partition.parts),
+        changes=tuple(_lake_changes(changes)),
+        timings=timings,
+        flow_run_id=run.flow_run_id,
     )
-    finish_run(
-        engine,
-        run_id,
-        "failed" if report.failed else "committed",
-        report.totals(),
-        [{"acquisition": o.label, "error": o.reason} for o in outcomes if o.status == "failed"],
-    )
-    slug = "".join(c if c.isalnum() else "-" for c in aoi.name.lower())
-    create_markdown_artifact(report.markdown(), key=f"inventory-update-{slug}")
-    create_table_artifact(report.table_rows(), key=f"lake-changes-{slug}")
+    png = ctx.data_dir / "reports" / f"{run.flow_run_id}.png"
+    publish_report(report, aoi.shape, changes, run.epsg, png)
+    timings["report"] = time.perf_counter() - t2  # the same dict: the returned report shows it too
     return report
+
+
+def _word(scenes: list[SceneOutcome]) -> str:
+    return "/".join(sorted({o.status for o in scenes}))
+
+
+def _ledger_status(plan: ScenePlan, scenes: list[SceneOutcome]) -> tuple[list[str], str, str | None]:
+    """Which acquisitions the acquisition's scenes (one per zone part) mark, with which status and reason.
+
+    Failed if any scene failed (quarantined when every failure was a bad input; the reason names
+    the part), processed if any landed; a scene read "already processed" leaves the earlier outcome.
+    """
+    failed = [o for o in scenes if o.status == "failed"]
+    if failed:
+        reason = "; ".join(f"{o.part}: {o.reason}" if o.part else str(o.reason) for o in failed)[:500]
+        return [plan.s2.product_id], "quarantined" if all(o.quarantined for o in failed) else "failed", reason
+    if any(o.status == "processed" for o in scenes):
+        return [plan.s2.product_id, plan.s1.product_id], "processed", None
+    return [], "skipped", None
+
+
+def _lake_changes(changes: gpd.GeoDataFrame) -> list[LakeChange]:
+    rows = changes.itertuples(index=False)
+    return [
+        LakeChange(
+            lake_id=int(r.lake_id),
+            change_kind=str(r.change_kind),
+            area_m2=None if r.area_m2 is None or math.isnan(r.area_m2) else float(r.area_m2),
+            area_change_m2=None
+            if r.area_change_m2 is None or math.isnan(r.area_change_m2)
+            else float(r.area_change_m2),
+        )
+        for r in rows
+    ]
+
+
+_USERINFO = re.compile(r"(://)[^/@\s]+@")
+
+
+def public_source(source: str) -> str:
+    """``source`` as it may be stored and shown: URL query strings and ``user:password@`` removed."""
+    return redact_urls(_USERINFO.sub(r"\1…@", source))

@@ -13,8 +13,9 @@ seen, and for what: the valid data the model reads, the dry-capable footprint ab
 ``stack`` (the analysis-ready stack file: its one format owner, writer and readers), ``segment``
 (stack → water-probability COG), ``vectorize`` (probability → lake polygons), ``attribute``
 (polygons → inventory records), ``scene`` (one scene's stages end to end), ``defaults``
-(parameter defaults). Every function takes and returns arrays, files or small frozen values; none
-schedules, retries or caches: the Prefect wrappers of these stages, with their policies, are on
+(parameter defaults); a failed read's file and GDAL cause in ``read_errors``. Every function
+takes and returns arrays, files or small frozen values; none schedules, retries or caches: the
+Prefect wrappers of these stages, with their policies, are on
 one page, ``flows.tasks``.
 
 May import: ``core``, ``models``, ``db`` (records, CRS helpers) and third-party libraries.

@@ -183,7 +183,7 @@ def _gain(union: BaseGeometry | None, footprint: BaseGeometry, aoi: BaseGeometry
     return float(part.area if union is None else part.difference(union).area)
 
 
-def scene_key(plan: ScenePlan, model_version: str, params: Mapping[str, object]) -> str:
+def scene_key(plan: ScenePlan, model_version: str, params: Mapping[str, object], aoi: str | None = None) -> str:
     """Ledger key of a scene: sha256 over input product ids and what they are, model version and parameters.
 
     Every DEM tile counts: its id (in :attr:`ScenePlan.dem_id`) and its fingerprint. The S1 kind
@@ -193,8 +193,12 @@ def scene_key(plan: ScenePlan, model_version: str, params: Mapping[str, object])
     "What they are" is each acquisition's ``fingerprint`` (size, modification time and path of
     local files; the item's update time or checksums for remote ones): a fixed or replaced file
     makes a new key, so the scene is processed again instead of reading "already processed".
+
+    ``aoi`` (the AOI's name) makes the key one AOI's: two AOIs with one grid share inputs, model
+    and parameters, and each must merge the scene. Without it, the key of scenes merged before
+    keys named their AOI (the update flow still recognises those within their own AOI).
     """
-    payload = {
+    payload: dict[str, object] = {
         "s2": plan.s2.product_id,
         "s1": plan.s1.product_id,
         "dem": plan.dem_id,
@@ -202,6 +206,8 @@ def scene_key(plan: ScenePlan, model_version: str, params: Mapping[str, object])
         "model": model_version,
         "params": params_hash(params),
     }
+    if aoi is not None:
+        payload["aoi"] = aoi
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -26,6 +26,7 @@ from core.errors import RasterInputError
 from models.baseline import slope_degrees
 from tasks.acquisition import redact_urls, shown_href
 from tasks.grid import GridSpec
+from tasks.read_errors import RemoteReadError, gdal_reason
 from tasks.remote_read import remote_env
 from tasks.s1_grd import linear_from_db_on_grid
 
@@ -189,16 +190,10 @@ def _gdal_env(href: str) -> Any:
 
 
 def _read_failure(href: str, exc: Exception) -> Exception:
-    """One line naming the file: a bad local file is bad input, a remote failure is not.
-
-    GDAL's warper reports only "Chunk and warp failed"; the block read that failed under it
-    (``IReadBlock failed … TIFFReadEncodedTile() failed`` of a truncated file) is its cause.
-    """
-    cause = exc.__cause__
-    text = str(exc) if cause is None or str(cause) in str(exc) else f"{exc}: {cause}"
-    reason = redact_urls((text.splitlines() or [type(exc).__name__])[0][:300])
+    """One line naming the file and GDAL's cause: a bad local file is bad input, a remote failure is not."""
+    reason = redact_urls(gdal_reason(exc))
     if _is_remote(href):
-        return OSError(f"{shown_href(href)}: remote read failed ({reason})")
+        return RemoteReadError(f"{shown_href(href)}: remote read failed ({reason})")
     return RasterInputError(f"{href}: unreadable raster ({reason})")
 
 

@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from core.errors import RasterInputError, SettingsError
 from core.files import atomic_path
+from core.progress import report_progress
 from models.hub import DEFAULT_HUB, HubCache
 from models.registry import load_segmenter
 from models.segmenter import Rows
@@ -279,6 +280,9 @@ def segment_stack(
     """
     segmenter = load_segmenter(model_spec, tta, hub)
     with StackReader(stack_info) as source:
-        rows = segmenter.iter_probability_rows(source)
+        # Windows done, for whoever listens (the CLI's progress bars; nobody in a served run).
+        rows = segmenter.iter_probability_rows(
+            source, lambda done, total: report_progress("inference windows", done, total)
+        )
         description = f"water probability ({segmenter.name})"
         return write_probability(rows, stack_info.grid, out_path, description=description)[0]

@@ -23,6 +23,7 @@ import pystac
 from shapely.geometry.base import BaseGeometry
 
 from core.errors import SourceError
+from core.progress import report_progress
 from tasks.acquisition import (
     REMOTE_TIMEOUT_S,
     Acquisition,
@@ -196,7 +197,11 @@ class StacApiSource:
                 limit=min(self.page_size, self.max_items + 1),
                 method=method,
             )
-            dicts = list(search.items_as_dicts())
+            dicts: list[dict[str, Any]] = []
+            for d in search.items_as_dicts():  # page by page through the `next` links
+                dicts.append(d)
+                if len(dicts) % self.page_size == 1:  # the first item of each page
+                    report_progress(f"search {collection_id}", len(dicts) // self.page_size + 1, None, "pages")
         except APIError as exc:
             if getattr(exc, "status_code", None) == 404:  # the catalog lacks this collection of its table
                 log.warning("%s has no collection %s (HTTP 404); not searched", self.name, collection_id)

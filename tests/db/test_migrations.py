@@ -24,7 +24,7 @@ from tests import helpers as h
 
 pytestmark = pytest.mark.db
 
-HEAD = "0008_supersede"
+HEAD = "0009_run_ledger"
 EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson")
 """The real ICIMOD 2015 Khumbu subset (42 lakes), under the ``realdata`` fixture's folder."""
 
@@ -135,6 +135,7 @@ def test_single_head_and_one_transaction_per_chain() -> None:
         "0005_geometry_validity_triggers",
         "0006_spatial_lake_identity",
         "0007_observation_indexes",
+        "0008_supersede",
         HEAD,
     ]
     assert up == down == ["BEGIN", "COMMIT"]
@@ -156,6 +157,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
         at_0006 = schema_dump(url)
         migrate.upgrade(url, "0007_observation_indexes")
         at_0007 = schema_dump(url)
+        migrate.upgrade(url, "0008_supersede")
+        at_0008 = schema_dump(url)
         migrate.upgrade(url, "head")
         at_head = schema_dump(url)
         migrate.downgrade(url, "0001")
@@ -223,7 +226,7 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     assert all(sorted(set(at_0007[k]) - set(at_0006[k])) == [] for k in at_0007)
     # 0008 adds the supersede columns of scene, their index and foreign key, and the view of the
     # superseded observations; the series function and view keep their signatures.
-    added = {k: sorted(set(at_head[k]) - set(at_0007[k])) for k in at_head}
+    added = {k: sorted(set(at_0008[k]) - set(at_0007[k])) for k in at_0008}
     assert {r[:2] for r in added["columns"] if r[0] == "scene"} == {
         ("scene", "superseded_by"),
         ("scene", "superseded_at"),
@@ -231,6 +234,24 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     assert {r[0] for r in added["columns"]} == {"scene", "superseded_observations", "lake"}  # lake: the status comment
     assert [r[1] for r in added["indexes"]] == ["ix_scene_aoi_id_s2_product_id"]
     assert [r[0] for r in added["views"]] == ["lake_area_timeseries", "superseded_observations"]
+    # 0009: runs keyed by flow run (run_key no longer unique), acquisitions unique per AOI, the
+    # run's request column, the status comments naming the new values.
+    added = {k: sorted(set(at_head[k]) - set(at_0008[k])) for k in at_head}
+    removed = {k: sorted(set(at_0008[k]) - set(at_head[k])) for k in at_head}
+    assert sorted(r[1] for r in added["constraints"]) == [
+        "acquisition_aoi_id_product_id_key",
+        "ingest_run_flow_run_id_key",
+    ]
+    assert sorted(r[1] for r in removed["constraints"]) == ["acquisition_product_id_key", "ingest_run_run_key_key"]
+    assert sorted(r[:2] for r in added["columns"]) == [
+        ("acquisition", "status"),
+        ("ingest_run", "request"),
+        ("ingest_run", "status"),
+    ]
+    assert sorted(r[:2] for r in removed["columns"]) == [("acquisition", "status"), ("ingest_run", "status")]
+    assert all(
+        added[k] == removed[k] == [] for k in added if k not in ("constraints", "columns", "indexes", "relations")
+    )
 
 
 def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str, realdata: Path) -> None:

@@ -65,6 +65,7 @@ def test_wrong_crs_dem_commits_nothing_and_the_fixed_file_is_processed(
     monkeypatch: pytest.MonkeyPatch,
     prefect_backend: None,
 ) -> None:
+    from flows.outcomes import report_of
     from flows.update_inventory import update_inventory
 
     monkeypatch.setenv("DATABASE_URL", db_url)
@@ -76,7 +77,10 @@ def test_wrong_crs_dem_commits_nothing_and_the_fixed_file_is_processed(
     with rasterio.open(dem_path, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as ds:
         ds.crs = CRS.from_epsg(32601)  # UTM zone 1: the same numbers land in the Pacific
 
-    broken = update_inventory(**_window(catalog))
+    # A run with failed scenes ends Failed (its report is the state's result).
+    state = update_inventory(**_window(catalog), return_state=True)
+    assert state.is_failed(), state
+    broken = report_of(state)
     paired = broken.failed
     assert paired == len(catalog.dates) - 1 and broken.processed == 0, broken.markdown()
     for o in broken.outcomes:
@@ -113,6 +117,7 @@ def test_a_changed_threshold_is_refused_and_writes_nothing(
     monkeypatch: pytest.MonkeyPatch,
     prefect_backend: None,
 ) -> None:
+    from flows.outcomes import report_of
     from flows.update_inventory import update_inventory
 
     monkeypatch.setenv("DATABASE_URL", db_url)
@@ -123,7 +128,7 @@ def test_a_changed_threshold_is_refused_and_writes_nothing(
 
     monkeypatch.setenv("GLACIAL_LAKES_THRESHOLD", "0.9")
     t0 = time.perf_counter()
-    changed = update_inventory(**_window(catalog))
+    changed = report_of(update_inventory(**_window(catalog), return_state=True))
     seconds = time.perf_counter() - t0
     assert changed.processed == 0 and changed.failed == first.processed, changed.markdown()
     for o in changed.outcomes:

@@ -21,7 +21,7 @@ from rasterio.transform import from_origin
 from shapely.geometry import box, mapping
 
 from core.errors import SourceError
-from flows.tasks import _transient_source_error
+from flows.outcomes import retry_condition
 from tasks.grid import GridSpec
 from tasks.preprocess import read_dem
 from tasks.sources import REMOTE_TIMEOUT_S, StacApiSource, TransientSourceError, source_from_uri
@@ -65,7 +65,7 @@ def test_a_silent_asset_server_fails_the_read_within_a_minute(silent_server: str
 
 def test_search_retries_only_transient_failures() -> None:
     def retried(exc: Exception) -> bool:
-        return _transient_source_error(None, None, Failed(data=exc))
+        return retry_condition(None, None, Failed(data=exc))
 
     assert retried(TransientSourceError("stac:x: 503"))
     assert not retried(SourceError("stac:x: bad item"))
