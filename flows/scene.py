@@ -64,8 +64,9 @@ class SceneContext:
         return self.data_dir / "scenes" / key[:16]
 
     def scene_key(self, plan: ScenePlan, part: ZonePart, aoi: str | None = None) -> str:
-        """Ledger key of ``plan`` in ``part``: the part is in it when the AOI has several; the AOI
-        when ``aoi`` is given (:func:`tasks.pairing.scene_key`).
+        """Ledger key of ``plan`` in ``part`` (:func:`tasks.pairing.scene_key`).
+
+        The part is in it when the AOI has several; the AOI's name when ``aoi`` is given.
         """
         return scene_key(plan, self.model_version, self.partition.key_params(self.params, part), aoi)
 
