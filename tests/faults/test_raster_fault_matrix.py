@@ -33,6 +33,7 @@ from sqlalchemy import text
 from db.engine import make_engine
 from demo.synthetic import DemoCatalog, generate_demo_catalog
 from flows.aoi import load_aoi
+from flows.outcomes import report_of
 from tests.data.faults.make import UTM, FaultScene, fault_catalog, lake_outline
 from tests.helpers.database import fresh_database
 from tests.helpers.reports import REPORTS, write_report
@@ -277,7 +278,8 @@ def test_every_scene_fault_class_yields_its_documented_outcome(
 
     with fresh_database(pg_url_base, template_db) as faulty_url:
         flow_env.setenv("DATABASE_URL", faulty_url)
-        report = update_inventory(**_window(faulty_catalog))
+        # The faulty run ends Failed (some scenes failed): its report comes from the state.
+        report = report_of(update_inventory(**_window(faulty_catalog), return_state=True))
         bad = _inventory(faulty_url)
 
     outcomes = {o.product_id: o for o in report.outcomes}

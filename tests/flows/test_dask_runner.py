@@ -23,6 +23,7 @@ import pytest
 from core.errors import SettingsError
 from demo.synthetic import DemoCatalog, generate_demo_catalog
 from flows.aoi import load_aoi
+from flows.outcomes import report_of
 from flows.runner import InlineTaskRunner, RunnerSettings, load_runner_settings, scene_task_runner
 from tests.helpers.database import fresh_database
 from tests.helpers.digests import content
@@ -72,7 +73,7 @@ def test_dask_runner_gives_the_default_runners_inventory(
             get_task_stream(client) as stream,
         ):
             runner = scene_task_runner(RunnerSettings(task_runner="dask", dask_address=cluster.scheduler_address))
-            spread = update_inventory.with_options(task_runner=runner)(**window)
+            spread = report_of(update_inventory.with_options(task_runner=runner)(**window, return_state=True))
             workers = set(cluster.scheduler_info["workers"])
         # Dask names a task by its function: one process_scene_task per scene, and the worker that ran it.
         ran_on = [t["worker"] for t in stream.data if str(t["key"]).startswith("process_scene_task-")]
@@ -118,7 +119,8 @@ def test_a_scene_failing_on_a_dask_worker_is_reported_as_with_the_default_runner
     }
     monkeypatch.setenv("GLACIAL_LAKES_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DATABASE_URL", db_url)
-    serial = update_inventory(**window)
+    # A run with a failed scene ends Failed: its report comes from the state (flows.outcomes).
+    serial = report_of(update_inventory(**window, return_state=True))
     failed = [(o.product_id, o.reason) for o in serial.outcomes if o.status == "failed"]
     assert [p for p, _ in failed] == [first.parent.name] and serial.processed >= 3, serial.markdown()
 
@@ -126,7 +128,7 @@ def test_a_scene_failing_on_a_dask_worker_is_reported_as_with_the_default_runner
         monkeypatch.setenv("DATABASE_URL", dask_url)
         # No address: the runner starts a local cluster of two worker processes for the run.
         runner = scene_task_runner(RunnerSettings(task_runner="dask", dask_workers=2))
-        spread = update_inventory.with_options(task_runner=runner)(**window)
+        spread = report_of(update_inventory.with_options(task_runner=runner)(**window, return_state=True))
     assert [(o.product_id, o.reason) for o in spread.outcomes if o.status == "failed"] == failed
     assert spread.processed == serial.processed
 
