@@ -52,16 +52,23 @@ WHERE l.geom && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, {SRID}) AND l.st
                         WHERE kind = 'merged' AND sensing_time <= %(t)s)
   AND l.lake_id NOT IN (SELECT child_lake_id FROM {SCHEMA}.lake_lineage
                         WHERE kind = 'split' AND sensing_time > %(t)s)
+  AND {{where}}
 ORDER BY l.lake_id
-FOR UPDATE OF l
+{{lock}}
 """
 """Lakes in a bounding box (EPSG:4326), of any AOI, that existed at ``t``: not absorbed by then, not
 split off later. Identity is spatial: an AOI is a unit of processing, not an owner of lakes.
 
-``FOR UPDATE``, in lake-id order: a lake that reaches beyond the scene's locked cells
-(:mod:`db.merge.locks`) is still merged by one scene at a time, and two merges take the rows in
-the same order, so they queue rather than deadlock. Driver (psycopg) parameters: run on a binary
-cursor, the outlines arrive as WKB."""
+Two reads: the lakes inside the region of the scene's locked cells (:mod:`db.merge.locks`), which
+no other merge can reach while the cells are held, as they are; and the others, which reach beyond
+it, with ``FOR UPDATE`` in lake-id order, so that such a lake is merged by one scene at a time and
+two merges take those rows in the same order (they queue rather than deadlock). Driver (psycopg)
+parameters: run on a binary cursor, the outlines arrive as WKB."""
+
+_REGION = f"ST_MakeEnvelope(%(r0)s, %(r1)s, %(r2)s, %(r3)s, {SRID})"
+_INSIDE_SQL = CANDIDATES_SQL.format(where=f"l.geom @ {_REGION}", lock="")
+_REACHING_SQL = CANDIDATES_SQL.format(where=f"NOT l.geom @ {_REGION}", lock="FOR UPDATE OF l")
+_ALL_LOCKED_SQL = CANDIDATES_SQL.format(where="true", lock="FOR UPDATE OF l")
 
 
 def driver(conn: Connection) -> Any:
@@ -69,11 +76,22 @@ def driver(conn: Connection) -> Any:
     return conn.connection.driver_connection
 
 
-def fetch_candidates(conn: Connection, when: datetime, bounds: tuple[float, ...]) -> Candidates:
-    """Lakes in the bbox (EPSG:4326 x0, y0, x1, y1) that existed at ``when``, whichever AOI found them."""
-    params = {"t": when, **dict(zip(("x0", "y0", "x1", "y1"), map(float, bounds), strict=True))}
+def fetch_candidates(
+    conn: Connection, when: datetime, bounds: tuple[float, ...], locked: tuple[float, ...] | None = None
+) -> Candidates:
+    """Lakes in the bbox (EPSG:4326 x0, y0, x1, y1) that existed at ``when``, whichever AOI found them.
+
+    ``locked``: the region of the cells the merge holds (:func:`db.merge.locks.lock_ground`); the
+    lakes reaching beyond it are row-locked (all of them when None).
+    """
+    params: dict[str, object] = {"t": when, **dict(zip(("x0", "y0", "x1", "y1"), map(float, bounds), strict=True))}
     with driver(conn).cursor(binary=True) as cur:  # binary: the outlines arrive as raw WKB
-        rows = cur.execute(CANDIDATES_SQL, params).fetchall()
+        if locked is None:
+            rows = cur.execute(_ALL_LOCKED_SQL, params).fetchall()
+        else:
+            params |= dict(zip(("r0", "r1", "r2", "r3"), map(float, locked), strict=True))
+            reaching = cur.execute(_REACHING_SQL, params).fetchall()  # locked first: then read the rest
+            rows = sorted(cur.execute(_INSIDE_SQL, params).fetchall() + reaching, key=lambda r: r[0])
     if not rows:
         return Candidates()
     ids, wkb, status, area, seen, observed = zip(*rows, strict=True)

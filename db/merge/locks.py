@@ -63,14 +63,34 @@ def lock_aoi(conn: Connection, aoi_name: str) -> None:
     conn.execute(_LOCK_AOI, {"ns": ADVISORY_NAMESPACE, "aoi": aoi_name})
 
 
-def lock_ground(conn: Connection, bounds: Sequence[float] | None) -> int:
-    """Wait for, then hold until the transaction ends, the cells of a lon/lat box; returns how many.
+def region(bounds: Sequence[float]) -> tuple[float, float, float, float] | None:
+    """The lon/lat box the cells of ``bounds`` cover together (inside their outer edges); None across the antimeridian."""
+    x0, y0, x1, y1 = (float(v) for v in bounds)
+    c0, c1 = math.floor((x0 + 180) / CELL_DEG), math.floor((x1 + 180) / CELL_DEG)
+    if c0 < 0 or c1 >= _COLUMNS:
+        return None
+    r0 = min(max(math.floor((y0 + 90) / CELL_DEG), 0), _ROWS - 1)
+    r1 = min(max(math.floor((y1 + 90) / CELL_DEG), 0), _ROWS - 1)
+    # Pulled in by a hair: a point on the region's edge may belong to the neighbouring cell.
+    e = 1e-9
+    return (
+        c0 * CELL_DEG - 180 + e,
+        r0 * CELL_DEG - 90 + e,
+        (c1 + 1) * CELL_DEG - 180 - e,
+        (r1 + 1) * CELL_DEG - 90 - e,
+    )
 
+
+def lock_ground(conn: Connection, bounds: Sequence[float] | None) -> tuple[float, float, float, float] | None:
+    """Wait for, then hold until the transaction ends, the cells of a lon/lat box; returns their region.
+
+    The region (:func:`region`) is the ground no other merge can reach while these are held: a
+    lake whose box lies inside it can only be a candidate of merges that lock one of these cells.
     ``None`` (a scene with neither outlines nor a valid footprint) locks nothing: it can neither
     create nor retire a lake.
     """
     if bounds is None:
-        return 0
+        return None
     keys = cells(bounds)
     conn.execute(_LOCK_CELLS, {"ns": CELL_NAMESPACE, "cells": keys})
-    return len(keys)
+    return region(bounds)

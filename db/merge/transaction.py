@@ -169,7 +169,7 @@ def _merge(engine: Engine, result: SceneResult, config: MergeConfig) -> MergeRep
     with engine.begin() as conn:
         lock_aoi(conn, result.aoi_name)
         # The ground next (before the ledger check: an identical key covers the same ground).
-        lock_ground(conn, scene_ground(result))
+        locked = lock_ground(conn, scene_ground(result))
         if conn.execute(select(scene.c.scene_id).where(scene.c.scene_key == result.scene_key)).first():
             return MergeReport(scene_key=result.scene_key, noop=True)
         # The one projection to EPSG:4326 (storage, and identity's shortcuts), after the ledger
@@ -194,7 +194,7 @@ def _merge(engine: Engine, result: SceneResult, config: MergeConfig) -> MergeRep
             replaced = supersede(conn, scene_id, aoi_id, result.s2_product_id, result.inputs.get("zone_part"))
 
         extent = [g for _, g in observed] + ([footprint] if footprint is not None else [])
-        cand = fetch_candidates(conn, when, tuple(shapely.total_bounds(extent))) if extent else Candidates()
+        cand = fetch_candidates(conn, when, tuple(shapely.total_bounds(extent)), locked) if extent else Candidates()
         # Overlaps in metres on the scene's own outlines where they are in the AOI's CRS.
         metric = [o.geometry if o.utm_epsg == epsg else None for o, _ in observed]
         plan = match_outlines([g for _, g in observed], cand.geoms, epsg, config.match_overlap, metric)
