@@ -64,7 +64,7 @@ def lock_aoi(conn: Connection, aoi_name: str) -> None:
 
 
 def region(bounds: Sequence[float]) -> tuple[float, float, float, float] | None:
-    """The lon/lat box the cells of ``bounds`` cover together (inside their outer edges); None across the antimeridian."""
+    """The lon/lat box the cells of ``bounds`` cover together (just inside their edges); None across ±180°."""
     x0, y0, x1, y1 = (float(v) for v in bounds)
     c0, c1 = math.floor((x0 + 180) / CELL_DEG), math.floor((x1 + 180) / CELL_DEG)
     if c0 < 0 or c1 >= _COLUMNS:
