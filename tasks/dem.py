@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from core.errors import RasterInputError
 from tasks.grid import GridSpec
-from tasks.preprocess import _gdal_env, _is_remote, _read_failure, read_dem
+from tasks.preprocess import _gdal_env, _is_remote, _read_failure, open_raster, read_dem
 
 __all__ = ["DemTile", "mosaic_vrt", "read_dem_tiles"]
 
@@ -74,24 +74,16 @@ def _open_tile(href: str, nodata: float | None) -> DemTile:
         RasterInputError: unreadable (local), not georeferenced, rotated, or not one band.
         OSError: a remote read failed.
     """
-    import rasterio
-    from rasterio.errors import RasterioError
-
-    with _gdal_env(href):
-        try:
-            ds = rasterio.open(href)
-        except RasterioError as exc:
-            raise _read_failure(href, exc) from None
-        with ds:
-            if ds.crs is None:
-                raise RasterInputError(f"{href}: DEM tile is not georeferenced (no CRS)")
-            t = ds.transform
-            if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
-                raise RasterInputError(f"{href}: DEM tile is not north-up (transform {tuple(t)[:6]})")
-            tag = ds.nodata if nodata is None else nodata
-            if tag is None and np.dtype(ds.dtypes[0]).kind == "f":
-                tag = math.nan
-            return DemTile(href, ds.crs.to_wkt(), tuple(t)[:6], ds.width, ds.height, tag)
+    with open_raster(href) as ds:
+        if ds.crs is None:
+            raise RasterInputError(f"{href}: DEM tile is not georeferenced (no CRS)")
+        t = ds.transform
+        if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
+            raise RasterInputError(f"{href}: DEM tile is not north-up (transform {tuple(t)[:6]})")
+        tag = ds.nodata if nodata is None else nodata
+        if tag is None and np.dtype(ds.dtypes[0]).kind == "f":
+            tag = math.nan
+        return DemTile(href, ds.crs.to_wkt(), tuple(t)[:6], ds.width, ds.height, tag)
 
 
 def mosaic_vrt(tiles: Sequence[DemTile]) -> str:

@@ -13,7 +13,8 @@ Pure functions come first; the readers (rasterio, GDAL warper) are at the bottom
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,6 +198,25 @@ def _read_failure(href: str, exc: Exception) -> Exception:
     return RasterInputError(f"{href}: unreadable raster ({reason})")
 
 
+@contextmanager
+def open_raster(href: str) -> Iterator[Any]:
+    """The dataset at ``href``, opened under its read's GDAL options (:func:`_gdal_env`) and closed after.
+
+    A failure to open is :func:`_read_failure`'s one line naming the file; the options stay in
+    force for every read of the ``with`` block.
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    with _gdal_env(href):
+        try:
+            ds = rasterio.open(href)
+        except RasterioError as exc:
+            raise _read_failure(href, exc) from None
+        with ds:
+            yield ds
+
+
 def _warp(
     href: str,
     grid: GridSpec,
@@ -220,40 +240,34 @@ def _warp(
     """
     import rasterio
     from rasterio.enums import Resampling
-    from rasterio.errors import RasterioError
     from rasterio.warp import reproject
 
     fill = np.nan if np.dtype(dtype).kind == "f" else 0
     dst = np.full(grid.shape, fill, dtype=dtype)
-    with _gdal_env(href):
+    with open_raster(href) as ds:
+        if ds.crs is None and not ds.gcps[0]:
+            raise RasterInputError(f"{href}: raster is not georeferenced (no CRS, no GCPs)")
+        nodata = ds.nodata if src_nodata is None else src_nodata
+        if nodata is None and np.dtype(ds.dtypes[band - 1]).kind == "f":
+            nodata = np.nan
         try:
-            ds = rasterio.open(href)
-        except RasterioError as exc:
+            reproject(
+                source=rasterio.band(ds, band),
+                destination=dst,
+                src_nodata=nodata,
+                dst_transform=grid.affine,
+                dst_crs=grid.crs,
+                dst_nodata=fill,
+                resampling=Resampling[resampling],
+            )
+        except Exception as exc:  # GDAL's CPLE_* errors ("Chunk and warp failed") name no file
             raise _read_failure(href, exc) from None
-        with ds:
-            if ds.crs is None and not ds.gcps[0]:
-                raise RasterInputError(f"{href}: raster is not georeferenced (no CRS, no GCPs)")
-            nodata = ds.nodata if src_nodata is None else src_nodata
-            if nodata is None and np.dtype(ds.dtypes[band - 1]).kind == "f":
-                nodata = np.nan
-            try:
-                reproject(
-                    source=rasterio.band(ds, band),
-                    destination=dst,
-                    src_nodata=nodata,
-                    dst_transform=grid.affine,
-                    dst_crs=grid.crs,
-                    dst_nodata=fill,
-                    resampling=Resampling[resampling],
-                )
-            except Exception as exc:  # GDAL's CPLE_* errors ("Chunk and warp failed") name no file
-                raise _read_failure(href, exc) from None
-            if np.dtype(dtype).kind == "f" and not np.isfinite(dst).any():
-                crs = ds.crs.to_string() if ds.crs is not None else "GCPs"
-                raise RasterInputError(
-                    f"{href}: no valid pixel on the scene grid (EPSG:{grid.epsg}); the raster's CRS {crs} and "
-                    f"bounds {tuple(round(v, 3) for v in ds.bounds)} miss the AOI, or it holds only nodata"
-                )
+        if np.dtype(dtype).kind == "f" and not np.isfinite(dst).any():
+            crs = ds.crs.to_string() if ds.crs is not None else "GCPs"
+            raise RasterInputError(
+                f"{href}: no valid pixel on the scene grid (EPSG:{grid.epsg}); the raster's CRS {crs} and "
+                f"bounds {tuple(round(v, 3) for v in ds.bounds)} miss the AOI, or it holds only nodata"
+            )
     return dst
 
 

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from core.errors import RasterInputError
 from tasks.grid import GridSpec
-from tasks.preprocess import _gdal_env, _read_failure, _warp, _warp_db_as_linear
+from tasks.preprocess import _read_failure, _warp, _warp_db_as_linear, open_raster
 from tasks.s1_grd import calibrated_sigma0_on_grid, parse_annotation, parse_calibration, read_xml
 from tasks.sar import (
     S1_KINDS,
@@ -128,7 +128,6 @@ def _require_calibration(acq: Acquisition) -> None:
 
 def _grd_sigma0(acq: Acquisition, pol: str, grid: GridSpec) -> NDArray[np.float32]:
     """Linear σ⁰ of one GRD DN polarisation on the grid, from its LUT and geolocation grid."""
-    import rasterio
     from rasterio._err import CPLE_BaseError  # GDAL's own errors: no public alias in rasterio.errors
     from rasterio.errors import RasterioError
 
@@ -140,13 +139,8 @@ def _grd_sigma0(acq: Acquisition, pol: str, grid: GridSpec) -> NDArray[np.float3
         if found and found != pol.upper():
             raise RasterInputError(f"{_where(acq, pol)}: its {what} XML is for {found}, not {pol.upper()}")
     href = acq.asset(pol)
-    with _gdal_env(href):
+    with open_raster(href) as ds:
         try:
-            ds = rasterio.open(href)
-        except RasterioError as exc:
+            return calibrated_sigma0_on_grid(ds, lut, geo, grid, _where(acq, pol))
+        except (RasterioError, CPLE_BaseError) as exc:  # GDAL's errors of a read or warp name no file
             raise _read_failure(href, exc) from None
-        with ds:
-            try:
-                return calibrated_sigma0_on_grid(ds, lut, geo, grid, _where(acq, pol))
-            except (RasterioError, CPLE_BaseError) as exc:  # GDAL's errors of a read or warp name no file
-                raise _read_failure(href, exc) from None
