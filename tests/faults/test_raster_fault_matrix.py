@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,35 +29,14 @@ import pytest
 from sqlalchemy import text
 
 from db.engine import make_engine
-from demo.synthetic import DemoCatalog, generate_demo_catalog
-from flows.aoi import load_aoi
+from demo.synthetic import DemoCatalog
 from flows.outcomes import report_of
 from tests.data.faults.make import UTM, FaultScene, fault_catalog, lake_outline
 from tests.helpers.database import fresh_database
+from tests.helpers.flow_runs import demo_window
 from tests.helpers.reports import REPORTS, write_report
 
 REPORT = "fault_matrix"
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> DemoCatalog:
-    return generate_demo_catalog(tmp_path_factory.mktemp("pristine"), size_px=256, seed=0)
-
-
-@pytest.fixture
-def flow_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_backend: None) -> Iterator[pytest.MonkeyPatch]:
-    monkeypatch.setenv("GLACIAL_LAKES_HOME", str(tmp_path / "home"))
-    yield monkeypatch
-
-
-def _window(catalog: DemoCatalog, source: str | None = None, model: str = "baseline") -> dict[str, Any]:
-    return {
-        "aoi": load_aoi(catalog.aoi_path),
-        "start": min(catalog.dates) - timedelta(days=1),
-        "end": max(catalog.dates) + timedelta(days=1),
-        "source": source or f"local:{catalog.root}",
-        "model": model,
-    }
 
 
 @dataclass(frozen=True)
@@ -271,7 +248,7 @@ def test_every_scene_fault_class_yields_its_documented_outcome(
 
     with fresh_database(pg_url_base, template_db) as clean_url:
         flow_env.setenv("DATABASE_URL", clean_url)
-        clean_report = update_inventory(**_window(clean_catalog))
+        clean_report = update_inventory(**demo_window(clean_catalog))
         good = _inventory(clean_url)
     paired = len(pristine.dates) - 1 + len(scenes)
     assert clean_report.processed == paired and clean_report.failed == 0, clean_report.markdown()
@@ -279,7 +256,7 @@ def test_every_scene_fault_class_yields_its_documented_outcome(
     with fresh_database(pg_url_base, template_db) as faulty_url:
         flow_env.setenv("DATABASE_URL", faulty_url)
         # The faulty run ends Failed (some scenes failed): its report comes from the state.
-        report = report_of(update_inventory(**_window(faulty_catalog), return_state=True))
+        report = report_of(update_inventory(**demo_window(faulty_catalog), return_state=True))
         bad = _inventory(faulty_url)
 
     outcomes = {o.product_id: o for o in report.outcomes}

@@ -19,7 +19,6 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,37 +28,17 @@ from shapely.geometry import box, mapping
 from sqlalchemy import Engine, text
 
 from db.engine import make_engine
-from demo.synthetic import DemoCatalog, generate_demo_catalog, load_truth
+from demo.synthetic import DemoCatalog, load_truth
 from flows.aoi import load_aoi
 from tasks.grid import utm_epsg_for
 from tests.data.faults.make import UTM, copy_catalog, lake_outline, shift_catalog, utm_shift_to
 from tests.faults.test_raster_fault_matrix import REPORT, record, retired_by_fault
 from tests.helpers.database import fresh_database
+from tests.helpers.flow_runs import demo_window
 from tests.helpers.reports import write_report
 from tests.helpers.stac_api import LoopbackStac, _Handler
 
 pytestmark = [pytest.mark.db, pytest.mark.flow, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> DemoCatalog:
-    return generate_demo_catalog(tmp_path_factory.mktemp("pristine"), size_px=256, seed=0)
-
-
-@pytest.fixture
-def flow_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_backend: None) -> Iterator[pytest.MonkeyPatch]:
-    monkeypatch.setenv("GLACIAL_LAKES_HOME", str(tmp_path / "home"))
-    yield monkeypatch
-
-
-def _window(catalog: DemoCatalog, source: str | None = None, model: str = "baseline") -> dict[str, Any]:
-    return {
-        "aoi": load_aoi(catalog.aoi_path),
-        "start": min(catalog.dates) - timedelta(days=1),
-        "end": max(catalog.dates) + timedelta(days=1),
-        "source": source or f"local:{catalog.root}",
-        "model": model,
-    }
 
 
 def _lakes(engine: Engine) -> gpd.GeoDataFrame:
@@ -125,7 +104,7 @@ def test_http_503_mid_read_is_retried_and_the_scene_processed(
     key = f"/files/plain/{band.relative_to(pristine.root)}"
     with fresh_database(pg_url_base, template_db) as local_url:
         flow_env.setenv("DATABASE_URL", local_url)
-        local = update_inventory(**_window(pristine))
+        local = update_inventory(**demo_window(pristine))
         engine = make_engine(local_url)
         try:
             reference = _lakes(engine).to_crs(UTM)
@@ -137,7 +116,7 @@ def test_http_503_mid_read_is_retried_and_the_scene_processed(
     ):
         flow_env.setenv("DATABASE_URL", url)
         flow_env.setenv("GLACIAL_LAKES_STAC_CATALOG", "earth-search-v1")
-        report = update_inventory(**_window(pristine, source=f"stac:{server.url('earth-search-v1')}"))
+        report = update_inventory(**demo_window(pristine, source=f"stac:{server.url('earth-search-v1')}"))
         engine = make_engine(url)
         try:
             lakes = _lakes(engine).to_crs(UTM)
@@ -188,7 +167,7 @@ def test_tiny_scene_is_processed_and_retires_nothing(
 
     flow_env.setenv("DATABASE_URL", db_url)
     flow_env.setenv("GLACIAL_LAKES_TTA", "false")  # one pass per window: the shape is what is tested
-    full = update_inventory(**_window(pristine, model="default"))
+    full = update_inventory(**demo_window(pristine, model="default"))
     assert full.failed == 0 and full.processed == len(pristine.dates) - 1, full.markdown()
     before = _lakes(engine).to_crs(UTM)
 
@@ -198,7 +177,7 @@ def test_tiny_scene_is_processed_and_retires_nothing(
     catalog.aoi_path.write_text(json.dumps({"type": "FeatureCollection", "features": [aoi]}))
     spec = load_aoi(catalog.aoi_path)
     grid = grid_for_geometry(spec.shape, utm_epsg_for(spec.shape.centroid.x, spec.shape.centroid.y))
-    report = update_inventory(**_window(catalog, model="default"))
+    report = update_inventory(**demo_window(catalog, model="default"))
     failed = [o for o in report.outcomes if o.status == "failed"]
     with engine.connect() as conn:
         tiny = conn.execute(
@@ -274,7 +253,7 @@ def test_utm_crossing_scene_completes_and_every_lake_comes_out_once(
     west, _, east, _ = spec.shape.bounds
     assert west < 78.0 < east, (west, east)
     flow_env.setenv("DATABASE_URL", db_url)
-    report = update_inventory(**_window(catalog))
+    report = update_inventory(**demo_window(catalog))
     lakes = _lakes(engine).to_crs(utm_epsg_for(78.0, spec.shape.centroid.y))
     overlaps = [
         (int(a.lake_id), int(b.lake_id))
