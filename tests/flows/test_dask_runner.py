@@ -15,18 +15,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from core.errors import SettingsError
 from demo.synthetic import DemoCatalog, generate_demo_catalog
-from flows.aoi import load_aoi
 from flows.outcomes import report_of
 from flows.runner import InlineTaskRunner, RunnerSettings, load_runner_settings, scene_task_runner
 from tests.helpers.database import fresh_database
 from tests.helpers.digests import content
+from tests.helpers.flow_runs import demo_window
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +50,7 @@ def test_dask_runner_gives_the_default_runners_inventory(
     from db.engine import make_engine
     from flows.update_inventory import update_inventory
 
-    window = {
-        "aoi": load_aoi(catalog.aoi_path),
-        "start": min(catalog.dates) - timedelta(days=1),
-        "end": max(catalog.dates) + timedelta(days=1),
-        "source": f"local:{catalog.root}",
-        "model": "baseline",
-    }
+    window = demo_window(catalog)
     # One home for both runs: a scene's stored inputs name its stack's path under the data root.
     monkeypatch.setenv("GLACIAL_LAKES_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DATABASE_URL", db_url)
@@ -110,13 +103,7 @@ def test_a_scene_failing_on_a_dask_worker_is_reported_as_with_the_default_runner
     catalog = generate_demo_catalog(tmp_path / "catalog", size_px=256, seed=0)
     first = sorted((catalog.root / "sentinel-2-l2a").glob("*/*_B03_10m.tif"))[0]
     first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])  # truncated: unreadable past its header
-    window = {
-        "aoi": load_aoi(catalog.aoi_path),
-        "start": min(catalog.dates) - timedelta(days=1),
-        "end": max(catalog.dates) + timedelta(days=1),
-        "source": f"local:{catalog.root}",
-        "model": "baseline",
-    }
+    window = demo_window(catalog)
     monkeypatch.setenv("GLACIAL_LAKES_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DATABASE_URL", db_url)
     # A run with a failed scene ends Failed: its report comes from the state (flows.outcomes).
