@@ -330,28 +330,42 @@ class StackReader:
             valid = _read_block_rows(self.valid_path, 1, row0, row1, "uint8") == 1
         return stack, valid
 
-    def read_band(self, name: str) -> NDArray[np.float32]:
-        """One whole band by its :data:`STACK_BANDS` name, float32 ``(H, W)``, NaN nodata.
+    def read_band(self, name: str, rows: tuple[int, int] | None = None) -> NDArray[np.float32]:
+        """One band by its :data:`STACK_BANDS` name, float32 ``(r, W)``, NaN nodata.
 
-        E.g. ``read_band("DEM")``: elevation in metres.
+        E.g. ``read_band("DEM")``: elevation in metres. ``rows``: ``(row0, row1)``, the rows
+        ``[row0, row1)`` only (a strip, for stages that stream a scene); default: every row.
         """
         if name not in STACK_BANDS:
             raise ValueError(f"unknown stack band {name!r}; bands are {STACK_BANDS}")
-        return _read_block_rows(self.path, STACK_BANDS.index(name) + 1, 0, self.height, STACK_DTYPE)
+        row0, row1 = self._rows(rows)
+        return _read_block_rows(self.path, STACK_BANDS.index(name) + 1, row0, row1, STACK_DTYPE)
 
-    def read_valid(self) -> NDArray[np.bool_]:
-        """The whole valid mask, bool ``(H, W)``."""
+    def read_valid(self, rows: tuple[int, int] | None = None) -> NDArray[np.bool_]:
+        """The valid mask, bool ``(r, W)``: rows ``[row0, row1)`` of ``rows``, default every row."""
+        row0, row1 = self._rows(rows)
         if self.valid_path is None:
-            return self.read_rows(0, self.height)[1]
-        mask: NDArray[np.bool_] = _read_block_rows(self.valid_path, 1, 0, self.height, "uint8") == 1
+            return self.read_rows(row0, row1)[1]
+        mask: NDArray[np.bool_] = _read_block_rows(self.valid_path, 1, row0, row1, "uint8") == 1
         return mask
 
-    def read_dry_capable(self) -> NDArray[np.bool_] | None:
-        """The whole dry-capable mask, bool ``(H, W)``; None when the stack has none (cloud state unknown)."""
+    def read_dry_capable(self, rows: tuple[int, int] | None = None) -> NDArray[np.bool_] | None:
+        """The dry-capable mask, bool ``(r, W)`` (rows as :meth:`read_valid`); None when the stack
+        has none (cloud state unknown)."""
         if self.dry_capable_path is None:
             return None
-        mask: NDArray[np.bool_] = _read_block_rows(self.dry_capable_path, 1, 0, self.height, "uint8") == 1
+        row0, row1 = self._rows(rows)
+        mask: NDArray[np.bool_] = _read_block_rows(self.dry_capable_path, 1, row0, row1, "uint8") == 1
         return mask
+
+    def _rows(self, rows: tuple[int, int] | None) -> tuple[int, int]:
+        """``rows`` checked against the raster (``ValueError`` outside it); None: every row."""
+        if rows is None:
+            return 0, self.height
+        row0, row1 = rows
+        if not 0 <= row0 < row1 <= self.height:
+            raise ValueError(f"rows {rows} outside the stack's 0..{self.height}")
+        return row0, row1
 
     def read_all(self) -> NDArray[np.float32]:
         """The whole stack, float32 ``(15, H, W)``, NaN nodata (15 × H × W × 4 bytes in memory)."""

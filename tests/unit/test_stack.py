@@ -165,6 +165,11 @@ def test_stack_file_format_contract(tmp_path):
                 assert band.dtype == np.float32
                 np.testing.assert_array_equal(band, stack[i])
             np.testing.assert_array_equal(reader.read_valid(), valid)
+            # A strip of rows, as the streaming stages read it; rows outside the raster refused.
+            np.testing.assert_array_equal(reader.read_band("DEM", rows=(2, 9)), stack[-1, 2:9])
+            np.testing.assert_array_equal(reader.read_valid(rows=(2, 9)), valid[2:9])
+            with pytest.raises(ValueError, match="outside the stack"):
+                reader.read_band("DEM", rows=(5, GRID.height + 1))
             with pytest.raises(ValueError, match="unknown stack band"):
                 reader.read_band("B10")
             assert reader.read_dry_capable() is None  # written without one: cloud state unknown
