@@ -350,8 +350,10 @@ class StackReader:
         return mask
 
     def read_dry_capable(self, rows: tuple[int, int] | None = None) -> NDArray[np.bool_] | None:
-        """The dry-capable mask, bool ``(r, W)`` (rows as :meth:`read_valid`); None when the stack
-        has none (cloud state unknown)."""
+        """The dry-capable mask, bool ``(r, W)``, rows as :meth:`read_valid`; None: cloud state unknown.
+
+        None when the stack has no dry-capable sidecar (written without SCL).
+        """
         if self.dry_capable_path is None:
             return None
         row0, row1 = self._rows(rows)
