@@ -15,10 +15,10 @@ from datetime import datetime
 import geopandas as gpd
 from geoalchemy2.shape import from_shape
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import Connection, Engine, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Connection, Engine, func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
 
-from core.errors import InputError
+from core.errors import AoiError, InputError
 from db.geometry import as_multipolygon
 from db.schema import SCHEMA, SRID, acquisition, scene
 
@@ -80,20 +80,66 @@ ACQUISITION_STATUSES = ("found", "processed", "skipped", "failed", "quarantined"
 """``quarantined``: the input itself is bad (corrupt file, wrong CRS); it fails the same way until replaced."""
 
 
+QUARANTINED_KEYS = "quarantined_keys"
+"""Key of ``acquisition.properties``: the scene keys (:func:`tasks.pairing.scene_key`) that failed on
+a bad input. A key names the inputs' fingerprints, so a replaced input makes a new key and is tried
+again; the same key is not (:func:`quarantined_scenes`)."""
+
+
 def set_acquisition_status(
-    engine: Engine, aoi_id: int, product_ids: Sequence[str], status: str, error: str | None = None
+    engine: Engine,
+    aoi_id: int,
+    product_ids: Sequence[str],
+    status: str,
+    error: str | None = None,
+    *,
+    quarantined_keys: Sequence[str] = (),
 ) -> None:
-    """Mark one AOI's products with an outcome (:data:`ACQUISITION_STATUSES`) and its reason."""
+    """Mark one AOI's products with an outcome (:data:`ACQUISITION_STATUSES`) and its reason.
+
+    ``quarantined_keys``: with status ``quarantined``, the scene keys that failed on their input
+    (stored under :data:`QUARANTINED_KEYS`; another status clears them).
+    """
     if status not in ACQUISITION_STATUSES:
         raise ValueError(f"acquisition status {status!r}: not one of {ACQUISITION_STATUSES}")
+    if quarantined_keys and status != "quarantined":
+        raise ValueError(f"quarantined keys given with status {status!r}")
     if not product_ids:
         return
+    properties = (
+        acquisition.c.properties.op("||")(literal({QUARANTINED_KEYS: list(quarantined_keys)}, JSONB))
+        if status == "quarantined"
+        else acquisition.c.properties.op("-")(QUARANTINED_KEYS)
+    )
     with engine.begin() as conn:
         conn.execute(
             update(acquisition)
             .where(acquisition.c.aoi_id == aoi_id, acquisition.c.product_id.in_(list(product_ids)))
-            .values(status=status, error=error, updated_at=func.now())
+            .values(status=status, error=error, updated_at=func.now(), properties=properties)
         )
+
+
+_QUARANTINED = text(
+    f"""
+    SELECT a.properties -> '{QUARANTINED_KEYS}' AS keys, a.error
+    FROM {SCHEMA}.acquisition a
+    WHERE a.aoi_id = :aoi AND a.status = 'quarantined' AND a.properties -> '{QUARANTINED_KEYS}' ?| CAST(:keys AS text[])
+    """
+)
+
+
+def quarantined_scenes(engine: Engine, aoi_id: int, keys: Sequence[str]) -> dict[str, str]:
+    """Of ``keys``, the scenes this AOI quarantined with these very inputs: key → the recorded reason.
+
+    Such a scene fails the same way again (its input is bad and unchanged), so a run skips it;
+    replacing the input changes its key, and a rerun tries it regardless.
+    """
+    if not keys:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(_QUARANTINED, {"aoi": aoi_id, "keys": list(keys)}).all()
+    wanted = set(keys)
+    return {k: str(error or "bad input") for stored, error in rows for k in stored if k in wanted}
 
 
 def committed_scene_keys(engine: Engine, aoi_id: int, keys: Sequence[str]) -> set[str]:
@@ -234,3 +280,30 @@ def lake_changes_of_scenes(engine: Engine, scene_keys: Sequence[str]) -> gpd.Geo
     """
     with engine.connect() as conn:
         return gpd.read_postgis(_CHANGES_OF_SCENES, conn, geom_col="geom", params={"keys": list(scene_keys)}, crs=SRID)
+
+
+def scene_day(engine: Engine, product_id: str, aoi: str | None = None) -> tuple[str, datetime]:
+    """The AOI that found S2 product ``product_id`` and its sensing time (UTC), from the ledger.
+
+    ``aoi``: the AOI to look in; default: the one AOI that found it.
+
+    Raises:
+        core.errors.AoiError: no AOI (or not ``aoi``) found the product, or several did and
+            ``aoi`` was not given (they are named).
+    """
+    query = text(
+        f"""
+        SELECT o.name, a.sensing_time FROM {SCHEMA}.acquisition a JOIN {SCHEMA}.aoi o ON o.aoi_id = a.aoi_id
+        WHERE a.product_id = :p AND a.kind = 'S2L2A' AND (CAST(:aoi AS text) IS NULL OR o.name = :aoi)
+        ORDER BY o.name
+        """
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query, {"p": product_id, "aoi": aoi}).all()
+    where = f" in AOI {aoi!r}" if aoi else ""
+    if not rows:
+        raise AoiError(f"--scene {product_id!r}: no S2 acquisition of that id{where} in the inventory's ledger")
+    if len(rows) > 1:
+        names = ", ".join(str(r[0]) for r in rows)
+        raise AoiError(f"--scene {product_id!r}: found by several AOIs ({names}); name one with --aoi")
+    return str(rows[0][0]), rows[0][1]

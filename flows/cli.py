@@ -16,6 +16,7 @@ import click
 from flows.cli_support import BadInput, BoundedFloat, exit_on_sigterm, guarded, progress
 from flows.demo import DEMO_MAX_SIZE_PX
 from flows.settings import Settings, load_settings, prepare_prefect_environment
+from flows.window import DEFAULT_DAYS, MAX_DAYS
 from tasks.defaults import MIN_LAKE_AREA_M2_BOUND
 
 
@@ -167,27 +168,46 @@ def _parse_day(value: str | None, name: str) -> date | None:
         raise BadInput(f"{name} {value!r} is not a date (YYYY-MM-DD)") from exc
 
 
+def _window(start: str | None, end: str | None) -> tuple[date | None, date | None]:
+    """``--start`` / ``--end`` as days (either may be absent: the flow's rolling default); exit 2 if reversed."""
+    first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
+    if first is not None and last is not None and last < first:
+        raise BadInput(f"--end {end} is before --start {start}")
+    return first, last
+
+
 @main.command()
 @click.option("--aoi", "aoi_path", required=True, type=click.Path(path_type=Path), help="AOI GeoJSON (EPSG:4326)")
-@click.option("--start", required=True, help="first sensing date, YYYY-MM-DD")
-@click.option("--end", required=True, help="last sensing date, YYYY-MM-DD")
+@click.option(
+    "--start",
+    default=None,
+    help="first sensing date, YYYY-MM-DD (default: rolling: the day of the AOI's last processed "
+    "acquisition, or --days before --end for a new AOI)",
+)
+@click.option("--end", default=None, help="last sensing date, YYYY-MM-DD (default: today, UTC)")
+@click.option(
+    "--days",
+    default=DEFAULT_DAYS,
+    show_default=True,
+    type=click.IntRange(1, MAX_DAYS),
+    help="look-back of a new AOI's rolling window, days (with no --start)",
+)
 @click.option("--source", required=True, help="local:DIR or stac:URL")
 @click.option(
     "--model", default=None, help="segmenter: default | baseline | PATH | hf://… (default GLACIAL_LAKES_MODEL)"
 )
 @click.option("--name", default=None, help="AOI name (default: the feature's name or the file stem)")
 @guarded
-def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, name: str | None) -> None:
-    """Update the inventory of one AOI over a sensing-date window."""
+def run(
+    aoi_path: Path, start: str | None, end: str | None, days: int, source: str, model: str | None, name: str | None
+) -> None:
+    """Update the inventory of one AOI over a sensing-date window (default: rolling, as the schedule runs)."""
     from flows.aoi import load_aoi
     from models.registry import load_segmenter
     from tasks.sources import source_from_uri
 
     # Cheapest checks first: every bad input fails here, with exit 2, before any flow starts.
-    first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
-    assert first is not None and last is not None
-    if last < first:
-        raise BadInput(f"--end {end} is before --start {start}")
+    first, last = _window(start, end)
     settings = _settings()
     aoi = load_aoi(aoi_path, name)
     source_from_uri(source, options=settings.stac_options)
@@ -203,7 +223,9 @@ def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, na
         ready()
         # return_state: a run with failed scenes ends Failed in Prefect, and its report is still printed.
         with terminal_progress():
-            state = update_inventory(aoi=aoi, start=first, end=last, source=source, model=model, return_state=True)
+            state = update_inventory(
+                aoi=aoi, start=first, end=last, days=days, source=source, model=model, return_state=True
+            )
         report = report_of(state)
     click.echo(report.markdown())
     if report.failed:
@@ -211,27 +233,36 @@ def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, na
 
 
 @main.command("rerun")
-@click.option("--aoi", required=True, help="name of an AOI of the inventory")
-@click.option("--start", required=True, help="first sensing date, YYYY-MM-DD")
-@click.option("--end", required=True, help="last sensing date, YYYY-MM-DD")
+@click.option("--aoi", default=None, help="name of an AOI of the inventory (with --scene: default its one AOI)")
+@click.option("--start", default=None, help="first sensing date, YYYY-MM-DD (with --aoi)")
+@click.option("--end", default=None, help="last sensing date, YYYY-MM-DD (with --aoi)")
+@click.option("--scene", default=None, help="one S2 product id instead of a window (as `glacial-lakes runs` shows it)")
 @click.option("--source", required=True, help="local:DIR or stac:URL")
 @click.option(
     "--model", default=None, help="segmenter: default | baseline | PATH | hf://… (default GLACIAL_LAKES_MODEL)"
 )
 @guarded
-def rerun_command(aoi: str, start: str, end: str, source: str, model: str | None) -> None:
-    """Process an AOI's window again: the new results supersede the old ones (kept, as superseded)."""
+def rerun_command(
+    aoi: str | None, start: str | None, end: str | None, scene: str | None, source: str, model: str | None
+) -> None:
+    """Process an AOI's window, or one scene, again: the new results supersede the old ones (kept, as superseded)."""
+    from db.ledger import scene_day
     from db.queries import check_aoi_known
     from flows.database import ready_engine
     from models.registry import load_segmenter
     from tasks.sources import source_from_uri
 
-    first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
-    assert first is not None and last is not None
-    if last < first:
-        raise BadInput(f"--end {end} is before --start {start}")
+    first, last = _window(start, end)
+    if scene is not None and (first is not None or last is not None):
+        raise BadInput("--scene names one scene: give it without --start/--end")
+    if scene is None and (aoi is None or first is None or last is None):
+        raise BadInput("give --aoi with --start and --end, or --scene")
     settings = _settings()
-    check_aoi_known(ready_engine(settings), aoi)
+    engine = ready_engine(settings)
+    if aoi is not None:
+        check_aoi_known(engine, aoi)
+    if scene is not None:
+        scene_day(engine, scene, aoi)  # exit 2 here, naming the scene, when the ledger has no such scene
     source_from_uri(source, options=settings.stac_options)
     load_segmenter(model or settings.model, settings.tta, settings.hub)
     del settings
@@ -243,7 +274,8 @@ def rerun_command(aoi: str, start: str, end: str, source: str, model: str | None
 
         ready()
         # return_state: a rerun with failed scenes ends Failed in Prefect, and its report is still printed.
-        report = report_of(rerun(aoi=aoi, start=first, end=last, source=source, model=model, return_state=True))
+        state = rerun(aoi=aoi, start=first, end=last, source=source, model=model, scene=scene, return_state=True)
+        report = report_of(state)
     click.echo(report.markdown())
     if report.failed:
         sys.exit(1)

@@ -30,6 +30,7 @@ from db.ledger import (
     committed_params,
     lake_changes_of_scenes,
     params_conflict,
+    quarantined_scenes,
     record_acquisitions,
     scene_keys_for_aoi,
     set_acquisition_status,
@@ -61,12 +62,26 @@ def _scene_id(plan: ScenePlan, part: ZonePart) -> str:
 
 
 def _decide(
-    plan: ScenePlan, part: ZonePart, ctx: SceneContext, done: set[str], rerun: bool, conflict: str | None
+    plan: ScenePlan,
+    part: ZonePart,
+    ctx: SceneContext,
+    done: set[str],
+    rerun: bool,
+    conflict: str | None,
+    quarantined: str | None,
 ) -> SceneOutcome | None:
-    """The outcome of ``plan`` in ``part`` decided without computing it (skipped, refused); None: compute it."""
+    """The outcome of ``plan`` in ``part`` decided without computing it (skipped, refused); None: compute it.
+
+    ``quarantined``: the reason recorded when this scene, with these very inputs, failed on a bad
+    input in an earlier run (None: it did not). It would fail the same way: skipped, naming the
+    reason, until the input is replaced (a new key) or a rerun asks for it.
+    """
     name = part_name(ctx, part)
     if _scene_id(plan, part) in done and not rerun:
         return SceneOutcome(plan.scene_id, "skipped", "already processed", part=name)
+    if quarantined is not None and not rerun:
+        reason = f"quarantined, input unchanged (replace it, or rerun): {quarantined}"
+        return SceneOutcome(plan.scene_id, "skipped", reason[:500], part=name)
     if not ctx.partition.single and not part.reached_by(plan.s2.footprint):
         return SceneOutcome(plan.scene_id, "skipped", "S2 footprint does not reach this UTM zone part", part=name)
     if conflict is not None:
@@ -120,6 +135,7 @@ def update_inventory(
     model: str | None = None,
     rerun: bool = False,
     supersede: bool = False,
+    scenes: list[str] | None = None,
 ) -> RunReport:
     """Bring one AOI's inventory up to date for acquisitions sensed in [start, end].
 
@@ -142,6 +158,9 @@ def update_inventory(
         supersede: each scene replaces the AOI's earlier scenes of its S2 product (another
             model or parameters): see :attr:`db.records.SceneResult.supersede`. The AOI's
             parameter check is then not applied (the rerun asks for the new parameters).
+        scenes: only these S2 product ids of the window (``process_scene``, a rerun of one
+            scene); default: every S2 acquisition found. An id the search does not find is
+            reported as skipped, never silently dropped.
     """
     logger = get_run_logger()
     settings = load_settings()
@@ -189,7 +208,10 @@ def update_inventory(
         "rerun": rerun,
         "supersede": supersede,
     }
-    run = _Run(aoi, aoi_id, start, end, source, rerun, supersede, ctx, db, epsg, flow_run_id)
+    if scenes is not None:
+        request["scenes"] = sorted(scenes)
+    only = None if scenes is None else frozenset(scenes)
+    run = _Run(aoi, aoi_id, start, end, source, rerun, supersede, ctx, db, epsg, flow_run_id, only)
     # The row is closed in every outcome: finished below, closed 'failed' by the lease on an
     # exception, closed 'crashed' by the next run's start when this process dies (db.runs).
     with start_run(engine, run_key, aoi_id, flow_run_id, request) as lease:
@@ -215,6 +237,8 @@ class _Run:
     db: SecretStr
     epsg: int
     flow_run_id: str
+    only: frozenset[str] | None = None
+    """The S2 product ids asked for (``scenes``); None: all."""
 
 
 def _update(run: _Run, settings: Settings, engine: Engine) -> RunReport:
@@ -226,10 +250,15 @@ def _update(run: _Run, settings: Settings, engine: Engine) -> RunReport:
     # S1 and DEM are searched over the window widened by the pairing tolerance, S2 inside it.
     acquisitions = search_task(run.source, aoi, run.start, run.end, settings.stac_options, settings.max_pair_days)
     t1 = time.perf_counter()
+    outcomes: list[SceneOutcome] = []
+    if run.only is not None:  # one scene (or a few): the others of the window are not this run's
+        found = {a.product_id for a in acquisitions if a.kind == "S2L2A"}
+        outcomes += [SceneOutcome(p, "skipped", "asked for, not found in the window") for p in sorted(run.only - found)]
+        acquisitions = [a for a in acquisitions if a.kind != "S2L2A" or a.product_id in run.only]
     record_acquisitions(engine, aoi_id, _acquisition_rows(acquisitions))
     plans, skipped = pair_scenes(acquisitions, aoi.shape, settings.max_pair_days)
     timings.update(search=t1 - t0, pair=time.perf_counter() - t1)
-    outcomes = [SceneOutcome(s.product_id, "skipped", s.reason) for s in skipped]
+    outcomes += [SceneOutcome(s.product_id, "skipped", s.reason) for s in skipped]
     for s in skipped:
         set_acquisition_status(engine, aoi_id, [s.product_id], "skipped", s.reason)
 
@@ -240,6 +269,7 @@ def _update(run: _Run, settings: Settings, engine: Engine) -> RunReport:
         for part in partition.parts
     }
     keys, done = scene_keys_for_aoi(engine, aoi_id, candidates)
+    quarantined = quarantined_scenes(engine, aoi_id, list(keys.values()))
     n_s2 = len(plans) + len(skipped)
     logger.info(
         "%s: %d S2 acquisitions, %d paired, %d of %d scenes already processed",
@@ -262,9 +292,9 @@ def _update(run: _Run, settings: Settings, engine: Engine) -> RunReport:
         logger.info("[%d/%d] %s", i, len(plans), plan.scene_id)
         per_part: list[SceneOutcome | tuple[str | None, PrefectFuture[SceneOutcome]]] = []
         for part in partition.parts:
-            decided = _decide(plan, part, ctx, done, run.rerun, conflict)
+            key = keys[_scene_id(plan, part)]
+            decided = _decide(plan, part, ctx, done, run.rerun, conflict, quarantined.get(key))
             if decided is None:
-                key = keys[_scene_id(plan, part)]
                 per_part.append((part_name(ctx, part), process_scene_task.submit(plan, ctx, part, key, run.db)))
             else:
                 per_part.append(decided)
@@ -274,7 +304,11 @@ def _update(run: _Run, settings: Settings, engine: Engine) -> RunReport:
         scenes = [o if isinstance(o, SceneOutcome) else _resolved(plan, *o) for o in per_part]
         outcomes += scenes
         landed += [keys[_scene_id(plan, part)] for part, o in zip(partition.parts, scenes, strict=True) if o.merge]
-        set_acquisition_status(engine, aoi_id, *_ledger_status(plan, scenes))
+        bad = [keys[_scene_id(plan, part)] for part, o in zip(partition.parts, scenes, strict=True) if o.quarantined]
+        ids, status, reason = _ledger_status(plan, scenes)
+        set_acquisition_status(
+            engine, aoi_id, ids, status, reason, quarantined_keys=bad if status == "quarantined" else ()
+        )
         report_progress(f"{aoi.name}: scenes", i, len(pending), f"{plan.scene_id} {_word(scenes)}")
 
     t2 = time.perf_counter()

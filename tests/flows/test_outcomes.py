@@ -235,3 +235,83 @@ def test_no_secret_reaches_the_prefect_api_or_the_ledger(corrupt_run: CorruptRun
         engine.dispose()
     leaks = [(s[:6], t[:200]) for t in texts for s in secrets if s in t]
     assert leaks == []
+
+
+# Last in this file: these run the same AOI again, so the ledger's newest run is no longer the corrupt one.
+
+
+def _again(corrupt_run: CorruptRun, **kw: object) -> RunReport:
+    from flows.outcomes import report_of
+    from flows.update_inventory import update_inventory
+
+    catalog_root = corrupt_run.corrupt_file.parents[2]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATABASE_URL", corrupt_run.url)
+        mp.setenv("GLACIAL_LAKES_HOME", str(catalog_root.parent / "home"))
+        state = update_inventory(
+            aoi=load_aoi(catalog_root / "aoi.geojson"),
+            start=WINDOW[0],
+            end=WINDOW[1],
+            source=f"local:{catalog_root}",
+            model="baseline",
+            return_state=True,
+            **kw,
+        )
+    return report_of(state)
+
+
+def test_a_quarantined_input_is_skipped_until_it_is_replaced(
+    corrupt_run: CorruptRun, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Unchanged: the next run does not read the bad file again; it says why, and nothing fails.
+    again = _again(corrupt_run)
+    by_id = {o.product_id: o for o in again.outcomes}
+    assert again.failed == 0 and again.processed == 0, again.markdown()
+    quarantined = by_id[corrupt_run.corrupt_product]
+    assert quarantined.status == "skipped" and quarantined.reason is not None
+    assert quarantined.reason.startswith("quarantined, input unchanged") and corrupt_run.corrupt_file.name in (
+        quarantined.reason
+    )
+    assert sum(o.reason == "already processed" for o in again.outcomes) == 2
+
+    # Replaced by a good copy (the generator is deterministic): a new fingerprint, tried and landed.
+    fresh = generate_demo_catalog(tmp_path_factory.mktemp("fresh") / "catalog", size_px=256, seed=0)
+    good = fresh.root / corrupt_run.corrupt_file.relative_to(corrupt_run.corrupt_file.parents[2])
+    corrupt_run.corrupt_file.write_bytes(good.read_bytes())
+    fixed = _again(corrupt_run)
+    landed = {o.product_id for o in fixed.outcomes if o.status == "processed"}
+    assert landed == {corrupt_run.corrupt_product} and fixed.failed == 0, fixed.markdown()
+    engine = make_engine(corrupt_run.url)
+    try:
+        with engine.connect() as conn:
+            status, props = conn.execute(
+                sa.text("SELECT status, properties FROM inventory.acquisition WHERE product_id = :p"),
+                {"p": corrupt_run.corrupt_product},
+            ).one()
+    finally:
+        engine.dispose()
+    assert status == "processed" and "quarantined_keys" not in props
+
+
+def test_one_scene_of_the_window_alone(corrupt_run: CorruptRun) -> None:
+    """``scenes``: only the named S2 product is this run's; an unknown id is reported, not dropped."""
+    report = _again(corrupt_run, scenes=[corrupt_run.corrupt_product, "S2X_NOT_IN_THE_WINDOW"], rerun=True)
+    ids = {o.product_id: o for o in report.outcomes}
+    assert set(ids) == {corrupt_run.corrupt_product, "S2X_NOT_IN_THE_WINDOW"}, report.markdown()
+    assert ids["S2X_NOT_IN_THE_WINDOW"].reason == "asked for, not found in the window"
+    assert ids[corrupt_run.corrupt_product].status == "processed"
+
+
+def test_rerun_of_one_scene_by_its_id(corrupt_run: CorruptRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``glacial-lakes rerun --scene ID``: the AOI and day come from the ledger; only that scene runs."""
+    from flows.cli import main
+
+    catalog_root = corrupt_run.corrupt_file.parents[2]
+    monkeypatch.setenv("DATABASE_URL", corrupt_run.url)
+    monkeypatch.setenv("GLACIAL_LAKES_HOME", str(catalog_root.parent / "home"))
+    args = ["rerun", "--scene", corrupt_run.corrupt_product, "--source", f"local:{catalog_root}", "--model", "baseline"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert corrupt_run.corrupt_product in result.output and "processed 1" in result.output, result.output
+    unknown = CliRunner().invoke(main, ["rerun", "--scene", "S2X_UNKNOWN", "--source", f"local:{catalog_root}"])
+    assert unknown.exit_code == 2 and "S2X_UNKNOWN" in unknown.output, unknown.output

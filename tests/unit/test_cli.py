@@ -85,3 +85,27 @@ def test_unreachable_database_is_exit_1_not_2(aoi_file: Path, tmp_path: Path) ->
     code, out = _run(["db", "upgrade"], tmp_path)
     assert code == 1, out
     assert out.startswith("Error: OperationalError") and len(out.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--scene", "S2A_X", "--start", "2024-07-01"], "--scene names one scene"),
+        (["--aoi", "a", "--start", "2024-07-01"], "give --aoi with --start and --end, or --scene"),
+        ([], "give --aoi with --start and --end, or --scene"),
+        (["--aoi", "a", "--start", "2024-07-02", "--end", "2024-07-01"], "before --start"),
+    ],
+)
+def test_rerun_needs_a_window_or_one_scene(args: list[str], needle: str, tmp_path: Path) -> None:
+    code, out = _run(["rerun", "--source", "local:x", *args], tmp_path)
+    assert code == 2 and needle in out and len(out.splitlines()) == 1, out
+
+
+def test_run_without_a_window_is_rolling(aoi_file: Path, catalog_dir: Path, tmp_path: Path) -> None:
+    """No --start/--end: not a usage error; the command goes on to its next check (here, the model)."""
+    code, out = _run(
+        ["run", "--aoi", str(aoi_file), "--source", f"local:{catalog_dir}", "--model", "nope.ckpt"], tmp_path
+    )
+    assert code == 2 and "nope.ckpt" in out, out
+    code, out = _run(["run", "--aoi", str(aoi_file), "--source", f"local:{catalog_dir}", "--days", "0"], tmp_path)
+    assert code == 2 and "--days" in out, out
