@@ -281,13 +281,16 @@ def zip_product(safe: Path, extra_members: Sequence[tuple[str, bytes]] = ()) -> 
     return out
 
 
-def s2_spec_from_template(templates: Path, baseline: str, size_px: int = 24, **changes: Any) -> S2Spec:
+def s2_spec_from_template(templates: Path, template_baseline: str, size_px: int = 24, **changes: Any) -> S2Spec:
     """A spec with the real template's own ids, tile geocoding and sensing time; small synthetic bands.
+
+    ``changes`` override fields of the spec (``omit``, ``drop_baseline``, ``baseline`` …).
 
     Bands cover ``size_px`` 10 m pixels from the tile's upper-left corner (ULX, ULY of ``MTD_TL.xml``);
     DN are ``1000 × band index + 100 + offset`` (+1000 from baseline 04.00), SCL is 4 (vegetation).
     """
-    name = S2_TEMPLATES[baseline]
+    name = S2_TEMPLATES[template_baseline]
+    baseline = template_baseline
     src = templates / name
     tl = next((src / "GRANULE").glob("*/MTD_TL.xml")).read_text()
     epsg = int(re.search(r"<HORIZONTAL_CS_CODE>EPSG:(\d+)</HORIZONTAL_CS_CODE>", tl).group(1))  # type: ignore[union-attr]
