@@ -519,7 +519,7 @@ def _geolocation(root: ET.Element, spec: S1Spec, shape_: tuple[int, int]) -> lis
     gcps = []
     for r in lines:
         for c in pixels:
-            x, y = spec.transform * (c + 0.5, r + 0.5)  # the annotation indexes pixel centres
+            x, y = spec.transform @ (c + 0.5, r + 0.5)  # the annotation indexes pixel centres
             lon, lat = to_geo.transform(x, y)
             point = ET.fromstring(ET.tostring(template))
             for key, value in (
@@ -606,7 +606,7 @@ def build_s1_safe(out_dir: Path, templates: Path, spec: S1Spec, *, zip: bool = F
             "stop",
         )
         to_geo = Transformer.from_crs(spec.epsg, 4326, always_xy=True)
-        corners = [spec.transform * xy for xy in ((0, 0), (shape_[1], 0), (shape_[1], shape_[0]), (0, shape_[0]))]
+        corners = [spec.transform @ xy for xy in ((0, 0), (shape_[1], 0), (shape_[1], shape_[0]), (0, shape_[0]))]
         coords = " ".join(f"{lat:.6f},{lon:.6f}" for lon, lat in (to_geo.transform(x, y) for x, y in corners))
         manifest = _sub(
             r"<gml:coordinates>.*?</gml:coordinates>",
