@@ -192,3 +192,66 @@ def test_sensing_time_is_utc(s2_templates: Path, tmp_path: Path) -> None:
         open_product(build_s2_safe(tmp_path, s2_templates, s2_spec_from_template(s2_templates, "02.14"))), "safe:t"
     )
     assert acq.sensing_time == datetime(2021, 1, 22, 13, 32, 29, 24000, tzinfo=UTC)
+
+
+# --- Sentinel-1 GRD products ---------------------------------------------------------------------
+
+
+def _small_s1(realdata: Path, tmp_path: Path, **changes: object) -> Path:
+    from dataclasses import replace
+
+    from rasterio.transform import Affine
+
+    from tests.helpers.safe_products import S1Spec, build_s1_safe
+
+    rng = np.random.default_rng(0)
+    sigma0 = {pol: 10 ** (rng.uniform(-2.5, -1.0, (64, 80))) for pol in ("vv", "vh")}
+    spec = S1Spec(
+        product_id="S1A_IW_GRDH_1SDV_20240706T125231_20240706T125256_054623_05D599_374F",
+        start=datetime(2024, 7, 6, 12, 52, 31, tzinfo=UTC),
+        stop=datetime(2024, 7, 6, 12, 52, 56, tzinfo=UTC),
+        epsg=32643,
+        transform=Affine(20, 0, 660000, 0, -20, 4780000),
+        sigma0=sigma0,
+    )
+    return build_s1_safe(tmp_path, realdata / "s1_safe_metadata", replace(spec, **changes))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_s1_product_becomes_a_grd_acquisition(realdata: Path, tmp_path: Path, as_zip: bool) -> None:
+    from tasks.safe_s1 import s1_acquisition
+    from tests.helpers.safe_products import zip_product
+
+    path = _small_s1(realdata, tmp_path)
+    if as_zip:
+        path = zip_product(path)
+    acq = s1_acquisition(open_product(path), "safe:test")
+    assert acq.kind == "S1GRD" and acq.platform == "sentinel-1a"
+    assert acq.sensing_time == datetime(2024, 7, 6, 12, 52, 31, tzinfo=UTC)
+    keys = {k for k, _ in acq.assets}
+    assert keys == {f"{p}{pol}" for p in ("", "annotation-", "calibration-", "noise-") for pol in ("vv", "vh")}
+    assert acq.asset("vv").endswith("-vv-20240706t125231-20240706t125256-054623-05d599-001.tiff")
+    assert acq.asset("noise-vh").split("/")[-1].startswith("noise-s1a-iw-grd-vh-")
+    from pyproj import Transformer
+
+    lon, lat = Transformer.from_crs(32643, 4326, always_xy=True).transform(660000 + 40 * 20, 4780000 - 32 * 20)
+    assert acq.footprint.contains(Point(lon, lat))  # the manifest footprint, rewritten for the grid's centre
+    assert acq.footprint.area == pytest.approx(0.02 * 0.012, rel=0.2)  # 1.6 km × 1.28 km at 43° N, degrees²
+    assert acq.metadata == (("safe:product", str(path)),)  # no declared scale: read as DN with its LUT
+
+
+def test_s1_product_without_manifest_is_refused(realdata: Path, tmp_path: Path) -> None:
+    path = _small_s1(realdata, tmp_path, drop_manifest=True)
+    with pytest.raises(SafeProductError, match=r"no manifest\.safe"):
+        open_product(path)
+
+
+def test_s1_product_missing_its_noise_xml_is_refused(realdata: Path, tmp_path: Path) -> None:
+    from tasks.safe_s1 import s1_acquisition
+
+    path = _small_s1(realdata, tmp_path)
+    noise = next((path / "annotation" / "calibration").glob("noise-*-vh-*.xml"))
+    noise.unlink()
+    with pytest.raises(SafeProductError, match=r"noise-vh file missing \(annotation/calibration/noise-s1a") as info:
+        s1_acquisition(open_product(path), "safe:test")
+    assert str(path) in str(info.value)
