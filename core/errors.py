@@ -19,6 +19,7 @@ __all__ = [
     "InventoryFileError",
     "ModelLoadError",
     "RasterInputError",
+    "SafeProductError",
     "SettingsError",
     "SourceError",
     "interrupted",
@@ -69,3 +70,7 @@ def interrupted(exc: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+class SafeProductError(SourceError):
+    """A SAFE product (folder or zip) is unusable (no manifest, a file missing, zip-slip …)."""

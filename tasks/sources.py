@@ -42,6 +42,7 @@ from tasks.acquisition import (
     remote_href,
 )
 from tasks.catalogs import STATIC
+from tasks.safe_source import DEM_CATALOG_DIR, SafeSource
 from tasks.stac_api import StacApiOptions, StacApiSource
 
 __all__ = [
@@ -177,6 +178,9 @@ def check_source(source: AcquisitionSource) -> None:
     if isinstance(source, LocalStacSource):
         source.acquisitions()
         return
+    if isinstance(source, SafeSource):
+        source.check()
+        return
     if isinstance(source, StacApiSource):
         source.layout  # noqa: B018  # an unknown GLACIAL_LAKES_STAC_CATALOG fails here, before any request
         try:
@@ -200,6 +204,9 @@ def source_from_uri(
         if is_gdal_prefix(rest) or has_scheme(rest):
             raise SourceError(f"unsupported --source {uri!r}: local:DIR names a directory, not a URL or /vsi… path")
         source = LocalStacSource(Path(rest).expanduser().resolve())
+    elif scheme == "safe" and rest and not (is_gdal_prefix(rest) or has_scheme(rest)):
+        root = Path(rest).expanduser().resolve()  # SAFE products on disk; the DEM from root/dem (tasks.safe_source)
+        source = SafeSource(root, LocalStacSource(root / DEM_CATALOG_DIR))
     elif scheme == "stac" and rest.startswith(("http://", "https://")):
         source = StacApiSource.from_options(rest, options or StacApiOptions(allow_s3=allow_s3))
     else:
