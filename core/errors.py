@@ -15,12 +15,14 @@ from __future__ import annotations
 
 __all__ = [
     "AoiError",
+    "CorruptDownloadError",
     "InputError",
     "InventoryFileError",
     "ModelLoadError",
     "RasterInputError",
     "SettingsError",
     "SourceError",
+    "UnsafePathError",
     "interrupted",
 ]
 
@@ -69,3 +71,11 @@ def interrupted(exc: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+class CorruptDownloadError(SourceError):
+    """A downloaded product fails its check (checksum or size differs from what the source states)."""
+
+
+class UnsafePathError(InputError):
+    """A path or archive member would land outside the data root (``..``, absolute, symlink, ``/vsi…``, URL)."""

@@ -190,7 +190,7 @@ def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, na
         raise BadInput(f"--end {end} is before --start {start}")
     settings = _settings()
     aoi = load_aoi(aoi_path, name)
-    source_from_uri(source, options=settings.stac_options)
+    source_from_uri(source, options=settings.stac_options, dhus=settings.dhus_options(source))
     load_segmenter(model or settings.model, settings.tta, settings.hub)
     del settings  # read again inside the flow; constructed here to fail early on bad env
     from flows.prefect_server import prefect_api
@@ -232,7 +232,7 @@ def rerun_command(aoi: str, start: str, end: str, source: str, model: str | None
         raise BadInput(f"--end {end} is before --start {start}")
     settings = _settings()
     check_aoi_known(ready_engine(settings), aoi)
-    source_from_uri(source, options=settings.stac_options)
+    source_from_uri(source, options=settings.stac_options, dhus=settings.dhus_options(source))
     load_segmenter(model or settings.model, settings.tta, settings.hub)
     del settings
     from flows.prefect_server import prefect_api
