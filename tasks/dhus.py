@@ -106,7 +106,8 @@ class DhusSource:
     @property
     def folder(self) -> str:
         """The data root's folder of this hub's products: ``dhus-HOST[_PORT]``."""
-        return sanitise_name(f"dhus-{urlsplit(self.url).netloc.rsplit('@', 1)[-1]}")
+        host = urlsplit(self.url).netloc.rsplit("@", 1)[-1].replace(":", "_")
+        return sanitise_name(f"dhus-{host}")
 
     def api(self) -> Any:
         """A ``SentinelAPI`` on ``url`` with the credentials and the project's retry policy on its session."""

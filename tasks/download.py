@@ -59,8 +59,9 @@ FIRST_DELAY_S = 0.5
 JITTER_FACTOR = 0.5
 """Each wait is stretched by up to half again at random, so clients cut together do not retry in step."""
 
-CHUNK_BYTES = 1 << 20
-"""Bytes read from the connection and written per step (1 MiB)."""
+CHUNK_BYTES = 256 * 1024
+"""Bytes read from the connection and written per step (256 KiB): a cut download resumes from
+the last whole step written."""
 
 SPACE_MARGIN_BYTES = 256 * 1024 * 1024
 """Free space kept on the data root's file system beyond a download's remaining bytes (and its
@@ -214,7 +215,7 @@ def download(
                     for block in response.iter_content(CHUNK_BYTES):
                         out.write(block)
                         have += len(block)
-                        report_progress(f"download {clean}", have // CHUNK_BYTES, _mib(expected.size), "MiB")
+                        report_progress(f"download {clean}", have >> 20, _mib(expected.size), "MiB")
                     out.flush()
                     os.fsync(out.fileno())
             if expected.size is None or have >= expected.size:
@@ -233,7 +234,7 @@ def download(
 
 
 def _mib(size: int | None) -> int | None:
-    return None if size is None else max(1, size // CHUNK_BYTES)
+    return None if size is None else max(1, size >> 20)
 
 
 def check_archive(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES) -> list[zipfile.ZipInfo]:
