@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     """Most products one kind's DHuS query may match; a query matching more fails, naming this setting."""
     dhus_max_cloud_cover: float | None = Field(default=None, ge=0.0, le=100.0)
     """Largest S2 cloud cover a DHuS query asks for, percent; unset: no cloud-cover filter."""
+    dhus_dem_source: str | None = None
+    """Where a ``dhus:URL`` run finds its DEM tiles (``local:DIR`` or ``stac:URL``): DHuS serves none,
+    so without it every scene is skipped for want of DEM cover."""
     zone_margin_m: float = ZONE_MARGIN_M
     """How far each UTM zone part's grid of an AOI across zones reaches beyond the seam, metres
     (:mod:`tasks.zones`)."""
@@ -209,7 +212,9 @@ class Settings(BaseSettings):
             return DhusCredentials(self.dhus_user, self.dhus_password.get_secret_value())
         host = urlsplit(url).hostname or ""
         try:
-            entry = netrc.netrc().authenticators(host)  # $NETRC, else ~/.netrc
+            entry = netrc.netrc(os.environ.get("NETRC") or None).authenticators(
+                host
+            )  # as requests: $NETRC, else ~/.netrc
         except FileNotFoundError:
             return None
         except netrc.NetrcParseError as exc:
@@ -230,6 +235,7 @@ class Settings(BaseSettings):
             credentials=self.dhus_credentials(source.removeprefix("dhus:")),
             max_items=self.dhus_max_items,
             max_cloud_cover=self.dhus_max_cloud_cover,
+            dem_source=self.dhus_dem_source,
         )
 
     @property

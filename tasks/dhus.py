@@ -87,6 +87,8 @@ class DhusOptions:
     credentials: DhusCredentials | None = None
     max_items: int = DEFAULT_MAX_ITEMS
     max_cloud_cover: float | None = None
+    dem_source: str | None = None
+    """A ``local:DIR`` or ``stac:URL`` source searched for the DEM tiles (DHuS serves none)."""
     timeout: tuple[float, float] = REMOTE_TIMEOUT_S
 
 

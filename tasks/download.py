@@ -273,6 +273,7 @@ def extract_archive(path: Path, root: Path, folder: str, max_bytes: int = MAX_AR
     if target.is_dir():
         return target
     members = check_archive(path, max_bytes)
+    target.parent.mkdir(parents=True, exist_ok=True)
     _check_space(target.parent, sum(m.file_size for m in members), f"extraction of {path.name}")
     staging = target.with_name(f".{target.name}.extracting")
     if staging.exists():

@@ -220,7 +220,10 @@ def source_from_uri(
     elif scheme == "dhus" and rest.startswith(("http://", "https://")):
         if dhus is None:
             raise SourceError(f"--source {uri!r}: a DHuS hub needs its options (data root, credentials)")
-        source = DhusSource(rest, dhus)
+        if dhus.dem_source is not None and dhus.dem_source.startswith("dhus:"):
+            raise SourceError(f"DEM source {dhus.dem_source!r}: a DHuS hub serves no DEM")
+        dem = source_from_uri(dhus.dem_source, check=check, options=options) if dhus.dem_source else None
+        source = DhusSource(rest, dhus, dem)
     else:
         raise SourceError(f"unsupported --source {uri!r}: expected local:DIR or stac:URL, or dhus:URL")
     if check:

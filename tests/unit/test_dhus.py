@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from shapely.geometry import box, mapping
 
-from core.errors import CorruptDownloadError, InputError, SettingsError, UnsafePathError
+from core.errors import CorruptDownloadError, InputError, SettingsError, SourceError, UnsafePathError
 from flows.cli import main
 from tasks.dhus import DhusCredentials, DhusOptions, DhusSource, fetch_dhus
 from tasks.sources import source_from_uri
@@ -263,3 +263,46 @@ def test_cli_run_with_a_wrong_password_exits_2_with_one_line(hub: LoopbackDhus, 
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "GLACIAL_LAKES_DHUS_PASSWORD" in lines[0] and "HTTP 401" in lines[0], result.output
     assert "not-the-password" not in result.output
+
+
+def test_credentials_from_settings_or_netrc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings win; else the netrc entry of the hub's host; one of the two settings alone is an error."""
+    from flows.settings import Settings
+
+    monkeypatch.setenv("GLACIAL_LAKES_HOME", str(tmp_path / "home"))
+    netrc_file = tmp_path / "netrc"
+    netrc_file.write_text("machine 127.0.0.1 login netrc-user password netrc-secret\n")
+    netrc_file.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc_file))
+    for variable in ("GLACIAL_LAKES_DHUS_USER", "GLACIAL_LAKES_DHUS_PASSWORD", "GLACIAL_LAKES_DHUS_DEM_SOURCE"):
+        monkeypatch.delenv(variable, raising=False)
+    options = Settings().dhus_options("dhus:http://127.0.0.1:8080/")
+    assert options is not None and options.credentials == DhusCredentials("netrc-user", "netrc-secret")
+    assert options.data_root == tmp_path / "home" / "data"
+    assert "netrc-secret" not in repr(options)
+    assert Settings().dhus_options("dhus:http://elsewhere.example/") == DhusOptions(
+        data_root=tmp_path / "home" / "data"
+    )
+    assert Settings().dhus_options("stac:http://127.0.0.1:8080/") is None
+    monkeypatch.setenv("GLACIAL_LAKES_DHUS_USER", "u")
+    with pytest.raises(SettingsError, match="set both or neither"):
+        Settings().dhus_options("dhus:http://127.0.0.1:8080/")
+    monkeypatch.setenv("GLACIAL_LAKES_DHUS_PASSWORD", "p")
+    options = Settings().dhus_options("dhus:http://127.0.0.1:8080/")
+    assert options is not None and options.credentials == DhusCredentials("u", "p")
+
+
+def test_dem_tiles_come_from_the_dem_source(hub: LoopbackDhus, tmp_path: Path) -> None:
+    """DHuS serves no DEM: a run's DEM kind is searched in the configured DEM source only."""
+    empty = tmp_path / "dem"
+    empty.mkdir()
+    (empty / "catalog.json").write_text(
+        json.dumps({"type": "Catalog", "stac_version": "1.0.0", "id": "dem", "description": "none", "links": []})
+    )
+    options = DhusOptions(tmp_path, DhusCredentials(USER, PASSWORD), dem_source=f"local:{empty}")
+    source = source_from_uri(f"dhus:{hub.url}", dhus=options)
+    assert isinstance(source, DhusSource) and source.dem is not None and source.dem.name == f"local:{empty}"
+    assert source.search(AOI, date(2021, 1, 20), date(2021, 1, 31), ["DEM"]) == []
+    assert not [p for _, p, _, _ in hub.seen.requests if "DEM" in p]
+    with pytest.raises(SourceError, match="serves no DEM"):
+        source_from_uri(f"dhus:{hub.url}", dhus=DhusOptions(tmp_path, dem_source=f"dhus:{hub.url}"))
