@@ -20,6 +20,7 @@ __all__ = [
     "InventoryFileError",
     "ModelLoadError",
     "RasterInputError",
+    "SafeProductError",
     "SettingsError",
     "SourceError",
     "UnsafePathError",
@@ -79,3 +80,7 @@ class CorruptDownloadError(SourceError):
 
 class UnsafePathError(InputError):
     """A path or archive member would land outside the data root (``..``, absolute, symlink, ``/vsi…``, URL)."""
+
+
+class SafeProductError(SourceError):
+    """A SAFE product (folder or zip) is unusable (no manifest, a file missing, zip-slip …)."""

@@ -11,8 +11,9 @@ page); a query that matches more than ``max_items`` products is an error
 An acquisition found here names its product zip (asset ``product``: the OData ``$value`` URL)
 and its DHuS uuid; :meth:`DhusSource.fetch` downloads that zip into the data root through
 :func:`tasks.download.download` (resumed, retried, checked against the OData ``Checksum`` MD5
-and ``ContentLength``) and extracts it (zip-slip checked) to a SAFE folder that the SAFE readers
-read. DHuS serves no DEM: DEM acquisitions come from ``dem`` (another source) when one is given.
+and ``ContentLength``) and extracts it (zip-slip checked) to a SAFE folder, which
+:func:`fetch_dhus` reads with the SAFE readers before the scene's stack is prepared. DHuS
+serves no DEM: DEM acquisitions come from ``dem`` (another source) when one is given.
 
 Credentials come from the settings or a netrc entry (``flows.settings``), never from flow
 parameters; they live only inside the task that searches or fetches. Failures are classified
@@ -257,12 +258,26 @@ class DhusSource:
 
 
 def fetch_dhus(acquisition: Acquisition, options: DhusOptions) -> Acquisition:
-    """``acquisition`` with its product fetched (a DHuS one; any other comes back as it is).
+    """``acquisition`` read from its fetched SAFE product (a DHuS one; any other comes back as it is).
 
-    The fetched acquisition names the SAFE folder as its ``safe`` asset, which the SAFE readers
-    turn into band assets.
+    The product is downloaded and extracted (:meth:`DhusSource.fetch`), then read by the SAFE
+    reader of its kind (:mod:`tasks.safe_s2`, :mod:`tasks.safe_s1`): band assets, scaling,
+    calibration and noise files. The DHuS identity is kept (product id, source, fingerprint), so
+    the ledger sees the acquisition the search found. Raises SafeProductError naming the product
+    when its SAFE is unusable (quarantined like any bad input).
     """
+    from tasks.safe_files import open_product
+    from tasks.safe_s1 import s1_acquisition
+    from tasks.safe_s2 import s2_acquisition
+
     if not acquisition.source.startswith("dhus:"):
         return acquisition
     safe = DhusSource(acquisition.source.removeprefix("dhus:"), options).fetch(acquisition)
-    return replace(acquisition, assets=(("safe", str(safe)),))
+    read = s2_acquisition if acquisition.kind == "S2L2A" else s1_acquisition
+    product = read(open_product(safe), acquisition.source)
+    return replace(
+        product,
+        product_id=acquisition.product_id,
+        fingerprint=acquisition.fingerprint,
+        metadata=(*product.metadata, *acquisition.metadata),
+    )

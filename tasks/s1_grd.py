@@ -13,12 +13,15 @@ with ``A_σ`` bilinearly interpolated (in line, then pixel) from the ``sigmaNoug
 warped by GDAL with a thin-plate spline, which passes through every GCP (GDAL's default, a
 global GCP polynomial, misplaces mid-swath pixels by ~330 m on the real IW product).
 
+Thermal-noise removal (``noise-*.xml``, :mod:`tasks.s1_noise`) is done when the caller passes
+the noise: ``σ⁰ = (DN² − N) / A_σ²``, clipped at :data:`NOISE_FLOOR_SIGMA0`. SAFE products carry
+their noise XML (:mod:`tasks.safe_s1`); STAC GRD items are read without it, which leaves the dark
+end (VH over calm water and smooth ice sits near IW's noise floor, ≈ −22 to −25 dB) up to a few dB
+too bright: water stays the darkest surface, but σ⁰ there is biased high against the CryoSentinel
+recipe, which removes the noise.
+
 Not done (stated, not hidden):
 
-* thermal-noise removal (``noise-*.xml``): it lowers the dark end (VH over calm water and smooth
-  ice sits near IW's noise floor, ≈ −22 to −25 dB); without it such pixels read up to a few dB
-  too bright. Water stays the darkest surface, but σ⁰ there is biased high against the
-  CryoSentinel recipe, which removes the noise;
 * terrain correction: the geolocation grid places its points at their annotated heights, but
   between points (≈ 1.3 km × 20 km apart) relief displaces pixels (foreshortening, layover: up
   to hundreds of metres on steep slopes). This is why pairing prefers RTC where it exists.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,7 @@ from tasks.sar import db_to_linear
 
 __all__ = [
     "MAX_XML_BYTES",
+    "NOISE_FLOOR_SIGMA0",
     "CalibrationLut",
     "GeolocationGrid",
     "calibrated_sigma0_on_grid",
@@ -57,6 +62,14 @@ __all__ = [
 
 MAX_XML_BYTES = 32 * 1024 * 1024
 """Largest annotation / calibration XML read, bytes (real IW files are 1–2 MB)."""
+
+NOISE_FLOOR_SIGMA0 = 1e-4
+"""Linear σ⁰ (−40 dB) that noise-subtracted values are clipped at: below any C-band surface the
+segmenter sees (calm water ≈ −25 to −30 dB), so a pixel whose DN² is at or under the noise stays
+finite and reads as the darkest possible return instead of NaN or a negative power."""
+
+NoiseAt = Callable[[NDArray[Any], NDArray[Any]], NDArray[np.float64]]
+"""``noise_at(rows, cols)``: thermal noise power (DN²) on ``rows`` × ``cols`` (:class:`tasks.s1_noise.NoiseLut`)."""
 
 _WINDOW_PAD = 4
 """Radar pixels added around the window that covers the grid (bilinear needs its neighbours)."""
@@ -199,6 +212,10 @@ def read_xml(href: str) -> bytes:
         RasterInputError: a local file is missing, unreadable or too large.
         OSError: a remote read failed (timeout, HTTP error): retryable, not bad input.
     """
+    if href.startswith("/vsizip/"):  # built by tasks.safe_files from a checked zip, never from user input
+        from tasks.safe_files import read_vsizip_member
+
+        return read_vsizip_member(href)
     if "://" not in href:
         path = Path(href)
         try:
@@ -302,7 +319,7 @@ def parse_annotation(data: bytes, href: str) -> GeolocationGrid:
 
 
 def calibrated_sigma0_on_grid(
-    ds: Any, lut: CalibrationLut, geo: GeolocationGrid, grid: GridSpec, where: str
+    ds: Any, lut: CalibrationLut, geo: GeolocationGrid, grid: GridSpec, where: str, noise: NoiseAt | None = None
 ) -> NDArray[np.float32]:
     """σ⁰ (linear power) of an open GRD DN raster on ``grid``: calibrated, then warped bilinearly.
 
@@ -317,6 +334,8 @@ def calibrated_sigma0_on_grid(
         geo: The same polarisation's geolocation grid and image size.
         grid: Target grid.
         where: The item and asset, for messages.
+        noise: The polarisation's thermal noise (DN²); given, it is subtracted from DN² before
+            calibration and the result clipped at :data:`NOISE_FLOOR_SIGMA0`.
 
     Returns:
         float32 ``(H, W)`` linear σ⁰, NaN nodata.
@@ -345,9 +364,15 @@ def calibrated_sigma0_on_grid(
         src = {"src_transform": ds.window_transform(Window(c0, r0, w, h)), "src_crs": ds.crs}
     dn = ds.read(1, window=Window(c0, r0, w, h)).astype(np.float32)
     nodata = dn == 0 if ds.nodata is None else (dn == 0) | (dn == ds.nodata)
-    a = lut.sigma_at(np.arange(r0, r0 + h), np.arange(c0, c0 + w)).astype(np.float32)
-    sigma0 = np.where(nodata, np.float32(np.nan), dn * dn / (a * a)).astype(np.float32)
-    del dn, a
+    rows, cols = np.arange(r0, r0 + h), np.arange(c0, c0 + w)
+    a = lut.sigma_at(rows, cols).astype(np.float32)
+    power = dn * dn
+    if noise is not None:
+        power = np.maximum((power - noise(rows, cols).astype(np.float32)) / (a * a), np.float32(NOISE_FLOOR_SIGMA0))
+    else:
+        power = power / (a * a)
+    sigma0 = np.where(nodata, np.float32(np.nan), power).astype(np.float32)
+    del dn, a, power
     return _onto_grid(sigma0, grid, where, **src)
 
 

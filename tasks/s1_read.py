@@ -5,8 +5,9 @@
   values on the grid (:func:`tasks.sar.decide_scale`; a contradiction is refused).
 * ``S1GRD`` otherwise (ESA's DN in radar geometry, e.g. Planetary Computer's ``sentinel-1-grd``):
   calibrated with the item's ``calibration-<pol>`` LUT and geocoded through the
-  ``annotation-<pol>`` geolocation grid (:mod:`tasks.s1_grd`). Without those assets the item is
-  refused, named: DN is never fed to the model.
+  ``annotation-<pol>`` geolocation grid (:mod:`tasks.s1_grd`), and its thermal noise removed
+  when it has ``noise-<pol>`` assets (SAFE products, :mod:`tasks.s1_noise`). Without the
+  calibration and annotation the item is refused, named: DN is never fed to the model.
 
 Then, in linear power: the Lee filter; then dB. The result is VV, VH in dB, the model's S1 input
 (see :mod:`tasks.sar` for what the model was trained on), with the :class:`~tasks.sar.S1Radiometry`
@@ -25,6 +26,7 @@ from core.errors import RasterInputError
 from tasks.grid import GridSpec
 from tasks.preprocess import _read_failure, _warp, _warp_db_as_linear, open_raster
 from tasks.s1_grd import calibrated_sigma0_on_grid, parse_annotation, parse_calibration, read_xml
+from tasks.s1_noise import parse_noise
 from tasks.sar import (
     S1_KINDS,
     S1Radiometry,
@@ -90,12 +92,15 @@ def read_s1_acquisition(acq: Acquisition, grid: GridSpec, *, speckle_size: int =
     if acq.kind == "S1GRD" and _grd_is_dn(metadata):
         _require_calibration(acq)  # before any read: DN without its LUT is refused outright
         linear = [_grd_sigma0(acq, pol, grid) for pol in POLARISATIONS]
+        denoised = all(f"noise-{pol}" in acq.asset_map for pol in POLARISATIONS)
         radiometry = S1Radiometry(
             "S1GRD",
             "sigma0",
             "dn",
             f"S1 item {acq.product_id!r} (S1GRD): DN calibrated to σ⁰ with its sigmaNought LUT and geocoded "
-            "through its geolocation grid (no thermal-noise removal, no terrain correction)",
+            "through its geolocation grid ("
+            + ("thermal noise removed with its noise XML" if denoised else "no thermal-noise removal")
+            + ", no terrain correction)",
         )
     else:
         raw = [_warp(acq.asset(pol), grid, src_nodata=declared_nodata(metadata, pol)) for pol in POLARISATIONS]
@@ -138,9 +143,15 @@ def _grd_sigma0(acq: Acquisition, pol: str, grid: GridSpec) -> NDArray[np.float3
     for what, found in (("calibration", lut.polarisation), ("annotation", geo.polarisation)):
         if found and found != pol.upper():
             raise RasterInputError(f"{_where(acq, pol)}: its {what} XML is for {found}, not {pol.upper()}")
+    noise_href = assets.get(f"noise-{pol}")  # SAFE products carry it (tasks.safe_s1)
+    noise = parse_noise(read_xml(noise_href), noise_href) if noise_href is not None else None
+    if noise is not None and noise.polarisation and noise.polarisation != pol.upper():
+        raise RasterInputError(f"{_where(acq, pol)}: its noise XML is for {noise.polarisation}, not {pol.upper()}")
     href = acq.asset(pol)
     with open_raster(href) as ds:
         try:
-            return calibrated_sigma0_on_grid(ds, lut, geo, grid, _where(acq, pol))
+            return calibrated_sigma0_on_grid(
+                ds, lut, geo, grid, _where(acq, pol), noise.noise_at if noise is not None else None
+            )
         except (RasterioError, CPLE_BaseError) as exc:  # GDAL's errors of a read or warp name no file
             raise _read_failure(href, exc) from None

@@ -45,6 +45,7 @@ from tasks.acquisition import (
 )
 from tasks.catalogs import STATIC
 from tasks.dhus import DhusOptions, DhusSource
+from tasks.safe_source import DEM_CATALOG_DIR, SafeSource
 from tasks.stac_api import StacApiOptions, StacApiSource
 
 __all__ = [
@@ -186,6 +187,9 @@ def check_source(source: AcquisitionSource) -> None:
         except (TimeoutError, TransientSourceError) as exc:  # for the edge, no answer is bad input
             raise SourceError(f"--source {exc}") from None
         return
+    if isinstance(source, SafeSource):
+        source.check()
+        return
     if isinstance(source, StacApiSource):
         source.layout  # noqa: B018  # an unknown GLACIAL_LAKES_STAC_CATALOG fails here, before any request
         try:
@@ -215,6 +219,9 @@ def source_from_uri(
         if is_gdal_prefix(rest) or has_scheme(rest):
             raise SourceError(f"unsupported --source {uri!r}: local:DIR names a directory, not a URL or /vsi… path")
         source = LocalStacSource(Path(rest).expanduser().resolve())
+    elif scheme == "safe" and rest and not (is_gdal_prefix(rest) or has_scheme(rest)):
+        root = Path(rest).expanduser().resolve()  # SAFE products on disk; the DEM from root/dem (tasks.safe_source)
+        source = SafeSource(root, LocalStacSource(root / DEM_CATALOG_DIR))
     elif scheme == "stac" and rest.startswith(("http://", "https://")):
         source = StacApiSource.from_options(rest, options or StacApiOptions(allow_s3=allow_s3))
     elif scheme == "dhus" and rest.startswith(("http://", "https://")):
@@ -225,7 +232,7 @@ def source_from_uri(
         dem = source_from_uri(dhus.dem_source, check=check, options=options) if dhus.dem_source else None
         source = DhusSource(rest, dhus, dem)
     else:
-        raise SourceError(f"unsupported --source {uri!r}: expected local:DIR or stac:URL, or dhus:URL")
+        raise SourceError(f"unsupported --source {uri!r}: expected local:DIR or stac:URL, or safe:DIR or dhus:URL")
     if check:
         check_source(source)
     return source

@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -147,21 +148,21 @@ def _s2(hub: LoopbackDhus, tmp_path: Path) -> tuple[DhusSource, object]:
 
 def test_fetch_downloads_verifies_and_extracts(hub: LoopbackDhus, tmp_path: Path, realdata: Path) -> None:
     """The zip lands under the data root with the OData MD5, and its SAFE folder is extracted."""
+    uuid = "0a1b2c3d-0000-4000-8000-000000000001"
     source, s2 = _s2(hub, tmp_path)
-    fetched = fetch_dhus(s2, source.options)  # type: ignore[arg-type]
-    safe = Path(fetched.asset("safe"))
+    safe = source.fetch(s2)  # type: ignore[arg-type]
     assert safe.name == f"{S2_TITLE}.SAFE" and safe.is_relative_to(tmp_path)
     assert (safe / "manifest.safe").read_bytes() == _manifest(realdata, "S2L2A")
     archive = tmp_path / source.folder / f"{S2_TITLE}.zip"
-    assert (
-        hashlib.md5(archive.read_bytes(), usedforsecurity=False).hexdigest()
-        == hub.products["0a1b2c3d-0000-4000-8000-000000000001"].md5
-    )
+    assert hashlib.md5(archive.read_bytes(), usedforsecurity=False).hexdigest() == hub.products[uuid].md5
     assert not list(archive.parent.glob(".*.part"))
     # A second fetch makes no new download: the verified file is kept.
-    before = len(hub.seen.downloads("0a1b2c3d-0000-4000-8000-000000000001"))
-    fetch_dhus(s2, source.options)  # type: ignore[arg-type]
-    assert len(hub.seen.downloads("0a1b2c3d-0000-4000-8000-000000000001")) == before
+    before = len(hub.seen.downloads(uuid))
+    source.fetch(s2)  # type: ignore[arg-type]
+    assert len(hub.seen.downloads(uuid)) == before
+    # An acquisition of another source is no DHuS product: fetch_dhus leaves it as it is.
+    other = replace(s2, source="local:/somewhere")  # type: ignore[type-var]
+    assert fetch_dhus(other, source.options) is other
 
 
 def test_cut_download_is_resumed_with_a_range_request(hub: LoopbackDhus, tmp_path: Path) -> None:
