@@ -22,6 +22,7 @@ from shapely.geometry import box, mapping
 
 from core.errors import CorruptDownloadError, InputError, SettingsError, SourceError, UnsafePathError
 from flows.cli import main
+from tasks.acquisition import Acquisition
 from tasks.dhus import DhusCredentials, DhusOptions, DhusSource, fetch_dhus
 from tasks.sources import source_from_uri
 from tasks.stac_api import SearchCapError
@@ -140,7 +141,7 @@ def test_paging_and_the_cap(realdata: Path, tmp_path: Path) -> None:
             _source(hub, tmp_path, max_items=120).search(AOI, date(2021, 1, 1), date(2021, 1, 31), ["S2L2A"])
 
 
-def _s2(hub: LoopbackDhus, tmp_path: Path) -> tuple[DhusSource, object]:
+def _s2(hub: LoopbackDhus, tmp_path: Path) -> tuple[DhusSource, Acquisition]:
     source = _source(hub, tmp_path)
     found = source.search(AOI, date(2021, 1, 20), date(2021, 1, 31), ["S2L2A", "S1GRD"])
     return source, next(a for a in found if a.product_id == S2_TITLE)
@@ -150,7 +151,7 @@ def test_fetch_downloads_verifies_and_extracts(hub: LoopbackDhus, tmp_path: Path
     """The zip lands under the data root with the OData MD5, and its SAFE folder is extracted."""
     uuid = "0a1b2c3d-0000-4000-8000-000000000001"
     source, s2 = _s2(hub, tmp_path)
-    safe = source.fetch(s2)  # type: ignore[arg-type]
+    safe = source.fetch(s2)
     assert safe.name == f"{S2_TITLE}.SAFE" and safe.is_relative_to(tmp_path)
     assert (safe / "manifest.safe").read_bytes() == _manifest(realdata, "S2L2A")
     archive = tmp_path / source.folder / f"{S2_TITLE}.zip"
@@ -158,10 +159,10 @@ def test_fetch_downloads_verifies_and_extracts(hub: LoopbackDhus, tmp_path: Path
     assert not list(archive.parent.glob(".*.part"))
     # A second fetch makes no new download: the verified file is kept.
     before = len(hub.seen.downloads(uuid))
-    source.fetch(s2)  # type: ignore[arg-type]
+    source.fetch(s2)
     assert len(hub.seen.downloads(uuid)) == before
     # An acquisition of another source is no DHuS product: fetch_dhus leaves it as it is.
-    other = replace(s2, source="local:/somewhere")  # type: ignore[type-var]
+    other = replace(s2, source="local:/somewhere")
     assert fetch_dhus(other, source.options) is other
 
 
@@ -170,7 +171,7 @@ def test_cut_download_is_resumed_with_a_range_request(hub: LoopbackDhus, tmp_pat
     uuid = "0a1b2c3d-0000-4000-8000-000000000001"
     hub.faults.cut.add(uuid)
     source, s2 = _s2(hub, tmp_path)
-    safe = source.fetch(s2)  # type: ignore[arg-type]
+    safe = source.fetch(s2)
     assert safe.is_dir()
     size = len(hub.products[uuid].data)
     ranges = hub.seen.downloads(uuid)
@@ -186,7 +187,7 @@ def test_maintenance_page_is_retried(hub: LoopbackDhus, tmp_path: Path) -> None:
     source, s2 = _s2(hub, tmp_path)
     assert [s for *_, s in hub.seen.requests[:2]] == [503, 503]
     hub.faults.maintenance = 1
-    assert source.fetch(s2).is_dir()  # type: ignore[arg-type]
+    assert source.fetch(s2).is_dir()
     assert 503 in [s for *_, s in hub.seen.requests[2:]]
 
 
@@ -202,12 +203,12 @@ def test_checksum_mismatch_is_quarantined_and_loses_nothing(hub: LoopbackDhus, t
     with pytest.raises(
         CorruptDownloadError, match=f"download of {S2_TITLE}.zip: MD5 .* the source states 0{{32}}"
     ) as info:
-        source.fetch(s2)  # type: ignore[arg-type]
+        source.fetch(s2)
     assert isinstance(info.value, InputError)  # the outcome policy quarantines InputErrors
     assert not (tmp_path / source.folder / f"{S2_TITLE}.zip").exists()
     assert [p.name.split(".zip")[0] for p in (tmp_path / "quarantine").iterdir()] == [S2_TITLE]
     assert kept.read_text() == "already here"
-    assert source.fetch(s1).is_dir()  # the rest goes on  # type: ignore[arg-type]
+    assert source.fetch(s1).is_dir()  # the rest goes on
 
 
 def test_wrong_password_is_a_settings_error_naming_the_credentials(hub: LoopbackDhus, tmp_path: Path) -> None:
@@ -234,7 +235,7 @@ def test_zip_with_parent_members_is_refused(realdata: Path, tmp_path: Path) -> N
     with loopback_dhus(realdata, [product]) as hub:
         source, s2 = _s2(hub, tmp_path)
         with pytest.raises(UnsafePathError, match=r"member '\.\./\.\./escaped\.txt' would extract outside"):
-            source.fetch(s2)  # type: ignore[arg-type]
+            source.fetch(s2)
     assert not list(tmp_path.rglob("escaped.txt")) and not (tmp_path.parent / "escaped.txt").exists()
     assert not list(tmp_path.rglob("*.SAFE"))
 
