@@ -192,3 +192,167 @@ def test_sensing_time_is_utc(s2_templates: Path, tmp_path: Path) -> None:
         open_product(build_s2_safe(tmp_path, s2_templates, s2_spec_from_template(s2_templates, "02.14"))), "safe:t"
     )
     assert acq.sensing_time == datetime(2021, 1, 22, 13, 32, 29, 24000, tzinfo=UTC)
+
+
+# --- Sentinel-1 GRD products ---------------------------------------------------------------------
+
+
+def _small_s1(realdata: Path, tmp_path: Path, **changes: object) -> Path:
+    from dataclasses import replace
+
+    from rasterio.transform import Affine
+
+    from tests.helpers.safe_products import S1Spec, build_s1_safe
+
+    rng = np.random.default_rng(0)
+    sigma0 = {pol: 10 ** (rng.uniform(-2.5, -1.0, (64, 80))) for pol in ("vv", "vh")}
+    spec = S1Spec(
+        product_id="S1A_IW_GRDH_1SDV_20240706T125231_20240706T125256_054623_05D599_374F",
+        start=datetime(2024, 7, 6, 12, 52, 31, tzinfo=UTC),
+        stop=datetime(2024, 7, 6, 12, 52, 56, tzinfo=UTC),
+        epsg=32643,
+        transform=Affine(20, 0, 660000, 0, -20, 4780000),
+        sigma0=sigma0,
+    )
+    return build_s1_safe(tmp_path, realdata / "s1_safe_metadata", replace(spec, **changes))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_s1_product_becomes_a_grd_acquisition(realdata: Path, tmp_path: Path, as_zip: bool) -> None:
+    from tasks.safe_s1 import s1_acquisition
+    from tests.helpers.safe_products import zip_product
+
+    path = _small_s1(realdata, tmp_path)
+    if as_zip:
+        path = zip_product(path)
+    acq = s1_acquisition(open_product(path), "safe:test")
+    assert acq.kind == "S1GRD" and acq.platform == "sentinel-1a"
+    assert acq.sensing_time == datetime(2024, 7, 6, 12, 52, 31, tzinfo=UTC)
+    keys = {k for k, _ in acq.assets}
+    assert keys == {f"{p}{pol}" for p in ("", "annotation-", "calibration-", "noise-") for pol in ("vv", "vh")}
+    assert acq.asset("vv").endswith("-vv-20240706t125231-20240706t125256-054623-05d599-001.tiff")
+    assert acq.asset("noise-vh").split("/")[-1].startswith("noise-s1a-iw-grd-vh-")
+    from pyproj import Transformer
+
+    lon, lat = Transformer.from_crs(32643, 4326, always_xy=True).transform(660000 + 40 * 20, 4780000 - 32 * 20)
+    assert acq.footprint.contains(Point(lon, lat))  # the manifest footprint, rewritten for the grid's centre
+    assert acq.footprint.area == pytest.approx(0.02 * 0.012, rel=0.2)  # 1.6 km × 1.28 km at 43° N, degrees²
+    assert acq.metadata == (("safe:product", str(path)),)  # no declared scale: read as DN with its LUT
+
+
+def test_s1_product_without_manifest_is_refused(realdata: Path, tmp_path: Path) -> None:
+    path = _small_s1(realdata, tmp_path, drop_manifest=True)
+    with pytest.raises(SafeProductError, match=r"no manifest\.safe"):
+        open_product(path)
+
+
+def test_s1_product_missing_its_noise_xml_is_refused(realdata: Path, tmp_path: Path) -> None:
+    from tasks.safe_s1 import s1_acquisition
+
+    path = _small_s1(realdata, tmp_path)
+    noise = next((path / "annotation" / "calibration").glob("noise-*-vh-*.xml"))
+    noise.unlink()
+    with pytest.raises(SafeProductError, match=r"noise-vh file missing \(annotation/calibration/noise-s1a") as info:
+        s1_acquisition(open_product(path), "safe:test")
+    assert str(path) in str(info.value)
+
+
+def test_real_size_grd_is_calibrated_and_denoised_where_the_geolocation_grid_says(
+    realdata: Path, tmp_path: Path
+) -> None:
+    """The real product's own annotation, LUTs and size (16676 × 26144): a sparse DN raster, one patch written.
+
+    At a geolocation grid point (line L, sample P) in IW2, σ⁰ on a 1 km grid around its latitude /
+    longitude must be (DN² − N(L, P)) / A(L, P)², with A and N read from the real XML here by hand.
+    """
+    import shutil
+
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.windows import Window
+
+    from tasks.grid import grid_for_geometry
+    from tasks.s1_grd import parse_annotation
+    from tasks.s1_read import read_s1_acquisition
+    from tasks.safe_s1 import s1_acquisition
+
+    src = realdata / "s1_safe_metadata" / next(p.name for p in (realdata / "s1_safe_metadata").glob("*.SAFE"))
+    safe = tmp_path / src.name
+    shutil.copytree(src, safe)
+    ann_vv = next((safe / "annotation").glob("s1a-*-vv-*.xml"))
+    geo = parse_annotation(ann_vv.read_bytes(), str(ann_vv))
+    k = int(np.argmin((geo.lines - 8000) ** 2 + (geo.pixels - 13000) ** 2))
+    line, pixel = int(geo.lines[k]), int(geo.pixels[k])
+    dn_value = 60  # dark (≈ −21 dB before the noise is removed): the noise is a large share of DN²
+    (safe / "measurement").mkdir()
+    for pol in ("vv", "vh"):
+        name = ann_vv.name.replace("-vv-", f"-{pol}-").replace("-001.xml", "-001.tiff" if pol == "vv" else "-002.tiff")
+        with rasterio.open(
+            safe / "measurement" / name,
+            "w",
+            driver="GTiff",
+            width=geo.shape[1],
+            height=geo.shape[0],
+            count=1,
+            dtype="uint16",
+            tiled=True,
+            blockxsize=512,
+            blockysize=512,
+            SPARSE_OK=True,
+            compress="deflate",
+            gcps=geo.gcps(),
+            crs=CRS.from_epsg(4326),
+        ) as ds:  # unwritten blocks stay sparse (read as 0 = nodata)
+            ds.write(np.full((800, 800), dn_value, np.uint16), 1, window=Window(pixel - 400, line - 400, 800, 800))
+    acq = s1_acquisition(open_product(safe), "safe:test")
+    lat, lon = float(geo.lat[k]), float(geo.lon[k])
+    grid = grid_for_geometry(Point(lon, lat).buffer(0.005))
+    sigma_db = read_s1_acquisition(acq, grid, speckle_size=1).backscatter
+    centre = sigma_db[:, grid.shape[0] // 2, grid.shape[1] // 2]
+
+    def expected(pol: str) -> tuple[float, float]:
+        import xml.etree.ElementTree as ET
+
+        cal = ET.parse(next((safe / "annotation" / "calibration").glob(f"calibration-*-{pol}-*.xml"))).getroot()
+        vecs = cal.findall("calibrationVectorList/calibrationVector")
+        lines = np.array([float(v.findtext("line", "")) for v in vecs])
+        at_lines = [
+            np.interp(
+                pixel,
+                np.array(v.findtext("pixel", "").split(), float),
+                np.array(v.findtext("sigmaNought", "").split(), float),
+            )
+            for v in vecs
+        ]
+        a = np.interp(line, lines, at_lines)
+        noise_root = ET.parse(next((safe / "annotation" / "calibration").glob(f"noise-*-{pol}-*.xml"))).getroot()
+        rv = noise_root.findall("noiseRangeVectorList/noiseRangeVector")
+        n_lines = np.array([float(v.findtext("line", "")) for v in rv])
+        n_at = [
+            np.interp(
+                pixel,
+                np.array(v.findtext("pixel", "").split(), float),
+                np.array(v.findtext("noiseRangeLut", "").split(), float),
+            )
+            for v in rv
+        ]
+        block = next(
+            b
+            for b in noise_root.findall("noiseAzimuthVectorList/noiseAzimuthVector")
+            if int(b.findtext("firstRangeSample", "")) <= pixel <= int(b.findtext("lastRangeSample", ""))
+        )
+        az = np.interp(
+            line,
+            np.array(block.findtext("line", "").split(), float),
+            np.array(block.findtext("noiseAzimuthLut", "").split(), float),
+        )
+        noise = np.interp(line, n_lines, n_at) * az
+        return float(10 * np.log10((dn_value**2 - noise) / a**2)), float(10 * np.log10(dn_value**2 / a**2))
+
+    for i, pol in enumerate(("vv", "vh")):
+        denoised, noisy = expected(pol)
+        print(
+            f"{pol}: σ⁰ {centre[i]:.4f} dB at line {line}, sample {pixel}; expected {denoised:.4f} (noisy {noisy:.4f})"
+        )
+        assert centre[i] == pytest.approx(denoised, abs=0.01)
+        assert noisy - denoised > 0.5  # the noise removal is what makes the difference here
