@@ -15,6 +15,7 @@ from __future__ import annotations
 
 __all__ = [
     "AoiError",
+    "CorruptDownloadError",
     "InputError",
     "InventoryFileError",
     "ModelLoadError",
@@ -22,6 +23,7 @@ __all__ = [
     "SafeProductError",
     "SettingsError",
     "SourceError",
+    "UnsafePathError",
     "interrupted",
 ]
 
@@ -70,6 +72,14 @@ def interrupted(exc: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+class CorruptDownloadError(SourceError):
+    """A downloaded product fails its check (checksum or size differs from what the source states)."""
+
+
+class UnsafePathError(InputError):
+    """A path or archive member would land outside the data root (``..``, absolute, symlink, ``/vsi…``, URL)."""
 
 
 class SafeProductError(SourceError):

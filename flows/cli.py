@@ -192,7 +192,7 @@ def _window(start: str | None, end: str | None) -> tuple[date | None, date | Non
     type=click.IntRange(1, MAX_DAYS),
     help="look-back of a new AOI's rolling window, days (with no --start)",
 )
-@click.option("--source", required=True, help="local:DIR or stac:URL")
+@click.option("--source", required=True, help="local:DIR, stac:URL, dhus:URL or safe:DIR")
 @click.option(
     "--model", default=None, help="segmenter: default | baseline | PATH | hf://… (default GLACIAL_LAKES_MODEL)"
 )
@@ -210,7 +210,7 @@ def run(
     first, last = _window(start, end)
     settings = _settings()
     aoi = load_aoi(aoi_path, name)
-    source_from_uri(source, options=settings.stac_options)
+    source_from_uri(source, options=settings.stac_options, dhus=settings.dhus_options(source))
     load_segmenter(model or settings.model, settings.tta, settings.hub)
     del settings  # read again inside the flow; constructed here to fail early on bad env
     from flows.prefect_server import prefect_api
@@ -237,7 +237,7 @@ def run(
 @click.option("--start", default=None, help="first sensing date, YYYY-MM-DD (with --aoi)")
 @click.option("--end", default=None, help="last sensing date, YYYY-MM-DD (with --aoi)")
 @click.option("--scene", default=None, help="one S2 product id instead of a window (as `glacial-lakes runs` shows it)")
-@click.option("--source", required=True, help="local:DIR or stac:URL")
+@click.option("--source", required=True, help="local:DIR, stac:URL, dhus:URL or safe:DIR")
 @click.option(
     "--model", default=None, help="segmenter: default | baseline | PATH | hf://… (default GLACIAL_LAKES_MODEL)"
 )
@@ -263,7 +263,7 @@ def rerun_command(
         check_aoi_known(engine, aoi)
     if scene is not None:
         scene_day(engine, scene, aoi)  # exit 2 here, naming the scene, when the ledger has no such scene
-    source_from_uri(source, options=settings.stac_options)
+    source_from_uri(source, options=settings.stac_options, dhus=settings.dhus_options(source))
     load_segmenter(model or settings.model, settings.tta, settings.hub)
     del settings
     from flows.prefect_server import prefect_api

@@ -28,6 +28,7 @@ from tasks.defaults import (
     ZONE_MARGIN_M_BOUND,
     Bound,
 )
+from tasks.dhus import DhusCredentials, DhusOptions
 from tasks.remote_read import S3Access
 from tasks.signing import PC_TOKEN_URL
 from tasks.stac_api import DEFAULT_MAX_ITEMS, StacApiOptions
@@ -107,6 +108,17 @@ class Settings(BaseSettings):
     """``false`` for path-style S3 URLs (Copernicus Data Space); unset: GDAL's default."""
     s3_https: bool | None = None
     """``false`` for an S3 endpoint on plain HTTP; unset: GDAL's default (HTTPS)."""
+    dhus_user: str | None = None
+    """User name on the DHuS hub of ``--source dhus:URL`` (with ``DHUS_PASSWORD``; else a netrc entry)."""
+    dhus_password: SecretStr | None = None
+    """Password on the DHuS hub of ``--source dhus:URL``."""
+    dhus_max_items: int = Field(default=DEFAULT_MAX_ITEMS, ge=1, le=100_000)
+    """Most products one kind's DHuS query may match; a query matching more fails, naming this setting."""
+    dhus_max_cloud_cover: float | None = Field(default=None, ge=0.0, le=100.0)
+    """Largest S2 cloud cover a DHuS query asks for, percent; unset: no cloud-cover filter."""
+    dhus_dem_source: str | None = None
+    """Where a ``dhus:URL`` run finds its DEM tiles (``local:DIR`` or ``stac:URL``): DHuS serves none,
+    so without it every scene is skipped for want of DEM cover."""
     zone_margin_m: float = ZONE_MARGIN_M
     """How far each UTM zone part's grid of an AOI across zones reaches beyond the seam, metres
     (:mod:`tasks.zones`)."""
@@ -181,6 +193,49 @@ class Settings(BaseSettings):
             max_items=self.stac_max_items,
             allow_s3=self.allow_s3,
             pc_token_url=self.pc_token_url,
+        )
+
+    def dhus_credentials(self, url: str) -> DhusCredentials | None:
+        """The hub account of ``url``: ``DHUS_USER`` + ``DHUS_PASSWORD``, else the netrc entry of its host.
+
+        Raises SettingsError when only one of the two settings is set. None when neither is set
+        and no netrc entry names the host.
+        """
+        import netrc
+        from urllib.parse import urlsplit
+
+        if (self.dhus_user is None) != (self.dhus_password is None):
+            raise SettingsError(
+                f"{ENV_PREFIX}DHUS_USER and {ENV_PREFIX}DHUS_PASSWORD: set both or neither (netrc then)"
+            )
+        if self.dhus_user is not None and self.dhus_password is not None:
+            return DhusCredentials(self.dhus_user, self.dhus_password.get_secret_value())
+        host = urlsplit(url).hostname or ""
+        try:
+            entry = netrc.netrc(os.environ.get("NETRC") or None).authenticators(
+                host
+            )  # as requests: $NETRC, else ~/.netrc
+        except FileNotFoundError:
+            return None
+        except netrc.NetrcParseError as exc:
+            raise SettingsError(f"netrc {exc.filename}: unreadable ({exc.msg})") from None
+        if entry is None or not entry[0] or entry[2] is None:
+            return None
+        return DhusCredentials(entry[0], entry[2])
+
+    def dhus_options(self, source: str) -> DhusOptions | None:
+        """How ``--source dhus:URL`` is searched and fetched; None for any other source.
+
+        Holds the credentials: built inside the task that uses it, never a flow or task parameter.
+        """
+        if not source.startswith("dhus:"):
+            return None
+        return DhusOptions(
+            data_root=self.data_root,
+            credentials=self.dhus_credentials(source.removeprefix("dhus:")),
+            max_items=self.dhus_max_items,
+            max_cloud_cover=self.dhus_max_cloud_cover,
+            dem_source=self.dhus_dem_source,
         )
 
     @property

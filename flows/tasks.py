@@ -37,6 +37,7 @@ from flows.scene import SceneContext, observation_inputs, part_name, scene_resul
 from flows.settings import load_settings
 from models.hub import DEFAULT_HUB, HubCache
 from tasks.defaults import MAX_PAIR_DAYS
+from tasks.dhus import fetch_dhus
 from tasks.grid import GridSpec
 from tasks.pairing import ScenePlan
 from tasks.remote_read import use_s3_access
@@ -99,7 +100,8 @@ def search_task(
     Their partners (S1, DEM) are searched over that window widened by ``max_pair_days`` on each side.
     """
     # No separate check: the search walks and vets the same catalog (the CLI checked it already).
-    found = source_from_uri(source, check=False, options=options)
+    # DHuS credentials are read here, inside the task: never a parameter Prefect stores or shows.
+    found = source_from_uri(source, check=False, options=options, dhus=load_settings().dhus_options(source))
     return search_for_pairing(found, aoi.shape, start, end, KINDS, max_pair_days)
 
 
@@ -121,15 +123,21 @@ def prepare_stack_task(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackI
 
     S3 credentials are read from the settings here, inside the task, and handed to GDAL only for
     the reads: never a parameter, so Prefect never stores or shows them. Signed hrefs are signed
-    again first when their token nears expiry (a long run outlives its search's tokens).
+    again first when their token nears expiry (a long run outlives its search's tokens). Products
+    of a DHuS hub are downloaded into the data root first (:func:`tasks.dhus.fetch_dhus`; a
+    corrupt one raises an InputError: the scene is quarantined).
     """
+    settings = load_settings()
+    dhus = settings.dhus_options(plan.s2.source)
+    if dhus is not None:
+        plan = replace(plan, s2=fetch_dhus(plan.s2, dhus), s1=fetch_dhus(plan.s1, dhus))
     plan = replace(
         plan,
         s2=refresh_signatures(plan.s2),
         s1=refresh_signatures(plan.s1),
         dems=tuple(refresh_signatures(d) for d in plan.dems),
     )
-    with use_s3_access(load_settings().s3_access):
+    with use_s3_access(settings.s3_access):
         return prepare_stack(plan, grid, out_dir)
 
 

@@ -7,6 +7,8 @@ so the rest of the pipeline only sees our kinds: S2L2A, S1GRD, S1RTC, DEM.
 * ``local:DIR`` — :class:`LocalStacSource`, a static catalog on disk (the demo writes one);
   its links and assets stay under its root.
 * ``stac:URL`` — :class:`~tasks.stac_api.StacApiSource`, a STAC API (paging, back-off, signing).
+* ``dhus:URL`` — :class:`~tasks.dhus.DhusSource`, a DHuS hub through sentinelsat (products
+  downloaded into the data root, read as SAFE).
 
 A catalog decides which files and URLs the flow reads, so its hrefs are constrained (see
 :mod:`tasks.acquisition`). Every remote call has a timeout (:data:`REMOTE_TIMEOUT_S`).
@@ -42,6 +44,7 @@ from tasks.acquisition import (
     remote_href,
 )
 from tasks.catalogs import STATIC
+from tasks.dhus import DhusOptions, DhusSource
 from tasks.safe_source import DEM_CATALOG_DIR, SafeSource
 from tasks.stac_api import StacApiOptions, StacApiSource
 
@@ -178,6 +181,12 @@ def check_source(source: AcquisitionSource) -> None:
     if isinstance(source, LocalStacSource):
         source.acquisitions()
         return
+    if isinstance(source, DhusSource):
+        try:
+            source.check()
+        except (TimeoutError, TransientSourceError) as exc:  # for the edge, no answer is bad input
+            raise SourceError(f"--source {exc}") from None
+        return
     if isinstance(source, SafeSource):
         source.check()
         return
@@ -190,12 +199,18 @@ def check_source(source: AcquisitionSource) -> None:
 
 
 def source_from_uri(
-    uri: str, *, check: bool = True, allow_s3: bool = False, options: StacApiOptions | None = None
+    uri: str,
+    *,
+    check: bool = True,
+    allow_s3: bool = False,
+    options: StacApiOptions | None = None,
+    dhus: DhusOptions | None = None,
 ) -> AcquisitionSource:
-    """``local:DIR`` | ``stac:URL`` → a source, checked by :func:`check_source` unless ``check=False``.
+    """``local:DIR`` | ``stac:URL`` | ``dhus:URL`` → a source, checked by :func:`check_source` unless ``check=False``.
 
     ``options`` configure a STAC API (catalog layout, item cap, s3, token endpoint); without them
-    the defaults, with ``allow_s3``. Raises SourceError naming the input for an unknown scheme or
+    the defaults, with ``allow_s3``. ``dhus`` configures a DHuS hub (data root, credentials, cap)
+    and is required for ``dhus:URL``. Raises SourceError naming the input for an unknown scheme or
     a source that fails its check.
     """
     scheme, _, rest = uri.partition(":")
@@ -209,8 +224,15 @@ def source_from_uri(
         source = SafeSource(root, LocalStacSource(root / DEM_CATALOG_DIR))
     elif scheme == "stac" and rest.startswith(("http://", "https://")):
         source = StacApiSource.from_options(rest, options or StacApiOptions(allow_s3=allow_s3))
+    elif scheme == "dhus" and rest.startswith(("http://", "https://")):
+        if dhus is None:
+            raise SourceError(f"--source {uri!r}: a DHuS hub needs its options (data root, credentials)")
+        if dhus.dem_source is not None and dhus.dem_source.startswith("dhus:"):
+            raise SourceError(f"DEM source {dhus.dem_source!r}: a DHuS hub serves no DEM")
+        dem = source_from_uri(dhus.dem_source, check=check, options=options) if dhus.dem_source else None
+        source = DhusSource(rest, dhus, dem)
     else:
-        raise SourceError(f"unsupported --source {uri!r}: expected local:DIR or stac:URL")
+        raise SourceError(f"unsupported --source {uri!r}: expected local:DIR or stac:URL, or safe:DIR or dhus:URL")
     if check:
         check_source(source)
     return source
