@@ -46,6 +46,44 @@ LAKE_ATTRIBUTES: tuple[LakeAttribute, ...] = (
     LakeAttribute("centroid_lat", "double precision", "degree", "centroid latitude, degrees (EPSG:4326)"),
     LakeAttribute("elevation_m", "double precision", "m", "median DEM elevation inside the lake, m"),
     LakeAttribute("mean_probability", "double precision", "1", "mean water probability inside the lake, 0–1"),
+    LakeAttribute(
+        "perimeter_smoothed_m",
+        "double precision",
+        "m",
+        "perimeter in m of the outline smoothed by corner cutting (edge midpoints, at most 1 pixel "
+        "from a corner), local UTM; perimeter_m is the pixel staircase",
+    ),
+    LakeAttribute(
+        "area_uncertainty_m2",
+        "double precision",
+        "m²",
+        "area uncertainty ± m²: 0.5 pixel × pixel size × perimeter_m (half the boundary pixels)",
+    ),
+    LakeAttribute(
+        "surrounding_slope_deg",
+        "double precision",
+        "degree",
+        "mean DEM slope in degrees in the ring 0–200 m outside the outline",
+    ),
+    LakeAttribute(
+        "probability_entropy",
+        "double precision",
+        "1",
+        "mean binary entropy of the water probability inside the lake, bits 0–1 (model uncertainty)",
+    ),
+    LakeAttribute(
+        "volume_m3",
+        "double precision",
+        "m³",
+        "volume in m³, V = 0.1697 · A^1.3778 (A = area_m2 in m², Cook & Quincey 2015)",
+    ),
+    LakeAttribute(
+        "volume_uncertainty_m3",
+        "double precision",
+        "m³",
+        "volume uncertainty ± m³: area uncertainty through the power law and, in quadrature, "
+        "the difference to Huggel et al. 2002 (V = 0.104 · A^1.42)",
+    ),
 )
 """Every measured lake attribute, in column order. Values may be NULL (None) where unknown."""
 
