@@ -17,10 +17,25 @@ from core.errors import AoiError
 from db.attributes import ATTRIBUTES
 from db.schema import SCHEMA, SRID
 
-LAKE_COLUMNS = ("lake_id", "aoi_names", "status", "change_kind", "valid_from", *ATTRIBUTES, "geom")
+LAKE_COLUMNS = (
+    "lake_id",
+    "aoi_names",
+    "status",
+    "change_kind",
+    "valid_from",
+    *ATTRIBUTES,
+    "model_version",
+    "first_seen",
+    "last_seen",
+    "n_observations",
+    "geom",
+)
 """Columns of :func:`lakes_as_of`, current or historical alike (the attributes of :mod:`db.attributes`).
 
-``aoi_names``: the AOIs whose outline the lake's outline intersects, sorted, comma-separated."""
+``aoi_names``: the AOIs whose outline the lake's outline intersects, sorted, comma-separated.
+``model_version``: the segmentation model of the scene that opened the lake's version (every
+export names it). ``first_seen`` / ``last_seen``: first and last present observation, and
+``n_observations`` the observations (present or seen dry), up to the instant asked for."""
 
 
 def in_aoi(geom: str, aoi_param: str = "aoi") -> str:
