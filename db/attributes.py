@@ -13,7 +13,10 @@ Two places cannot derive and must change with it: the measured fields of
 :class:`db.records.ObservedLake` (typed fields; checked against this list when ``db.records`` is
 imported) and the Alembic revisions, which are frozen history with literal columns. Adding an
 attribute is one line here, a field of ``ObservedLake``, the code that measures it, and a
-migration adding the column to the three tables (and to the views that list them). Enforced by
+migration adding the column to the three tables (and to the views that list them) that also
+rehashes the ``lake`` rows (the row hash covers every attribute: :mod:`db.merge.sql`); PostgreSQL
+appends an added column after the table's others, so the declared order is the tables' column
+order, not one block. Enforced by
 ``tests/db/test_attributes.py``: the declaration equals ``information_schema.columns`` of a
 migrated database, and the record's fields equal the declaration.
 

@@ -7,6 +7,7 @@ one outlier (a partial ice cover) moves them little where a least-squares line w
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import timedelta
 
 import numpy as np
@@ -113,3 +114,34 @@ def test_area_change_pct_and_model_version_in_views_and_export(engine: sa.Engine
     assert set(current.model_version) == {"test-model"} and set(current.n_observations) == {25}
     then = queries.lakes_as_of(engine, h.T0 + timedelta(days=100), aoi=AOI)  # scenes of days 0, 30, 60, 90
     assert set(then.n_observations) == {4} and set(then.model_version) == {"test-model"}
+
+
+def test_measured_attributes_reach_the_lake_its_versions_and_the_exports(engine: sa.Engine) -> None:
+    """The new attributes travel from the record through the merge (fast path and rebuild) to
+    ``lake``, ``lake_version``, the views and the export; NULL (not 0) where the record has None.
+    """
+    ensure_aoi(engine, AOI, h.footprint(), h.UTM)
+    filled = {
+        "perimeter_smoothed_m": 1_100.0,
+        "area_uncertainty_m2": 6_000.0,
+        "surrounding_slope_deg": 21.5,
+        "probability_entropy": 0.25,
+        "volume_m3": 2.0e6,
+        "volume_uncertainty_m3": 4.0e5,
+    }
+    merge_scene(engine, h.scene("m0", 0, [replace(h.disc(0, 0, 200.0), **filled), h.disc(2_500, 0, 80.0)], aoi=AOI))
+    grown = replace(h.disc(0, 0, 260.0), **{k: 2 * v for k, v in filled.items()})
+    merge_scene(engine, h.scene("m2", 20, [grown, h.disc(2_500, 0, 80.0)], aoi=AOI))
+    merge_scene(engine, h.scene("m1", 10, [replace(h.disc(0, 0, 200.0), **filled)], aoi=AOI))  # backfill: rebuild
+    names = ", ".join(filled)
+    with engine.connect() as conn:
+        lakes = conn.execute(sa.text(f"SELECT area_m2, {names} FROM {SCHEMA}.lake ORDER BY area_m2")).all()
+        versions = conn.execute(
+            sa.text(f"SELECT {names} FROM {SCHEMA}.lake_changes WHERE area_m2 > 50000 ORDER BY valid_from")
+        ).all()
+    assert tuple(lakes[0][1:]) == (None,) * len(filled)  # unknown stays NULL
+    assert tuple(lakes[1][1:]) == tuple(2 * v for v in filled.values())
+    assert [tuple(v) for v in versions] == [tuple(filled.values()), tuple(2 * v for v in filled.values())]
+    exported = queries.lakes_as_of(engine, aoi=AOI).sort_values("area_m2")
+    assert list(exported.iloc[1][list(filled)]) == [2 * v for v in filled.values()]
+    assert stale_histories(engine, AOI) == []
