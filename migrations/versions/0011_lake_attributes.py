@@ -24,7 +24,8 @@ Create Date: 2026-12-02
    (m²/year; the median of the pairwise slopes, so that a minority of outliers — partial ice
    cover, a cloud edge — cannot dominate) with its 95 % confidence interval after Sen (1968)
    (eq. 2.6, ties in area corrected), the same figures as ``scipy.stats.theilslopes``; the source
-   scenes, Sentinel-2 products and model versions. ``growing_lakes`` keeps its columns and rows
+   scenes, Sentinel-2 products and model versions. The figures of one lake come from the function
+   ``lake_growth_rate(lake_id)``, which the view calls per lake. ``growing_lakes`` keeps its columns and rows
    and gains the trend columns of ``lake_growth``.
 
 Objects are created as ``lake_owner`` (default privileges grant reading), views read-only for
@@ -62,6 +63,7 @@ ATTRIBUTES = (*OLD_ATTRIBUTES, *NEW_ATTRIBUTES)
 
 VIEWS = ("growing_lakes", "lake_changes", "current_lakes")  # drop order
 GROWTH = f"{SCHEMA}.lake_growth"
+GROWTH_RATE = f"{SCHEMA}.lake_growth_rate"
 FUNCTION = f"{SCHEMA}.lakes_as_of(timestamptz)"
 
 
@@ -121,65 +123,62 @@ FROM {SCHEMA}.lake_version AS v
 JOIN {SCHEMA}.lake AS l ON l.lake_id = v.lake_id
 """
 
-# 1.959963984540054 = -Φ⁻¹(0.025): the two-sided 95 % interval, as scipy.stats.theilslopes.
+# One lake's series: present observations of current scenes, one per sensing time (the greatest
+# scene key, as the history's tie rule), time in years of 365.25 days. Per lake (a function called
+# by the view, not one CTE over every lake) so that a filter on the view (one lake, a map extent)
+# computes only the lakes it keeps. 1.959963984540054 = -Φ⁻¹(0.025): the two-sided 95 % interval,
+# indices as scipy.stats.theilslopes (Sen 1968, eq. 2.6; ties in area corrected).
+_GROWTH_RATE = f"""
+CREATE FUNCTION {GROWTH_RATE}(lake_id bigint)
+RETURNS TABLE (
+    n_obs bigint, first_seen timestamptz, last_seen timestamptz, growth_rate_m2_per_year double precision,
+    growth_rate_ci_low double precision, growth_rate_ci_high double precision
+)
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH obs AS (
+        SELECT DISTINCT ON (o.sensing_time) o.sensing_time, o.area_m2,
+               CAST(EXTRACT(epoch FROM o.sensing_time) AS double precision) / 31557600.0 AS t
+        FROM {SCHEMA}.lake_observation AS o
+        JOIN {SCHEMA}.scene AS s ON s.scene_id = o.scene_id
+        WHERE o.lake_id = lake_growth_rate.lake_id AND o.present AND o.area_m2 IS NOT NULL
+          AND s.superseded_by IS NULL
+        ORDER BY o.sensing_time, s.scene_key DESC
+    ),
+    slopes AS (
+        SELECT (b.area_m2 - a.area_m2) / (b.t - a.t) AS slope FROM obs AS a JOIN obs AS b ON b.t > a.t
+    ),
+    ranked AS (
+        SELECT slope, row_number() OVER (ORDER BY slope) - 1 AS k FROM slopes
+    ),
+    bounds AS (
+        SELECT st.n, st.first_seen, st.last_seen, (SELECT count(*) FROM slopes) AS nt,
+               sqrt(greatest((CAST(st.n * (st.n - 1) * (2 * st.n + 5) AS double precision) - ti.tie_term) / 18.0, 0))
+                   AS sigma
+        FROM (SELECT count(*) AS n, min(sensing_time) AS first_seen, max(sensing_time) AS last_seen FROM obs) AS st,
+             (SELECT coalesce(sum(g.k * (g.k - 1) * (2 * g.k + 5)), 0) AS tie_term
+              FROM (SELECT count(*) AS k FROM obs GROUP BY area_m2) AS g) AS ti
+    )
+    SELECT b.n, b.first_seen, b.last_seen,
+           (SELECT avg(r.slope) FROM ranked AS r WHERE r.k IN ((b.nt - 1) / 2, b.nt / 2)),  -- the median
+           (SELECT r.slope FROM ranked AS r WHERE r.k = greatest(
+               CAST(round(CAST((b.nt - 1.959963984540054 * b.sigma) / 2.0 AS double precision)) AS bigint) - 1, 0)),
+           (SELECT r.slope FROM ranked AS r WHERE r.k = least(
+               CAST(round(CAST((b.nt + 1.959963984540054 * b.sigma) / 2.0 AS double precision)) AS bigint), b.nt - 1))
+    FROM bounds AS b
+$$
+"""
+
 _LAKE_GROWTH = f"""
 CREATE VIEW {GROWTH} AS
-WITH obs AS (
-    SELECT DISTINCT ON (o.lake_id, o.sensing_time)
-           o.lake_id, o.sensing_time, o.area_m2,
-           CAST(EXTRACT(epoch FROM o.sensing_time) AS double precision) / 31557600.0 AS t_years
-    FROM {SCHEMA}.lake_observation AS o
-    JOIN {SCHEMA}.scene AS s ON s.scene_id = o.scene_id
-    WHERE o.present AND o.area_m2 IS NOT NULL AND s.superseded_by IS NULL
-    ORDER BY o.lake_id, o.sensing_time, s.scene_key DESC
-),
-series AS (
-    SELECT lake_id, count(*) AS n, min(sensing_time) AS first_seen, max(sensing_time) AS last_seen
-    FROM obs GROUP BY lake_id
-),
-ties AS (
-    SELECT lake_id, sum(k * (k - 1) * (2 * k + 5)) AS tie_term
-    FROM (SELECT lake_id, count(*) AS k FROM obs GROUP BY lake_id, area_m2) AS g
-    GROUP BY lake_id
-),
-slopes AS (
-    SELECT a.lake_id, (b.area_m2 - a.area_m2) / (b.t_years - a.t_years) AS slope,
-           row_number() OVER (PARTITION BY a.lake_id ORDER BY (b.area_m2 - a.area_m2) / (b.t_years - a.t_years))
-               - 1 AS k,
-           count(*) OVER (PARTITION BY a.lake_id) AS nt
-    FROM obs AS a
-    JOIN obs AS b ON b.lake_id = a.lake_id AND b.t_years > a.t_years
-),
-fit AS (
-    SELECT s.lake_id, s.nt,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.slope) AS rate,
-           sqrt(greatest((CAST(r.n * (r.n - 1) * (2 * r.n + 5) AS double precision)
-                          - coalesce(t.tie_term, 0)) / 18.0, 0)) AS sigma
-    FROM slopes AS s
-    JOIN series AS r ON r.lake_id = s.lake_id
-    LEFT JOIN ties AS t ON t.lake_id = s.lake_id
-    GROUP BY s.lake_id, s.nt, r.n, t.tie_term
-),
-ci AS (
-    SELECT f.lake_id, f.rate,
-           max(s.slope) FILTER (WHERE s.k = greatest(
-               CAST(round(CAST((f.nt - 1.959963984540054 * f.sigma) / 2.0 AS double precision)) AS bigint) - 1, 0))
-               AS ci_low,
-           max(s.slope) FILTER (WHERE s.k = least(
-               CAST(round(CAST((f.nt + 1.959963984540054 * f.sigma) / 2.0 AS double precision)) AS bigint), f.nt - 1))
-               AS ci_high
-    FROM fit AS f
-    JOIN slopes AS s ON s.lake_id = f.lake_id
-    GROUP BY f.lake_id, f.rate
-)
 SELECT l.lake_id, {_names("l.geom")} AS aoi_names, l.status,
-       coalesce(r.n, 0) AS n_obs, r.first_seen, r.last_seen, l.area_m2,
+       g.n_obs, g.first_seen, g.last_seen, l.area_m2,
        lv.area_change_m2, lv.area_change_pct,
-       ci.rate AS growth_rate_m2_per_year, ci.ci_low AS growth_rate_ci_low, ci.ci_high AS growth_rate_ci_high,
+       g.growth_rate_m2_per_year, g.growth_rate_ci_low, g.growth_rate_ci_high,
        p.scene_ids, p.s2_product_ids, p.model_versions, lv.model_version, l.geom
 FROM {SCHEMA}.lake AS l
-LEFT JOIN series AS r ON r.lake_id = l.lake_id
-LEFT JOIN ci ON ci.lake_id = l.lake_id
+CROSS JOIN LATERAL {GROWTH_RATE}(l.lake_id) AS g
 LEFT JOIN LATERAL (
     SELECT v.area_change_m2, {_PCT.format(v="v")} AS area_change_pct, v.model_version
     FROM {SCHEMA}.lake_version AS v
@@ -261,6 +260,8 @@ _COMMENTS = {
     "the current version's area change (m², %), the Theil-Sen growth rate of area (m²/year, median of pairwise "
     "slopes: robust to outliers) with its 95 % confidence interval (Sen 1968), source scenes, Sentinel-2 "
     "products and model versions.",
+    "FUNCTION lake_growth_rate(bigint)": "One lake's present observations (current scenes, one per sensing "
+    "time): count, first / last, Theil-Sen growth rate of area (m²/year) and its 95 % confidence interval.",
     "FUNCTION lakes_as_of(timestamptz)": "Active lake versions valid at the given instant (sensing time), with "
     "their attributes, model version, first / last seen and observation count up to that instant, and the AOIs "
     "whose outline each version's outline intersects.",
@@ -371,10 +372,11 @@ def upgrade() -> None:
             op.execute(f"COMMENT ON COLUMN {SCHEMA}.{table}.{name} IS '{quoted}'")
     op.execute(_rehash(ATTRIBUTES))
     _drop_views()
-    for sql in (_CURRENT_LAKES, _LAKE_CHANGES, _LAKE_GROWTH, _GROWING_LAKES, _LAKES_AS_OF):
+    for sql in (_CURRENT_LAKES, _LAKE_CHANGES, _GROWTH_RATE, _LAKE_GROWTH, _GROWING_LAKES, _LAKES_AS_OF):
         op.execute(sql)
     _comment(_COMMENTS)
     _read_only((*VIEWS, "lake_growth"))
+    op.execute(f"REVOKE EXECUTE ON FUNCTION {GROWTH_RATE}(bigint) FROM PUBLIC")
     op.execute("RESET ROLE")
 
 
@@ -382,6 +384,7 @@ def downgrade() -> None:
     op.execute(f"SET ROLE {OWNER_ROLE}")
     _drop_views()
     op.execute(f"DROP VIEW {GROWTH}")
+    op.execute(f"DROP FUNCTION {GROWTH_RATE}(bigint)")
     for sql in (_OLD_CURRENT_LAKES, _OLD_LAKE_CHANGES, _OLD_GROWING_LAKES, _OLD_LAKES_AS_OF):
         op.execute(sql)
     _comment(_OLD_COMMENTS)
