@@ -59,6 +59,7 @@ from db.geometry import as_multipolygon, check_metric, lonlat_transformer, proje
 from db.merge import ensure_aoi, merge_scene
 from db.records import MergeReport, ObservedLake, SceneResult
 from db.schema import SCHEMA, SRID, aoi
+from db.volume import lake_volume
 
 MIN_AREA_M2 = 1.0
 """Default smallest polygon kept, m² (drops slivers left by ``make_valid``, keeps every real lake)."""
@@ -167,8 +168,10 @@ def read_inventory(
         min_area_m2: polygons smaller than this (m², after repair) are dropped.
 
     Returns:
-        The lakes (``elevation_m`` and ``mean_probability`` None: an inventory carries neither a
-        DEM sample nor a model probability) and counts of what was skipped.
+        The lakes (``elevation_m``, ``mean_probability``, ``probability_entropy``,
+        ``surrounding_slope_deg``, ``perimeter_smoothed_m``, ``area_uncertainty_m2`` and
+        ``volume_uncertainty_m3`` None: an inventory carries neither a DEM sample, a model
+        probability nor its pixel size; ``volume_m3`` from the area) and counts of what was skipped.
 
     Raises:
         FileNotFoundError: ``path`` is not a regular file.
@@ -227,6 +230,14 @@ def read_inventory(
             centroid_lat=float(lat[i]),
             elevation_m=None,
             mean_probability=None,  # no model: unknown, not 0 or 1
+            # Vector outlines of unknown resolution and no DEM or model: only the volume, a
+            # function of the area, is known (its uncertainty is not: the area's is unknown).
+            perimeter_smoothed_m=None,
+            area_uncertainty_m2=None,
+            surrounding_slope_deg=None,
+            probability_entropy=None,
+            volume_m3=lake_volume(float(area[i]))[0],
+            volume_uncertainty_m3=None,
             attributes=attributes[i],
             utm_epsg=int(zones[i]),
         )

@@ -17,10 +17,25 @@ from core.errors import AoiError
 from db.attributes import ATTRIBUTES
 from db.schema import SCHEMA, SRID
 
-LAKE_COLUMNS = ("lake_id", "aoi_names", "status", "change_kind", "valid_from", *ATTRIBUTES, "geom")
+LAKE_COLUMNS = (
+    "lake_id",
+    "aoi_names",
+    "status",
+    "change_kind",
+    "valid_from",
+    *ATTRIBUTES,
+    "model_version",
+    "first_seen",
+    "last_seen",
+    "n_observations",
+    "geom",
+)
 """Columns of :func:`lakes_as_of`, current or historical alike (the attributes of :mod:`db.attributes`).
 
-``aoi_names``: the AOIs whose outline the lake's outline intersects, sorted, comma-separated."""
+``aoi_names``: the AOIs whose outline the lake's outline intersects, sorted, comma-separated.
+``model_version``: the segmentation model of the scene that opened the lake's version (every
+export names it). ``first_seen`` / ``last_seen``: first and last present observation, and
+``n_observations`` the observations (present or seen dry), up to the instant asked for."""
 
 
 def in_aoi(geom: str, aoi_param: str = "aoi") -> str:
@@ -163,3 +178,43 @@ def versions_per_lake(engine: sa.Engine) -> dict[int, int]:
     """
     with engine.connect() as conn:
         return {int(lake_id): int(n) for lake_id, n in conn.execute(sa.text(sql))}
+
+
+GROWTH_COLUMNS = (
+    "lake_id",
+    "aoi_names",
+    "status",
+    "n_obs",
+    "first_seen",
+    "last_seen",
+    "area_m2",
+    "area_change_m2",
+    "area_change_pct",
+    "growth_rate_m2_per_year",
+    "growth_rate_ci_low",
+    "growth_rate_ci_high",
+    "scene_ids",
+    "s2_product_ids",
+    "model_versions",
+    "model_version",
+    "geom",
+)
+"""Columns of the view ``inventory.lake_growth`` (:func:`lake_growth`)."""
+
+
+def lake_growth(engine: sa.Engine, aoi: str | None = None) -> gpd.GeoDataFrame:
+    """Growth of every lake (not superseded), optionally of one AOI (:func:`in_aoi`), by ``lake_id``.
+
+    ``n_obs``: present observations of current scenes, one per sensing time (UTC);
+    ``area_change_m2`` / ``area_change_pct``: the current version against the previous one (m²,
+    % of its water area); ``growth_rate_m2_per_year``: the Theil–Sen slope of area over time
+    (m² per year of 365.25 days) over those observations, with its 95 % confidence interval
+    ``growth_rate_ci_low`` … ``growth_rate_ci_high`` (Sen 1968; as ``scipy.stats.theilslopes``),
+    NULL with fewer than two observations; source scenes, Sentinel-2 products and model versions.
+    Geometry ``geom`` EPSG:4326.
+    """
+    sql = f"SELECT {', '.join(f'g.{k}' for k in GROWTH_COLUMNS)} FROM {SCHEMA}.lake_growth AS g "
+    sql += f"WHERE {in_aoi('g.geom')} ORDER BY g.lake_id"
+    with engine.connect() as conn:
+        frame = gpd.read_postgis(sa.text(sql), conn, geom_col="geom", params={"aoi": aoi}, crs=f"EPSG:{SRID}")
+    return frame[list(GROWTH_COLUMNS)]

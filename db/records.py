@@ -39,6 +39,20 @@ class ObservedLake:
     mean_probability: float | None
     """Mean segmentation probability inside the lake, 0–1; NaN where no pixel had one, None where
     there is no model (an imported inventory)."""
+    perimeter_smoothed_m: float | None = None
+    """Perimeter in m of the smoothed outline (:func:`tasks.lake_measures.smoothed_perimeter`),
+    ``utm_epsg``; None where not measured."""
+    area_uncertainty_m2: float | None = None
+    """Area uncertainty, ± m² (:func:`tasks.lake_measures.area_uncertainty`); None where unknown."""
+    surrounding_slope_deg: float | None = None
+    """Mean DEM slope in degrees 0–200 m around the lake; None where the DEM was nodata or absent."""
+    probability_entropy: float | None = None
+    """Mean binary entropy of the probability inside the lake, bits 0–1; NaN where no pixel had a
+    probability, None where there is no model."""
+    volume_m3: float | None = None
+    """Volume, m³, from the area (:func:`tasks.lake_measures.lake_volume`); None where not computed."""
+    volume_uncertainty_m3: float | None = None
+    """Volume uncertainty, ± m³; None where the area uncertainty is unknown."""
     attributes: Mapping[str, object] = field(default_factory=dict, hash=False)
     """Source attributes (JSON-serialisable), stored in ``lake_observation.attributes``; e.g. the
     fields of an imported inventory. Left out of the hash: a mapping is not hashable."""

@@ -19,6 +19,13 @@ from shapely.geometry import MultiPolygon, Polygon
 from db.geometry import as_multipolygon, lonlat_transformer, to_lonlat
 from db.records import ObservedLake
 from tasks.grid import GridSpec
+from tasks.lake_measures import (
+    area_uncertainty,
+    lake_volume,
+    probability_entropy,
+    smoothed_perimeter,
+    surrounding_slope,
+)
 
 __all__ = ["attribute_lakes", "to_lonlat_multipolygon", "valid_footprint"]
 
@@ -69,14 +76,17 @@ def attribute_lakes(
         One :class:`~db.records.ObservedLake` per polygon with area (m²) and perimeter (m, holes'
         rings included: islands have shores) in UTM; centroid lon/lat (of the UTM centroid);
         median DEM over the pixels whose centres are inside (None if all NaN); mean probability
-        over the same pixels (NaN if none is finite); geometry the repaired outline in the grid's
-        CRS, ``utm_epsg`` the grid's EPSG. Polygons with no area after repair are skipped.
+        and its mean binary entropy over the same pixels (NaN if none is finite); smoothed
+        perimeter, area uncertainty, surrounding slope and volume (:mod:`tasks.lake_measures`);
+        geometry the repaired outline in the grid's CRS, ``utm_epsg`` the grid's EPSG. Polygons
+        with no area after repair are skipped.
     """
     prob = np.asarray(prob)
     dem = np.asarray(dem)
     if prob.shape != grid.shape or dem.shape != grid.shape:
         raise ValueError(f"prob {prob.shape} and dem {dem.shape} must match the grid {grid.shape}")
     tr = lonlat_transformer(grid.epsg)
+    pixel_m = grid.resolution
     lakes: list[ObservedLake] = []
     for raw in polygons_utm:
         geometry = as_multipolygon(raw)
@@ -89,6 +99,8 @@ def attribute_lakes(
         elev, p = elev[np.isfinite(elev)], p[np.isfinite(p)]
         c = poly.centroid
         lon, lat = tr.transform(c.x, c.y)
+        area_error = area_uncertainty(poly, pixel_m)
+        volume, volume_error = lake_volume(float(poly.area), area_error)
         lakes.append(
             ObservedLake(
                 geometry=geometry,
@@ -98,6 +110,12 @@ def attribute_lakes(
                 centroid_lat=float(lat),
                 elevation_m=float(np.median(elev)) if elev.size else None,
                 mean_probability=float(p.mean()) if p.size else math.nan,
+                perimeter_smoothed_m=smoothed_perimeter(poly, pixel_m),
+                area_uncertainty_m2=area_error,
+                surrounding_slope_deg=surrounding_slope(poly, dem, grid),
+                probability_entropy=probability_entropy(prob[rows, cols], inside),
+                volume_m3=volume,
+                volume_uncertainty_m3=volume_error,
                 utm_epsg=grid.epsg,
             )
         )

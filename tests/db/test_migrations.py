@@ -24,7 +24,7 @@ from tests import helpers as h
 
 pytestmark = pytest.mark.db
 
-HEAD = "0009_run_ledger"
+HEAD = "0011_lake_attributes"
 EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson")
 """The real ICIMOD 2015 Khumbu subset (42 lakes), under the ``realdata`` fixture's folder."""
 
@@ -136,6 +136,7 @@ def test_single_head_and_one_transaction_per_chain() -> None:
         "0006_spatial_lake_identity",
         "0007_observation_indexes",
         "0008_supersede",
+        "0009_run_ledger",
         HEAD,
     ]
     assert up == down == ["BEGIN", "COMMIT"]
@@ -159,6 +160,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
         at_0007 = schema_dump(url)
         migrate.upgrade(url, "0008_supersede")
         at_0008 = schema_dump(url)
+        migrate.upgrade(url, "0009_run_ledger")
+        at_0009 = schema_dump(url)
         migrate.upgrade(url, "head")
         at_head = schema_dump(url)
         migrate.downgrade(url, "0001")
@@ -236,8 +239,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     assert [r[0] for r in added["views"]] == ["lake_area_timeseries", "superseded_observations"]
     # 0009: runs keyed by flow run (run_key no longer unique), acquisitions unique per AOI, the
     # run's request column, the status comments naming the new values.
-    added = {k: sorted(set(at_head[k]) - set(at_0008[k])) for k in at_head}
-    removed = {k: sorted(set(at_0008[k]) - set(at_head[k])) for k in at_head}
+    added = {k: sorted(set(at_0009[k]) - set(at_0008[k])) for k in at_0009}
+    removed = {k: sorted(set(at_0008[k]) - set(at_0009[k])) for k in at_0009}
     assert sorted(r[1] for r in added["constraints"]) == [
         "acquisition_aoi_id_product_id_key",
         "ingest_run_flow_run_id_key",
@@ -252,6 +255,28 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     assert all(
         added[k] == removed[k] == [] for k in added if k not in ("constraints", "columns", "indexes", "relations")
     )
+    # 0011: the six attributes on the three lake tables, the views and lakes_as_of recreated with
+    # them, the lake_growth view; no table, constraint or index.
+    added = {k: sorted(set(at_head[k]) - set(at_0009[k])) for k in at_head}
+    removed = {k: sorted(set(at_0009[k]) - set(at_head[k])) for k in at_head}
+    new_attributes = {
+        "perimeter_smoothed_m",
+        "area_uncertainty_m2",
+        "surrounding_slope_deg",
+        "probability_entropy",
+        "volume_m3",
+        "volume_uncertainty_m3",
+    }
+    tables = ("lake", "lake_observation", "lake_version")
+    assert {r[:2] for r in added["columns"] if r[0] in tables} == {(t, c) for t in tables for c in new_attributes}
+    assert {r[0] for r in removed["columns"]} <= {"current_lakes", "lake_changes", "growing_lakes"}
+    assert [r[0] for r in added["views"] if r[0] not in ("current_lakes", "lake_changes", "growing_lakes")] == [
+        "lake_growth"
+    ]
+    assert [r[0] for r in added["functions"]] == ["lake_growth_rate", "lakes_as_of"]
+    assert not any(item.startswith("=") for r in added["functions"] for item in r[3].split(","))  # PUBLIC: none
+    assert added["constraints"] == added["indexes"] == removed["constraints"] == removed["indexes"] == []
+    assert ("lake_growth", "geom", "2", "4326", "MULTIPOLYGON") in added["geometry_columns"]
 
 
 def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str, realdata: Path) -> None:

@@ -25,6 +25,7 @@ QGIS_LAYERS = {
     "current_lakes": ("lake_id", "idx_lake_geom"),
     "lake_changes": ("version_id", "idx_lake_version_geom"),
     "growing_lakes": ("lake_id", "idx_lake_geom"),
+    "lake_growth": ("lake_id", "idx_lake_geom"),
     "lake_area_timeseries": ("observation_id", None),
 }
 

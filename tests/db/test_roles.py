@@ -27,7 +27,14 @@ from tests import helpers as h
 pytestmark = pytest.mark.db
 
 TABLES = tuple(t.name for t in metadata.sorted_tables)
-VIEWS = ("current_lakes", "lake_changes", "growing_lakes", "lake_area_timeseries", "superseded_observations")
+VIEWS = (
+    "current_lakes",
+    "lake_changes",
+    "growing_lakes",
+    "lake_growth",
+    "lake_area_timeseries",
+    "superseded_observations",
+)
 FUNCTIONS = (
     "lakes_as_of(timestamptz)",
     "lake_area_series(bigint)",

@@ -107,7 +107,14 @@ def _sqlstate_error(engine: sa.Engine, sql: str, params: dict[str, object] | Non
     return None
 
 
-VIEWS = {"current_lakes", "lake_changes", "growing_lakes", "lake_area_timeseries", "superseded_observations"}
+VIEWS = {
+    "current_lakes",
+    "lake_changes",
+    "growing_lakes",
+    "lake_growth",
+    "lake_area_timeseries",
+    "superseded_observations",
+}
 """Every view the revisions create (QGIS layers): read-only for everyone."""
 
 
@@ -151,6 +158,7 @@ def test_geometry_columns_are_typed_and_indexed(engine: sa.Engine) -> None:
         ("current_lakes", "MULTIPOLYGON", 4326),
         ("lake_changes", "MULTIPOLYGON", 4326),
         ("growing_lakes", "MULTIPOLYGON", 4326),
+        ("lake_growth", "MULTIPOLYGON", 4326),
     }
     assert {"idx_lake_geom", "idx_lake_version_geom", "idx_scene_valid_footprint", "idx_aoi_geom"} <= gist_names
 
