@@ -35,7 +35,7 @@ def _scale_bar(ax: Axes) -> None:
     x0, x1 = ax.get_xlim()
     y0, y1 = ax.get_ylim()
     length = scale_bar_length_m(x1 - x0)
-    left, bottom, height = x1 - (x1 - x0) * 0.05 - length, y0 + (y1 - y0) * 0.04, (y1 - y0) * 0.012
+    left, bottom, height = x1 - (x1 - x0) * 0.05 - length, y0 + (y1 - y0) * 0.04, (y1 - y0) * 0.018
     ax.add_patch(Rectangle((left, bottom), length, height, facecolor="black", edgecolor="black", zorder=5))
     label = f"{length / 1000:g} km" if length >= 1000 else f"{length:g} m"
     ax.text(left + length / 2, bottom + height * 1.8, label, ha="center", va="bottom", fontsize=8, zorder=5)
@@ -86,6 +86,7 @@ def map_png(
     ax.set_xlabel(f"easting (m, EPSG:{epsg})", fontsize=8)
     ax.set_ylabel("northing (m)", fontsize=8)
     ax.tick_params(labelsize=7)
+    ax.ticklabel_format(style="plain", useOffset=False)  # whole metres, not "1e6" offsets
     ax.set_aspect("equal")
     if outlines or handles:
         _scale_bar(ax)

@@ -36,7 +36,7 @@ html, body { margin: 0; height: 100%; font: 13px/1.35 system-ui, sans-serif; col
 #popup td.k { color: #555; }
 #popup .close { float: right; border: none; background: none; font-size: 16px; cursor: pointer; }
 .series .obs { fill: #1f77b4; } .series .obs.dry { fill: #fff; stroke: #d62728; }
-.series .line { fill: none; stroke: #1f77b4; } .series .axis { stroke: #555; }
+.series .line { fill: none; stroke: #1f77b4; } .series .axis { fill: none; stroke: #555; }
 .series text { font-size: 10px; fill: #333; }
 """
 
