@@ -7,9 +7,10 @@ library) and the map's data as JSON in a ``<script type="application/json">`` el
   half a screen pixel at the deepest zoom of a 1000 px wide view (:func:`tolerance_m`: between 0.5
   and 5 m, half the 10 m grid's pixel at most), rounded to whole metres east / north of an origin
   and delta-encoded (each ring: first point, then steps), which keeps the file small;
-* per lake: its id, colour class (:class:`flows.map_style.Legend`), every non-geometry column of
-  its row (so attributes added to the export later show without a change here) and its area series
-  (``[sensing time ISO 8601 UTC, water seen, area m² or null]``);
+* per lake: its id, colour class (:class:`flows.map_style.Legend`), the values of every
+  non-geometry column of its row (names once, in ``columns``: attributes added to the export later
+  show without a change here; floats to 7 significant digits, times ISO 8601) and its area series
+  (``[sensing time ISO 8601 UTC, water seen, area m² to 0.1 or null]``);
 * the AOI outlines, the legend and the title.
 """
 
@@ -82,9 +83,10 @@ def _json_value(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, bool | int | float | str):
+    if isinstance(value, float):
+        # 7 significant digits: more than the popup shows (6), a centroid to about a metre.
+        return float(f"{value:.7g}") if math.isfinite(value) else None
+    if isinstance(value, bool | int | str):
         return value
     return str(value)
 
@@ -127,7 +129,7 @@ def map_data(
                 "id": lake_id,
                 "cls": legend.classes[i],
                 "rings": encode_rings(simple if not simple.is_empty else geometry, origin),
-                "attrs": {c: _json_value(v) for c, v in zip(columns, row, strict=True)},
+                "attrs": [_json_value(v) for v in row],
                 "series": [
                     [p.sensing_time.isoformat(), p.present, None if p.area_m2 is None else round(p.area_m2, 1)]
                     for p in series.get(lake_id, ())
@@ -140,6 +142,7 @@ def map_data(
         "origin": list(origin),
         "extent": [round(v) for v in (x0 - origin[0], y0 - origin[1], x1 - origin[0], y1 - origin[1])],
         "tolerance_m": tolerance,
+        "columns": columns,
         "legend": {
             "title": legend.title,
             "entries": [{"key": e.key, "label": e.label, "colour": e.colour, "count": e.count} for e in legend.entries],

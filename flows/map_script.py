@@ -191,10 +191,10 @@ SCRIPT = r"""
     close.addEventListener("click", function () { popup.style.display = "none"; });
     html("h3", "lake " + lake.id, popup).style.margin = "0 0 4px";
     var table = html("table", undefined, popup);
-    Object.keys(lake.attrs).forEach(function (k) {
+    data.columns.forEach(function (k, i) {
       var row = html("tr", undefined, table);
       html("td", k, row).className = "k";
-      html("td", fmt(lake.attrs[k]), row);
+      html("td", fmt(lake.attrs[i]), row);
     });
     html("div", "water area (m²) by sensing date", popup).style.fontWeight = "600";
     chart(lake.series, popup);

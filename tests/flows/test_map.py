@@ -53,11 +53,11 @@ def _draw(url: str, tmp_path: Path, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def _scalar(url: str, sql: str, **params: object) -> object:
+def _count(url: str, sql: str, **params: object) -> int:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return conn.execute(sa.text(sql), params).scalar_one()
+            return int(conn.execute(sa.text(sql), params).scalar_one())
     finally:
         engine.dispose()
 
@@ -65,7 +65,7 @@ def _scalar(url: str, sql: str, **params: object) -> object:
 def _lake_at(url: str, dx: float, dy: float) -> int:
     point = h.lonlat(Point(h.X0 + dx, h.Y0 + dy))
     sql = f"SELECT lake_id FROM {SCHEMA}.lake WHERE ST_Intersects(geom, ST_GeomFromText(:p, 4326))"
-    return int(_scalar(url, sql, p=point.wkt))  # type: ignore[call-overload]
+    return _count(url, sql, p=point.wkt)
 
 
 def _map_data(path: Path) -> dict:  # type: ignore[type-arg]
@@ -82,15 +82,16 @@ def test_the_html_map_renders_in_headless_chromium(inventory: str, tmp_path: Pat
     out = tmp_path / "map.html"
     code, output = _draw(inventory, tmp_path, "--out", str(out), "--aoi", AOI)
     assert code == 0, output
-    lakes = int(_scalar(inventory, f"SELECT count(*) FROM {SCHEMA}.lake"))  # type: ignore[call-overload]
-    gone = int(_scalar(inventory, f"SELECT count(*) FROM {SCHEMA}.lake WHERE status <> 'active'"))  # type: ignore[call-overload]
+    lakes = _count(inventory, f"SELECT count(*) FROM {SCHEMA}.lake")
+    gone = _count(inventory, f"SELECT count(*) FROM {SCHEMA}.lake WHERE status <> 'active'")
     assert lakes == 5 and gone == 1  # the drained lake is drawn too
     assert output.startswith(f"{lakes} lakes drawn to ")
     text = out.read_text()
     assert not re.search(r"""(src|href)\s*=\s*['"]?(https?:|//)""", text), "the page must not load anything"
 
     grown = _lake_at(inventory, 0, 0)
-    observations = int(_scalar(inventory, f"SELECT count(*) FROM {SCHEMA}.lake_area_timeseries WHERE lake_id = :l", l=grown))  # type: ignore[call-overload]
+    series_sql = f"SELECT count(*) FROM {SCHEMA}.lake_area_timeseries WHERE lake_id = :l"
+    observations = _count(inventory, series_sql, l=grown)
     with browser() as page:
         page.send("Network.enable")
         page.open(out)

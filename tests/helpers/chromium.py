@@ -148,7 +148,9 @@ def browser() -> Iterator[Page]:
             page = Page(ws)
             for domain in ("Page", "Runtime", "Log"):
                 page.send(f"{domain}.enable")
-            page.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
+            page.send(
+                "Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False
+            )
             yield page
     finally:
         process.terminate()
