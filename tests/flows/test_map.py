@@ -10,6 +10,7 @@ import io
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from PIL import Image
 from shapely.geometry import Point
 
 from db.engine import make_engine
+from db.importer import import_inventory
 from db.merge import ensure_aoi, merge_scene
 from db.queries import lakes_as_of
 from db.schema import SCHEMA
@@ -125,6 +127,12 @@ def test_the_html_map_renders_in_headless_chromium(inventory: str, tmp_path: Pat
         assert page.evaluate("document.querySelectorAll('#popup svg.series circle.obs').length") == observations
         assert page.errors() == []
 
+        # The wheel zooms in about the pointer: the view gets narrower.
+        width = "+document.getElementById('map').getAttribute('viewBox').split(' ')[2]"
+        before = page.evaluate(width)
+        page.send("Input.dispatchMouseEvent", type="mouseWheel", x=500, y=375, deltaX=0, deltaY=-300)
+        assert page.evaluate(width) < before * 0.8
+
         # The error check itself sees a failing page.
         broken = tmp_path / "broken.html"
         broken.write_text("<html><body><script>console.error('x'); undefined_name();</script></body></html>")
@@ -176,6 +184,16 @@ def test_as_of_draws_the_inventory_of_that_date(inventory: str, tmp_path: Path) 
     assert _lake_at(inventory, 0, 2_500) not in {lake["id"] for lake in data["lakes"]}
     assert all(len(lake["series"]) == 1 for lake in data["lakes"])  # observations up to that day only
 
+    later = tmp_path / "later.html"  # scene 2 saw the drained lake dry: it is drawn as disappeared
+    day = (h.T0 + timedelta(days=30)).date().isoformat()
+    code, output = _draw(inventory, tmp_path, "--out", str(later), "--as-of", day)
+    assert code == 0, output
+    data = _map_data(later)
+    status = data["columns"].index("status")
+    drained = next(lake for lake in data["lakes"] if lake["id"] == _lake_at(inventory, 2_000, 0))
+    assert drained["attrs"][status] == "disappeared" and drained["cls"] == "disappeared"
+    assert len(data["lakes"]) == 5
+
 
 @pytest.mark.parametrize(
     ("args", "names"),
@@ -197,3 +215,34 @@ def test_bad_out_exits_2_with_one_line(inventory: str, tmp_path: Path) -> None:
     for out in (tmp_path / "m.svg", blocker / "m.html"):
         code, output = _draw(inventory, tmp_path, "--out", str(out))
         assert code == 2 and "--out" in output and len(output.strip().splitlines()) == 1, output
+
+
+MAX_BYTES_PER_LAKE = 400
+"""Size budget of the HTML map per lake (ICIMOD 2015: about 275 B a lake, page included)."""
+
+
+@pytest.mark.slow
+def test_the_icimod_inventory_fits_one_small_page(
+    db_url: str, engine: sa.Engine, tmp_path: Path, realdata: Path
+) -> None:
+    """3,609 real lakes (ICIMOD 2015, three basins, 855 km across) imported as a baseline: all drawn
+    in Chromium, the file within the size budget.
+    """
+    import_inventory(
+        engine,
+        realdata / "icimod_glacial_lakes_2015" / "GL_3basins_2015.geojson",
+        aoi_name="icimod-2015",
+        when=datetime(2015, 10, 1, tzinfo=UTC),
+    )
+    lakes = _count(db_url, f"SELECT count(*) FROM {SCHEMA}.lake")
+    assert lakes == 3609
+    out = tmp_path / "icimod.html"
+    code, output = _draw(db_url, tmp_path, "--out", str(out))
+    assert code == 0, output
+    assert out.stat().st_size < MAX_BYTES_PER_LAKE * lakes, out.stat().st_size
+    if chromium_binary() is None:
+        pytest.skip("no chromium binary (Debian package 'chromium'; CI installs it)")
+    with browser() as page:
+        page.open(out)
+        assert page.evaluate("document.querySelectorAll('svg#map path.lake').length") == lakes
+        assert page.errors() == []
