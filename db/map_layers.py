@@ -22,7 +22,10 @@ from db.attributes import ATTRIBUTES
 from db.queries import check_aoi_known, in_aoi, lakes_as_of
 from db.schema import SCHEMA, SRID
 
-__all__ = ["AoiOutline", "SeriesPoint", "aoi_outlines", "area_series", "map_lakes"]
+__all__ = ["GROWTH_VIEW", "AoiOutline", "SeriesPoint", "aoi_outlines", "area_series", "current_growth", "map_lakes"]
+
+GROWTH_VIEW = "lake_growth"
+"""The view of per-lake growth figures, where the schema has one (column ``area_change_pct``)."""
 
 _NAMES = f"(SELECT string_agg(n.name, ',' ORDER BY n.name) FROM {SCHEMA}.aoi AS n WHERE ST_Intersects(n.geom, {{g}}))"
 """``aoi_names`` as the views compute it (``migrations/versions/0006_spatial_lake_identity.py``)."""
@@ -142,4 +145,25 @@ def area_series(engine: sa.Engine, lake_ids: list[int], when: datetime | None = 
     with engine.connect() as conn:
         for lake_id, at, present, area in conn.execute(sa.text(sql), {"ids": list(lake_ids), "when": when}):
             out[int(lake_id)].append(SeriesPoint(at, bool(present), None if area is None else float(area)))
+    return out
+
+
+def current_growth(engine: sa.Engine, lake_ids: list[int]) -> dict[int, float | None] | None:
+    """``area_change_pct`` (% of the previous version's water area) of these lakes, now.
+
+    Read from the view :data:`GROWTH_VIEW` where the schema has it with that column; None where it
+    does not (the caller then computes a figure of its own and says so). A lake the view does not
+    list maps to None.
+    """
+    exists = f"""
+        SELECT 1 FROM information_schema.columns
+        WHERE table_schema = '{SCHEMA}' AND table_name = '{GROWTH_VIEW}' AND column_name = 'area_change_pct'
+    """
+    sql = f"SELECT lake_id, area_change_pct FROM {SCHEMA}.{GROWTH_VIEW} WHERE lake_id = ANY(:ids)"
+    with engine.connect() as conn:
+        if conn.execute(sa.text(exists)).first() is None:
+            return None
+        out: dict[int, float | None] = {int(i): None for i in lake_ids}
+        for lake_id, pct in conn.execute(sa.text(sql), {"ids": list(lake_ids)}):
+            out[int(lake_id)] = None if pct is None else float(pct)
     return out

@@ -78,7 +78,7 @@ def map_command(out: Path, aoi: str | None, as_of: str | None, colour: str) -> N
     if colour not in COLOUR_BY:
         raise BadInput(f"--colour {colour!r}: use one of {', '.join(COLOUR_BY)}")
 
-    from db.map_layers import aoi_outlines, area_series, map_lakes
+    from db.map_layers import aoi_outlines, area_series, current_growth, map_lakes
     from flows.database import ready_engine
     from flows.map_html import map_html
     from flows.map_png import map_png
@@ -89,9 +89,13 @@ def map_command(out: Path, aoi: str | None, as_of: str | None, colour: str) -> N
     lakes = map_lakes(engine, when, aoi)  # refuses an unknown AOI first
     outlines = aoi_outlines(engine, aoi)
     html = out.suffix.lower() == ".html"
-    needs_series = html or (colour == "growth" and GROWTH_COLUMN not in lakes.columns)
-    series = area_series(engine, [int(i) for i in lakes["lake_id"]], when) if needs_series else {}
-    legend = classify(lakes, colour, series)
+    ids = [int(i) for i in lakes["lake_id"]]
+    growth = None  # a growth figure the inventory keeps, where the row lacks one (see flows.map_style)
+    if colour == "growth" and GROWTH_COLUMN not in lakes.columns and when is None:
+        growth = current_growth(engine, ids)
+    needs_series = html or (colour == "growth" and GROWTH_COLUMN not in lakes.columns and growth is None)
+    series = area_series(engine, ids, when) if needs_series else {}
+    legend = classify(lakes, colour, series, growth)
     epsg = _display_epsg(outlines, lakes, aoi)
     title = f"{aoi or 'all AOIs'}: {len(lakes)} lakes, {f'as of {day}' if day else 'current'}, by {colour}"
     if html:

@@ -6,10 +6,11 @@ colour and one legend label everywhere.
 
 *Status*: the lake's latest change kind while it is active (``new``, ``grown``, … of
 :data:`flows.report.CHANGE_KINDS`), ``disappeared`` once gone, ``superseded`` when only scenes a
-rerun replaced saw it. *Growth*: the lake's area change in %, in classes; its figure is the
-export row's ``area_change_pct`` (against the previous version) where the inventory has that
-column, else computed from ``lake_area_timeseries`` (the latest observation, 0 m² when seen dry,
-against the first one with water); the legend title names which.
+rerun replaced saw it. *Growth*: the lake's area change in %, in classes. Its figure, the first
+that exists: the export row's ``area_change_pct`` (against the previous version); for the
+current inventory, the same figure from the view ``lake_growth``
+(:func:`db.map_layers.current_growth`); else computed from ``lake_area_timeseries`` (the latest
+observation, 0 m² when seen dry, against the first one with water). The legend title names which.
 """
 
 from __future__ import annotations
@@ -120,21 +121,31 @@ def growth_class(pct: float | None) -> str:
     return next(label for label, low, high, _ in GROWTH_CLASSES if low <= pct < high)
 
 
-def growth_figures(lakes: pd.DataFrame, series: Mapping[int, Sequence[SeriesPoint]]) -> tuple[list[float | None], str]:
+def growth_figures(
+    lakes: pd.DataFrame, series: Mapping[int, Sequence[SeriesPoint]], growth: Mapping[int, float | None] | None = None
+) -> tuple[list[float | None], str]:
     """Each lake's growth figure (%) and what it is (the legend title), see the module docstring."""
     if GROWTH_COLUMN in lakes.columns:
         values = [None if pd.isna(v) else float(v) for v in lakes[GROWTH_COLUMN]]
         return values, "area change vs previous version (%)"
+    if growth is not None:
+        return [growth.get(int(i)) for i in lakes["lake_id"]], "area change vs previous version (%, lake_growth)"
     values = [growth_from_series(series.get(int(i), ())) for i in lakes["lake_id"]]
     return values, "area change since first seen (%, lake_area_timeseries)"
 
 
-def classify(lakes: pd.DataFrame, colour_by: str, series: Mapping[int, Sequence[SeriesPoint]] | None = None) -> Legend:
+def classify(
+    lakes: pd.DataFrame,
+    colour_by: str,
+    series: Mapping[int, Sequence[SeriesPoint]] | None = None,
+    growth: Mapping[int, float | None] | None = None,
+) -> Legend:
     """Colour the lakes by ``status`` (columns ``status``, ``change_kind``) or ``growth``.
 
-    ``series``: lake id → its area series (:func:`db.map_layers.area_series`), needed for growth
-    when the rows have no :data:`GROWTH_COLUMN`. Legend entries list the classes in use, in their
-    fixed order, with counts.
+    ``growth``: lake id → % change from :func:`db.map_layers.current_growth`, or None;
+    ``series``: lake id → its area series (:func:`db.map_layers.area_series`), used for growth
+    when neither the rows' :data:`GROWTH_COLUMN` nor ``growth`` is there. Legend entries list the
+    classes in use, in their fixed order, with counts.
     """
     if colour_by == "status":
         status = lakes["status"] if "status" in lakes.columns else pd.Series(["active"] * len(lakes))
@@ -142,7 +153,7 @@ def classify(lakes: pd.DataFrame, colour_by: str, series: Mapping[int, Sequence[
         order = [(k, k, c) for k, c in STATUS_COLOURS.items()]
         title = "status / latest change"
     elif colour_by == "growth":
-        values, title = growth_figures(lakes, series or {})
+        values, title = growth_figures(lakes, series or {}, growth)
         keys = tuple(growth_class(v) for v in values)
         order = [(label, label, colour) for label, _, _, colour in GROWTH_CLASSES]
         order.append((UNKNOWN, "no figure", UNKNOWN_COLOUR))

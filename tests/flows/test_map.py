@@ -246,3 +246,34 @@ def test_the_icimod_inventory_fits_one_small_page(
         page.open(out)
         assert page.evaluate("document.querySelectorAll('svg#map path.lake').length") == lakes
         assert page.errors() == []
+
+
+def test_growth_reads_the_lake_growth_view_where_the_schema_has_one(
+    db_url: str, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """The current map takes the inventory's own figure (``lake_growth.area_change_pct``) over the
+    series: a schema without that view gets a stand-in whose figures the series would not give.
+    """
+    ensure_aoi(engine, AOI, h.footprint(), h.UTM)
+    for s in h.scenario(AOI)[:4]:
+        merge_scene(engine, s)
+    with engine.begin() as conn:
+        stand_in = conn.execute(sa.text(f"SELECT to_regclass('{SCHEMA}.lake_growth')")).scalar_one() is None
+        if stand_in:
+            conn.execute(
+                sa.text(
+                    f"CREATE VIEW {SCHEMA}.lake_growth AS SELECT lake_id, "
+                    f"CASE WHEN status = 'active' THEN 7.5 END AS area_change_pct FROM {SCHEMA}.lake"
+                )
+            )
+    out = tmp_path / "growth.html"
+    code, output = _draw(db_url, tmp_path, "--out", str(out), "--colour", "growth")
+    assert code == 0, output
+    data = _map_data(out)
+    assert data["legend"]["title"].startswith("area change vs previous version (%")
+    by_id = {lake["id"]: lake["cls"] for lake in data["lakes"]}
+    grown, drained = _lake_at(db_url, 0, 0), _lake_at(db_url, 2_000, 0)
+    if stand_in:
+        assert by_id[grown] == "+5 … +20 %" and by_id[drained] == "unknown"
+    else:  # the real view: 290 m after 260 m radius is +24 %; the drained lake lost its water
+        assert by_id[grown] == "≥ +20 %" and by_id[drained] == "≤ −20 %"

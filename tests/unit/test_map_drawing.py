@@ -83,6 +83,8 @@ def test_growth_prefers_the_export_column_and_says_so() -> None:
     series = {1: [SeriesPoint(T, True, 100.0), SeriesPoint(T, True, 200.0)]}
     from_series = classify(pd.DataFrame({"lake_id": [1, 2], "change_kind": ["grown", "new"]}), "growth", series)
     assert from_series.classes == ("≥ +20 %", "unknown") and "lake_area_timeseries" in from_series.title
+    kept = classify(pd.DataFrame({"lake_id": [1, 2], "change_kind": ["grown", "new"]}), "growth", series, {1: -30.0})
+    assert kept.classes == ("≤ −20 %", "unknown") and "lake_growth" in kept.title
     with_column = pd.DataFrame({"lake_id": [1, 2], "change_kind": ["grown", "new"], GROWTH_COLUMN: [-10.0, None]})
     legend = classify(with_column, "growth", series)
     assert legend.classes == ("−20 … −5 %", "unknown") and "previous version" in legend.title
