@@ -165,8 +165,9 @@ def map_html(
 ) -> str:
     """The HTML document (UTF-8 text); arguments as :func:`map_data`."""
     document = json.dumps(map_data(outlines, lakes, legend, series, epsg, title), separators=(",", ":"))
-    # Inside <script>, "</" would end the element early: JSON allows the escaped "<\/" instead.
-    document = document.replace("</", "<\\/")
+    # Inside <script>, "</script" or "<!--" in a string would end or change the element: JSON
+    # spells "<" as "\u003c" just as well, and "<" occurs nowhere else in JSON.
+    document = document.replace("<", "\\u003c")
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"

@@ -37,7 +37,7 @@ def _scale_bar(ax: Axes) -> None:
     length = scale_bar_length_m(x1 - x0)
     left, bottom, height = x1 - (x1 - x0) * 0.05 - length, y0 + (y1 - y0) * 0.04, (y1 - y0) * 0.018
     ax.add_patch(Rectangle((left, bottom), length, height, facecolor="black", edgecolor="black", zorder=5))
-    label = f"{length / 1000:g} km" if length >= 1000 else f"{length:g} m"
+    label = f"{length / 1000:g} km"
     ax.text(left + length / 2, bottom + height * 1.8, label, ha="center", va="bottom", fontsize=8, zorder=5)
 
 

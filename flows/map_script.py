@@ -132,7 +132,7 @@ SCRIPT = r"""
     [1, 2, 5].forEach(function (m) { if (m * p <= target) { len = m * p; } });
     var box = document.getElementById("scale");
     box.firstChild.style.width = (len / perPx).toFixed(0) + "px";
-    box.lastChild.textContent = len >= 1000 ? (len / 1000) + " km" : len + " m";
+    box.lastChild.textContent = +(len / 1000).toPrecision(3) + " km";
   }
   svg.addEventListener("wheel", function (e) {
     e.preventDefault();

@@ -98,7 +98,7 @@ def test_html_carries_every_column_and_escapes_script_ends() -> None:
     )
     page = map_html([("a</script>", box(86.69, 27.92, 86.71, 27.94))], lakes, classify(lakes, "status"), {}, 32645, "t")
     assert page.count("</script>") == 2  # the data element's and the code's own, nothing from the data
-    data = json.loads(page.split("id='map-data'>")[1].split("</script>")[0].replace("<\\/", "</"))
+    data = json.loads(page.split("id='map-data'>")[1].split("</script>")[0])
     assert data["columns"] == ["lake_id", "status", "change_kind", "note", "when"]
     assert data["lakes"][0]["attrs"] == [7, "active", "new", "</script><b>x", T.isoformat()]
     assert data["aois"][0]["name"] == "a</script>"
@@ -118,3 +118,10 @@ def test_the_png_has_a_legend_colour_and_a_black_scale_bar() -> None:
     # The bar: at least 4 rows running black over 20 px (outline and axes frame lines are thinner).
     long_rows = ((rgb.sum(axis=2) < 30).sum(axis=1) > 20).astype(int)
     assert np.convolve(long_rows, np.ones(4), mode="valid").max() == 4, "no scale bar"
+
+
+def test_an_empty_map_is_still_a_page() -> None:
+    lakes = gpd.GeoDataFrame({"lake_id": [], "status": [], "change_kind": []}, geometry=[], crs=4326)
+    page = map_html([("a", box(86.69, 27.92, 86.71, 27.94))], lakes, classify(lakes, "status"), {}, 32645, "t")
+    data = json.loads(page.split("id='map-data'>")[1].split("</script>")[0])
+    assert data["lakes"] == [] and data["legend"]["entries"] == [] and len(data["aois"]) == 1
