@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from core.files import atomic_path
 from flows.cli_support import BadInput, guarded
 from flows.settings import load_settings
 
@@ -103,8 +104,9 @@ def map_command(out: Path, aoi: str | None, as_of: str | None, colour: str) -> N
     else:
         payload = map_png([o.geometry for o in outlines], lakes, legend, epsg, title, size_in=8.0, dpi=100)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(payload)
+        with atomic_path(out) as tmp:  # never a half-written map under the final name
+            tmp.write_bytes(payload)
+            tmp.chmod(0o644)  # mkstemp makes it 0600: a map is for sharing
     except PermissionError as exc:
         raise BadInput(f"--out {out}: cannot be written ({exc.strerror})") from exc
     click.echo(f"{len(lakes)} lakes drawn to {out} ({len(payload)} bytes, EPSG:{epsg})")
