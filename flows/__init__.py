@@ -9,7 +9,8 @@ which database to use (``flows.database``), a run's temporary Prefect server (``
 the task runner its scenes are spread by (``flows.runner``: in turn, or over a Dask cluster), the
 outcome policy and final state (``flows.outcomes``), the run report and its artifacts
 (``flows.report``, ``flows.report_artifacts``, ``flows.quicklook``), ``glacial-lakes runs``
-(``flows.runs_cli``) and progress bars (``flows.progress``).
+(``flows.runs_cli``), ``glacial-lakes map`` (``flows.map_cli``; drawing in ``flows.map_style``,
+``flows.map_png``, ``flows.map_html``, ``flows.map_script``) and progress bars (``flows.progress``).
 
 May import: ``tasks``, ``models``, ``db``, ``demo`` and ``core``. Nothing imports ``flows``.
 """
