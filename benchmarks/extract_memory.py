@@ -1,0 +1,116 @@
+"""Peak memory and time of ``extract_lakes`` on demo scenes of growing size (flat in area?).
+
+For each ``--size`` (px), generates the demo catalog (seed 0) under ``--work``, prepares the first
+paired scene's stack and segments it with the spectral baseline (once; reused on later runs), then
+runs :func:`tasks.scene.extract_lakes` in a fresh child process and reports its peak resident set
+(``getrusage`` ``ru_maxrss``, MB) after the imports and after the extraction, the seconds it took,
+and what it found (lake count, total lake area, footprint area), so two trees can be compared on
+the same files: ``--tree`` runs the extraction of another checkout of the project.
+
+Progress goes to stderr; the last line of stdout is one JSON object with the figures.
+
+Run from the project root: ``.venv/bin/python benchmarks/extract_memory.py --size 2048 4096``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+THRESHOLD, MIN_AREA_M2 = 0.5, 5000.0
+KINDS = ("S2L2A", "S1GRD", "S1RTC", "DEM")
+
+_CHILD = """
+import json, pickle, resource, sys, time
+from tasks.scene import extract_lakes
+import numpy, rasterio, shapely, scipy.ndimage  # noqa: F401  (imports counted before the stage)
+info, prob = pickle.loads(open(sys.argv[1], "rb").read())
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t0 = time.perf_counter()
+out = extract_lakes(info, prob, float(sys.argv[2]), float(sys.argv[3]))
+seconds = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+areas = sorted(round(lake.area_m2) for lake in out.lakes)
+print(json.dumps({
+    "rss_after_imports_mb": round(before, 1),
+    "peak_rss_mb": round(peak, 1),
+    "extract_s": round(seconds, 2),
+    "lakes": len(out.lakes),
+    "lake_area_m2": sum(areas),
+    "areas_m2": areas,
+    "footprint_m2": None if out.footprint is None else round(out.footprint.area),
+    "footprint_vertices": None if out.footprint is None else int(shapely.get_num_coordinates(out.footprint)),
+}))
+"""
+
+
+def _prepare(size: int, work: Path) -> Path:
+    """The first demo scene of ``size`` px as (StackInfo, probability path), pickled; reused if there."""
+    manifest = work / f"scene_{size}.pickle"
+    if manifest.is_file():
+        return manifest
+    sys.path.insert(0, str(ROOT))
+    from demo.synthetic import generate_demo_catalog
+    from flows.aoi import load_aoi
+    from tasks.grid import grid_for_geometry, utm_epsg_for
+    from tasks.pairing import pair_scenes
+    from tasks.scene import prepare_stack
+    from tasks.segment import segment_stack
+    from tasks.sources import LocalStacSource
+
+    catalog = generate_demo_catalog(work / f"catalog_{size}", size_px=size, seed=0)
+    aoi = load_aoi(catalog.root / "aoi.geojson")
+    grid = grid_for_geometry(aoi.shape, utm_epsg_for(aoi.shape.centroid.x, aoi.shape.centroid.y))
+    found = LocalStacSource(catalog.root).acquisitions(KINDS)
+    start = min(a.sensing_time for a in found).date() - timedelta(days=1)
+    end = max(a.sensing_time for a in found).date() + timedelta(days=1)
+    plans, _ = pair_scenes(LocalStacSource(catalog.root).search(aoi.shape, start, end, KINDS), aoi.shape)
+    folder = work / f"scene_{size}"
+    info = prepare_stack(plans[0], grid, folder)
+    prob = segment_stack(info, "baseline", folder / "probability.tif", tta=False)
+    manifest.write_bytes(pickle.dumps((info, prob)))
+    return manifest
+
+
+def _measure(manifest: Path, tree: Path) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = [sys.executable, "-c", _CHILD, str(manifest), str(THRESHOLD), str(MIN_AREA_M2)]
+    done = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"extract_lakes failed in {tree}:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, nargs="+", default=[1024, 2048], help="demo scene sizes in px")
+    parser.add_argument("--work", type=Path, default=None, help="folder for the scenes (kept); default: temporary")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="checkout whose extract_lakes is measured")
+    parser.add_argument("--areas", action="store_true", help="list every lake area in the output")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        figures: dict[str, Any] = {"tree": args.tree.name, "scenes": []}
+        for size in args.size:
+            manifest = _prepare(size, work)
+            row = {"size_px": size, **_measure(manifest, args.tree.resolve())}
+            if not args.areas:
+                row.pop("areas_m2")
+            print(json.dumps(row), file=sys.stderr)
+            figures["scenes"].append(row)
+        print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

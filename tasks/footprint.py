@@ -1,0 +1,88 @@
+"""The scene's footprint outline built a strip of rows at a time (memory set by the strip).
+
+:func:`tasks.attribute.valid_footprint` outlines a whole mask at once: polygonise, union,
+Douglas-Peucker with ``simplify_m``. :class:`StripFootprint` gives the same outline (within the
+simplification) from strips: each strip's pixels are outlined and simplified on their own, with
+the points where the outline meets the strip's edges pinned, so the simplified strips still meet
+edge to edge at every seam (no slivers, no overlaps); the union of the strips is simplified once
+more with ``simplify_m`` (Douglas-Peucker, topology preserved) like the whole-mask outline.
+
+Per strip the simplification is GEOS's coverage simplification (Visvalingam-Whyatt, tolerance
+≈ the square root of the largest triangle area removed, here ``simplify_m``) of the coverage
+{outline, rest of the strip} with the coverage's boundary (the strip's rectangle) kept as it is:
+edges shared by the outline and the rest are simplified, and their end nodes on the rectangle
+stay where they are. Coordinates are the grid's CRS (UTM, metres).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import shapely
+from affine import Affine
+from numpy.typing import NDArray
+from shapely.geometry import MultiPolygon, box, shape
+
+from db.geometry import as_multipolygon
+from tasks.grid import GridSpec
+
+__all__ = ["FOOTPRINT_SIMPLIFY_M", "StripFootprint"]
+
+FOOTPRINT_SIMPLIFY_M = 20.0
+"""Simplification tolerance of footprints, metres (two 10 m pixels)."""
+
+
+class StripFootprint:
+    """Outline of a bool mask fed as consecutive strips of rows (the dry-capable footprint).
+
+    Args:
+        grid: The scene grid (UTM, metres).
+        simplify_m: Tolerance in metres; 0 keeps the pixel edges (then the result is exactly
+            the whole-mask outline).
+    """
+
+    def __init__(self, grid: GridSpec, simplify_m: float = FOOTPRINT_SIMPLIFY_M) -> None:
+        self.grid = grid
+        self.simplify_m = simplify_m
+        self._next_row = 0
+        self._pieces: list[shapely.Geometry] = []
+
+    def add(self, mask: NDArray[np.bool_], row0: int) -> None:
+        """Feeds rows ``[row0, row0 + len(mask))`` of the mask (bool ``(r, W)``), top to bottom.
+
+        Raises:
+            ValueError: Not the next rows of the grid, or not its width.
+        """
+        from rasterio.features import shapes
+
+        m = np.asarray(mask, dtype=bool)
+        if m.ndim != 2 or m.shape[1] != self.grid.width or row0 != self._next_row:
+            raise ValueError(f"strip {m.shape} at row {row0} is not the grid's next rows (row {self._next_row})")
+        self._next_row = row0 + m.shape[0]
+        if not m.any():
+            return
+        transform = self.grid.affine @ Affine.translation(0, row0)
+        outline = shapely.union_all(
+            [shape(g) for g, _ in shapes(m.astype(np.uint8), mask=m, connectivity=4, transform=transform)]
+        )
+        if self.simplify_m > 0:
+            left, top = transform @ (0, 0)
+            right, bottom = transform @ (m.shape[1], m.shape[0])
+            rest = box(min(left, right), min(top, bottom), max(left, right), max(top, bottom)).difference(outline)
+            if not rest.is_empty:  # a full strip is its rectangle: nothing to simplify
+                outline = shapely.coverage_simplify([outline, rest], self.simplify_m, simplify_boundary=False)[0]
+        self._pieces.append(outline)
+
+    def finish(self) -> MultiPolygon | None:
+        """The outline: a valid MultiPolygon in the grid's CRS, holes kept; None: no pixel set.
+
+        Raises:
+            ValueError: Not every row of the grid was fed.
+        """
+        if self._next_row != self.grid.height:
+            raise ValueError(f"fed rows 0..{self._next_row} of a grid of {self.grid.height}")
+        if not self._pieces:
+            return None
+        merged = shapely.union_all(self._pieces)  # strips meet edge to edge: seams dissolve
+        if self.simplify_m > 0:
+            merged = merged.simplify(self.simplify_m, preserve_topology=True)
+        return as_multipolygon(merged)
