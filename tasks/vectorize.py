@@ -121,15 +121,15 @@ class StripPolygoniser:
         labels, n = ndimage.label(m, structure=_FOUR)
         base = self._next_id - 1  # label k of this strip has the id base + k
         self._next_id += n
-        ids = np.where(labels > 0, labels.astype(np.int64) + base, 0)
+        top, bottom = (np.where(row > 0, row.astype(np.int64) + base, 0) for row in (labels[0], labels[-1]))
         if self._seam is not None:  # join the components that touch across the seam above
-            meet = (self._seam > 0) & (ids[0] > 0)
-            for a, b in np.unique(np.stack([self._seam[meet], ids[0][meet]]), axis=1).T:
+            meet = (self._seam > 0) & (top > 0)
+            for a, b in np.unique(np.stack([self._seam[meet], top[meet]]), axis=1).T:
                 self._union(int(a), int(b))
-        at_top = set(np.unique(ids[0]).tolist()) if row0 > 0 else set()
+        at_top = set(np.unique(top).tolist()) if row0 > 0 else set()
         last = self._next_row == self.grid.height
-        at_bottom = set() if last else set(np.unique(ids[-1]).tolist())
-        self._seam = None if last else ids[-1].copy()
+        at_bottom = set() if last else set(np.unique(bottom).tolist())
+        self._seam = None if last else bottom
         if not n:
             return
         from rasterio.features import shapes
