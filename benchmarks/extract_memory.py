@@ -1,11 +1,14 @@
 """Peak memory and time of ``extract_lakes`` on demo scenes of growing size (flat in area?).
 
 For each ``--size`` (px), generates the demo catalog (seed 0) under ``--work``, prepares the first
-paired scene's stack and segments it with the spectral baseline (once; reused on later runs), then
+paired scene's stack and segments it with the spectral baseline (once, in a child process of its
+own; reused on later runs), then
 runs :func:`tasks.scene.extract_lakes` in a fresh child process and reports its peak resident set
-(``getrusage`` ``ru_maxrss``, MB) after the imports and after the extraction, the seconds it took,
+(``getrusage`` ``ru_maxrss``, MB, and ``VmHWM``) after the imports and after the extraction, the seconds it took,
 and what it found (lake count, total lake area, footprint area), so two trees can be compared on
-the same files: ``--tree`` runs the extraction of another checkout of the project.
+the same files: ``--tree`` runs the extraction of another checkout of the project. (Linux keeps
+``ru_maxrss`` across fork and exec, so the measuring child is started by this small process,
+never by one that held a scene.)
 
 Progress goes to stderr; the last line of stdout is one JSON object with the figures.
 
@@ -40,7 +43,9 @@ out = extract_lakes(info, prob, float(sys.argv[2]), float(sys.argv[3]))
 seconds = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 areas = sorted(round(lake.area_m2) for lake in out.lakes)
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")]
 print(json.dumps({
+    "vm_hwm_mb": round(int(hwm[0].split()[1]) / 1024, 1) if hwm else None,
     "rss_after_imports_mb": round(before, 1),
     "peak_rss_mb": round(peak, 1),
     "extract_s": round(seconds, 2),
@@ -54,10 +59,16 @@ print(json.dumps({
 
 
 def _prepare(size: int, work: Path) -> Path:
-    """The first demo scene of ``size`` px as (StackInfo, probability path), pickled; reused if there."""
+    """The first demo scene of ``size`` px, prepared by a child process; its pickle's path."""
     manifest = work / f"scene_{size}.pickle"
-    if manifest.is_file():
-        return manifest
+    if not manifest.is_file():
+        cmd = [sys.executable, __file__, "--prepare", str(size), "--work", str(work)]
+        subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, check=True)
+    return manifest
+
+
+def _prepare_here(size: int, work: Path) -> None:
+    """Generates, prepares and segments the scene; pickles (StackInfo, probability path)."""
     sys.path.insert(0, str(ROOT))
     from demo.synthetic import generate_demo_catalog
     from flows.aoi import load_aoi
@@ -77,8 +88,7 @@ def _prepare(size: int, work: Path) -> Path:
     folder = work / f"scene_{size}"
     info = prepare_stack(plans[0], grid, folder)
     prob = segment_stack(info, "baseline", folder / "probability.tif", tta=False)
-    manifest.write_bytes(pickle.dumps((info, prob)))
-    return manifest
+    (work / f"scene_{size}.pickle").write_bytes(pickle.dumps((info, prob)))
 
 
 def _measure(manifest: Path, tree: Path) -> dict[str, Any]:
@@ -97,7 +107,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="folder for the scenes (kept); default: temporary")
     parser.add_argument("--tree", type=Path, default=ROOT, help="checkout whose extract_lakes is measured")
     parser.add_argument("--areas", action="store_true", help="list every lake area in the output")
+    parser.add_argument("--prepare", type=int, default=None, help=argparse.SUPPRESS)  # the preparing child
     args = parser.parse_args()
+    if args.prepare is not None:
+        _prepare_here(args.prepare, args.work)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -9,10 +9,11 @@ the scene width (and by the largest lake), not by the scene's area:
    (:class:`tasks.vectorize.StripPolygoniser`: lakes crossing strip edges come out whole, the
    minimum area applied after stitching) and the dry-capable pixels
    (:func:`tasks.validity.dry_capable`) are outlined (:class:`tasks.footprint.StripFootprint`).
-2. **Attribute**: strips of the probability and of the stack's DEM band are read only where a
-   lake's window lies; each lake's window (its bounding box with
-   :data:`~tasks.attribute.ATTRIBUTE_HALO_PX` pixels around) is copied out of them and measured by
-   :func:`tasks.attribute.measure_lake` as soon as it is complete, then dropped.
+2. **Attribute**: each lake's window (its bounding box with
+   :data:`~tasks.attribute.ATTRIBUTE_HALO_PX` pixels around) is assembled strip by strip: the
+   probability read by that window, the DEM cut out of the stack's DEM band, read by strips of
+   rows only where some lake's window lies; the lake is measured by
+   :func:`tasks.attribute.measure_lake` as soon as its window is complete, then dropped.
 
 The results equal the whole-raster stages (:func:`tasks.vectorize.mask_to_polygons`,
 :func:`tasks.attribute.attribute_lakes`, :func:`tasks.attribute.valid_footprint`): the same
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from numpy.typing import NDArray
+from rasterio.windows import Window
 from shapely.geometry import MultiPolygon, Polygon
 
 from core.errors import RasterInputError
@@ -143,25 +146,24 @@ def _attribute(
             nxt += 1
         if not open_:
             continue  # no lake here: nothing to read
-        prob = _read_probability(probability_path, s0, s1)
-        dem = stack.read_band("DEM", rows=(s0, s1))
-        for i in list(open_):
-            r0, r1, c0, c1 = windows[i]
-            lo, hi = max(r0, s0), min(r1, s1)
-            prob_w, dem_w = open_[i]
-            prob_w[lo - r0 : hi - r0] = prob[lo - s0 : hi - s0, c0:c1]
-            dem_w[lo - r0 : hi - r0] = dem[lo - s0 : hi - s0, c0:c1]
-            if r1 <= s1:  # complete: measure and let go
-                lakes[i] = measure_lake(polygons[i], prob_w, dem_w, window_grid(grid, windows[i]))
-                del open_[i]
-        del prob, dem
+        dem = stack.read_band("DEM", rows=(s0, s1))  # the stack is read by rows (its reader's API)
+        with rasterio.open(probability_path) as prob:  # closed per strip: GDAL's block cache goes too
+            for i in list(open_):
+                r0, r1, c0, c1 = windows[i]
+                lo, hi = max(r0, s0), min(r1, s1)
+                prob_w, dem_w = open_[i]
+                # The probability by the lake's own window: only the blocks it touches are decoded.
+                prob.read(1, window=Window(c0, lo, c1 - c0, hi - lo), out=prob_w[lo - r0 : hi - r0])
+                dem_w[lo - r0 : hi - r0] = dem[lo - s0 : hi - s0, c0:c1]
+                if r1 <= s1:  # complete: measure and let go
+                    lakes[i] = measure_lake(polygons[i], prob_w, dem_w, window_grid(grid, windows[i]))
+                    del open_[i]
+        del dem
     return [lake for lake in lakes if lake is not None]
 
 
 def _check_probability(path: Path, grid: GridSpec) -> None:
     """The probability raster must be on the stack's grid (else pixels would be read at wrong places)."""
-    import rasterio
-
     with rasterio.open(path) as ds:
         same_place = np.allclose(tuple(ds.transform)[:6], grid.transform, rtol=0.0, atol=1e-3)  # metres
         if (ds.height, ds.width) != grid.shape or not same_place:
@@ -177,9 +179,6 @@ def _read_probability(path: Path, row0: int, row1: int) -> NDArray[np.float32]:
     Closing frees GDAL's block cache of the file, which would otherwise keep every decoded block
     of the scene resident.
     """
-    import rasterio
-    from rasterio.windows import Window
-
     with rasterio.open(path) as ds:
         out: NDArray[np.float32] = ds.read(1, window=Window(0, row0, ds.width, row1 - row0), out_dtype="float32")
     return out
