@@ -86,7 +86,7 @@ def extract_lakes(
         strip_rows: Rows per strip (:data:`EXTRACT_STRIP_ROWS`); results do not depend on it.
 
     Raises:
-        RasterInputError: The probability raster is not on the stack's grid.
+        RasterInputError: The probability raster is not on the stack's grid (size, transform, CRS).
     """
     if strip_rows < 1:
         raise ValueError(f"strip_rows must be positive, got {strip_rows}")
@@ -166,10 +166,11 @@ def _check_probability(path: Path, grid: GridSpec) -> None:
     """The probability raster must be on the stack's grid (else pixels would be read at wrong places)."""
     with rasterio.open(path) as ds:
         same_place = np.allclose(tuple(ds.transform)[:6], grid.transform, rtol=0.0, atol=1e-3)  # metres
-        if (ds.height, ds.width) != grid.shape or not same_place:
+        epsg = ds.crs.to_epsg() if ds.crs is not None else None
+        if (ds.height, ds.width) != grid.shape or not same_place or epsg != grid.epsg:
             raise RasterInputError(
-                f"{path}: probability raster {ds.width}x{ds.height} is not on the stack's grid "
-                f"{grid.width}x{grid.height} (same size and transform needed)"
+                f"{path}: probability raster {ds.width}x{ds.height} (EPSG:{epsg}) is not on the stack's grid "
+                f"{grid.width}x{grid.height} (EPSG:{grid.epsg}; same size, transform and CRS needed)"
             )
 
 

@@ -300,19 +300,24 @@ def test_extract_lakes_without_scl_has_no_footprint_and_the_same_lakes(tmp_path:
     assert [lk.area_m2 for lk in without.lakes] == [lk.area_m2 for lk in with_scl.lakes]
 
 
-def test_probability_on_another_grid_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("size", "epsg"), [((10, 10), EPSG), ((GRID.width, GRID.height), EPSG + 1)], ids=["size", "crs"]
+)
+def test_probability_on_another_grid_is_refused(tmp_path: Path, size: tuple[int, int], epsg: int) -> None:
+    """A probability raster of another size or CRS is refused, naming the file (never read at wrong pixels)."""
     info, _ = _scene(tmp_path)
     other = tmp_path / "other.tif"
+    width, height = size
     profile = {
         "driver": "GTiff",
-        "width": 10,
-        "height": 10,
+        "width": width,
+        "height": height,
         "count": 1,
         "dtype": "float32",
-        "crs": GRID.crs,
+        "crs": f"EPSG:{epsg}",
         "transform": GRID.affine,
     }
     with rasterio.open(other, "w", **profile) as dst:
-        dst.write(np.zeros((1, 10, 10), np.float32))
+        dst.write(np.zeros((1, height, width), np.float32))
     with pytest.raises(RasterInputError, match=r"other\.tif"):
         extract_lakes(info, other, 0.5, 5000.0)
