@@ -4,8 +4,7 @@
 Douglas-Peucker with ``simplify_m``. :class:`StripFootprint` gives the same outline (within the
 simplification) from strips: each strip's pixels are outlined and simplified on their own, with
 the points where the outline meets the strip's edges pinned, so the simplified strips still meet
-edge to edge at every seam (no slivers, no overlaps); the union of the strips is simplified once
-more with ``simplify_m`` (Douglas-Peucker, topology preserved) like the whole-mask outline.
+edge to edge at every seam (no slivers, no overlaps), and their union is the outline.
 
 Per strip the simplification is GEOS's coverage simplification (Visvalingam-Whyatt, tolerance
 ≈ the square root of the largest triangle area removed, here ``simplify_m``) of the coverage
@@ -20,7 +19,7 @@ import numpy as np
 import shapely
 from affine import Affine
 from numpy.typing import NDArray
-from shapely.geometry import MultiPolygon, box, shape
+from shapely.geometry import MultiPolygon, Polygon, box, shape
 
 from db.geometry import as_multipolygon
 from tasks.grid import GridSpec
@@ -61,9 +60,11 @@ class StripFootprint:
         if not m.any():
             return
         transform = self.grid.affine @ Affine.translation(0, row0)
-        outline = shapely.union_all(
-            [shape(g) for g, _ in shapes(m.astype(np.uint8), mask=m, connectivity=4, transform=transform)]
-        )
+        # GDAL's 4-connected parts of one value never share an edge: a MultiPolygon of them, no overlay.
+        parts = [shape(g) for g, _ in shapes(m.astype(np.uint8), mask=m, connectivity=4, transform=transform)]
+        outline: shapely.Geometry | None = as_multipolygon(MultiPolygon(parts))
+        if outline is None:
+            return
         if self.simplify_m > 0:
             left, top = transform @ (0, 0)
             right, bottom = transform @ (m.shape[1], m.shape[0])
@@ -82,7 +83,23 @@ class StripFootprint:
             raise ValueError(f"fed rows 0..{self._next_row} of a grid of {self.grid.height}")
         if not self._pieces:
             return None
-        merged = shapely.union_all(self._pieces)  # strips meet edge to edge: seams dissolve
-        if self.simplify_m > 0:
-            merged = merged.simplify(self.simplify_m, preserve_topology=True)
-        return as_multipolygon(merged)
+        return as_multipolygon(_dissolve_seams(self._pieces))
+
+
+def _dissolve_seams(pieces: list[shapely.Geometry]) -> shapely.Geometry:
+    """The union of strips' outlines that meet edge to edge, holes put back without an overlay.
+
+    A strip's holes lie inside that strip, so they take no part in the seams: only the shells are
+    unioned (an overlay of few vertices), and each hole goes back into the part that contains it.
+    The same result as ``union_all(pieces)``, without overlaying thousands of holes.
+    """
+    polygons = [p for piece in pieces for p in shapely.get_parts(piece)]
+    shells = [Polygon(p.exterior) for p in polygons]
+    holes = [Polygon(ring) for p in polygons for ring in p.interiors]
+    parts = list(shapely.get_parts(shapely.union_all(shells)))  # shells meet edge to edge: seams dissolve
+    inner: list[list[shapely.LinearRing]] = [list(part.interiors) for part in parts]
+    if holes:
+        where, owner = shapely.STRtree(parts).query(shapely.point_on_surface(holes), predicate="within")
+        for h, o in zip(where.tolist(), owner.tolist(), strict=True):
+            inner[o].append(holes[h].exterior)
+    return MultiPolygon([Polygon(part.exterior, rings) for part, rings in zip(parts, inner, strict=True)])
