@@ -6,7 +6,9 @@ own; reused on later runs), then
 runs :func:`tasks.scene.extract_lakes` in a fresh child process and reports its peak resident set
 (``getrusage`` ``ru_maxrss``, MB, and ``VmHWM``) after the imports and after the extraction, the seconds it took,
 and what it found (lake count, total lake area, footprint area), so two trees can be compared on
-the same files: ``--tree`` runs the extraction of another checkout of the project. (Linux keeps
+the same files: ``--tree`` runs the extraction of another checkout of the project; ``--tile K``
+measures K × K copies of each scene side by side instead (larger scenes without generating them).
+(Linux keeps
 ``ru_maxrss`` across fork and exec, so the measuring child is started by this small process,
 never by one that held a scene.)
 
@@ -58,13 +60,55 @@ print(json.dumps({
 """
 
 
-def _prepare(size: int, work: Path) -> Path:
-    """The first demo scene of ``size`` px, prepared by a child process; its pickle's path."""
-    manifest = work / f"scene_{size}.pickle"
+def _name(size: int, tile: int) -> str:
+    return f"scene_{size}" if tile == 1 else f"scene_{size}x{tile}"
+
+
+def _prepare(size: int, tile: int, work: Path) -> Path:
+    """The first demo scene of ``size`` px (``tile`` × ``tile`` copies), prepared by a child process."""
+    manifest = work / f"{_name(size, tile)}.pickle"
     if not manifest.is_file():
-        cmd = [sys.executable, __file__, "--prepare", str(size), "--work", str(work)]
+        if tile > 1:
+            _prepare(size, 1, work)
+        cmd = [sys.executable, __file__, "--prepare", str(size), "--tile", str(tile), "--work", str(work)]
         subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, check=True)
     return manifest
+
+
+def _prepare_tiled(size: int, tile: int, work: Path) -> None:
+    """``tile`` × ``tile`` copies of the ``size`` px scene side by side, pickled like a scene.
+
+    A larger scene of the same content (stack, masks and probability), written by the stack's writer.
+    """
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    import rasterio
+
+    from tasks.grid import GridSpec
+    from tasks.stack import StackReader, write_stack
+
+    info, prob_path = pickle.loads((work / f"{_name(size, 1)}.pickle").read_bytes())
+    with StackReader(info) as reader:
+        stack, valid, dry = reader.read_all(), reader.read_valid(), reader.read_dry_capable()
+    g = info.grid
+    grid = GridSpec(g.epsg, g.transform, g.width * tile, g.height * tile)
+    folder = work / _name(size, tile)
+    big = write_stack(
+        np.tile(stack, (1, tile, tile)),
+        np.tile(valid, (tile, tile)),
+        grid,
+        folder,
+        "scene",
+        cloud_fraction=info.cloud_fraction,
+        dry_capable=None if dry is None else np.tile(dry, (tile, tile)),
+    )
+    del stack
+    with rasterio.open(prob_path) as src:
+        prob, profile = src.read(1), src.profile
+    profile.update(width=grid.width, height=grid.height, transform=grid.affine, driver="COG")
+    with rasterio.open(folder / "probability.tif", "w", **profile) as dst:
+        dst.write(np.tile(prob, (tile, tile))[np.newaxis])
+    (work / f"{_name(size, tile)}.pickle").write_bytes(pickle.dumps((big, folder / "probability.tif")))
 
 
 def _prepare_here(size: int, work: Path) -> None:
@@ -85,10 +129,10 @@ def _prepare_here(size: int, work: Path) -> None:
     start = min(a.sensing_time for a in found).date() - timedelta(days=1)
     end = max(a.sensing_time for a in found).date() + timedelta(days=1)
     plans, _ = pair_scenes(LocalStacSource(catalog.root).search(aoi.shape, start, end, KINDS), aoi.shape)
-    folder = work / f"scene_{size}"
+    folder = work / _name(size, 1)
     info = prepare_stack(plans[0], grid, folder)
     prob = segment_stack(info, "baseline", folder / "probability.tif", tta=False)
-    (work / f"scene_{size}.pickle").write_bytes(pickle.dumps((info, prob)))
+    (work / f"{_name(size, 1)}.pickle").write_bytes(pickle.dumps((info, prob)))
 
 
 def _measure(manifest: Path, tree: Path) -> dict[str, Any]:
@@ -107,18 +151,23 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="folder for the scenes (kept); default: temporary")
     parser.add_argument("--tree", type=Path, default=ROOT, help="checkout whose extract_lakes is measured")
     parser.add_argument("--areas", action="store_true", help="list every lake area in the output")
+    parser.add_argument("--tile", type=int, default=1, help="measure TILE × TILE copies of each scene side by side")
     parser.add_argument("--prepare", type=int, default=None, help=argparse.SUPPRESS)  # the preparing child
     args = parser.parse_args()
     if args.prepare is not None:
-        _prepare_here(args.prepare, args.work)
+        (
+            _prepare_here(args.prepare, args.work)
+            if args.tile == 1
+            else _prepare_tiled(args.prepare, args.tile, args.work)
+        )
         return
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         figures: dict[str, Any] = {"tree": args.tree.name, "scenes": []}
         for size in args.size:
-            manifest = _prepare(size, work)
-            row = {"size_px": size, **_measure(manifest, args.tree.resolve())}
+            manifest = _prepare(size, args.tile, work)
+            row = {"size_px": size * args.tile, "tiled": args.tile, **_measure(manifest, args.tree.resolve())}
             if not args.areas:
                 row.pop("areas_m2")
             print(json.dumps(row), file=sys.stderr)
