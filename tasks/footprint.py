@@ -7,7 +7,7 @@ the points where the outline meets the strip's edges pinned, so the simplified s
 edge to edge at every seam (no slivers, no overlaps), and their union is the outline.
 
 Per strip the simplification is GEOS's coverage simplification (Visvalingam-Whyatt, tolerance
-≈ the square root of the largest triangle area removed, here ``simplify_m``) of the coverage
+≈ the square root of the largest triangle area removed: :data:`VW_PER_DP` × ``simplify_m``) of the coverage
 {outline, rest of the strip} with the coverage's boundary (the strip's rectangle) kept as it is:
 edges shared by the outline and the rest are simplified, and their end nodes on the rectangle
 stay where they are. Coordinates are the grid's CRS (UTM, metres).
@@ -24,10 +24,15 @@ from shapely.geometry import MultiPolygon, Polygon, box, shape
 from db.geometry import as_multipolygon
 from tasks.grid import GridSpec
 
-__all__ = ["FOOTPRINT_SIMPLIFY_M", "StripFootprint"]
+__all__ = ["FOOTPRINT_SIMPLIFY_M", "VW_PER_DP", "StripFootprint"]
 
 FOOTPRINT_SIMPLIFY_M = 20.0
 """Simplification tolerance of footprints, metres (two 10 m pixels)."""
+VW_PER_DP = 2.0
+"""Visvalingam-Whyatt tolerance per metre of Douglas-Peucker tolerance: at twice the distance, the
+strips' outline has about as many vertices as the whole-mask Douglas-Peucker one and differs from
+it no more (first 2048 px demo scene: 727 vertices against 683, 0.21 % of the area differing; at
+1× it kept 1688)."""
 
 
 class StripFootprint:
@@ -70,7 +75,9 @@ class StripFootprint:
             right, bottom = transform @ (m.shape[1], m.shape[0])
             rest = box(min(left, right), min(top, bottom), max(left, right), max(top, bottom)).difference(outline)
             if not rest.is_empty:  # a full strip is its rectangle: nothing to simplify
-                outline = shapely.coverage_simplify([outline, rest], self.simplify_m, simplify_boundary=False)[0]
+                outline = shapely.coverage_simplify(
+                    [outline, rest], VW_PER_DP * self.simplify_m, simplify_boundary=False
+                )[0]
         self._pieces.append(outline)
 
     def finish(self) -> MultiPolygon | None:

@@ -286,9 +286,10 @@ def test_extract_lakes_by_strips_equals_the_whole_raster_stages(tmp_path: Path, 
     assert out.footprint is not None and footprint is not None and out.footprint.is_valid
     assert out.footprint.symmetric_difference(footprint).area < 20.0 * footprint.length
     assert out.footprint.area == pytest.approx(footprint.area, rel=0.02)
-    # The lakes (with their one-pixel ring) are out of the footprint at every strip height.
+    # The lakes (with their one-pixel ring) are out of the footprint at every strip height, up to
+    # the simplification's nibbles (far from the 95 % cover the merge needs to call a lake absent).
     for lake in out.lakes:
-        assert out.footprint.intersection(lake.geometry.buffer(-5.0)).area < 0.01 * lake.area_m2
+        assert out.footprint.intersection(lake.geometry.buffer(-5.0)).area < 0.05 * lake.area_m2
 
 
 def test_extract_lakes_without_scl_has_no_footprint_and_the_same_lakes(tmp_path: Path) -> None:
