@@ -7,7 +7,8 @@ runs :func:`tasks.scene.extract_lakes` in a fresh child process and reports its 
 (``getrusage`` ``ru_maxrss``, MB, and ``VmHWM``) after the imports and after the extraction, the seconds it took,
 and what it found (lake count, total lake area, footprint area), so two trees can be compared on
 the same files: ``--tree`` runs the extraction of another checkout of the project; ``--tile K``
-measures K × K copies of each scene side by side instead (larger scenes without generating them).
+(or ``DOWNxACROSS``) measures K × K copies of each scene side by side instead (larger scenes
+without generating them).
 (Linux keeps
 ``ru_maxrss`` across fork and exec, so the measuring child is started by this small process,
 never by one that held a scene.)
@@ -60,23 +61,32 @@ print(json.dumps({
 """
 
 
-def _name(size: int, tile: int) -> str:
-    return f"scene_{size}" if tile == 1 else f"scene_{size}x{tile}"
+Tile = tuple[int, int]
+"""Copies of a scene down and across."""
 
 
-def _prepare(size: int, tile: int, work: Path) -> Path:
-    """The first demo scene of ``size`` px (``tile`` × ``tile`` copies), prepared by a child process."""
+def _name(size: int, tile: Tile) -> str:
+    return f"scene_{size}" if tile == (1, 1) else f"scene_{size}_{tile[0]}x{tile[1]}"
+
+
+def _tile(text: str) -> Tile:
+    down, _, across = text.partition("x")
+    return int(down), int(across or down)
+
+
+def _prepare(size: int, tile: Tile, work: Path) -> Path:
+    """The first demo scene of ``size`` px (``tile`` copies down × across), prepared by a child process."""
     manifest = work / f"{_name(size, tile)}.pickle"
     if not manifest.is_file():
-        if tile > 1:
-            _prepare(size, 1, work)
-        cmd = [sys.executable, __file__, "--prepare", str(size), "--tile", str(tile), "--work", str(work)]
+        if tile != (1, 1):
+            _prepare(size, (1, 1), work)
+        cmd = [sys.executable, __file__, "--prepare", str(size), "--tile", f"{tile[0]}x{tile[1]}", "--work", str(work)]
         subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, check=True)
     return manifest
 
 
-def _prepare_tiled(size: int, tile: int, work: Path) -> None:
-    """``tile`` × ``tile`` copies of the ``size`` px scene side by side, pickled like a scene.
+def _prepare_tiled(size: int, tile: Tile, work: Path) -> None:
+    """``tile`` copies (down × across) of the ``size`` px scene side by side, pickled like a scene.
 
     A larger scene of the same content (stack, masks and probability), written by the stack's writer.
     """
@@ -87,27 +97,27 @@ def _prepare_tiled(size: int, tile: int, work: Path) -> None:
     from tasks.grid import GridSpec
     from tasks.stack import StackReader, write_stack
 
-    info, prob_path = pickle.loads((work / f"{_name(size, 1)}.pickle").read_bytes())
+    info, prob_path = pickle.loads((work / f"{_name(size, (1, 1))}.pickle").read_bytes())
     with StackReader(info) as reader:
         stack, valid, dry = reader.read_all(), reader.read_valid(), reader.read_dry_capable()
     g = info.grid
-    grid = GridSpec(g.epsg, g.transform, g.width * tile, g.height * tile)
+    grid = GridSpec(g.epsg, g.transform, g.width * tile[1], g.height * tile[0])
     folder = work / _name(size, tile)
     big = write_stack(
-        np.tile(stack, (1, tile, tile)),
-        np.tile(valid, (tile, tile)),
+        np.tile(stack, (1, *tile)),
+        np.tile(valid, tile),
         grid,
         folder,
         "scene",
         cloud_fraction=info.cloud_fraction,
-        dry_capable=None if dry is None else np.tile(dry, (tile, tile)),
+        dry_capable=None if dry is None else np.tile(dry, tile),
     )
     del stack
     with rasterio.open(prob_path) as src:
         prob, profile = src.read(1), src.profile
     profile.update(width=grid.width, height=grid.height, transform=grid.affine, driver="COG")
     with rasterio.open(folder / "probability.tif", "w", **profile) as dst:
-        dst.write(np.tile(prob, (tile, tile))[np.newaxis])
+        dst.write(np.tile(prob, tile)[np.newaxis])
     (work / f"{_name(size, tile)}.pickle").write_bytes(pickle.dumps((big, folder / "probability.tif")))
 
 
@@ -129,10 +139,10 @@ def _prepare_here(size: int, work: Path) -> None:
     start = min(a.sensing_time for a in found).date() - timedelta(days=1)
     end = max(a.sensing_time for a in found).date() + timedelta(days=1)
     plans, _ = pair_scenes(LocalStacSource(catalog.root).search(aoi.shape, start, end, KINDS), aoi.shape)
-    folder = work / _name(size, 1)
+    folder = work / _name(size, (1, 1))
     info = prepare_stack(plans[0], grid, folder)
     prob = segment_stack(info, "baseline", folder / "probability.tif", tta=False)
-    (work / f"{_name(size, 1)}.pickle").write_bytes(pickle.dumps((info, prob)))
+    (work / f"{_name(size, (1, 1))}.pickle").write_bytes(pickle.dumps((info, prob)))
 
 
 def _measure(manifest: Path, tree: Path) -> dict[str, Any]:
@@ -151,15 +161,16 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="folder for the scenes (kept); default: temporary")
     parser.add_argument("--tree", type=Path, default=ROOT, help="checkout whose extract_lakes is measured")
     parser.add_argument("--areas", action="store_true", help="list every lake area in the output")
-    parser.add_argument("--tile", type=int, default=1, help="measure TILE × TILE copies of each scene side by side")
+    parser.add_argument(
+        "--tile", type=_tile, default=(1, 1), help="K or DOWNxACROSS: measure copies of each scene side by side"
+    )
     parser.add_argument("--prepare", type=int, default=None, help=argparse.SUPPRESS)  # the preparing child
     args = parser.parse_args()
     if args.prepare is not None:
-        (
+        if args.tile == (1, 1):
             _prepare_here(args.prepare, args.work)
-            if args.tile == 1
-            else _prepare_tiled(args.prepare, args.tile, args.work)
-        )
+        else:
+            _prepare_tiled(args.prepare, args.tile, args.work)
         return
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
@@ -167,7 +178,8 @@ def main() -> None:
         figures: dict[str, Any] = {"tree": args.tree.name, "scenes": []}
         for size in args.size:
             manifest = _prepare(size, args.tile, work)
-            row = {"size_px": size * args.tile, "tiled": args.tile, **_measure(manifest, args.tree.resolve())}
+            shape = {"height_px": size * args.tile[0], "width_px": size * args.tile[1]}
+            row = {**shape, **_measure(manifest, args.tree.resolve())}
             if not args.areas:
                 row.pop("areas_m2")
             print(json.dumps(row), file=sys.stderr)
