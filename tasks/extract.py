@@ -116,10 +116,9 @@ def _vectorise(
         prob = _read_probability(probability_path, a, b)
         water = probability_to_mask(prob, threshold) & stack.read_valid(rows=(a, b))
         polygoniser.add(water[core], r0)
-        if known:
-            seen_dry = dry_capable(stack.read_dry_capable(rows=(a, b)), water, prob)
-            if seen_dry is None:  # pragma: no cover - the sidecar vanished between two reads
-                raise RasterInputError(f"{stack.dry_capable_path}: dry-capable mask unreadable")
+        before_water = stack.read_dry_capable(rows=(a, b)) if known else None
+        seen_dry = dry_capable(before_water, water, prob)  # None: the cloud state is unknown
+        if seen_dry is not None:
             outline.add(seen_dry[core], r0)
         del prob, water
     return polygoniser.finish(), outline.finish() if known else None
