@@ -4,7 +4,8 @@
 Douglas-Peucker with ``simplify_m``. :class:`StripFootprint` gives the same outline (within the
 simplification) from strips: each strip's pixels are outlined and simplified on their own, with
 the points where the outline meets the strip's edges pinned, so the simplified strips still meet
-edge to edge at every seam (no slivers, no overlaps), and their union is the outline.
+edge to edge at every seam (no slivers, no overlaps), and their union is the outline (only parts
+reaching a strip's top or bottom edge take part in it).
 
 Per strip the simplification is GEOS's coverage simplification (Visvalingam-Whyatt, tolerance
 ≈ the square root of the largest triangle area removed: :data:`VW_PER_DP` × ``simplify_m``) of the coverage
@@ -48,7 +49,8 @@ class StripFootprint:
         self.grid = grid
         self.simplify_m = simplify_m
         self._next_row = 0
-        self._pieces: list[shapely.Geometry] = []
+        self._edge: list[Polygon] = []  # parts reaching a strip's top or bottom edge: may join others
+        self._inner: list[Polygon] = []  # parts clear of both: final as they are
 
     def add(self, mask: NDArray[np.bool_], row0: int) -> None:
         """Feeds rows ``[row0, row0 + len(mask))`` of the mask (bool ``(r, W)``), top to bottom.
@@ -78,7 +80,12 @@ class StripFootprint:
                 outline = shapely.coverage_simplify(
                     [outline, rest], VW_PER_DP * self.simplify_m, simplify_boundary=False
                 )[0]
-        self._pieces.append(outline)
+        # Only parts reaching the strip's top or bottom row can meet parts of another strip.
+        y0, y1 = sorted((transform.f, (transform @ (0, m.shape[0]))[1]))
+        half = abs(transform.e) / 2  # outlines follow pixel edges (simplifying only drops vertices)
+        for part in shapely.get_parts(outline):
+            _, miny, _, maxy = part.bounds
+            (self._edge if miny <= y0 + half or maxy >= y1 - half else self._inner).append(part)
 
     def finish(self) -> MultiPolygon | None:
         """The outline: a valid MultiPolygon in the grid's CRS, holes kept; None: no pixel set.
@@ -88,19 +95,20 @@ class StripFootprint:
         """
         if self._next_row != self.grid.height:
             raise ValueError(f"fed rows 0..{self._next_row} of a grid of {self.grid.height}")
-        if not self._pieces:
+        if not self._edge and not self._inner:
             return None
-        return as_multipolygon(_dissolve_seams(self._pieces))
+        joined = list(shapely.get_parts(_dissolve_seams(self._edge))) if self._edge else []
+        return as_multipolygon(MultiPolygon(joined + self._inner))
 
 
-def _dissolve_seams(pieces: list[shapely.Geometry]) -> shapely.Geometry:
-    """The union of strips' outlines that meet edge to edge, holes put back without an overlay.
+def _dissolve_seams(polygons: list[Polygon]) -> MultiPolygon:
+    """The union of strips' parts that meet edge to edge, holes put back without an overlay.
 
-    A strip's holes lie inside that strip, so they take no part in the seams: only the shells are
-    unioned (an overlay of few vertices), and each hole goes back into the part that contains it.
-    The same result as ``union_all(pieces)``, without overlaying thousands of holes.
+    The parts all reach their strip's top or bottom edge, so none lies in another's hole (a hole
+    is inside its strip, clear of its edges); their holes take no part in the seams. Only the
+    shells are unioned (an overlay of few vertices), and each hole goes back into the part that
+    contains it: the same result as ``union_all(polygons)``, without overlaying thousands of holes.
     """
-    polygons = [p for piece in pieces for p in shapely.get_parts(piece)]
     shells = [Polygon(p.exterior) for p in polygons]
     holes = [Polygon(ring) for p in polygons for ring in p.interiors]
     parts = list(shapely.get_parts(shapely.union_all(shells)))  # shells meet edge to edge: seams dissolve

@@ -177,6 +177,23 @@ def test_strip_footprint_simplified_has_no_seam_slivers_and_matches_within_the_t
     assert shapely.hausdorff_distance(strips.boundary, whole.boundary) <= 2 * 20.0 + 1e-6
 
 
+@pytest.mark.parametrize("simplify_m", [0.0, 20.0])
+def test_strip_footprint_keeps_a_clear_island_inside_a_cloud_ring(simplify_m: float) -> None:
+    """A clear patch inside a ring of cloud stays in the footprint, ring within a strip or across seams."""
+    rows, cols = np.indices(GRID.shape)
+    r2 = (rows - 16.5) ** 2 + (cols - 30.5) ** 2
+    seen = ~((r2 < 12.5**2) & (r2 >= 6.5**2))  # the cloud ring, rows 4..28; its centre is clear
+    for strip_rows in (32, 16, 5):  # the ring inside one strip; across one seam; across several
+        whole = valid_footprint(seen, GRID, simplify_m=simplify_m)
+        strips = _by_strip_footprint(seen, strip_rows, simplify_m)
+        assert whole is not None and strips is not None and strips.is_valid
+        assert len(strips.geoms) == len(whole.geoms) == 2, "the island is a part of its own"
+        centre = shapely.Point(*(GRID.affine @ (30.5, 16.5)))
+        assert strips.contains(centre) and whole.contains(centre)
+        if simplify_m == 0:
+            assert strips.symmetric_difference(whole).area == pytest.approx(0.0, abs=1e-6)
+
+
 def test_strip_footprint_of_nothing_is_none() -> None:
     assert _by_strip_footprint(np.zeros(GRID.shape, bool), 16, 20.0) is None
 
