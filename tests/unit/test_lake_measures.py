@@ -137,3 +137,12 @@ def test_attribute_lakes_fills_every_measure() -> None:
     assert lake.probability_entropy == pytest.approx(h09)
     volume, sigma = lake_volume(lake.area_m2, lake.area_uncertainty_m2)
     assert (lake.volume_m3, lake.volume_uncertainty_m3) == (volume, sigma)
+
+
+def test_the_attribute_window_holds_the_slope_ring() -> None:
+    """A lake's window (tasks.attribute) must hold its surrounding-slope ring and the gradient's pixel."""
+    from tasks.attribute import ATTRIBUTE_HALO_PX
+    from tasks.lake_measures import SLOPE_RING_M
+
+    pixel_m = 10.0  # the scene grid's pixel (tasks.grid)
+    assert ATTRIBUTE_HALO_PX * pixel_m >= SLOPE_RING_M + pixel_m
