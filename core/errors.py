@@ -15,6 +15,7 @@ from __future__ import annotations
 
 __all__ = [
     "AoiError",
+    "InferenceBackendError",
     "InputError",
     "InventoryFileError",
     "ModelLoadError",
@@ -69,3 +70,7 @@ def interrupted(exc: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+class InferenceBackendError(ModelLoadError):
+    """The chosen inference backend cannot run the model (e.g. its ONNX export failed); names the setting to change."""

@@ -191,7 +191,7 @@ def run(aoi_path: Path, start: str, end: str, source: str, model: str | None, na
     settings = _settings()
     aoi = load_aoi(aoi_path, name)
     source_from_uri(source, options=settings.stac_options)
-    load_segmenter(model or settings.model, settings.tta, settings.hub)
+    load_segmenter(model or settings.model, settings.tta, settings.hub, settings.inference_runtime)
     del settings  # read again inside the flow; constructed here to fail early on bad env
     from flows.prefect_server import prefect_api
 
@@ -233,7 +233,7 @@ def rerun_command(aoi: str, start: str, end: str, source: str, model: str | None
     settings = _settings()
     check_aoi_known(ready_engine(settings), aoi)
     source_from_uri(source, options=settings.stac_options)
-    load_segmenter(model or settings.model, settings.tta, settings.hub)
+    load_segmenter(model or settings.model, settings.tta, settings.hub, settings.inference_runtime)
     del settings
     from flows.prefect_server import prefect_api
 
