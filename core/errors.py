@@ -16,6 +16,7 @@ from __future__ import annotations
 __all__ = [
     "AoiError",
     "CorruptDownloadError",
+    "InferenceBackendError",
     "InputError",
     "InventoryFileError",
     "ModelLoadError",
@@ -84,3 +85,7 @@ class UnsafePathError(InputError):
 
 class SafeProductError(SourceError):
     """A SAFE product (folder or zip) is unusable (no manifest, a file missing, zip-slip …)."""
+
+
+class InferenceBackendError(ModelLoadError):
+    """The chosen inference backend cannot run the model (e.g. its ONNX export failed); names the setting to change."""

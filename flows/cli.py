@@ -211,7 +211,7 @@ def run(
     settings = _settings()
     aoi = load_aoi(aoi_path, name)
     source_from_uri(source, options=settings.stac_options, dhus=settings.dhus_options(source))
-    load_segmenter(model or settings.model, settings.tta, settings.hub)
+    load_segmenter(model or settings.model, settings.tta, settings.hub, settings.inference_runtime)
     del settings  # read again inside the flow; constructed here to fail early on bad env
     from flows.prefect_server import prefect_api
 
@@ -264,7 +264,7 @@ def rerun_command(
     if scene is not None:
         scene_day(engine, scene, aoi)  # exit 2 here, naming the scene, when the ledger has no such scene
     source_from_uri(source, options=settings.stac_options, dhus=settings.dhus_options(source))
-    load_segmenter(model or settings.model, settings.tta, settings.hub)
+    load_segmenter(model or settings.model, settings.tta, settings.hub, settings.inference_runtime)
     del settings
     from flows.prefect_server import prefect_api
 

@@ -20,6 +20,7 @@ from prefect import get_run_logger
 from db.ledger import PARAMS_INPUT
 from db.records import MergeConfig, SceneResult
 from models.hub import HubCache
+from models.runtime import DEFAULT_RUNTIME, InferenceRuntime
 from tasks.pairing import ScenePlan, params_hash, scene_key
 from tasks.scene import ExtractedLakes
 from tasks.stack import StackInfo
@@ -45,6 +46,8 @@ class SceneContext:
     merge_config: MergeConfig
     supersede: bool = False
     """A rerun: each scene supersedes the AOI's earlier scenes of its S2 product."""
+    runtime: InferenceRuntime = DEFAULT_RUNTIME
+    """What runs the TerraMind forward (ONNX Runtime or torch) and where exported graphs are cached."""
 
     @property
     def params(self) -> dict[str, object]:

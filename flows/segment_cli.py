@@ -125,7 +125,7 @@ def segment_command(
         pass  # bad inputs fail here, before an expensive model is built
     progress(f"loading model {spec}")
     tta = settings.tta if tta is None else tta
-    segmenter = load_segmenter(spec, tta, settings.hub)
+    segmenter = load_segmenter(spec, tta, settings.hub, settings.inference_runtime)
     if s2_offset != "auto":
         offset = int(s2_offset)
     elif wants_harmonised_s2(segmenter):
@@ -147,5 +147,6 @@ def segment_command(
         tta=tta,
         progress=_window_progress(),
         hub=settings.hub,
+        runtime=settings.inference_runtime,
     )
     click.echo(f"probability written to {prob}" + (f"; mask to {mask}" if mask else ""))

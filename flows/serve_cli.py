@@ -135,7 +135,7 @@ def serve_command(
     if len(set(names)) != len(names):
         raise BadInput(f"--aoi: AOI names repeat ({', '.join(sorted(names))}): one deployment per name")
     source_from_uri(source, options=settings.stac_options, dhus=settings.dhus_options(source))
-    load_segmenter(model or settings.model, settings.tta, settings.hub)
+    load_segmenter(model or settings.model, settings.tta, settings.hub, settings.inference_runtime)
     schedule = RollingSchedule(cron=None if interval else (cron or DEFAULT_CRON), interval_s=interval)
     if schedule.cron is not None:
         _check_cron(schedule.cron)

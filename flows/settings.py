@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.errors import SettingsError
 from db.local_cluster import DEFAULT_DBNAME, DEFAULT_PORT
 from models.hub import HubCache
+from models.runtime import InferenceRuntime
 from tasks.catalogs import CATALOGS
 from tasks.defaults import (
     MAX_PAIR_DAYS,
@@ -78,6 +80,9 @@ class Settings(BaseSettings):
     only), a checkpoint path, or ``hf://repo/path``."""
     tta: bool = True
     """Flip test-time augmentation (4 passes per window) for TerraMind models; part of the model version."""
+    inference_backend: Literal["auto", "onnxruntime", "torch"] = "auto"
+    """What runs a TerraMind forward: ``auto`` (ONNX Runtime on the CPU, torch on CUDA), ``onnxruntime``
+    (the model exported once to ONNX, cached under ``home``) or ``torch``; not part of the model version."""
     threshold: float = WATER_THRESHOLD
     """Water probability threshold."""
     min_area_m2: float = MIN_LAKE_AREA_M2
@@ -184,6 +189,16 @@ class Settings(BaseSettings):
     def hub(self) -> HubCache:
         """Where ``hf://`` model specs are resolved (passed down to the model loaders)."""
         return HubCache(self.hf_cache_dir, self.hf_hub_offline)
+
+    @property
+    def onnx_cache_dir(self) -> Path:
+        """Exported ONNX graphs of the TerraMind models, one file per model version and window."""
+        return self.home / "models" / "onnx"
+
+    @property
+    def inference_runtime(self) -> InferenceRuntime:
+        """The inference backend and the exported-graph cache (passed down to the model loaders)."""
+        return InferenceRuntime(self.inference_backend, self.onnx_cache_dir)
 
     @property
     def stac_options(self) -> StacApiOptions:

@@ -36,6 +36,7 @@ from flows.report import SceneOutcome
 from flows.scene import SceneContext, observation_inputs, part_name, scene_result
 from flows.settings import load_settings
 from models.hub import DEFAULT_HUB, HubCache
+from models.runtime import DEFAULT_RUNTIME, InferenceRuntime
 from tasks.defaults import MAX_PAIR_DAYS
 from tasks.dhus import fetch_dhus
 from tasks.grid import GridSpec
@@ -149,10 +150,15 @@ def prepare_stack_task(plan: ScenePlan, grid: GridSpec, out_dir: Path) -> StackI
     timeout_seconds=7200,
 )
 def segment_task(
-    stack_info: StackInfo, model_spec: str, out_path: Path, tta: bool = True, hub: HubCache = DEFAULT_HUB
+    stack_info: StackInfo,
+    model_spec: str,
+    out_path: Path,
+    tta: bool = True,
+    hub: HubCache = DEFAULT_HUB,
+    runtime: InferenceRuntime = DEFAULT_RUNTIME,
 ) -> Path:
     """Prefect wrapper of :func:`tasks.segment.segment_stack`."""
-    return segment_stack(stack_info, model_spec, out_path, tta, hub)
+    return segment_stack(stack_info, model_spec, out_path, tta, hub, runtime)
 
 
 @task(
@@ -217,7 +223,7 @@ def process_scene_task(plan: ScenePlan, ctx: SceneContext, part: ZonePart, key: 
     stack = prepare_stack_task(plan, part.grid, scene_dir)
     observation = observation_inputs(plan, stack)  # before segmentation: a stack without its record is a bug
     t1 = time.perf_counter()
-    probability = segment_task(stack, ctx.model, scene_dir / "probability.tif", ctx.tta, ctx.hub)
+    probability = segment_task(stack, ctx.model, scene_dir / "probability.tif", ctx.tta, ctx.hub, ctx.runtime)
     t2 = time.perf_counter()
     extracted = extract_lakes_task(stack, probability, ctx.threshold, ctx.min_area_m2)
     t3 = time.perf_counter()

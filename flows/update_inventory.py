@@ -170,7 +170,7 @@ def update_inventory(
     logger.info("%s: sensing window %s", aoi.name, window.describe())
     db = SecretStr(str(engine.url.render_as_string(hide_password=False)))
     model_spec = model or settings.model
-    segmenter = load_segmenter(model_spec, settings.tta, settings.hub)
+    segmenter = load_segmenter(model_spec, settings.tta, settings.hub, settings.inference_runtime)
     partition = partition_aoi(aoi.shape, margin_m=settings.zone_margin_m)
     if not partition.single:
         logger.info(
@@ -188,6 +188,7 @@ def update_inventory(
         model_version=segmenter.version,
         tta=settings.tta,
         hub=settings.hub,
+        runtime=settings.inference_runtime,
         threshold=settings.threshold,
         min_area_m2=settings.min_area_m2,
         merge_config=MergeConfig(),

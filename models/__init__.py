@@ -7,6 +7,8 @@ What lives here (one concept per module):
   stack band order. Torch-free leaf.
 * ``hub``: ``HubCache``, where ``hf://`` specs are looked up (cache folder, offline flag), filled
   in at the edge. Torch-free leaf.
+* ``runtime``: ``InferenceRuntime``, which backend runs a TerraMind forward (ONNX Runtime or
+  torch) and where exported graphs are cached, filled in at the edge. Torch-free leaf.
 * ``normalisation``: per-band statistics and the CryoSentinel input protocol. Torch-free leaf.
 * ``baseline``: the spectral baseline segmenter. Torch-free.
 * ``registry``: model spec string → ``Segmenter`` (``default``, ``baseline``, path, ``hf://``).
@@ -15,6 +17,8 @@ What lives here (one concept per module):
 * ``terramind``: the TerraMind module tree (terratorch). Needs torch.
 * ``checkpoint``: finding, strictly loading and writing checkpoints. Needs torch.
 * ``inference``: sliding-window inference and ``TerraMindSegmenter``. Needs torch.
+* ``onnx_runtime``: the model exported to ONNX once (cached) and run by ONNX Runtime. Needs
+  torch and onnxruntime; imported by ``inference`` only where ONNX Runtime is chosen.
 * ``train``: fine-tuning. Needs torch.
 
 What it may import: the standard library, numpy/scipy/torch/terratorch/huggingface_hub/raster
@@ -26,10 +30,11 @@ IMPORT GRAPH SYNC CONTRACT: the graph below is every import between modules of t
 added or removed inside ``models/`` changes this drawing in the same change;
 ``tests/unit/test_models_package.py`` compares the two and looks for cycles::
 
-    registry   -> baseline, hub, segmenter, (lazily, TerraMind specs only) checkpoint, inference
-    train      -> checkpoint, hub, inference, normalisation, terramind
-    inference  -> checkpoint, normalisation, segmenter, terramind
-    checkpoint -> hub, normalisation, terramind
-    baseline   -> segmenter
-    segmenter, hub, normalisation, terramind -> (nothing in models)
+    registry     -> baseline, hub, runtime, segmenter, (lazily, TerraMind specs only) checkpoint, inference
+    train        -> checkpoint, hub, inference, normalisation, terramind
+    inference    -> checkpoint, normalisation, runtime, segmenter, terramind, (lazily) onnx_runtime
+    onnx_runtime -> checkpoint, runtime, terramind
+    checkpoint   -> hub, normalisation, terramind
+    baseline     -> segmenter
+    segmenter, hub, normalisation, runtime, terramind -> (nothing in models)
 """

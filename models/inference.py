@@ -11,7 +11,15 @@ Memory does not grow with the scene height: rows are read one band of ``window``
 time from a :class:`models.segmenter.WindowSource` (files are opened by the caller, e.g. the
 pipeline's stack reader; this module reads none), only the rows that a later window can still
 touch are kept in the accumulators, and finished rows are handed to the caller as soon as they
-are final (:func:`iter_logit_rows`). Memory grows with the scene width only (one band of rows).
+are final (:func:`iter_logit_rows`). Memory grows with the scene width only (one band of rows;
+two with ``prefetch``).
+
+With ``prefetch`` (the default) the next band of rows is read and normalised in a background
+thread while the model runs on the current one, so reading the stack overlaps inference. One
+read is in flight at a time and every read runs in that thread, so a source needs no locking.
+
+The forward runs in torch or, on the CPU, in ONNX Runtime on the exported graph
+(:mod:`models.onnx_runtime`; chosen by :class:`models.runtime.InferenceRuntime`).
 
 Pixels outside ``valid`` are NaN in the output; windows without a single valid pixel are not
 run at all. Invalid inputs are filled as CryoSentinel did (:func:`models.normalisation.prepare_stack`).
@@ -21,7 +29,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -29,8 +39,10 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from core.errors import InferenceBackendError
 from models.checkpoint import LoadedModel
 from models.normalisation import NormStats, prepare_stack
+from models.runtime import BACKEND_SETTING, DEFAULT_RUNTIME, InferenceRuntime
 from models.segmenter import ArraySource, Progress, Rows, WindowSource
 from models.terramind import forward_binary_logits
 
@@ -62,6 +74,7 @@ class InferenceParams:
         tta: Flip TTA (4 passes per window).
         batch_size: Windows per forward call (each is 4 passes with TTA).
         device: ``auto`` (CUDA if present, with bf16 autocast; else CPU float32), ``cpu``, ``cuda``.
+        prefetch: Read the next band of rows in a background thread during inference.
     """
 
     window: int = 224
@@ -70,6 +83,7 @@ class InferenceParams:
     tta: bool = True
     batch_size: int = 4
     device: str = "auto"
+    prefetch: bool = True
 
     def __post_init__(self) -> None:
         """Checks the tiling."""
@@ -80,8 +94,8 @@ class InferenceParams:
 
     @property
     def output_hash(self) -> str:
-        """12 hex over what changes outputs (device and batch size excluded)."""
-        d = {k: v for k, v in asdict(self).items() if k not in {"device", "batch_size"}}
+        """12 hex over what changes outputs (device, batch size and prefetch excluded)."""
+        d = {k: v for k, v in asdict(self).items() if k not in {"device", "batch_size", "prefetch"}}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -150,6 +164,30 @@ def _pad_to(a: NDArray[Any], rows: int, cols: int, mode: Literal["reflect", "con
     return padded
 
 
+_Band = tuple[NDArray[np.float32], NDArray[np.bool_]]
+
+
+def _bands(ys: list[int], read: Callable[[int], _Band], prefetch: bool) -> Generator[tuple[int, _Band]]:
+    """``(y, read(y))`` for each ``y``; with ``prefetch`` the next read runs in a thread meanwhile.
+
+    Every read runs in the one worker thread and only one is in flight, so a source's file
+    handle is never used by two threads at once.
+    """
+    if not prefetch:
+        yield from ((y, read(y)) for y in ys)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="prefetch-rows") as pool:
+        pending: Future[_Band] = pool.submit(read, ys[0])
+        try:
+            for i, y in enumerate(ys):
+                band = pending.result()
+                if i + 1 < len(ys):
+                    pending = pool.submit(read, ys[i + 1])
+                yield y, band
+        finally:  # the caller stopped early (or a read failed): drop a read not started yet
+            pending.cancel()
+
+
 def iter_logit_rows(
     forward: Forward,
     source: WindowSource,
@@ -164,7 +202,7 @@ def iter_logit_rows(
         forward: Normalised window batch → binary logits (TTA already included if wanted).
         source: The stack, read a band of rows at a time.
         stats: Normalisation statistics of the model.
-        params: Window, stride, σ; ``tta`` and ``device`` are the forward's business here.
+        params: Window, stride, σ, prefetch; ``tta`` and ``device`` are the forward's business here.
         weights: Override of the ``(window, window)`` blend weights (default: Gaussian σ).
         progress: Called after each band of windows.
 
@@ -180,6 +218,11 @@ def iter_logit_rows(
     wsum = np.zeros((0, wp), np.float32)
     vbuf = np.zeros((0, wp), bool)
 
+    def read_band(y: int) -> _Band:
+        stack, valid = source.read_rows(y, min(y + win, h))
+        x = _pad_to(prepare_stack(stack, stats), win, wp, "reflect")
+        return x, _pad_to(np.asarray(valid, bool), win, wp, "constant", constant_values=False)
+
     def finish(r0: int, a: NDArray[np.float32], s: NDArray[np.float32], v: NDArray[np.bool_]) -> Rows:
         n = min(r0 + a.shape[0], h) - r0
         if n > 0:
@@ -188,32 +231,31 @@ def iter_logit_rows(
                 out = np.where(ok, a[:n, :w] / s[:n, :w], np.nan).astype(np.float32)
             yield r0, out
 
-    for y in ys:
-        if y > lo:  # rows above y are touched by no later window: final
-            k = y - lo
-            yield from finish(lo, acc[:k], wsum[:k], vbuf[:k])
-            acc, wsum, vbuf, lo = acc[k:], wsum[k:], vbuf[k:], y
-        grow = y + win - lo - acc.shape[0]
-        if grow > 0:
-            acc = np.concatenate([acc, np.zeros((grow, wp), np.float32)])
-            wsum = np.concatenate([wsum, np.zeros((grow, wp), np.float32)])
-            vbuf = np.concatenate([vbuf, np.zeros((grow, wp), bool)])
-        stack, valid = source.read_rows(y, min(y + win, h))
-        x = _pad_to(prepare_stack(stack, stats), win, wp, "reflect")
-        v = _pad_to(np.asarray(valid, bool), win, wp, "constant", constant_values=False)
-        r = slice(y - lo, y - lo + win)
-        vbuf[r] |= v
-        todo = [x0 for x0 in xs if v[:, x0 : x0 + win].any()]
-        for i in range(0, len(todo), params.batch_size):
-            chunk = todo[i : i + params.batch_size]
-            batch = torch.from_numpy(np.stack([x[:, :, x0 : x0 + win] for x0 in chunk]))
-            logits = forward(batch).numpy()
-            for j, x0 in enumerate(chunk):
-                acc[r, x0 : x0 + win] += logits[j] * g
-                wsum[r, x0 : x0 + win] += g
-        done += len(xs)
-        if progress is not None:
-            progress(done, total)
+    # closing: the prefetching reader stops (and its thread ends) even if our caller stops early.
+    with closing(_bands(ys, read_band, params.prefetch)) as bands:
+        for y, (x, v) in bands:
+            if y > lo:  # rows above y are touched by no later window: final
+                k = y - lo
+                yield from finish(lo, acc[:k], wsum[:k], vbuf[:k])
+                acc, wsum, vbuf, lo = acc[k:], wsum[k:], vbuf[k:], y
+            grow = y + win - lo - acc.shape[0]
+            if grow > 0:
+                acc = np.concatenate([acc, np.zeros((grow, wp), np.float32)])
+                wsum = np.concatenate([wsum, np.zeros((grow, wp), np.float32)])
+                vbuf = np.concatenate([vbuf, np.zeros((grow, wp), bool)])
+            r = slice(y - lo, y - lo + win)
+            vbuf[r] |= v
+            todo = [x0 for x0 in xs if v[:, x0 : x0 + win].any()]
+            for i in range(0, len(todo), params.batch_size):
+                chunk = todo[i : i + params.batch_size]
+                batch = torch.from_numpy(np.stack([x[:, :, x0 : x0 + win] for x0 in chunk]))
+                logits = forward(batch).numpy()
+                for j, x0 in enumerate(chunk):
+                    acc[r, x0 : x0 + win] += logits[j] * g
+                    wsum[r, x0 : x0 + win] += g
+            done += len(xs)
+            if progress is not None:
+                progress(done, total)
     yield from finish(lo, acc, wsum, vbuf)
 
 
@@ -242,17 +284,40 @@ class TerraMindSegmenter:
 
     ``name`` is ``terramind-<variant>``; ``version`` is the weights' sha256 (16 hex), the
     architecture hash and a hash of the statistics and inference parameters, so it changes
-    whenever the outputs could.
+    whenever the outputs could. ``backend`` is what runs the forward (``onnxruntime`` or
+    ``torch``, :meth:`models.runtime.InferenceRuntime.resolve`); it is not part of the version.
+
+    Raises:
+        InferenceBackendError: ONNX Runtime was chosen and the model's export failed.
     """
 
-    def __init__(self, loaded: LoadedModel, params: InferenceParams = InferenceParams()) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        params: InferenceParams = InferenceParams(),
+        runtime: InferenceRuntime = DEFAULT_RUNTIME,
+    ) -> None:
         self.loaded, self.params = loaded, params
         self.device = resolve_device(params.device)
         loaded.model.to(self.device)
         self.name = f"terramind-{loaded.config.variant}"
         extra = hashlib.sha256(f"{loaded.stats.stats_hash}|{params.output_hash}".encode()).hexdigest()[:8]
         self.version = f"{self.name}:{loaded.version}+{extra}"
-        fwd = model_forward(loaded.model, loaded.config.num_classes, self.device)
+        self.backend = runtime.resolve(self.device.type)
+        fwd: Forward
+        if self.backend == "onnxruntime":
+            if self.device.type != "cpu":
+                raise InferenceBackendError(
+                    f"{loaded.source}: ONNX Runtime runs on the CPU only, the model is on {self.device.type}; "
+                    f"set {BACKEND_SETTING}=auto or torch"
+                )
+            from models.onnx_runtime import load_onnx_forward  # onnxruntime only where it is chosen
+
+            assert runtime.cache_dir is not None  # InferenceRuntime requires it for this backend
+            fwd = load_onnx_forward(loaded, params.window, runtime.cache_dir)
+        else:
+            fwd = model_forward(loaded.model, loaded.config.num_classes, self.device)
+        # TTA runs the one exported graph on the flipped windows (4× the batch): no second export.
         self.forward: Forward = flip_tta(fwd) if params.tta else fwd
 
     @property

@@ -28,6 +28,7 @@ from pathlib import Path
 from core.errors import ModelLoadError
 from models.baseline import SpectralBaseline
 from models.hub import DEFAULT_HUB, HubCache, is_hub_spec
+from models.runtime import DEFAULT_RUNTIME, InferenceRuntime
 from models.segmenter import Segmenter
 
 __all__ = ["BASELINE", "DEFAULT", "DEFAULT_WEIGHTS", "load_segmenter", "resolve_spec"]
@@ -38,20 +39,23 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "terramind_tiny_
 """The shipped offline model (fp16 TerraMind tiny, light UperNet, statistics beside it)."""
 
 
-def load_segmenter(spec: str, tta: bool = True, hub: HubCache = DEFAULT_HUB) -> Segmenter:
+def load_segmenter(
+    spec: str, tta: bool = True, hub: HubCache = DEFAULT_HUB, runtime: InferenceRuntime = DEFAULT_RUNTIME
+) -> Segmenter:
     """The segmenter for ``spec``; cached per process because models are expensive to build.
 
     ``tta``: flip test-time augmentation for TerraMind models (4 passes per window; off is 4×
     faster, e.g. on a CPU). It is part of the model version. The baseline ignores it.
     ``hub``: Hugging Face cache folder and offline flag, used for ``hf://`` specs only (and only
     for them part of the cache key, so callers with and without a hub share one local model).
+    ``runtime``: what runs a TerraMind forward (ONNX Runtime or torch, :mod:`models.runtime`).
     """
     spec = spec.strip()
-    return _load_segmenter(spec, tta, hub if is_hub_spec(spec) else DEFAULT_HUB)
+    return _load_segmenter(spec, tta, hub if is_hub_spec(spec) else DEFAULT_HUB, runtime)
 
 
 @lru_cache(maxsize=4)
-def _load_segmenter(spec: str, tta: bool, hub: HubCache) -> Segmenter:
+def _load_segmenter(spec: str, tta: bool, hub: HubCache, runtime: InferenceRuntime) -> Segmenter:
     """:func:`load_segmenter` behind its cache; ``hub`` is already the default for local specs."""
     if spec == BASELINE:
         return SpectralBaseline()
@@ -62,7 +66,7 @@ def _load_segmenter(spec: str, tta: bool, hub: HubCache) -> Segmenter:
     from models.checkpoint import load_model
     from models.inference import InferenceParams, TerraMindSegmenter
 
-    return TerraMindSegmenter(load_model(path, hub=hub), InferenceParams(tta=tta))
+    return TerraMindSegmenter(load_model(path, hub=hub), InferenceParams(tta=tta), runtime)
 
 
 def resolve_spec(spec: str) -> str:

@@ -136,8 +136,13 @@ def build_model(config: ModelConfig) -> nn.Module:
     The module tree (and so the state-dict keys) is exactly what the CryoSentinel release
     builds for ``layout="heavy"``.
     """
+    # Importing terratorch runs its Clay backbone module, which lowers torch's process-wide float32
+    # matmul precision to "medium": bf16 matmuls on CPUs with AVX512-BF16/AMX, |Δ logit| ~1e-3 against
+    # float32. The caller's precision (torch's default "highest") is put back.
+    precision = torch.get_float32_matmul_precision()
     from terratorch.models import EncoderDecoderFactory
 
+    torch.set_float32_matmul_precision(precision)
     necks = [
         {"name": "SelectIndices", "indices": list(config.spec.neck_indices)},
         {"name": "ReshapeTokensToImage", "remove_cls_token": False},  # TerraMind has no CLS token

@@ -30,6 +30,7 @@ from core.files import atomic_path
 from core.progress import report_progress
 from models.hub import DEFAULT_HUB, HubCache
 from models.registry import load_segmenter
+from models.runtime import DEFAULT_RUNTIME, InferenceRuntime
 from models.segmenter import Rows
 from tasks.defaults import WATER_THRESHOLD
 from tasks.grid import GridSpec, read_grid
@@ -259,12 +260,14 @@ def segment_files(
     tta: bool = True,
     progress: Callable[[int, int], None] | None = None,
     hub: HubCache = DEFAULT_HUB,
+    runtime: InferenceRuntime = DEFAULT_RUNTIME,
 ) -> tuple[Path, Path | None]:
     """Co-registers S1 and the DEM onto the S2 grid, segments, writes probability (and mask) COGs.
 
-    ``hub`` says where ``hf://`` model specs are resolved (the edge builds it from settings).
+    ``hub`` says where ``hf://`` model specs are resolved, ``runtime`` what runs the model's
+    forward (the edge builds both from settings).
     """
-    segmenter = load_segmenter(model_spec, tta, hub)
+    segmenter = load_segmenter(model_spec, tta, hub, runtime)
     with CoregisteredSource(s2, s1, dem, s2_offset) as source:
         rows = segmenter.iter_probability_rows(source, progress=progress)
         description = f"water probability ({segmenter.name})"
@@ -272,13 +275,19 @@ def segment_files(
 
 
 def segment_stack(
-    stack_info: StackInfo, model_spec: str, out_path: Path, tta: bool = True, hub: HubCache = DEFAULT_HUB
+    stack_info: StackInfo,
+    model_spec: str,
+    out_path: Path,
+    tta: bool = True,
+    hub: HubCache = DEFAULT_HUB,
+    runtime: InferenceRuntime = DEFAULT_RUNTIME,
 ) -> Path:
     """Runs the named segmenter over a stack file and writes the probability COG (float32 0–1, NaN nodata).
 
-    ``hub`` says where ``hf://`` model specs are resolved (the edge builds it from settings).
+    ``hub`` says where ``hf://`` model specs are resolved, ``runtime`` what runs the model's
+    forward (the edge builds both from settings).
     """
-    segmenter = load_segmenter(model_spec, tta, hub)
+    segmenter = load_segmenter(model_spec, tta, hub, runtime)
     with StackReader(stack_info) as source:
         # Windows done, for whoever listens (the CLI's progress bars; nobody in a served run).
         rows = segmenter.iter_probability_rows(

@@ -13,7 +13,7 @@ from core.files import atomic_path
 def test_every_input_error_is_a_value_error() -> None:
     """Callers that guard a value with ``except ValueError`` keep catching every input error."""
     classes = [getattr(errors, name) for name in errors.__all__ if isinstance(getattr(errors, name), type)]
-    assert len(classes) == 10
+    assert len(classes) == 11
     for cls in classes:
         assert issubclass(cls, errors.InputError) and issubclass(cls, ValueError), cls.__name__
 

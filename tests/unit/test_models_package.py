@@ -18,7 +18,7 @@ from models.segmenter import ArraySource, Segmenter
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "models"
 LAYERS_ABOVE = ("tasks", "db", "flows", "demo")
-TORCH_FREE = ("segmenter", "hub", "normalisation", "baseline", "registry")
+TORCH_FREE = ("segmenter", "hub", "normalisation", "baseline", "registry", "runtime")
 """Modules that must import without torch (the registry imports the TerraMind modules lazily)."""
 
 
