@@ -399,6 +399,7 @@ def prefect_api(notify: Notify, *, services: bool = False, port: int = 0) -> Ite
         raise
     if early is not None and home is not None and (user_api or Path(current.home).resolve() != home.resolve()):
         early.stop()  # the guess was wrong: never used, no record left
+        early.log_path.unlink(missing_ok=True)  # nor its log (kept only to explain a failed start)
         early = None
     if user_api:
         yield lambda: None  # the user's API (environment, profile or prefect.toml): theirs
