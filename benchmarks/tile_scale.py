@@ -100,14 +100,16 @@ def _demo_plan(world: Path, world_px: int) -> tuple[ScenePlan, Any]:
     from tasks.search_window import search_for_pairing
     from tasks.sources import source_from_uri
 
-    catalog = generate_demo_catalog(world, size_px=world_px)
-    aoi = load_aoi(catalog.aoi_path, None)
-    source = source_from_uri(f"local:{catalog.root}")
+    if not (world / "catalog.json").exists():  # a work folder's world is kept: minutes to generate at 2048 px
+        _log(f"generating the {world_px} px demo world under {world}")
+        generate_demo_catalog(world, size_px=world_px)
+    aoi = load_aoi(world / "aoi.geojson", None)
+    source = source_from_uri(f"local:{world}")
     kinds = ("S2L2A", "S1GRD", "S1RTC", "DEM")
     found = search_for_pairing(source, aoi.shape, date(1990, 1, 1), date(2100, 1, 1), kinds, MAX_PAIR_DAYS)
     plans, _ = pair_scenes(found, aoi.shape)
     if not plans:
-        sys.exit(f"{catalog.root}: the demo catalog paired no scene")
+        sys.exit(f"{world}: the demo catalog paired no scene")
     return min(plans, key=lambda p: (p.s2.cloud_cover or 0.0, p.s2.product_id)), aoi.shape
 
 

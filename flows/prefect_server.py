@@ -405,7 +405,7 @@ def prefect_api(notify: Notify, *, services: bool = False, port: int = 0) -> Ite
         yield lambda: None  # the user's API (environment, profile or prefect.toml): theirs
         return
     if early is None:
-        stale = reap_stale_servers(_records(current.home))
+        stale += reap_stale_servers(_records(current.home))
     for record in stale:
         notify(f"stopped a temporary Prefect server (pid {record.server.pid}) left by a killed run")
     timeout_s = float(current.server.ephemeral.startup_timeout_seconds)
