@@ -8,6 +8,9 @@ changing machine load hits them alike.
     .venv/bin/python benchmarks/run_start_time.py --runs 5 OLD_TREE NEW_TREE   # from the project root
 
 A private PostGIS cluster (fsync off) is started under a temporary folder and removed after.
+``--local-database``: no ``DATABASE_URL``; each tree's run uses the project's own local cluster
+under its home (its own port), stopped before every run, so the run's start includes starting
+and checking it (what a user's first run of the day pays).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trees", nargs="+", type=Path, help="source trees (checkouts) to compare")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per tree")
+    parser.add_argument("--local-database", action="store_true", help="each home's own cluster, stopped before a run")
     args = parser.parse_args()
     ensure_postgis_installed()
     root = Path(tempfile.mkdtemp(prefix="gl-bench-"))
@@ -46,6 +50,7 @@ def main() -> None:
     cluster = LocalCluster(root / "pg", _free_port(), ("fsync=off",))
     cluster.initialise()
     cluster.start()
+    ports = [_free_port() for _ in args.trees]  # --local-database: each home's cluster
     try:
         url = cluster.admin_url("postgres")
         upgrade(url, "head")
@@ -54,8 +59,15 @@ def main() -> None:
         for i in range(args.runs + 1):
             for n, tree in enumerate(args.trees):
                 env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-                env.update(DATABASE_URL=url, GLACIAL_LAKES_HOME=str(root / f"home-{n}"), PYTHONPATH=str(tree))
+                env.update(GLACIAL_LAKES_HOME=str(root / f"home-{n}"), PYTHONPATH=str(tree))
                 env["GLACIAL_LAKES_MODEL"] = "baseline"
+                if args.local_database:
+                    env.pop("DATABASE_URL", None)
+                    env["GLACIAL_LAKES_PG_PORT"] = str(ports[n])
+                    stop = [sys.executable, "-m", "flows.cli", "db", "stop"]
+                    subprocess.run(stop, cwd=tree, env=env, capture_output=True, check=True)
+                else:
+                    env["DATABASE_URL"] = url
                 argv = [sys.executable, "-m", "flows.cli", "run", "--aoi", str(catalog.aoi_path)]
                 argv += ["--start", "2020-01-01", "--end", "2020-01-02", "--source", f"local:{catalog.root}"]
                 started = time.monotonic()
@@ -70,6 +82,10 @@ def main() -> None:
             print(f"{tree}: median {statistics.median(ts):.2f} s, min {min(ts):.2f} s, max {max(ts):.2f} s")
     finally:
         cluster.stop()
+        for n, tree in enumerate(args.trees if args.local_database else []):
+            env = {**os.environ, "GLACIAL_LAKES_HOME": str(root / f"home-{n}"), "PYTHONPATH": str(tree)}
+            env["GLACIAL_LAKES_PG_PORT"] = str(ports[n])
+            subprocess.run([sys.executable, "-m", "flows.cli", "db", "stop"], cwd=tree, env=env, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 

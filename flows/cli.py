@@ -26,7 +26,46 @@ def _settings() -> Settings:
     return settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+LAZY_COMMANDS = ("map", "runs", "segment", "serve", "train", "worker")
+"""Commands imported only when called (or listed by ``--help``): ``run`` does not pay for their imports."""
+
+
+def _lazy_command(name: str) -> click.Command:
+    """One of :data:`LAZY_COMMANDS`, imported now (plain imports, so the import graph shows them)."""
+    if name == "map":
+        from flows.map_cli import map_command
+
+        return map_command
+    if name == "runs":
+        from flows.runs_cli import runs_command
+
+        return runs_command
+    if name == "segment":
+        from flows.segment_cli import segment_command
+
+        return segment_command
+    if name == "train":
+        from flows.train_cli import train_command
+
+        return train_command
+    from flows.serve_cli import serve_command, worker_command
+
+    return serve_command if name == "serve" else worker_command
+
+
+class _LazyGroup(click.Group):
+    """A group whose :data:`LAZY_COMMANDS` are imported on first use (click's lazy-loading pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            return _lazy_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Keep a PostGIS glacial-lake inventory current from Sentinel-1, Sentinel-2 and the Copernicus DEM."""
     exit_on_sigterm()  # every command: SIGTERM unwinds (child processes stopped), exit 143
@@ -203,7 +242,7 @@ def run(
 ) -> None:
     """Update the inventory of one AOI over a sensing-date window (default: rolling, as the schedule runs)."""
     from flows.aoi import load_aoi
-    from models.registry import load_segmenter
+    from models.registry import load_segmenter, resolve_spec
     from tasks.sources import source_from_uri
 
     # Cheapest checks first: every bad input fails here, with exit 2, before any flow starts.
@@ -211,15 +250,22 @@ def run(
     settings = _settings()
     aoi = load_aoi(aoi_path, name)
     source_from_uri(source, options=settings.stac_options, dhus=settings.dhus_options(source))
-    load_segmenter(model or settings.model, settings.tta, settings.hub, settings.inference_runtime)
-    del settings  # read again inside the flow; constructed here to fail early on bad env
+    resolve_spec(model or settings.model)  # a default model missing from the install fails here
+    from flows.database import prepare_engine
     from flows.prefect_server import prefect_api
 
-    with prefect_api(progress) as ready:  # the server starts while the flow's modules import
+    # Start-up overlaps: the Prefect server starts while the database starts (a thread), the
+    # model loads (TerraMind: torch, seconds) and the flow's modules import. A checkpoint that
+    # exists but does not load stops the just-launched server on its way out (still exit 2).
+    with prefect_api(progress) as ready:
+        database = prepare_engine(settings)
+        load_segmenter(model or settings.model, settings.tta, settings.hub, settings.inference_runtime)  # cached
+        del settings  # read again inside the flow; constructed here to fail early on bad env
         from flows.outcomes import report_of
         from flows.progress import terminal_progress
         from flows.update_inventory import update_inventory
 
+        database.result()
         ready()
         # return_state: a run with failed scenes ends Failed in Prefect, and its report is still printed.
         with terminal_progress():
@@ -402,21 +448,6 @@ def demo(home: Path | None, size: int) -> None:
     with prefect_api(progress) as ready:
         ready()
         run_demo(settings, size_px=size, echo=click.echo, progress=progress)
-
-
-# Registered last: these modules import BadInput and guarded from this one.
-from flows.map_cli import map_command  # noqa: E402
-from flows.runs_cli import runs_command  # noqa: E402
-from flows.segment_cli import segment_command  # noqa: E402
-from flows.serve_cli import serve_command, worker_command  # noqa: E402
-from flows.train_cli import train_command  # noqa: E402
-
-main.add_command(map_command)
-main.add_command(runs_command)
-main.add_command(segment_command)
-main.add_command(train_command)
-main.add_command(serve_command)
-main.add_command(worker_command)
 
 
 if __name__ == "__main__":

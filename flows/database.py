@@ -8,6 +8,8 @@ database is at the shipped revision.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 
 from sqlalchemy import Engine
@@ -32,8 +34,19 @@ def database_url(settings: Settings, *, start_local: bool = True) -> str:
     cluster = local_cluster(settings)
     if not start_local:
         return cluster.writer_url(settings.pg_database, with_password=False)
-    ensure_local_database(settings.cluster_root, settings.pg_port, settings.pg_database, migrate=True)
+    key = (str(settings.cluster_root), settings.pg_port, settings.pg_database)
+    with _prepared_lock:  # a second caller waits for the first one's start instead of repeating it
+        # Once per process while it keeps running (a cluster stopped meanwhile is started again):
+        # a run prepares it before its flow starts, and the flow asks again.
+        if key not in _prepared or not cluster.is_running():
+            ensure_local_database(settings.cluster_root, settings.pg_port, settings.pg_database, migrate=True)
+            _prepared.add(key)
     return cluster.writer_url(settings.pg_database)
+
+
+_prepared: set[tuple[str, int, str]] = set()
+"""Local clusters (root, port, database) this process has started, migrated and provisioned."""
+_prepared_lock = threading.Lock()
 
 
 def local_cluster(settings: Settings) -> LocalCluster:
@@ -64,6 +77,19 @@ def ready_engine(settings: Settings) -> Engine:
     if settings.database_url is not None:
         require_head(url)
     return _engine(url)
+
+
+def prepare_engine(settings: Settings) -> Future[Engine]:
+    """:func:`ready_engine` in a background thread, so the database starts while other things do.
+
+    A run calls this once the Prefect server is launching; ``result()`` before the flow starts
+    returns the engine or raises what :func:`ready_engine` raised. The flow's own
+    :func:`ready_engine` then finds the cluster ready (and the engine made).
+    """
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="database")
+    future = executor.submit(ready_engine, settings)
+    executor.shutdown(wait=False)  # the thread ends with its one call
+    return future
 
 
 def stop_local(settings: Settings) -> bool:

@@ -348,6 +348,19 @@ def configured_api_url() -> str | None:
     return str(url) if url else None
 
 
+def _early_home() -> Path | None:
+    """The Prefect home to launch a server for before Prefect is imported; None: wait for Prefect.
+
+    Only when Prefect is not imported yet (an imported Prefect may run under other settings, e.g.
+    ``temporary_settings``), no ``PREFECT_API_URL`` is set and ``PREFECT_HOME`` is (the CLI sets
+    it): a guess that :func:`prefect_api` checks against Prefect's own settings once imported.
+    """
+    if "prefect.settings" in sys.modules or os.environ.get("PREFECT_API_URL"):
+        return None
+    home = os.environ.get("PREFECT_HOME")
+    return Path(home).expanduser() if home else None
+
+
 @contextmanager
 def prefect_api(notify: Notify, *, services: bool = False, port: int = 0) -> Iterator[Callable[[], None]]:
     """The Prefect API for this process's flows: the user's if configured, else a temporary server.
@@ -359,20 +372,45 @@ def prefect_api(notify: Notify, *, services: bool = False, port: int = 0) -> Ite
     stale server stopped. ``services`` and ``port``: see :class:`PrefectApi` (``serve`` asks for
     the scheduler, so schedules fire).
 
+    Start-up: importing Prefect takes seconds, and so does the server's own start (mostly its
+    imports). When Prefect is not imported yet the server is launched first, for the home the
+    environment names, and Prefect is imported while it starts; once imported, Prefect's own
+    settings decide: a configured API stops that server unused, another home relaunches it there.
+
     Raises:
         PrefectServerError: from ``ready``, when the server does not start.
     """
-    import prefect.context
-    from prefect.settings import get_current_settings, temporary_settings
+    early: PrefectApi | None = None
+    stale: list[ServerRecord] = []
+    home = _early_home()
+    if home is not None:
+        stale = reap_stale_servers(_records(home))
+        # The timeout is Prefect's setting, read below once Prefect is imported.
+        early = start_server(home, 0.0, services=services, port=port)
+    try:
+        import prefect.context
+        from prefect.settings import get_current_settings, temporary_settings
 
-    current = get_current_settings()
-    if configured_api_url():
+        current = get_current_settings()
+        user_api = configured_api_url()
+    except BaseException:
+        if early is not None:
+            early.stop()
+        raise
+    if early is not None and home is not None and (user_api or Path(current.home).resolve() != home.resolve()):
+        early.stop()  # the guess was wrong: never used, no record left
+        early.log_path.unlink(missing_ok=True)  # nor its log (kept only to explain a failed start)
+        early = None
+    if user_api:
         yield lambda: None  # the user's API (environment, profile or prefect.toml): theirs
         return
-    for record in reap_stale_servers(_records(current.home)):
+    if early is None:
+        stale += reap_stale_servers(_records(current.home))
+    for record in stale:
         notify(f"stopped a temporary Prefect server (pid {record.server.pid}) left by a killed run")
     timeout_s = float(current.server.ephemeral.startup_timeout_seconds)
-    api = start_server(current.home, timeout_s, services=services, port=port)
+    api = early or start_server(current.home, timeout_s, services=services, port=port)
+    api.timeout_s = timeout_s
     with ExitStack() as stack:
         stack.callback(api.stop)
 
