@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     inference_backend: Literal["auto", "onnxruntime", "torch"] = "auto"
     """What runs a TerraMind forward: ``auto`` (ONNX Runtime on the CPU, torch on CUDA), ``onnxruntime``
     (the model exported once to ONNX, cached under ``home``) or ``torch``; not part of the model version."""
+    onnx_cache: Path | None = None
+    """Folder of the exported ONNX graphs; default ``<home>/models/onnx``. One folder shared by several
+    homes (workers of one host) exports each model once; files are keyed by model version and written
+    atomically, so sharing is safe."""
     threshold: float = WATER_THRESHOLD
     """Water probability threshold."""
     min_area_m2: float = MIN_LAKE_AREA_M2
@@ -193,7 +197,7 @@ class Settings(BaseSettings):
     @property
     def onnx_cache_dir(self) -> Path:
         """Exported ONNX graphs of the TerraMind models, one file per model version and window."""
-        return self.home / "models" / "onnx"
+        return self.onnx_cache if self.onnx_cache is not None else self.home / "models" / "onnx"
 
     @property
     def inference_runtime(self) -> InferenceRuntime:

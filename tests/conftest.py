@@ -22,6 +22,11 @@ import sqlalchemy as sa
 # Before prefect is imported anywhere: a busy 2-core machine needs a longer start-up budget.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+# Most tests run flows in a home of their own: one shared folder of exported ONNX graphs, so the
+# TerraMind models are exported once per session, not once per test (tests of the cache set their own).
+os.environ.setdefault(
+    "GLACIAL_LAKES_ONNX_CACHE", os.path.join(tempfile.gettempdir(), f"glacial-lakes-tests-onnx-{os.getuid()}")
+)
 
 from db.engine import make_engine, normalise_url
 from db.local_cluster import LocalCluster, ensure_postgis_installed

@@ -163,8 +163,11 @@ def test_torch_backend_by_setting_builds_no_graph(
 
     monkeypatch.setenv("GLACIAL_LAKES_HOME", str(tmp_path))
     monkeypatch.setenv(BACKEND_SETTING, "torch")
+    monkeypatch.delenv("GLACIAL_LAKES_ONNX_CACHE", raising=False)  # the default: under the home
     runtime = load_settings().inference_runtime
     assert runtime == InferenceRuntime("torch", tmp_path.resolve() / "models" / "onnx")
+    monkeypatch.setenv("GLACIAL_LAKES_ONNX_CACHE", str(tmp_path / "shared"))  # one folder for several homes
+    assert load_settings().inference_runtime.cache_dir == tmp_path / "shared"
     seg = TerraMindSegmenter(loaded, InferenceParams(device="cpu", tta=False), runtime)
     assert seg.backend == "torch" and not isinstance(seg.forward, OnnxForward)
     assert not (tmp_path / "models").exists()

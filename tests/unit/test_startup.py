@@ -82,7 +82,8 @@ def test_subcommands_import_only_when_called() -> None:
     code = (
         "import json, sys, click\n"
         "import flows.cli as cli\n"
-        "lazy = ['flows.runs_cli', 'flows.segment_cli', 'flows.serve_cli', 'flows.train_cli', 'db.runs']\n"
+        "lazy = ['flows.map_cli', 'flows.runs_cli', 'flows.segment_cli', 'flows.serve_cli', 'flows.train_cli',"
+        " 'db.runs']\n"
         "before = sorted(m for m in lazy if m in sys.modules)\n"
         "ctx = click.Context(cli.main)\n"
         "names = {n: cli.main.get_command(ctx, n).name for n in cli.LAZY_COMMANDS}\n"
@@ -90,8 +91,8 @@ def test_subcommands_import_only_when_called() -> None:
     )
     before, names, listed = json.loads(_python(code).stdout.strip().splitlines()[-1])
     assert before == []
-    assert names == {n: n for n in ("runs", "segment", "serve", "train", "worker")}
-    assert {"run", "rerun", "demo", "db", "export", "runs", "segment", "serve", "train", "worker"} <= set(listed)
+    assert names == {n: n for n in ("map", "runs", "segment", "serve", "train", "worker")}
+    assert {"run", "rerun", "demo", "db", "export", "map", "runs", "segment", "serve", "train", "worker"} <= set(listed)
 
 
 def test_the_server_launches_before_prefect_imports_and_a_profile_api_stops_it(tmp_path: Path) -> None:
