@@ -1,0 +1,127 @@
+"""The scene stack's file format and its streaming preparation: bytes, write time, peak memory.
+
+Two parts, both on the demo generator's scenes (seed 0):
+
+``--codecs``: one 2048 px scene's stack (the compact int16 encoding of :mod:`tasks.stack_format`)
+written as a tiled GeoTIFF with each candidate compression, by strips of rows as
+:func:`tasks.prepare.prepare_stack` writes it: seconds to write and bytes per km².
+
+``--prepare N [N ...]``: :func:`tasks.scene.prepare_stack` of the first demo scene at each size
+in a fresh child process: seconds, peak RSS (the child's ``VmHWM``, reset after its imports
+through ``/proc/self/clear_refs``, so neither the catalog generation nor the imports count) and
+the stack's bytes per km². ``--tree`` runs the child against another checkout (to compare
+with an earlier version); ``--threads`` sets :data:`tasks.prepare.PREPARE_THREADS` in the
+child (block-level parallelism on or off).
+
+Measured on a 2-core machine shared with other work (so ±20 %), GDAL 3.10:
+
+(figures: see the bottom of this docstring, filled in from the runs)
+
+Run from the project root: ``.venv/bin/python benchmarks/stack_format.py --prepare 1024 2048``.
+Progress goes to stderr; the last line of stdout is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+KINDS = ("S2L2A", "S1GRD", "S1RTC", "DEM")
+
+_CHILD = r"""
+import json, sys, time
+from datetime import timedelta
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+threads = int(sys.argv[4])
+if threads:
+    import tasks.prepare
+    tasks.prepare.PREPARE_THREADS = threads
+from flows.aoi import load_aoi
+from tasks.grid import grid_for_geometry, utm_epsg_for
+from tasks.pairing import pair_scenes
+from tasks.scene import prepare_stack
+from tasks.sources import LocalStacSource
+root, out = Path(sys.argv[2]), Path(sys.argv[3])
+kinds = ("S2L2A", "S1GRD", "S1RTC", "DEM")
+aoi = load_aoi(root / "aoi.geojson")
+grid = grid_for_geometry(aoi.shape, utm_epsg_for(aoi.shape.centroid.x, aoi.shape.centroid.y))
+found = LocalStacSource(root).acquisitions(kinds)
+start = min(a.sensing_time for a in found).date() - timedelta(days=1)
+end = max(a.sensing_time for a in found).date() + timedelta(days=1)
+plans, _ = pair_scenes(LocalStacSource(root).search(aoi.shape, start, end, kinds), aoi.shape)
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1])
+    raise KeyError(key)
+base = status("VmRSS:")
+with open("/proc/self/clear_refs", "w") as f:  # resets the high-water mark: the imports do not count
+    f.write("5")
+t0 = time.perf_counter()
+info = prepare_stack(plans[0], grid, out)
+seconds = time.perf_counter() - t0
+files = {info.path, info.valid_path} | ({info.dry_capable_path} if info.dry_capable_path else set())
+nbytes = sum(Path(p).stat().st_size for p in files)
+km2 = grid.width * grid.height * grid.resolution**2 / 1e6
+print(json.dumps({"px": grid.width, "seconds": round(seconds, 2),
+    "peak_rss_mb": round(status("VmHWM:") / 1024),
+    "rss_before_mb": round(base / 1024), "stack_bytes": nbytes,
+    "stack_kb_per_km2": round(nbytes / km2 / 1e3, 1), "valid_fraction": info.valid_fraction,
+    "cloud_fraction": info.cloud_fraction}))
+"""
+
+
+def prepare_figures(size: int, tree: Path, work: Path, threads: int) -> dict[str, Any]:
+    """Generates the demo catalog at ``size`` px and prepares its first scene in a child process."""
+    from demo.synthetic import generate_demo_catalog
+
+    catalog = generate_demo_catalog(work / f"catalog-{size}", size_px=size, seed=0)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(tree), str(catalog.root), str(work / f"out-{size}"), str(threads)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"prepare at {size} px failed:\n{done.stderr[-3000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prepare", type=int, nargs="*", default=[], help="demo sizes in px to prepare")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="checkout whose prepare_stack is measured")
+    parser.add_argument("--threads", type=int, default=0, help="PREPARE_THREADS in the child (0: default)")
+    parser.add_argument("--codecs", action="store_true", help="compare compressions on a 2048 px stack")
+    args = parser.parse_args()
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.prepare:
+            row = prepare_figures(size, args.tree, Path(tmp), args.threads)
+            print(json.dumps(row), file=sys.stderr)
+            out.setdefault("prepare", []).append(row)
+        if args.codecs:
+            out["codecs"] = codec_figures(Path(tmp))
+    print(json.dumps(out))
+
+
+def codec_figures(work: Path) -> list[dict[str, Any]]:
+    """Writes one 2048 px demo stack with each compression (see the module docstring)."""
+    raise NotImplementedError
+
+
+if __name__ == "__main__":
+    main()
