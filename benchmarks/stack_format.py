@@ -29,8 +29,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -118,9 +121,63 @@ def main() -> None:
     print(json.dumps(out))
 
 
-def codec_figures(work: Path) -> list[dict[str, Any]]:
-    """Writes one 2048 px demo stack with each compression (see the module docstring)."""
-    raise NotImplementedError
+CODECS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("int16 ZSTD level 1", {"compress": "ZSTD", "zstd_level": 1, "predictor": 2}),
+    ("int16 ZSTD level 9", {"compress": "ZSTD", "zstd_level": 9, "predictor": 2}),
+    ("int16 DEFLATE level 6", {"compress": "DEFLATE", "zlevel": 6, "predictor": 2}),
+    ("int16 LERC_ZSTD lossless", {"compress": "LERC_ZSTD", "max_z_error": 0}),
+    ("int16 uncompressed", {"compress": "NONE"}),
+)
+
+
+def codec_figures(work: Path, size: int = 2048) -> list[dict[str, Any]]:
+    """Writes one demo stack with each compression, by strips as the preparation does."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from demo.synthetic import generate_demo_catalog
+    from tasks.stack import STACK_CODES, StackReader
+    from tasks.stack_format import TILE_PX, encode
+
+    catalog = generate_demo_catalog(work / f"codec-catalog-{size}", size_px=size, seed=0)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = work / "codec-stack"
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(ROOT), str(catalog.root), str(out), "0"], env=env, check=True
+    )
+    del done
+    (path,) = out.glob("*_stack.tif")
+    with StackReader(path) as reader:
+        grid = reader.grid
+        decoded = reader.read_all()
+        valid = reader.read_valid()
+    stored = np.stack([encode(decoded[i], c) for i, c in enumerate(STACK_CODES)] + [valid.astype(np.int16)])
+    km2 = grid.width * grid.height * grid.resolution**2 / 1e6
+    base = {"driver": "GTiff", "width": grid.width, "height": grid.height, "crs": grid.crs}
+    base |= {"transform": grid.affine, "tiled": True, "blockxsize": TILE_PX, "blockysize": TILE_PX}
+    rows: list[dict[str, Any]] = []
+    cases = [(name, opts, threads) for name, opts in CODECS for threads in (1, 2)]
+    cases.append(("float32 DEFLATE (the earlier COG's codec)", {"compress": "DEFLATE", "predictor": 3}, 1))
+    for name, opts, threads in cases:
+        data = decoded if name.startswith("float32") else stored
+        dtype = "float32" if name.startswith("float32") else "int16"
+        target = work / "codec.tif"
+        t0 = time.perf_counter()
+        profile = {**base, **opts, "count": data.shape[0], "dtype": dtype, "interleave": "band"}
+        with rasterio.open(target, "w", **profile, num_threads=threads) as ds:
+            for r in range(0, grid.height, 2 * TILE_PX):
+                block = data[:, r : r + 2 * TILE_PX]
+                ds.write(block, window=Window(0, r, grid.width, block.shape[1]))
+        seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with rasterio.open(target) as ds:
+            ds.read()
+        read_s = time.perf_counter() - t0
+        row = {"codec": name, "threads": threads, "write_s": round(seconds, 2), "read_s": round(read_s, 2)}
+        row |= {"mb": round(target.stat().st_size / 1e6, 1), "kb_per_km2": round(target.stat().st_size / km2 / 1e3, 1)}
+        print(json.dumps(row), file=sys.stderr)
+        rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":

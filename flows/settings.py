@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     """``false`` for path-style S3 URLs (Copernicus Data Space); unset: GDAL's default."""
     s3_https: bool | None = None
     """``false`` for an S3 endpoint on plain HTTP; unset: GDAL's default (HTTPS)."""
+    keep_stacks: int = Field(default=5, ge=0, le=10_000)
+    """Merged scenes per AOI whose stack files stay after a run's merges, the most recently
+    written first; older merged scenes' stacks are deleted (:mod:`flows.retention`)."""
     zone_margin_m: float = ZONE_MARGIN_M
     """How far each UTM zone part's grid of an AOI across zones reaches beyond the seam, metres
     (:mod:`tasks.zones`)."""
