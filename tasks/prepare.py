@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -189,8 +190,8 @@ def _strip(src: _Sources, grid: GridSpec, row0: int, row1: int, shifts: dict[str
     dem_grid = shifted_grid(g, *shifts["dem"]) if "dem" in shifts else g
     data[14] = src.dem_m(dem_grid)
     finite = np.isfinite(data)
-    s2_data = finite[:12].all(axis=0)
-    all_finite = s2_data & finite[12:].all(axis=0)
+    s2_data: NDArray[np.bool_] = np.asarray(finite[:12].all(axis=0))
+    all_finite: NDArray[np.bool_] = s2_data & finite[12:].all(axis=0)
     del finite
     if src.scl is None:  # cloud state unknown: every pixel with data may be read, none seen dry
         valid = s2_data & all_finite
@@ -301,7 +302,8 @@ def _s2_offset(plan: ScenePlan, s2: dict[str, str], grid: GridSpec, coverage: _C
         first = -(-row0 * grid.width // step) * step
         at = np.arange(first, row1 * grid.width, step) - row0 * grid.width
         for i, band in enumerate(S2_BANDS):
-            dn = coverage.read(band, lambda band=band, g=g: _warp(s2[band], g, src_nodata=0), g.shape)
+            href = s2[band]
+            dn = coverage.read(band, partial(_warp, href, g, src_nodata=0), g.shape)
             samples[i].append(dn.ravel()[at])
     # decide_s2_offset samples with the step of its first band's size: give it the sample, step 1
     return decide_s2_offset(None, [np.concatenate(s) for s in samples], max_pixels=total)

@@ -338,10 +338,8 @@ class StackReader:
         """Rows ``[row0, row1)``: float32 ``(15, r, W)`` NaN nodata, and bool ``(r, W)`` valid."""
         stack = self._data(list(range(len(STACK_BANDS))), row0, row1)
         if self.valid_path is None:
-            valid: NDArray[np.bool_] = np.isfinite(stack).all(axis=0)
-        else:
-            valid = self.read_valid((row0, row1))
-        return stack, valid
+            return stack, np.asarray(np.isfinite(stack).all(axis=0))
+        return stack, self.read_valid((row0, row1))
 
     def read_band(self, name: str, rows: tuple[int, int] | None = None) -> NDArray[np.float32]:
         """One band by its :data:`STACK_BANDS` name, float32 ``(r, W)``, NaN nodata.
@@ -352,7 +350,8 @@ class StackReader:
         if name not in STACK_BANDS:
             raise ValueError(f"unknown stack band {name!r}; bands are {STACK_BANDS}")
         row0, row1 = self._rows(rows)
-        return self._data([STACK_BANDS.index(name)], row0, row1)[0]
+        band: NDArray[np.float32] = self._data([STACK_BANDS.index(name)], row0, row1)[0]
+        return band
 
     def read_valid(self, rows: tuple[int, int] | None = None) -> NDArray[np.bool_]:
         """The valid mask, bool ``(r, W)``: rows ``[row0, row1)`` of ``rows``, default every row."""

@@ -65,7 +65,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[ScenePlan], Gri
 
 @pytest.mark.parametrize(("strip_rows", "threads"), [(80, 2), (256, 1)])
 def test_strips_give_the_whole_grid_stack(
-    demo: tuple[list[ScenePlan], GridSpec], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strip_rows: int, threads: int
+    demo: tuple[list[ScenePlan], GridSpec],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    strip_rows: int,
+    threads: int,
 ) -> None:
     """Strips of 80 rows (not a tile multiple; the Lee halo across their edges) in 2 threads: the same stack.
 
