@@ -2,7 +2,7 @@
 
 :func:`prepare_stack` reads S2, S1 and the DEM onto the scene grid, co-registers S1 and the DEM
 with S2, derives the masks and writes the stack file (:mod:`tasks.stack`) one strip of
-:data:`STRIP_ROWS` rows at a time. Each strip is read onto its own sub-grid of the scene grid
+:func:`strip_rows` rows at a time. Each strip is read onto its own sub-grid of the scene grid
 (same pixels, same lattice), so the GDAL warper computes the same pixels as for the whole grid;
 the S1 strip carries a halo of ``speckle_size // 2`` rows above and below, so the Lee filter sees
 every neighbour it sees on the whole grid. What needs the whole scene is an accumulator over the
@@ -17,8 +17,8 @@ strips or a bounded sample of it:
   many (a bounded sample: the test reads medians and shares of negative values);
 * the co-registration measurement (:mod:`tasks.coregister`): the nine candidate windows of
   :func:`tasks.coregister.candidate_windows` are kept while the strips pass (at most 3 × 1024 rows
-  × 3 × 1024 columns of S2 B08, clear mask, S1 VV and DEM, about 120 MB at any scene size), the
-  best window is chosen and measured as on the whole grid. A confident correction re-reads the
+  × 3 × 1024 columns of S2 B08, clear mask, S1 VV and DEM at the stack's precision, 66 MB at
+  any scene size), the best window is chosen and measured as on the whole grid. A confident correction re-reads the
   modality onto the shifted grid: the scene is then written a second time, strip by strip.
 
 Strips are computed by :data:`PREPARE_THREADS` threads (GDAL releases the GIL while it reads and
@@ -33,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,16 +47,19 @@ from tasks.preprocess import S2_BANDS, _warp, decide_s2_offset, harmonise_s2_dn
 from tasks.read_errors import NoPixelOnGrid
 from tasks.s1_read import S1Source, open_s1_acquisition
 from tasks.sar import lee_filter, sigma0_to_db
-from tasks.stack import StackInfo, stack_info, stack_tags, stack_writer
-from tasks.stack_format import TILE_PX
+from tasks.stack import STACK_CODES, StackInfo, stack_info, stack_tags, stack_writer
+from tasks.stack_format import STORED_NODATA, TILE_PX, decode, encode
 from tasks.validity import CLOUD_SCL_CLASSES, SCL_INVALID_CLASSES, SNOW_ICE_SCL_CLASSES, S2Offset
 
-__all__ = ["PREPARE_THREADS", "SAMPLE_PIXELS", "STRIP_ROWS", "prepare_stack"]
+__all__ = ["PREPARE_THREADS", "SAMPLE_PIXELS", "STRIP_PIXELS", "STRIP_ROWS", "prepare_stack", "strip_rows"]
 
-STRIP_ROWS = 2 * TILE_PX
-"""Rows per strip (whole tile rows of the stack file). Peak memory is a few strips' arrays:
-about 15 bands × 4 bytes × 3 copies a pixel, 0.7 GB a strip of a 10 980 px wide tile... see
-``benchmarks/stack_format.py`` for the measured figures."""
+STRIP_PIXELS = 2 * 1024**2
+"""Pixels per strip, about: rows are this over the grid's width, in whole tile rows of the stack
+file (at least one). Peak memory is :data:`PREPARE_THREADS` + 1 strips of about 130 bytes a pixel
+(the 15 float32 bands, masks, a band being warped): ~0.8 GB at two threads, at any scene size
+(``benchmarks/stack_format.py`` has the measured figures)."""
+STRIP_ROWS: int | None = None
+"""Rows per strip when set (tests); None: from :data:`STRIP_PIXELS`."""
 PREPARE_THREADS = 2
 """Strips computed at once (threads; GDAL reads and warps without the GIL)."""
 SAMPLE_PIXELS = 1_000_000
@@ -63,6 +67,13 @@ SAMPLE_PIXELS = 1_000_000
 SPECKLE_SIZE = 5
 """Lee filter window, pixels (as :func:`tasks.s1_read.read_s1_acquisition`)."""
 _VV_DB_INDEX = 0
+
+
+def strip_rows(width: int) -> int:
+    """Rows per strip of a grid ``width`` pixels wide (:data:`STRIP_ROWS`, else from :data:`STRIP_PIXELS`)."""
+    if STRIP_ROWS is not None:
+        return STRIP_ROWS
+    return max(TILE_PX, STRIP_PIXELS // width // TILE_PX * TILE_PX)
 
 
 def sub_grid(grid: GridSpec, row0: int, row1: int) -> GridSpec:
@@ -179,12 +190,10 @@ class _Strip:
 def _strip(src: _Sources, grid: GridSpec, row0: int, row1: int, shifts: dict[str, tuple[float, float]]) -> _Strip:
     """Reads and assembles rows ``[row0, row1)`` (S1 / DEM on the grid shifted by ``shifts``, pixels)."""
     g = sub_grid(grid, row0, row1)
-    dn = [src.s2_dn(g, b) for b in S2_BANDS]
     baseline = "04.00" if src.offset.dn else "00.00"  # harmonise_s2_dn keys the offset on a baseline
     data = np.empty((len(S2_BANDS) + 3, *g.shape), dtype=np.float32)
-    for i, band in enumerate(dn):
-        data[i] = harmonise_s2_dn(band, baseline)
-    del dn
+    for i, band in enumerate(S2_BANDS):  # one band's DN at a time beside the strip
+        data[i] = harmonise_s2_dn(src.s2_dn(g, band), baseline)
     s1_grid = shifted_grid(g, *shifts["s1"]) if "s1" in shifts else g
     data[12:14] = src.s1_db(s1_grid, _halo(grid, slice(row0, row1), slice(0, grid.width)))
     dem_grid = shifted_grid(g, *shifts["dem"]) if "dem" in shifts else g
@@ -209,7 +218,8 @@ def _strip(src: _Sources, grid: GridSpec, row0: int, row1: int, shifts: dict[str
 
 def _strips(src: _Sources, grid: GridSpec, shifts: dict[str, tuple[float, float]], threads: int) -> Iterator[_Strip]:
     """The scene's strips in order, ``threads`` computed at once (at most ``threads + 1`` in memory)."""
-    bounds = [(r, min(grid.height, r + STRIP_ROWS)) for r in range(0, grid.height, STRIP_ROWS)]
+    step = strip_rows(grid.width)
+    bounds = [(r, min(grid.height, r + step)) for r in range(0, grid.height, step)]
     if threads <= 1:
         for r0, r1 in bounds:
             yield _strip(src, grid, r0, r1, shifts)
@@ -228,16 +238,20 @@ def _strips(src: _Sources, grid: GridSpec, shifts: dict[str, tuple[float, float]
 
 
 class _Windows:
-    """The candidate windows' rows × columns of B08, clear, VV dB and DEM, kept as the strips pass."""
+    """The candidate windows' rows × columns of B08, clear, VV dB and DEM, kept as the strips pass.
+
+    Kept as the stack stores them (int16, :mod:`tasks.stack_format`: 7 bytes a pixel, 66 MB for
+    the nine windows of a large scene), so the measurement sees the stack's own values.
+    """
+
+    _BANDS: ClassVar[dict[str, int]] = {"B08": S2_BANDS.index("B08"), "VV": 12 + _VV_DB_INDEX, "DEM": 14}
 
     def __init__(self, grid: GridSpec) -> None:
         self.windows = candidate_windows(grid.shape)
         self.rows = np.unique(np.concatenate([np.arange(r.start, r.stop) for r, _ in self.windows]))
         self.cols = np.unique(np.concatenate([np.arange(c.start, c.stop) for _, c in self.windows]))
         shape = (len(self.rows), len(self.cols))
-        self.nir = np.full(shape, np.nan, dtype=np.float32)
-        self.vv = np.full(shape, np.nan, dtype=np.float32)
-        self.dem = np.full(shape, np.nan, dtype=np.float32)
+        self.stored = {name: np.full(shape, STORED_NODATA, dtype=np.int16) for name in self._BANDS}
         self.clear = np.zeros(shape, dtype=bool)
 
     def keep(self, strip: _Strip) -> None:
@@ -247,19 +261,22 @@ class _Windows:
             return
         local = self.rows[take] - strip.row0
         pos = np.nonzero(take)[0]
-        self.nir[pos] = strip.data[S2_BANDS.index("B08")][local][:, self.cols]
-        self.vv[pos] = strip.data[12 + _VV_DB_INDEX][local][:, self.cols]
-        self.dem[pos] = strip.data[14][local][:, self.cols]
+        for name, band in self._BANDS.items():
+            self.stored[name][pos] = encode(strip.data[band][local][:, self.cols], STACK_CODES[band])
         self.clear[pos] = strip.clear[local][:, self.cols]
+
+    def image(self, name: str, here: tuple[slice, slice]) -> NDArray[np.float32]:
+        """Band ``name`` (B08, VV, DEM) in the window ``here`` (this sample's coordinates), the stack's units."""
+        return decode(self.stored[name][here], STACK_CODES[self._BANDS[name]])
 
     def local(self, rows: slice, cols: slice) -> tuple[slice, slice]:
         """A window of the scene in this sample's coordinates (its rows and columns are contiguous here)."""
         r, c = int(np.searchsorted(self.rows, rows.start)), int(np.searchsorted(self.cols, cols.start))
         return slice(r, r + rows.stop - rows.start), slice(c, c + cols.stop - cols.start)
 
-    def best(self, image: NDArray[np.float32]) -> tuple[slice, slice]:
-        """The candidate window with the most clear pixels where ``image`` is finite (as on the whole grid)."""
-        usable = self.clear & np.isfinite(image)
+    def best(self, name: str) -> tuple[slice, slice]:
+        """The candidate window with the most clear pixels where band ``name`` has data (as on the whole grid)."""
+        usable = self.clear & (self.stored[name] != STORED_NODATA)
         return max(self.windows, key=lambda w: int(usable[self.local(*w)].sum()))
 
 
@@ -267,8 +284,8 @@ def _coregister(src: _Sources, grid: GridSpec, kept: _Windows) -> tuple[Coregist
     """Measures S1 and the DEM against S2 in their best windows; the shifts to apply (pixels)."""
     records: dict[str, ModalityRecord] = {}
     shifts: dict[str, tuple[float, float]] = {}
-    for key, image in (("s1", kept.vv), ("dem", kept.dem)):
-        rows, cols = kept.best(image)
+    for key, name in (("s1", "VV"), ("dem", "DEM")):
+        rows, cols = kept.best(name)
         here = kept.local(rows, cols)
         wgrid = window_grid(grid, rows, cols)
 
@@ -278,7 +295,8 @@ def _coregister(src: _Sources, grid: GridSpec, kept: _Windows) -> tuple[Coregist
             # g: the window's grid, shifted; S1 is filtered with the scene's pixels around the window
             return src.dem_m(g) if key == "dem" else src.s1_db(g, halo)[_VV_DB_INDEX]
 
-        _, record = align_modality(kept.nir[here], kept.clear[here], image[here], lambda a: a, reread, wgrid)
+        nir, image = kept.image("B08", here), kept.image(name, here)
+        _, record = align_modality(nir, kept.clear[here], image, lambda a: a, reread, wgrid)
         records[key] = record
         if record.applied and record.measured is not None:
             shifts[key] = (record.measured.dy, record.measured.dx)
@@ -296,8 +314,9 @@ def _s2_offset(plan: ScenePlan, s2: dict[str, str], grid: GridSpec, coverage: _C
     total = grid.width * grid.height
     step = max(1, -(-total // SAMPLE_PIXELS))
     samples: list[list[NDArray[np.float32]]] = [[] for _ in S2_BANDS]
-    for row0 in range(0, grid.height, STRIP_ROWS):
-        row1 = min(grid.height, row0 + STRIP_ROWS)
+    rows = strip_rows(grid.width)
+    for row0 in range(0, grid.height, rows):
+        row1 = min(grid.height, row0 + rows)
         g = sub_grid(grid, row0, row1)
         first = -(-row0 * grid.width // step) * step
         at = np.arange(first, row1 * grid.width, step) - row0 * grid.width
