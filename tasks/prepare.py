@@ -345,7 +345,13 @@ def prepare_stack(plan: ScenePlan, grid: GridSpec, out_dir: Path, *, threads: in
     detector (``StackInfo.s2_offset`` says which, with its evidence); the dry-capable band is
     written only when the cloud state is known from SCL (:mod:`tasks.validity`).
     """
-    threads = PREPARE_THREADS if threads is None else threads
+    try:
+        return _prepare(plan, grid, out_dir, PREPARE_THREADS if threads is None else threads)
+    except NoPixelOnGrid as exc:  # for the scene, a source without a pixel on its grid is plain bad input
+        raise RasterInputError(str(exc)) from None
+
+
+def _prepare(plan: ScenePlan, grid: GridSpec, out_dir: Path, threads: int) -> StackInfo:
     s2 = {k: v for k, v in plan.s2.assets if k != "SCL"}
     missing = [b for b in S2_BANDS if b not in s2]
     if missing:

@@ -133,3 +133,20 @@ def test_a_source_missing_from_some_strips_is_nodata_there(
         b08 = reader.read_band("B08")
     assert valid[half + 8 :].any()
     assert not valid[: half - 8].any() and np.isnan(b08[: half - 8]).all()
+
+
+def test_a_grid_beside_the_data_is_bad_input_naming_the_file(
+    demo: tuple[list[ScenePlan], GridSpec], tmp_path: Path
+) -> None:
+    """No source has a pixel on the grid: a RasterInputError (the class the outcome policy names), no stack left."""
+    from core.errors import RasterInputError
+
+    plans, grid = demo
+    a, b, c, d, e, f = grid.transform
+    away = GridSpec(grid.epsg, (a, b, c + 50_000.0, d, e, f), grid.width, grid.height)
+    with pytest.raises(RasterInputError) as caught:
+        prepare.prepare_stack(plans[0], away, tmp_path / "away", threads=2)
+    assert type(caught.value) is RasterInputError
+    assert "no valid pixel on the scene grid" in str(caught.value) or "miss the scene grid" in str(caught.value)
+    assert any(href in str(caught.value) for _, href in (*plans[0].s2.assets, *plans[0].s1.assets))
+    assert not list((tmp_path / "away").glob("*_stack.tif"))
