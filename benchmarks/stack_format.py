@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--prepare", type=int, nargs="*", default=[], help="demo sizes in px to prepare")
     parser.add_argument("--tree", type=Path, default=ROOT, help="checkout whose prepare_stack is measured")
     parser.add_argument("--threads", type=int, default=0, help="PREPARE_THREADS in the child (0: default)")
-    parser.add_argument("--codecs", action="store_true", help="compare compressions on a 2048 px stack")
+    parser.add_argument("--codecs", type=int, default=0, help="compare compressions on a stack of this size (px)")
     args = parser.parse_args()
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,7 +117,7 @@ def main() -> None:
             print(json.dumps(row), file=sys.stderr)
             out.setdefault("prepare", []).append(row)
         if args.codecs:
-            out["codecs"] = codec_figures(Path(tmp))
+            out["codecs"] = codec_figures(Path(tmp), args.codecs)
     print(json.dumps(out))
 
 
@@ -130,7 +130,7 @@ CODECS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def codec_figures(work: Path, size: int = 2048) -> list[dict[str, Any]]:
+def codec_figures(work: Path, size: int) -> list[dict[str, Any]]:
     """Writes one demo stack with each compression, by strips as the preparation does."""
     import rasterio
     from rasterio.windows import Window

@@ -63,6 +63,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[ScenePlan], Gri
     return _plans(catalog.root)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("strip_rows", "threads"), [(80, 2), (256, 1)])
 def test_strips_give_the_whole_grid_stack(
     demo: tuple[list[ScenePlan], GridSpec],
@@ -150,3 +151,29 @@ def test_a_grid_beside_the_data_is_bad_input_naming_the_file(
     assert "no valid pixel on the scene grid" in str(caught.value) or "miss the scene grid" in str(caught.value)
     assert any(href in str(caught.value) for _, href in (*plans[0].s2.assets, *plans[0].s1.assets))
     assert not list((tmp_path / "away").glob("*_stack.tif"))
+
+
+@pytest.mark.slow
+def test_the_demo_lakes_are_those_of_the_whole_grid_float_stack(
+    demo: tuple[list[ScenePlan], GridSpec], tmp_path: Path
+) -> None:
+    """The baseline maps the same lakes from the streamed int16 stack as from the float one, areas within a pixel."""
+    from models.baseline import SpectralBaseline
+    from tasks.vectorize import mask_to_polygons, probability_to_mask
+
+    plans, grid = demo
+    pixel_m2 = grid.resolution**2
+    compared = 0
+    for plan in plans:
+        stack, valid, _, _ = _whole_grid(plan, grid)
+        info = prepare.prepare_stack(plan, grid, tmp_path / plan.scene_id[:30])
+        with StackReader(info) as reader:
+            stored = reader.read_all()
+        areas = []
+        for data in (stack, stored):
+            mask = probability_to_mask(SpectralBaseline().predict(data, valid)) & valid
+            areas.append(sorted(p.area for p in mask_to_polygons(mask, grid, min_area_m2=5000.0, valid=valid)))
+        assert len(areas[0]) == len(areas[1]), (plan.scene_id, areas)
+        assert all(abs(a - b) <= pixel_m2 for a, b in zip(*areas, strict=True)), (plan.scene_id, areas)
+        compared += len(areas[0])
+    assert compared > 0
