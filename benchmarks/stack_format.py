@@ -45,10 +45,13 @@ import json, sys, time
 from datetime import timedelta
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-threads = int(sys.argv[4])
+threads, warp_threads = int(sys.argv[4]), int(sys.argv[5])
 if threads:
     import tasks.prepare
     tasks.prepare.PREPARE_THREADS = threads
+if warp_threads:
+    import tasks.preprocess
+    tasks.preprocess.WARP_THREADS = warp_threads
 from flows.aoi import load_aoi
 from tasks.grid import grid_for_geometry, utm_epsg_for
 from tasks.pairing import pair_scenes
@@ -84,14 +87,23 @@ print(json.dumps({"px": grid.width, "seconds": round(seconds, 2),
 """
 
 
-def prepare_figures(size: int, tree: Path, work: Path, threads: int) -> dict[str, Any]:
+def prepare_figures(size: int, tree: Path, work: Path, threads: int, warp_threads: int = 0) -> dict[str, Any]:
     """Generates the demo catalog at ``size`` px and prepares its first scene in a child process."""
     from demo.synthetic import generate_demo_catalog
 
     catalog = generate_demo_catalog(work / f"catalog-{size}", size_px=size, seed=0)
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(tree), str(catalog.root), str(work / f"out-{size}"), str(threads)],
+        [
+            sys.executable,
+            "-c",
+            _CHILD,
+            str(tree),
+            str(catalog.root),
+            str(work / f"out-{size}"),
+            str(threads),
+            str(warp_threads),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -108,12 +120,13 @@ def main() -> None:
     parser.add_argument("--prepare", type=int, nargs="*", default=[], help="demo sizes in px to prepare")
     parser.add_argument("--tree", type=Path, default=ROOT, help="checkout whose prepare_stack is measured")
     parser.add_argument("--threads", type=int, default=0, help="PREPARE_THREADS in the child (0: default)")
+    parser.add_argument("--warp-threads", type=int, default=0, help="GDAL warper threads (0: default)")
     parser.add_argument("--codecs", type=int, default=0, help="compare compressions on a stack of this size (px)")
     args = parser.parse_args()
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.prepare:
-            row = prepare_figures(size, args.tree, Path(tmp), args.threads)
+            row = prepare_figures(size, args.tree, Path(tmp), args.threads, args.warp_threads)
             print(json.dumps(row), file=sys.stderr)
             out.setdefault("prepare", []).append(row)
         if args.codecs:
@@ -143,7 +156,7 @@ def codec_figures(work: Path, size: int) -> list[dict[str, Any]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = work / "codec-stack"
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(ROOT), str(catalog.root), str(out), "0"], env=env, check=True
+        [sys.executable, "-c", _CHILD, str(ROOT), str(catalog.root), str(out), "0", "0"], env=env, check=True
     )
     del done
     (path,) = out.glob("*_stack.tif")

@@ -17,7 +17,8 @@ STACK FILE FORMAT CONTRACT (change together):
 
     * ``<name>_stack.tif``: a tiled GeoTIFF (256 px tiles, band-interleaved, ZSTD), int16,
       nodata −32768, the 15 :data:`STACK_BANDS` scaled as :mod:`tasks.stack_format` tabulates
-      (GDAL ``scale``/``offset``/``units`` per band: reflectance 1e-4, dB 0.01, DEM 0.25 m + 4000 m),
+      (GDAL ``scale``/``offset``/``units`` per band: reflectance 1e-4 stored in steps of 4, dB 0.01
+      in steps of 5, DEM 0.25 m + 4000 m),
       then the mask bands ``valid`` (1 valid / 0 not) and, only when the scene's cloud state is
       known from SCL, ``dry_capable`` (1 where a lake's place could be seen dry before the
       segmentation: valid ∧ not snow/ice, :func:`tasks.validity.dry_capable_before_water`);

@@ -7,20 +7,27 @@ its write time, LERC being larger for the lossless case), 256 × 256 tiles, writ
 rows at a time (:class:`StackWriter`; the COG driver cannot be written by windows).
 
 Bands and their encoding, ``value = stored × scale + offset`` (the GDAL ``scale``/``offset``
-metadata, so GDAL and QGIS show physical values), nodata ``-32768`` in every band:
+metadata, so GDAL and QGIS show physical values), nodata ``-32768`` in every band. Stored
+values are multiples of the band's ``step``: the precision is half a step.
 
-=========  ===============  =========  ========  =====================================
-band       physical unit    scale      offset    precision / range
-=========  ===============  =========  ========  =====================================
-B01…B12    reflectance      0.0001     0         1e-4 (the stack's "× 10 000" unit is
-                                                 the stored integer); 0 … 3.2767
-VV, VH     dB               0.01       0         0.005 dB; −327.67 … +327.67 dB
-DEM        metres           0.25       4000      0.125 m; −4191.75 … 12191.75 m
-valid      1 valid / 0 not  —          —         exact
-dry_cap.   1 / 0            —          —         exact (only with a known cloud state)
-=========  ===============  =========  ========  =====================================
+=========  ===========  =======  ======  ====  =========================================
+band       unit         scale    offset  step  precision / range
+=========  ===========  =======  ======  ====  =========================================
+B01…B12    reflectance  0.0001   0       4     ±2e-4 (the stored integer is the stack's
+                                               "reflectance × 10 000"); 0 … 3.2767
+VV, VH     dB           0.01     0       5     ±0.025 dB; −327.67 … +327.67 dB
+DEM        metres       0.25     4000    1     ±0.125 m; −4191.75 … 12191.75 m
+valid      1 / 0        —        —       —     exact
+dry_cap.   1 / 0        —        —       —     exact (only with a known cloud state)
+=========  ===========  =======  ======  ====  =========================================
 
-Reflectance above 3.2767 (never seen in L2A outside saturated pixels) is stored as 3.2767,
+Why the steps: the demo's reflectance carries sensor-like noise that no lossless codec packs
+below ~10 bits a pixel; steps of 4e-4 in reflectance (under Sentinel-2's noise-equivalent
+reflectance of ~1e-3) and 0.05 dB in backscatter (under the filtered speckle's ~0.5 dB) take
+off two bits a pixel and leave the lakes as they were (``tests/unit/test_prepare.py``;
+``benchmarks/stack_format.py`` has the bytes).
+
+Reflectance above 3.2764 (never seen in L2A outside saturated pixels) is stored as 3.2764,
 dB and metres outside their range are clipped likewise: clipping, not wrapping.
 """
 
@@ -53,7 +60,6 @@ STORED_DTYPE = "int16"
 STORED_NODATA = -32768
 """Stored nodata of every band (decoded to NaN; masks never hold it)."""
 _STORED_MAX = 32767
-_STORED_MIN = -32767
 VALID_BAND = "valid"
 """Description of the valid-mask band (1 valid, 0 not)."""
 DRY_CAPABLE_BAND = "dry_capable"
@@ -82,6 +88,8 @@ class BandCode:
     offset: float
     unit: str
     stack_unit: float = 1.0
+    step: int = 1
+    """Stored values are multiples of this (the precision is half a step, in stored units)."""
 
     @property
     def stack_scale(self) -> float:
@@ -97,19 +105,20 @@ class BandCode:
 def band_codes(s2_bands: tuple[str, ...]) -> tuple[BandCode, ...]:
     """The codes of the 15 data bands in stack order: ``s2_bands``, VV, VH, DEM."""
     return (
-        *(BandCode(b, 1e-4, 0.0, "reflectance", 10_000.0) for b in s2_bands),
-        BandCode("VV", 0.01, 0.0, "dB"),
-        BandCode("VH", 0.01, 0.0, "dB"),
+        *(BandCode(b, 1e-4, 0.0, "reflectance", 10_000.0, step=4) for b in s2_bands),
+        BandCode("VV", 0.01, 0.0, "dB", step=5),
+        BandCode("VH", 0.01, 0.0, "dB", step=5),
         BandCode("DEM", 0.25, 4000.0, "m"),
     )
 
 
 def encode(values: NDArray[np.floating], code: BandCode) -> NDArray[np.int16]:
-    """Stack values (the stack's unit, NaN nodata) → stored int16, rounded to nearest, clipped."""
+    """Stack values (the stack's unit, NaN nodata) → stored int16: the nearest multiple of the step, clipped."""
     x = np.asarray(values, dtype=np.float64)
     ok = np.isfinite(x)
-    q = np.rint((np.where(ok, x, 0.0) - code.stack_offset) / code.stack_scale)
-    np.clip(q, _STORED_MIN, _STORED_MAX, out=q)
+    q = np.rint((np.where(ok, x, 0.0) - code.stack_offset) / (code.stack_scale * code.step)) * code.step
+    top = _STORED_MAX // code.step * code.step  # the largest multiple of the step; −top never meets nodata
+    np.clip(q, -top, top, out=q)
     out = q.astype(np.int16)
     out[~ok] = STORED_NODATA
     return out

@@ -23,8 +23,8 @@ from tasks.stack import STACK_BANDS, StackReader, stack_arrays
 from tasks.validity import dry_capable_before_water
 
 KINDS = ("S2L2A", "S1GRD", "S1RTC", "DEM")
-# The stored precision (tasks.stack_format): reflectance × 10 000 to 0.5, dB to 0.005, metres to 0.125.
-TOLERANCE = np.array([0.5] * 12 + [0.005, 0.005, 0.125]) + 1e-4
+# The stored precision (tasks.stack_format): reflectance × 10 000 to 2, dB to 0.025, metres to 0.125.
+TOLERANCE = np.array([2.0] * 12 + [0.025, 0.025, 0.125]) + 1e-4
 
 
 def _plans(root: Path) -> tuple[list[ScenePlan], GridSpec]:

@@ -252,11 +252,11 @@ def test_reads_span_block_rows_exactly(tmp_path):
 
     grid = GridSpec(32645, (10.0, 0.0, 500_000.0, 0.0, -10.0, 3_100_000.0), 40, 600)
     rng = np.random.default_rng(0)
-    # Values on the stored lattice (whole reflectance × 10 000, 0.01 dB, 0.25 m): they round-trip exactly.
+    # Values on the stored lattice (reflectance × 10 000 in steps of 4, 0.05 dB, 0.25 m): they round-trip exactly.
     stack = np.concatenate(
         [
-            rng.integers(0, 12_000, size=(12, 600, 40)),
-            rng.integers(-3000, 500, size=(2, 600, 40)) / 100,
+            rng.integers(0, 3_000, size=(12, 600, 40)) * 4,
+            rng.integers(-600, 100, size=(2, 600, 40)) / 20,
             rng.integers(0, 20_000, size=(1, 600, 40)) / 4 + 1000,
         ]
     ).astype(np.float32)
@@ -273,7 +273,7 @@ def test_reads_span_block_rows_exactly(tmp_path):
 
 
 def test_stored_precision_is_the_documented_one(tmp_path):
-    """Reflectance to 1 (× 10 000), dB to 0.005, metres to 0.125 m; out-of-range values clip, never wrap."""
+    """Reflectance to 2 (× 10 000), dB to 0.025, metres to 0.125 m; out-of-range values clip, never wrap."""
     from tasks.stack import StackReader
 
     rng = np.random.default_rng(1)
@@ -285,14 +285,16 @@ def test_stored_precision_is_the_documented_one(tmp_path):
             rng.uniform(-400, 8_849, size=(1, h, w)),
         ]
     ).astype(np.float32)
-    stack[0, 0, 0] = 40_000.0  # beyond the stored range: clipped to 32 767
+    stack[0, 0, 0] = 40_000.0  # beyond the stored range: clipped to 32 764 (the largest step)
+    stack[12, 0, 0] = -400.0  # clipped to −327.65 dB, never the nodata value
     stack[14, 0, 1] = np.nan
     valid = np.isfinite(stack).all(axis=0)
     info = write_stack(stack, valid, GRID, tmp_path, "precision")
     with StackReader(info) as reader:
         back = reader.read_all()
     error = np.abs(back - stack)
-    assert np.nanmax(error[:12].ravel()[1:]) <= 0.5
-    assert np.nanmax(error[12:14]) <= 0.005 + 1e-5
+    assert np.nanmax(error[:12].ravel()[1:]) <= 2.0
+    assert np.nanmax(error[12:14].ravel()[1:]) <= 0.025 + 1e-5
     assert np.nanmax(error[14]) <= 0.125 + 1e-3
-    assert back[0, 0, 0] == 32_767.0 and np.isnan(back[14, 0, 1])
+    assert back[0, 0, 0] == 32_764.0 and np.isnan(back[14, 0, 1])
+    assert back[12, 0, 0] == pytest.approx(-327.65)
