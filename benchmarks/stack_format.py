@@ -2,20 +2,51 @@
 
 Two parts, both on the demo generator's scenes (seed 0):
 
-``--codecs``: one 2048 px scene's stack (the compact int16 encoding of :mod:`tasks.stack_format`)
+``--codecs N``: one N px scene's stack (the compact int16 encoding of :mod:`tasks.stack_format`)
 written as a tiled GeoTIFF with each candidate compression, by strips of rows as
-:func:`tasks.prepare.prepare_stack` writes it: seconds to write and bytes per km².
+:func:`tasks.prepare.prepare_stack` writes it, with 1 and 2 compression threads: seconds to
+write, to read back, and bytes per km².
 
 ``--prepare N [N ...]``: :func:`tasks.scene.prepare_stack` of the first demo scene at each size
 in a fresh child process: seconds, peak RSS (the child's ``VmHWM``, reset after its imports
 through ``/proc/self/clear_refs``, so neither the catalog generation nor the imports count) and
 the stack's bytes per km². ``--tree`` runs the child against another checkout (to compare
-with an earlier version); ``--threads`` sets :data:`tasks.prepare.PREPARE_THREADS` in the
-child (block-level parallelism on or off).
+with an earlier version); ``--threads`` sets :data:`tasks.prepare.PREPARE_THREADS` and
+``--warp-threads`` :data:`tasks.preprocess.WARP_THREADS` in the child.
 
-Measured on a 2-core machine shared with other work (so ±20 %), GDAL 3.10:
+Measured on a 2-core machine shared with other work (load 11–14 on 2 cores: seconds are
+noisy, ±50 %; memory and bytes are not), GDAL 3.10.
 
-(figures: see the bottom of this docstring, filled in from the runs)
+``--codecs 512`` (17 int16 bands, 26 km²; kB per km², write s at 1 / 2 threads):
+
+==========================  =========  ===========
+codec                       kB / km²   write s
+==========================  =========  ===========
+ZSTD level 1, predictor 2   137.6      0.27 / 0.36
+ZSTD level 9, predictor 2   124.3      1.62 / 0.82
+DEFLATE level 6, pred. 2    126.5      1.59 / 1.15
+LERC_ZSTD lossless          165.3      0.76 / 0.16
+uncompressed                322.6      0.04 / 0.05
+==========================  =========  ===========
+
+ZSTD level 1 is chosen: 6× faster to write than DEFLATE for 9 % more bytes; LERC is larger
+when lossless, and its lossy mode (``MAX_Z_ERROR``) applies to every band alike, the 0/1 mask
+bands included (measured: a mask error of 1 at ``MAX_Z_ERROR=2``), so the precision is set by
+the encoding's steps instead. Compression threads did not pay at this size.
+
+``--prepare`` (the first demo scene; before = the float32 COG + sidecars written whole):
+
+=====  ======================  ======================  ===============
+px     before: s, peak MB      after: s, peak MB       kB / km² b → a
+=====  ======================  ======================  ===============
+1022   12.0, 365               16.4, 291               437 → 176 (*)
+2046   189, 998                PREPARE_2048            440 → BYTES_2048
+4094   (not run: time)         PREPARE_4096
+=====  ======================  ======================  ===============
+
+(*) measured before the reflectance / dB steps of :mod:`tasks.stack_format` (lossless at 1e-4
+and 0.01 dB); with them the same encoding measures 137.6 kB/km² at 512 px above (31 % of the
+earlier 440).
 
 Run from the project root: ``.venv/bin/python benchmarks/stack_format.py --prepare 1024 2048``.
 Progress goes to stderr; the last line of stdout is one JSON object with the figures.
