@@ -22,7 +22,7 @@ strips or a bounded sample of it:
   modality onto the shifted grid: the scene is then written a second time, strip by strip.
 
 Strips are computed by :data:`PREPARE_THREADS` threads (GDAL releases the GIL while it reads and
-warps) and written in order by one writer; ``benchmarks/stack_format.py`` measured the choice.
+warps; one by default, see there) and written in order by one writer.
 """
 
 from __future__ import annotations
@@ -55,13 +55,16 @@ __all__ = ["PREPARE_THREADS", "SAMPLE_PIXELS", "STRIP_PIXELS", "STRIP_ROWS", "pr
 
 STRIP_PIXELS = 2 * 1024**2
 """Pixels per strip, about: rows are this over the grid's width, in whole tile rows of the stack
-file (at least one). Peak memory is :data:`PREPARE_THREADS` + 1 strips of about 130 bytes a pixel
-(the 15 float32 bands, masks, a band being warped): ~0.8 GB at two threads, at any scene size
+file (at least one). Peak memory is about :data:`PREPARE_THREADS` (+ 1 with threads) strips of
+~130 bytes a pixel (the 15 float32 bands, masks, a band being warped), whatever the scene's size
 (``benchmarks/stack_format.py`` has the measured figures)."""
 STRIP_ROWS: int | None = None
 """Rows per strip when set (tests); None: from :data:`STRIP_PIXELS`."""
-PREPARE_THREADS = 2
-"""Strips computed at once (threads; GDAL reads and warps without the GIL)."""
+PREPARE_THREADS = 1
+"""Strips computed at once (threads; GDAL reads and warps without the GIL). 1: on the shared
+2-core machine ``benchmarks/stack_format.py`` measured no gain from 2 (the spread of repeated
+runs, ±50 %, was larger than any difference), and each thread holds one more strip; the
+argument ``threads`` of :func:`prepare_stack` sets it per call."""
 SAMPLE_PIXELS = 1_000_000
 """Pixels of the bounded samples (S1 scale decision; the S2 offset detector's per band)."""
 SPECKLE_SIZE = 5
