@@ -110,8 +110,11 @@ seconds = time.perf_counter() - t0
 files = {info.path, info.valid_path} | ({info.dry_capable_path} if info.dry_capable_path else set())
 nbytes = sum(Path(p).stat().st_size for p in files)
 km2 = grid.width * grid.height * grid.resolution**2 / 1e6
-import tasks.prepare as prepare_module
-extra = {"threads": prepare_module.PREPARE_THREADS, "strip_rows": prepare_module.strip_rows(grid.width)}
+try:  # an earlier checkout (--tree) has no streaming preparation
+    import tasks.prepare as prepare_module
+    extra = {"threads": prepare_module.PREPARE_THREADS, "strip_rows": prepare_module.strip_rows(grid.width)}
+except ImportError:
+    extra = {}
 print(json.dumps({**extra, "px": grid.width, "seconds": round(seconds, 2),
     "peak_rss_mb": round(status("VmHWM:") / 1024),
     "rss_before_mb": round(base / 1024), "stack_bytes": nbytes,
