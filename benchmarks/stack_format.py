@@ -40,13 +40,17 @@ the encoding's steps instead. Compression threads did not pay at this size.
 px     before: s, peak MB      after: s, peak MB       kB / km² b → a
 =====  ======================  ======================  ===============
 1022   12.0, 365               16.4, 291               437 → 176 (*)
-2046   189, 998                PREPARE_2048            440 → BYTES_2048
+2046   189, 998                21.9, 567 / 28.7, 566   440 → 125
 4094   (not run: time)         PREPARE_4096
 =====  ======================  ======================  ===============
 
+One thread. 2046 px: strips of 1024 rows (2.1 M px) / 1536 rows (3.1 M px, the default since):
+the same peak, so above the strips' own arrays it is the co-registration measurement on its
+1024² window (float64 FFTs, ~16 MB each) that sets it, a constant in the scene's size. The
+seconds are not comparable between the columns (the machine's load changed from 1 to 14).
+
 (*) measured before the reflectance / dB steps of :mod:`tasks.stack_format` (lossless at 1e-4
-and 0.01 dB); with them the same encoding measures 137.6 kB/km² at 512 px above (31 % of the
-earlier 440).
+and 0.01 dB); with them: 137.6 kB/km² at 512 px above, 124.9 at 2046 px (28 % of the earlier 440).
 
 Run from the project root: ``.venv/bin/python benchmarks/stack_format.py --prepare 1024 2048``.
 Progress goes to stderr; the last line of stdout is one JSON object with the figures.
