@@ -44,10 +44,10 @@ px     before: s, peak MB      after: s, peak MB       kB / km² b → a
 4094   (not run: time)         PREPARE_4096
 =====  ======================  ======================  ===============
 
-One thread. 2046 px: strips of 1024 rows (2.1 M px) / 1536 rows (3.1 M px, the default since):
-the same peak, so above the strips' own arrays it is the co-registration measurement on its
-1024² window (float64 FFTs, ~16 MB each) that sets it, a constant in the scene's size. The
-seconds are not comparable between the columns (the machine's load changed from 1 to 14).
+One thread. 2046 px: strips of 1024 rows (2.1 M px) / 1536 rows (3.1 M px, the default since)
+give the same peak: a larger strip did not raise it (what does set it at this size, beyond the
+strip, was not profiled). The seconds are not comparable between the columns (the machine's
+load changed from about 1 to 14 between the runs).
 
 (*) measured before the reflectance / dB steps of :mod:`tasks.stack_format` (lossless at 1e-4
 and 0.01 dB); with them: 137.6 kB/km² at 512 px above, 124.9 at 2046 px (28 % of the earlier 440).
