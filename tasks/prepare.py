@@ -59,7 +59,7 @@ file (at least one). A full Sentinel-2 tile (10 980 px wide) has strips of one t
 px; this size gives 2048 and 4096 px scenes strips of about as many pixels (3.1 M), so the peak
 is flat in area from there on. Memory holds :data:`PREPARE_THREADS` (+ 1 with threads) strips
 at once, whatever the scene's size; measured peaks are in ``benchmarks/stack_format.py`` (566 MB
-over the imports for a 2046 px scene with strips of 2.1 M or 3.1 M px alike)."""
+peak RSS, 107 MB before, for a 2046 px scene with strips of 2.1 M or 3.1 M px alike)."""
 STRIP_ROWS: int | None = None
 """Rows per strip when set (tests); None: from :data:`STRIP_PIXELS`."""
 PREPARE_THREADS = 1
