@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     dhus_dem_source: str | None = None
     """Where a ``dhus:URL`` run finds its DEM tiles (``local:DIR`` or ``stac:URL``): DHuS serves none,
     so without it every scene is skipped for want of DEM cover."""
+    keep_stacks: int = Field(default=5, ge=0, le=10_000)
+    """Merged scenes per AOI whose stack files stay after a run's merges, the most recently
+    written first; older merged scenes' stacks are deleted (:mod:`flows.retention`)."""
     zone_margin_m: float = ZONE_MARGIN_M
     """How far each UTM zone part's grid of an AOI across zones reaches beyond the seam, metres
     (:mod:`tasks.zones`)."""

@@ -43,6 +43,7 @@ from flows.database import ready_engine
 from flows.outcomes import Disposition, classify, describe, final_state, run_status
 from flows.report import LakeChange, RunReport, SceneOutcome
 from flows.report_artifacts import publish_report
+from flows.retention import prune_stacks
 from flows.runner import scene_task_runner
 from flows.scene import SceneContext, part_name
 from flows.settings import Settings, load_settings
@@ -312,6 +313,8 @@ def _update(run: _Run, settings: Settings, engine: Engine) -> RunReport:
         )
         report_progress(f"{aoi.name}: scenes", i, len(pending), f"{plan.scene_id} {_word(scenes)}")
 
+    merged = [ctx.scene_dir(keys[sid]) for sid in done] + [ctx.scene_dir(k) for k in landed]
+    prune_stacks(ctx.data_dir / "scenes", merged, settings.keep_stacks)  # flows.retention: after the merges
     t2 = time.perf_counter()
     for stage in ("stack", "segment", "extract", "merge"):
         timings[stage] = sum(o.timings.get(stage, 0.0) for o in outcomes)

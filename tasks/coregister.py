@@ -49,6 +49,8 @@ __all__ = [
     "Coregistration",
     "ShiftEstimate",
     "align",
+    "align_modality",
+    "candidate_windows",
     "feature_image",
     "measure_shift",
     "shifted_grid",
@@ -250,19 +252,21 @@ def measure_shift(
     )
 
 
-def best_window(usable: NDArray[np.bool_], size: int = WINDOW_PX) -> tuple[slice, slice]:
-    """The ``size`` × ``size`` window (or the whole grid, if smaller) with the most usable pixels.
+def candidate_windows(shape: tuple[int, int], size: int = WINDOW_PX) -> list[tuple[slice, slice]]:
+    """The nine ``size`` × ``size`` windows (or the whole grid, if smaller) at the start, middle and end of each axis.
 
-    Candidates are the nine windows at the start, middle and end of each axis.
+    In row-major order (the first of equals wins in :func:`best_window`).
     """
-    h, w = usable.shape
+    h, w = shape
     sh, sw = min(size, h), min(size, w)
     rows = sorted({0, (h - sh) // 2, h - sh})
     cols = sorted({0, (w - sw) // 2, w - sw})
-    best = max(
-        ((r, c) for r in rows for c in cols), key=lambda rc: int(usable[rc[0] : rc[0] + sh, rc[1] : rc[1] + sw].sum())
-    )
-    return slice(best[0], best[0] + sh), slice(best[1], best[1] + sw)
+    return [(slice(r, r + sh), slice(c, c + sw)) for r in rows for c in cols]
+
+
+def best_window(usable: NDArray[np.bool_], size: int = WINDOW_PX) -> tuple[slice, slice]:
+    """The candidate window (:func:`candidate_windows`) with the most usable pixels."""
+    return max(candidate_windows(usable.shape, size), key=lambda rc: int(usable[rc].sum()))
 
 
 def shifted_grid(grid: GridSpec, dy: float, dx: float) -> GridSpec:
@@ -282,7 +286,7 @@ Reader = Callable[[GridSpec], NDArray[np.float32]]
 """Reads one modality onto a grid (S1: ``(2, H, W)``, DEM: ``(H, W)``)."""
 
 
-def _align_one(
+def align_modality(
     reference: NDArray[np.float32],
     usable: NDArray[np.bool_],
     data: NDArray[np.float32],
@@ -290,6 +294,13 @@ def _align_one(
     reread: Reader,
     grid: GridSpec,
 ) -> tuple[NDArray[np.float32], ModalityRecord]:
+    """Measures one modality against S2 in its best window and corrects a confident offset.
+
+    ``data`` is on ``grid`` (``band`` picks the measured image of it); ``reread`` reads the
+    modality onto a grid again (for a correction, onto the shifted one). Returns the data to
+    use (corrected or as given) and the record. :func:`tasks.prepare.prepare_stack` calls it
+    with ``grid`` one window of the scene, the correction then applied to the whole scene.
+    """
     rows, cols = best_window(usable & np.isfinite(band(data)))
     measured = measure_shift(reference[rows, cols], band(data)[rows, cols], usable[rows, cols])
     if measured is None:
@@ -329,6 +340,6 @@ def align(
     Returns:
         ``(s1, dem, record)``: the arrays to stack (corrected or as given) and what was done.
     """
-    s1_out, s1_rec = _align_one(s2_nir, s2_clear, s1, lambda a: a[0], read_s1, grid)
-    dem_out, dem_rec = _align_one(s2_nir, s2_clear, dem, lambda a: a, read_dem, grid)
+    s1_out, s1_rec = align_modality(s2_nir, s2_clear, s1, lambda a: a[0], read_s1, grid)
+    dem_out, dem_rec = align_modality(s2_nir, s2_clear, dem, lambda a: a, read_dem, grid)
     return s1_out, dem_out, Coregistration(s1=s1_rec, dem=dem_rec)

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from core.errors import RasterInputError
 from tasks.grid import GridSpec
 from tasks.preprocess import _gdal_env, _is_remote, _read_failure, open_raster, read_dem
+from tasks.read_errors import NoPixelOnGrid
 
 __all__ = ["DemTile", "mosaic_vrt", "read_dem_tiles"]
 
@@ -186,7 +187,7 @@ def read_dem_tiles(hrefs: Sequence[str], grid: GridSpec, *, nodata: float | None
             reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
             raise RasterInputError(f"DEM mosaic of {names}: unreadable ({reason})") from None
         if not np.isfinite(dst).any():
-            raise RasterInputError(
+            raise NoPixelOnGrid(
                 f"DEM mosaic of {names}: no valid pixel on the scene grid (EPSG:{grid.epsg}); the tiles' bounds "
                 f"{tuple(round(v, 3) for v in vrt.bounds)} miss the AOI, or they hold only nodata"
             )

@@ -27,7 +27,7 @@ from core.errors import RasterInputError
 from models.baseline import slope_degrees
 from tasks.acquisition import redact_urls, shown_href
 from tasks.grid import GridSpec
-from tasks.read_errors import RemoteReadError, gdal_reason
+from tasks.read_errors import NoPixelOnGrid, RemoteReadError, gdal_reason
 from tasks.remote_read import remote_env
 from tasks.s1_grd import linear_from_db_on_grid
 
@@ -65,6 +65,8 @@ BOA_ADD_OFFSET = 1000
 """DN offset added to L2A reflectance from processing baseline 04.00 (January 2022) on."""
 
 _OFFSET_FROM_BASELINE = (4, 0)
+WARP_THREADS = 1
+"""GDAL warper threads per read (``benchmarks/stack_format.py``: threads over strips pay more)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,12 +261,13 @@ def _warp(
                 dst_crs=grid.crs,
                 dst_nodata=fill,
                 resampling=Resampling[resampling],
+                num_threads=WARP_THREADS,
             )
         except Exception as exc:  # GDAL's CPLE_* errors ("Chunk and warp failed") name no file
             raise _read_failure(href, exc) from None
         if np.dtype(dtype).kind == "f" and not np.isfinite(dst).any():
             crs = ds.crs.to_string() if ds.crs is not None else "GCPs"
-            raise RasterInputError(
+            raise NoPixelOnGrid(
                 f"{href}: no valid pixel on the scene grid (EPSG:{grid.epsg}); the raster's CRS {crs} and "
                 f"bounds {tuple(round(v, 3) for v in ds.bounds)} miss the AOI, or it holds only nodata"
             )

@@ -8,7 +8,9 @@ TIFFReadEncodedTile() failed."; "ZIPDecode:ZLib error"). :func:`gdal_reason` joi
 
 from __future__ import annotations
 
-__all__ = ["RemoteReadError", "gdal_reason"]
+from core.errors import RasterInputError
+
+__all__ = ["NoPixelOnGrid", "RemoteReadError", "gdal_reason"]
 
 MAX_REASON_CHARS = 400
 """A reason is cut here: it is stored with the acquisition and shown on one line."""
@@ -16,6 +18,14 @@ MAX_REASON_CHARS = 400
 
 class RemoteReadError(OSError):
     """A remote raster read failed (timeout, HTTP error, dropped connection): worth retrying."""
+
+
+class NoPixelOnGrid(RasterInputError):
+    """A raster leaves no valid pixel on the grid it was read onto (a wrong CRS, no overlap, only nodata).
+
+    Bad input for a whole scene grid; for one strip of a scene read by strips
+    (:mod:`tasks.prepare`) it only means that strip lies outside the raster's data.
+    """
 
 
 def gdal_reason(exc: BaseException) -> str:

@@ -45,6 +45,7 @@ from numpy.typing import NDArray
 from core.errors import RasterInputError
 from tasks.acquisition import REMOTE_TIMEOUT_S
 from tasks.grid import GridSpec
+from tasks.read_errors import NoPixelOnGrid
 from tasks.sar import db_to_linear
 
 __all__ = [
@@ -190,7 +191,7 @@ class GeolocationGrid:
             & (corners_y.max(axis=0) >= bottom)
         )
         if not meets.any():
-            raise RasterInputError(
+            raise NoPixelOnGrid(
                 f"{where}: the product's geolocation grid does not reach the scene grid (EPSG:{grid.epsg})"
             )
         ii, jj = np.nonzero(meets)
@@ -393,7 +394,7 @@ def geocoded_window(ds: Any, grid: GridSpec, where: str) -> tuple[int, int, int,
     w = min(math.ceil(win.col_off + win.width) + _WINDOW_PAD, ds.width) - c0
     if h <= 0 or w <= 0:
         crs = ds.crs.to_string()
-        raise RasterInputError(f"{where}: the raster's bounds ({crs}) miss the scene grid (EPSG:{grid.epsg})")
+        raise NoPixelOnGrid(f"{where}: the raster's bounds ({crs}) miss the scene grid (EPSG:{grid.epsg})")
     return r0, c0, h, w
 
 
@@ -442,5 +443,5 @@ def _onto_grid(values: NDArray[np.float32], grid: GridSpec, where: str, **src: A
         **src,
     )
     if not np.isfinite(dst).any():
-        raise RasterInputError(f"{where}: no valid pixel on the scene grid (EPSG:{grid.epsg})")
+        raise NoPixelOnGrid(f"{where}: no valid pixel on the scene grid (EPSG:{grid.epsg})")
     return dst

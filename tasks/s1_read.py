@@ -25,8 +25,15 @@ from numpy.typing import NDArray
 from core.errors import RasterInputError
 from tasks.grid import GridSpec
 from tasks.preprocess import _read_failure, _warp, _warp_db_as_linear, open_raster
-from tasks.s1_grd import calibrated_sigma0_on_grid, parse_annotation, parse_calibration, read_xml
-from tasks.s1_noise import parse_noise
+from tasks.s1_grd import (
+    CalibrationLut,
+    GeolocationGrid,
+    calibrated_sigma0_on_grid,
+    parse_annotation,
+    parse_calibration,
+    read_xml,
+)
+from tasks.s1_noise import NoiseLut, parse_noise
 from tasks.sar import (
     S1_KINDS,
     S1Radiometry,
@@ -38,7 +45,7 @@ from tasks.sar import (
 )
 from tasks.sources import Acquisition
 
-__all__ = ["POLARISATIONS", "S1Observation", "read_s1_acquisition"]
+__all__ = ["POLARISATIONS", "S1Observation", "S1Source", "open_s1_acquisition", "read_s1_acquisition"]
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +79,80 @@ def _grd_is_dn(metadata: dict[str, str]) -> bool:
     return True
 
 
+@dataclass(frozen=True, eq=False)
+class S1Source:
+    """An S1 acquisition whose radiometry is decided: reads VV and VH onto any grid (a strip too).
+
+    Attributes:
+        acq: The acquisition.
+        radiometry: What the assets hold and how they are read (decided once, see :func:`open_s1_acquisition`).
+    """
+
+    acq: Acquisition
+    radiometry: S1Radiometry
+    _luts: tuple[tuple[CalibrationLut, GeolocationGrid, NoiseLut | None], ...] | None = None
+
+    def linear(self, grid: GridSpec) -> list[NDArray[np.float32]]:
+        """VV and VH as linear power on ``grid``, float32 ``(H, W)`` each, NaN nodata (no speckle filter).
+
+        Raises:
+            NoPixelOnGrid: a band has no valid pixel on ``grid`` (for a strip: it lies outside the data).
+        """
+        metadata = dict(self.acq.metadata)
+        if self._luts is not None:
+            return [
+                _grd_sigma0(self.acq, pol, lut, geo, noise, grid)
+                for pol, (lut, geo, noise) in zip(POLARISATIONS, self._luts, strict=True)
+            ]
+        if self.radiometry.scale == "db":  # resampled in linear power, not in dB
+            return [_warp_db_as_linear(self.acq.asset(p), grid, declared_nodata(metadata, p)) for p in POLARISATIONS]
+        return [_warp(self.acq.asset(p), grid, src_nodata=declared_nodata(metadata, p)) for p in POLARISATIONS]
+
+
+def open_s1_acquisition(acq: Acquisition, sample_grid: GridSpec) -> S1Source:
+    """Decides how one S1 acquisition is read (see the module doc); the values tested are on ``sample_grid``.
+
+    ``sample_grid``: the scene grid, or a coarser grid over the same bounds (a bounded sample of
+    a large scene: the scale test reads medians and shares of negative values, which a
+    decimated read keeps). GRD DN reads no values to decide: its LUT and geolocation XML are
+    parsed here, once.
+
+    Raises:
+        RasterInputError: as :func:`read_s1_acquisition`.
+    """
+    if acq.kind not in S1_KINDS:
+        raise RasterInputError(f"item {acq.product_id!r}: kind {acq.kind} is not Sentinel-1 ({', '.join(S1_KINDS)})")
+    metadata = dict(acq.metadata)
+    if acq.kind == "S1GRD" and _grd_is_dn(metadata):
+        _require_calibration(acq)  # before any read: DN without its LUT is refused outright
+        luts = tuple(_grd_luts(acq, pol) for pol in POLARISATIONS)
+        denoised = all(noise is not None for _, _, noise in luts)
+        radiometry = S1Radiometry(
+            "S1GRD",
+            "sigma0",
+            "dn",
+            f"S1 item {acq.product_id!r} (S1GRD): DN calibrated to σ⁰ with its sigmaNought LUT and geocoded "
+            "through its geolocation grid ("
+            + ("thermal noise removed with its noise XML" if denoised else "no thermal-noise removal")
+            + ", no terrain correction)",
+        )
+        return S1Source(acq, radiometry, luts)
+    raw = [_warp(acq.asset(pol), sample_grid, src_nodata=declared_nodata(metadata, pol)) for pol in POLARISATIONS]
+    decisions = [
+        decide_scale(_where(acq, pol), acq.kind, metadata, pol, band)
+        for pol, band in zip(POLARISATIONS, raw, strict=True)
+    ]
+    reasons = "; ".join(d.reason for d in decisions)
+    if len({d.scale for d in decisions}) != 1:
+        raise RasterInputError(f"S1 item {acq.product_id!r}: VV and VH read on different scales ({reasons})")
+    return S1Source(acq, S1Radiometry(acq.kind, decisions[0].quantity, decisions[0].scale, reasons))
+
+
 def read_s1_acquisition(acq: Acquisition, grid: GridSpec, *, speckle_size: int = 5) -> S1Observation:
     """Reads VV and VH of one S1 acquisition onto ``grid`` as backscatter in dB (see the module doc).
+
+    The whole grid at once; :func:`tasks.prepare.prepare_stack` reads by strips through
+    :func:`open_s1_acquisition` instead.
 
     Args:
         acq: An ``S1RTC`` or ``S1GRD`` acquisition with ``vv`` and ``vh`` assets (GRD DN also
@@ -86,38 +165,11 @@ def read_s1_acquisition(acq: Acquisition, grid: GridSpec, *, speckle_size: int =
             scale contradiction or undecidable scale; VV and VH read on different scales; any
             unusable raster or XML (named). OSError: a remote read failed.
     """
-    if acq.kind not in S1_KINDS:
-        raise RasterInputError(f"item {acq.product_id!r}: kind {acq.kind} is not Sentinel-1 ({', '.join(S1_KINDS)})")
-    metadata = dict(acq.metadata)
-    if acq.kind == "S1GRD" and _grd_is_dn(metadata):
-        _require_calibration(acq)  # before any read: DN without its LUT is refused outright
-        linear = [_grd_sigma0(acq, pol, grid) for pol in POLARISATIONS]
-        denoised = all(f"noise-{pol}" in acq.asset_map for pol in POLARISATIONS)
-        radiometry = S1Radiometry(
-            "S1GRD",
-            "sigma0",
-            "dn",
-            f"S1 item {acq.product_id!r} (S1GRD): DN calibrated to σ⁰ with its sigmaNought LUT and geocoded "
-            "through its geolocation grid ("
-            + ("thermal noise removed with its noise XML" if denoised else "no thermal-noise removal")
-            + ", no terrain correction)",
-        )
-    else:
-        raw = [_warp(acq.asset(pol), grid, src_nodata=declared_nodata(metadata, pol)) for pol in POLARISATIONS]
-        decisions = [
-            decide_scale(_where(acq, pol), acq.kind, metadata, pol, band)
-            for pol, band in zip(POLARISATIONS, raw, strict=True)
-        ]
-        reasons = "; ".join(d.reason for d in decisions)
-        if len({d.scale for d in decisions}) != 1:
-            raise RasterInputError(f"S1 item {acq.product_id!r}: VV and VH read on different scales ({reasons})")
-        radiometry = S1Radiometry(acq.kind, decisions[0].quantity, decisions[0].scale, reasons)
-        if radiometry.scale == "db":  # read again, resampled in linear power (the first read decided)
-            raw = [_warp_db_as_linear(acq.asset(p), grid, declared_nodata(metadata, p)) for p in POLARISATIONS]
-        linear = raw
-    log.info("%s", radiometry.reason)
+    source = open_s1_acquisition(acq, grid)
+    log.info("%s", source.radiometry.reason)
+    linear = source.linear(grid)
     bands = [sigma0_to_db(lee_filter(b, speckle_size) if speckle_size > 1 else b) for b in linear]
-    return S1Observation(np.stack(bands), radiometry)
+    return S1Observation(np.stack(bands), source.radiometry)
 
 
 def _require_calibration(acq: Acquisition) -> None:
@@ -131,11 +183,11 @@ def _require_calibration(acq: Acquisition) -> None:
             )
 
 
-def _grd_sigma0(acq: Acquisition, pol: str, grid: GridSpec) -> NDArray[np.float32]:
-    """Linear σ⁰ of one GRD DN polarisation on the grid, from its LUT and geolocation grid."""
-    from rasterio._err import CPLE_BaseError  # GDAL's own errors: no public alias in rasterio.errors
-    from rasterio.errors import RasterioError
+def _grd_luts(acq: Acquisition, pol: str) -> tuple[CalibrationLut, GeolocationGrid, NoiseLut | None]:
+    """The σ⁰ LUT, geolocation grid and noise LUT of one GRD DN polarisation, each checked to be its.
 
+    The noise LUT is None when the item has no ``noise-<pol>`` asset (STAC GRD items).
+    """
     assets = acq.asset_map
     cal_href, ann_href = assets[f"calibration-{pol}"], assets[f"annotation-{pol}"]
     lut = parse_calibration(read_xml(cal_href), cal_href)
@@ -147,6 +199,19 @@ def _grd_sigma0(acq: Acquisition, pol: str, grid: GridSpec) -> NDArray[np.float3
     noise = parse_noise(read_xml(noise_href), noise_href) if noise_href is not None else None
     if noise is not None and noise.polarisation and noise.polarisation != pol.upper():
         raise RasterInputError(f"{_where(acq, pol)}: its noise XML is for {noise.polarisation}, not {pol.upper()}")
+    return lut, geo, noise
+
+
+def _grd_sigma0(
+    acq: Acquisition, pol: str, lut: CalibrationLut, geo: GeolocationGrid, noise: NoiseLut | None, grid: GridSpec
+) -> NDArray[np.float32]:
+    """Linear σ⁰ of one GRD DN polarisation on the grid, from its LUT and geolocation grid.
+
+    Thermal noise is removed first when its noise LUT is given.
+    """
+    from rasterio._err import CPLE_BaseError  # GDAL's own errors: no public alias in rasterio.errors
+    from rasterio.errors import RasterioError
+
     href = acq.asset(pol)
     with open_raster(href) as ds:
         try:

@@ -124,7 +124,8 @@ def test_unrelated_s1_is_recorded_and_not_corrected(tmp_path: Path) -> None:
     assert s1["applied"] is False and s1["reason"].startswith("not confident")
     assert s1["measured"] is not None and s1["residual"] is None
     plain = read_s1(pair.plan.s1.asset("vv"), pair.plan.s1.asset("vh"), pair.grid)
-    np.testing.assert_array_equal(bands["VV"], plain[0])
+    # As read, within the stack's stored precision (0.05 dB steps: ±0.025 dB).
+    np.testing.assert_allclose(bands["VV"], plain[0], rtol=0, atol=0.025 + 1e-5)
 
 
 def test_an_offset_above_the_cap_is_measured_not_corrected(tmp_path: Path) -> None:

@@ -74,20 +74,19 @@ def test_cog_round_trip_keeps_nan_mask_and_grid(tmp_path):
     stack, valid = stack_arrays(s2, s1, dem)
     info = write_stack(stack, valid, GRID, tmp_path / "out", "scene-1", cloud_fraction=0.09)
     assert isinstance(info, StackInfo)
-    assert info.path.name == "scene-1_stack.tif" and info.valid_path.name == "scene-1_valid.tif"
+    # One file a scene: the masks are bands of the stack file.
+    assert info.path.name == "scene-1_stack.tif" and info.valid_path == info.path
     assert info.valid_fraction == pytest.approx(valid.mean())
     assert info.cloud_fraction == 0.09 and info.grid == GRID
-    assert not list((tmp_path / "out").glob("*.part")), "no temporary files left behind"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["scene-1_stack.tif"], "no temporary files left behind"
 
-    with rasterio.open(info.path) as ds:
-        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-        assert ds.count == 15 and ds.dtypes[0] == "float32"
-        assert np.isnan(ds.nodata)
-        assert ds.descriptions == STACK_BANDS
+    with rasterio.open(info.path) as ds:  # a tiled, compressed GeoTIFF written by strips (not a COG)
+        assert ds.profile["tiled"] and ds.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "ZSTD"
+        assert ds.count == 16 and set(ds.dtypes) == {"int16"}
+        assert ds.nodata == -32768
+        assert ds.descriptions == (*STACK_BANDS, "valid")
         assert ds.crs.to_epsg() == 32645
-    with rasterio.open(info.valid_path) as ds:
-        assert ds.dtypes[0] == "uint8" and ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-        assert set(np.unique(ds.read(1))) == {0, 1}
+        assert set(np.unique(ds.read(16))) == {0, 1}
 
     for source in (info, info.path, str(info.path)):
         back, back_valid, grid = read_stack(source)
@@ -127,12 +126,13 @@ def test_write_stack_checks_shapes_and_name(tmp_path):
 def test_stack_file_format_contract(tmp_path):
     """STACK FILE FORMAT CONTRACT (tasks.stack): what write_stack writes is what StackReader reads.
 
-    Bands and their order (descriptions and the ``bands`` tag), float32 with NaN nodata, the
-    ``valid_mask`` tag naming a uint8 sidecar with one band ``valid`` of 0/1 on the same grid.
+    Bands and their order (descriptions and the ``bands`` tag), int16 with −32768 nodata and the
+    GDAL scale/offset of each band, then the ``valid`` mask band named by the ``valid_mask`` tag;
+    the readers return float32 in the stack's units with NaN nodata.
     """
     import json
 
-    from tasks.stack import STACK_NODATA, VALID_BAND, StackReader
+    from tasks.stack import STACK_CODES, STACK_NODATA, VALID_BAND, StackReader
 
     s2, s1, dem = _inputs()
     stack, valid = stack_arrays(s2, s1, dem)
@@ -140,16 +140,20 @@ def test_stack_file_format_contract(tmp_path):
     assert np.isnan(STACK_NODATA)
     with rasterio.open(info.path) as ds:
         tags = ds.tags()
-        assert json.loads(tags["bands"]) == list(STACK_BANDS) == list(ds.descriptions)
-        assert tags["valid_mask"] == info.valid_path.name
+        assert json.loads(tags["bands"]) == list(STACK_BANDS) == list(ds.descriptions[:15])
+        assert json.loads(tags["bands"]) == list(ds.descriptions[:15])
+        assert tags["valid_mask"] == VALID_BAND == ds.descriptions[15] and ds.count == 16
+        assert tags["encoding"] == "int16-scaled-1"
         assert float(tags["valid_fraction"]) == pytest.approx(valid.mean())
         assert float(tags["cloud_fraction"]) == 0.09
-        assert set(ds.dtypes) == {"float32"} and np.isnan(ds.nodata)
-    with rasterio.open(info.valid_path) as ds:
-        assert ds.descriptions == (VALID_BAND,) and ds.dtypes == ("uint8",) and ds.count == 1
-        assert ds.transform == GRID.affine and ds.crs.to_epsg() == GRID.epsg
-    # Nothing but the two final files: the temporary siblings of the atomic writes are gone.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene-1_stack.tif", "scene-1_valid.tif"]
+        assert set(ds.dtypes) == {"int16"} and ds.nodata == -32768
+        # GDAL (and QGIS) show physical values: reflectance 0–1, dB, metres.
+        assert ds.scales[:15] == tuple(c.scale for c in STACK_CODES) and ds.scales[0] == 1e-4
+        assert ds.offsets[14] == 4000.0 and ds.units[12] == "dB" and ds.units[14] == "m"
+        assert ds.profile["compress"].lower() == "zstd" and ds.profile["tiled"]
+        assert set(ds.read(16).ravel()) == {0, 1}
+    # Nothing but the final file: the temporary sibling of the atomic write is gone.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene-1_stack.tif"]
 
     for source in (info, info.path):
         with StackReader(source) as reader:
@@ -182,13 +186,10 @@ def test_stack_file_format_contract(tmp_path):
     dry[0:3, :] = False  # e.g. snow
     offset = S2Offset(1000, "detector", "every band's p1 is ≥ 950 DN")
     info = write_stack(stack, valid, GRID, tmp_path / "dry", "scene-1", dry_capable=dry, s2_offset=offset)
-    assert info.dry_capable_path is not None and info.s2_offset == offset
+    assert info.dry_capable_path == info.path and info.s2_offset == offset
     with rasterio.open(info.path) as ds:
-        assert ds.tags()["dry_capable_mask"] == info.dry_capable_path.name
+        assert ds.tags()["dry_capable_mask"] == DRY_CAPABLE_BAND == ds.descriptions[16] and ds.count == 17
         assert ds.tags()["s2_offset"] == offset.describe()
-    with rasterio.open(info.dry_capable_path) as ds:
-        assert ds.descriptions == (DRY_CAPABLE_BAND,) and ds.dtypes == ("uint8",) and ds.count == 1
-        assert ds.transform == GRID.affine and ds.crs.to_epsg() == GRID.epsg
     for source in (info, info.path):
         with StackReader(source) as reader:
             np.testing.assert_array_equal(reader.read_dry_capable(), dry)
@@ -251,7 +252,14 @@ def test_reads_span_block_rows_exactly(tmp_path):
 
     grid = GridSpec(32645, (10.0, 0.0, 500_000.0, 0.0, -10.0, 3_100_000.0), 40, 600)
     rng = np.random.default_rng(0)
-    stack = rng.normal(size=(15, 600, 40)).astype(np.float32)
+    # Values on the stored lattice (reflectance × 10 000 in steps of 4, 0.05 dB, 0.25 m): they round-trip exactly.
+    stack = np.concatenate(
+        [
+            rng.integers(0, 3_000, size=(12, 600, 40)) * 4,
+            rng.integers(-600, 100, size=(2, 600, 40)) / 20,
+            rng.integers(0, 20_000, size=(1, 600, 40)) / 4 + 1000,
+        ]
+    ).astype(np.float32)
     stack[3, 255:258, 5] = np.nan
     valid = rng.random((600, 40)) > 0.3
     info = write_stack(stack, valid, grid, tmp_path, "tall")
@@ -262,3 +270,31 @@ def test_reads_span_block_rows_exactly(tmp_path):
             np.testing.assert_array_equal(rows_valid, valid[row0:row1])
         np.testing.assert_array_equal(reader.read_band("B04"), stack[3])
         np.testing.assert_array_equal(reader.read_valid(), valid)
+
+
+def test_stored_precision_is_the_documented_one(tmp_path):
+    """Reflectance to 2 (× 10 000), dB to 0.025, metres to 0.125 m; out-of-range values clip, never wrap."""
+    from tasks.stack import StackReader
+
+    rng = np.random.default_rng(1)
+    h, w = GRID.shape
+    stack = np.concatenate(
+        [
+            rng.uniform(0, 15_000, size=(12, h, w)),
+            rng.uniform(-35, 5, size=(2, h, w)),
+            rng.uniform(-400, 8_849, size=(1, h, w)),
+        ]
+    ).astype(np.float32)
+    stack[0, 0, 0] = 40_000.0  # beyond the stored range: clipped to 32 764 (the largest step)
+    stack[12, 0, 0] = -400.0  # clipped to −327.65 dB, never the nodata value
+    stack[14, 0, 1] = np.nan
+    valid = np.isfinite(stack).all(axis=0)
+    info = write_stack(stack, valid, GRID, tmp_path, "precision")
+    with StackReader(info) as reader:
+        back = reader.read_all()
+    error = np.abs(back - stack)
+    assert np.nanmax(error[:12].ravel()[1:]) <= 2.0
+    assert np.nanmax(error[12:14].ravel()[1:]) <= 0.025 + 1e-5
+    assert np.nanmax(error[14]) <= 0.125 + 1e-3
+    assert back[0, 0, 0] == 32_764.0 and np.isnan(back[14, 0, 1])
+    assert back[12, 0, 0] == pytest.approx(-327.65)
