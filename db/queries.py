@@ -17,8 +17,23 @@ from core.errors import AoiError
 from db.attributes import ATTRIBUTES
 from db.schema import SCHEMA, SRID
 
-LAKE_COLUMNS = ("lake_id", "aoi_names", "status", "change_kind", "valid_from", *ATTRIBUTES, "geom")
-"""Columns of :func:`lakes_as_of`, current or historical alike (the attributes of :mod:`db.attributes`).
+GLACIER_CONTEXT_COLUMNS = ("glacier_id", "rgi_id", "glacier_distance_m", "glacier_contact", "lake_type")
+"""The glacier context of a lake (view ``lake_glacier_context``, revision 0010; rule in :mod:`db.glaciers`):
+nearest glacier's id and RGI id, geodesic distance to it (m), contact (bool), lake type. NULL
+(and ``lake_type`` ``unknown``) where no imported glacier outlines cover the lake."""
+
+LAKE_COLUMNS = (
+    "lake_id",
+    "aoi_names",
+    "status",
+    "change_kind",
+    "valid_from",
+    *ATTRIBUTES,
+    *GLACIER_CONTEXT_COLUMNS,
+    "geom",
+)
+"""Columns of :func:`lakes_as_of`, current or historical alike (the attributes of :mod:`db.attributes`,
+then the glacier context: an outline of the past against the glaciers imported now).
 
 ``aoi_names``: the AOIs whose outline the lake's outline intersects, sorted, comma-separated."""
 

@@ -24,7 +24,7 @@ from tests import helpers as h
 
 pytestmark = pytest.mark.db
 
-HEAD = "0009_run_ledger"
+HEAD = "0010_glaciers"
 EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson")
 """The real ICIMOD 2015 Khumbu subset (42 lakes), under the ``realdata`` fixture's folder."""
 
@@ -136,6 +136,7 @@ def test_single_head_and_one_transaction_per_chain() -> None:
         "0006_spatial_lake_identity",
         "0007_observation_indexes",
         "0008_supersede",
+        "0009_run_ledger",
         HEAD,
     ]
     assert up == down == ["BEGIN", "COMMIT"]
@@ -159,6 +160,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
         at_0007 = schema_dump(url)
         migrate.upgrade(url, "0008_supersede")
         at_0008 = schema_dump(url)
+        migrate.upgrade(url, "0009_run_ledger")
+        at_0009 = schema_dump(url)
         migrate.upgrade(url, "head")
         at_head = schema_dump(url)
         migrate.downgrade(url, "0001")
@@ -236,8 +239,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     assert [r[0] for r in added["views"]] == ["lake_area_timeseries", "superseded_observations"]
     # 0009: runs keyed by flow run (run_key no longer unique), acquisitions unique per AOI, the
     # run's request column, the status comments naming the new values.
-    added = {k: sorted(set(at_head[k]) - set(at_0008[k])) for k in at_head}
-    removed = {k: sorted(set(at_0008[k]) - set(at_head[k])) for k in at_head}
+    added = {k: sorted(set(at_0009[k]) - set(at_0008[k])) for k in at_0009}
+    removed = {k: sorted(set(at_0008[k]) - set(at_0009[k])) for k in at_0009}
     assert sorted(r[1] for r in added["constraints"]) == [
         "acquisition_aoi_id_product_id_key",
         "ingest_run_flow_run_id_key",
@@ -252,6 +255,29 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     assert all(
         added[k] == removed[k] == [] for k in added if k not in ("constraints", "columns", "indexes", "relations")
     )
+    # 0010: the glacier tables (GiST-indexed, typed), the context function and view, and the five
+    # context columns appended to current_lakes and lakes_as_of; nothing removed but redefinitions.
+    added = {k: sorted(set(at_head[k]) - set(at_0009[k])) for k in at_head}
+    removed = {k: sorted(set(at_0009[k]) - set(at_head[k])) for k in at_head}
+    context = ("glacier_id", "rgi_id", "glacier_distance_m", "glacier_contact", "lake_type")
+    assert {r[0] for r in added["columns"]} == {
+        "glacier",
+        "glacier_source",
+        "glacier_context_settings",
+        "lake_glacier_context",
+        "current_lakes",
+    }
+    assert {r[1] for r in added["columns"] if r[0] == "current_lakes"} == set(context)
+    assert removed["columns"] == [] and removed["indexes"] == [] and removed["constraints"] == []
+    assert {r[1] for r in added["indexes"]} >= {"idx_glacier_geom", "idx_glacier_source_coverage"}
+    assert sorted(r[0] for r in added["views"]) == ["current_lakes", "lake_glacier_context"]
+    assert sorted(r[0] for r in added["functions"]) == ["glacier_context", "lakes_as_of"]
+    assert all(c in dict((r[0], r[1]) for r in added["functions"])["lakes_as_of"] for c in context)
+    assert {(r[0], r[4]) for r in added["geometry_columns"]} == {
+        ("glacier", "MULTIPOLYGON"),
+        ("glacier_source", "MULTIPOLYGON"),
+        ("lake_glacier_context", "MULTIPOLYGON"),
+    }
 
 
 def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str, realdata: Path) -> None:

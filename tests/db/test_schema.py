@@ -107,7 +107,14 @@ def _sqlstate_error(engine: sa.Engine, sql: str, params: dict[str, object] | Non
     return None
 
 
-VIEWS = {"current_lakes", "lake_changes", "growing_lakes", "lake_area_timeseries", "superseded_observations"}
+VIEWS = {
+    "current_lakes",
+    "lake_changes",
+    "growing_lakes",
+    "lake_area_timeseries",
+    "superseded_observations",
+    "lake_glacier_context",
+}
 """Every view the revisions create (QGIS layers): read-only for everyone."""
 
 
