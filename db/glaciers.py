@@ -6,9 +6,12 @@ are those whose outline intersects the AOI's outline, **whole, not clipped**: a 
 false glacier edge along the AOI border, and the lakes there would read as in contact with it.
 Ids and names come from the RGI 6 fields ``RGIId`` / ``Name`` (``RGI50-`` / ``RGI60-`` ids), the
 RGI 7 fields ``rgi_id`` / ``glac_name``, or a GLIMS-style ``glac_id`` (scheme ``other``). The
-source is ``<scheme>:<file name>``; its **coverage** is the AOI outline within the bounding box of
-every outline of the file, where the outlines are taken as complete. Re-importing a source for an
-AOI replaces its glaciers in one transaction.
+source is ``<scheme>:<file name>``; its **coverage** is where its outlines are taken as complete:
+the AOI's outline (``coverage="aoi"``, the default: configuring glaciers for an AOI claims the
+file holds all of them there), or the AOI outline within the bounding box of every outline of the
+file (``coverage="extent"``, for a file that holds only part of the AOI's glaciers, such as a
+sample). Lakes outside every coverage are ``unknown``. Re-importing a source for an AOI replaces
+its glaciers in one transaction.
 
 Context (SQL: ``inventory.glacier_context(geometry)``, view ``lake_glacier_context``; revision
 0010): distance to the nearest glacier, geodesic on the WGS 84 spheroid (PostGIS ``geography``),
@@ -30,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import geopandas as gpd
 import pandas as pd
@@ -100,6 +104,8 @@ class GlacierImport:
     replaced: int
     """Outlines of an earlier import of the same source that were removed."""
     source_crs: str
+    coverage: str
+    """``aoi`` or ``extent`` (see :func:`import_glaciers`)."""
 
 
 @dataclass(frozen=True)
@@ -147,10 +153,13 @@ def read_glaciers(path: Path, *, layer: str | None = None) -> GlacierOutlines:
     if frame.crs is None:
         raise GlacierFileError(f"{path.name}: the layer has no CRS; assign one (e.g. ogr2ogr -a_srs) and import again")
     source_crs = frame.crs.to_string()
-    fields = next(((i, n) for i, n in _ID_FIELDS if i in frame.columns), None)
+    # Field names as the schemes spell them, matched without case (older RGI files write RGIID).
+    columns = {str(c).casefold(): str(c) for c in frame.columns if c != frame.geometry.name}
+    fields = next(((i, n) for i, n in _ID_FIELDS if i.casefold() in columns), None)
     if fields is None:
         raise GlacierFileError(f"{path.name}: no glacier id field (RGIId for RGI 6, rgi_id for RGI 7, or glac_id)")
-    id_field, name_field = fields
+    scheme_field = fields[0]
+    id_field, name_field = columns[fields[0].casefold()], columns.get(fields[1].casefold(), "")
     if frame.crs.to_epsg() != SRID:
         frame = frame.to_crs(SRID)
     ids: list[str] = []
@@ -170,7 +179,7 @@ def read_glaciers(path: Path, *, layer: str | None = None) -> GlacierOutlines:
         raise GlacierFileError(f"{path.name}: no glacier outline (polygon) in the layer")
     x0, y0, x1, y1 = shapely.total_bounds(outlines).tolist()
     return GlacierOutlines(
-        _scheme(id_field, ids), tuple(ids), tuple(names), tuple(outlines), (x0, y0, x1, y1), source_crs, skipped
+        _scheme(scheme_field, ids), tuple(ids), tuple(names), tuple(outlines), (x0, y0, x1, y1), source_crs, skipped
     )
 
 
@@ -186,7 +195,14 @@ _INSERT_GLACIER = text(
 )
 
 
-def import_glaciers(engine: Engine, path: Path, *, aoi_name: str, layer: str | None = None) -> GlacierImport:
+def import_glaciers(
+    engine: Engine,
+    path: Path,
+    *,
+    aoi_name: str,
+    layer: str | None = None,
+    coverage: Literal["aoi", "extent"] = "aoi",
+) -> GlacierImport:
     """Store the outlines of ``path`` that intersect AOI ``aoi_name``'s outline, replacing an earlier import.
 
     Args:
@@ -194,6 +210,8 @@ def import_glaciers(engine: Engine, path: Path, *, aoi_name: str, layer: str | N
         path: RGI 6 / RGI 7 outline file (shapefile, GeoPackage, GeoJSON …; any CRS).
         aoi_name: an AOI of the inventory.
         layer: layer of a multi-layer file; None reads the first.
+        coverage: where the outlines are complete: the AOI's outline, or its part within the
+            file's extent (see the module docstring).
 
     Returns:
         What was stored, and how many outlines of the same source it replaced.
@@ -201,7 +219,10 @@ def import_glaciers(engine: Engine, path: Path, *, aoi_name: str, layer: str | N
     Raises:
         GlacierFileError: see :func:`read_glaciers`; or no outline of the file lies in the AOI.
         core.errors.AoiError: the AOI is unknown.
+        core.errors.InputError: ``coverage`` is neither ``"aoi"`` nor ``"extent"``.
     """
+    if coverage not in ("aoi", "extent"):
+        raise InputError(f"coverage must be 'aoi' or 'extent', not {coverage!r}")
     check_aoi_known(engine, aoi_name)
     read = read_glaciers(path, layer=layer)
     with engine.connect() as conn:
@@ -212,9 +233,11 @@ def import_glaciers(engine: Engine, path: Path, *, aoi_name: str, layer: str | N
     shapely.prepare(aoi_outline)
     keep = [k for k, g in enumerate(read.outlines) if aoi_outline.intersects(g)]
     if not keep:
-        raise GlacierFileError(f"{path.name}: none of its {len(read.outlines)} glacier outlines lies in AOI {aoi_name!r}")
-    coverage = as_multipolygon(aoi_outline.intersection(box(*read.extent)))
-    if coverage is None:  # cannot happen when an outline intersects the AOI; a degenerate touch
+        raise GlacierFileError(
+            f"{path.name}: none of its {len(read.outlines)} glacier outlines lies in AOI {aoi_name!r}"
+        )
+    covered = as_multipolygon(aoi_outline if coverage == "aoi" else aoi_outline.intersection(box(*read.extent)))
+    if covered is None:  # an outline intersects the AOI, so only a degenerate touch gets here
         raise GlacierFileError(f"{path.name}: its extent only touches AOI {aoi_name!r}")
     source = f"{read.scheme}:{path.name}"
     rows = [
@@ -232,11 +255,13 @@ def import_glaciers(engine: Engine, path: Path, *, aoi_name: str, layer: str | N
                 "sha256": file_digest(path),
                 "crs": read.source_crs,
                 "n": len(rows),
-                "coverage": coverage.wkb,
+                "coverage": covered.wkb,
             },
         ).scalar_one()
         conn.execute(_INSERT_GLACIER, [r | {"sid": source_id} for r in rows])
-    return GlacierImport(aoi_name, source, read.scheme, len(rows), len(read.outlines), replaced, read.source_crs)
+    return GlacierImport(
+        aoi_name, source, read.scheme, len(rows), len(read.outlines), replaced, read.source_crs, coverage
+    )
 
 
 _SETTINGS = ("contact_tolerance_m", "unconnected_max_distance_m", "supraglacial_min_fraction")
@@ -261,9 +286,7 @@ def set_context_settings(engine: Engine, changes: Mapping[str, float]) -> Contex
         raise InputError(f"glacier context settings: unknown {', '.join(unknown)} (known: {', '.join(_SETTINGS)})")
     merged = context_settings(engine).__dict__ | dict(changes)
     new = ContextSettings(**{k: float(v) for k, v in merged.items()})
-    if not (
-        0 <= new.contact_tolerance_m <= new.unconnected_max_distance_m and 0 < new.supraglacial_min_fraction <= 1
-    ):
+    if not (0 <= new.contact_tolerance_m <= new.unconnected_max_distance_m and 0 < new.supraglacial_min_fraction <= 1):
         raise InputError(
             f"glacier context settings {new.__dict__}: need 0 <= contact tolerance <= unconnected distance "
             "and a supraglacial fraction in (0, 1]"

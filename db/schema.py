@@ -275,9 +275,7 @@ glacier = Table(
     metadata,
     Column("glacier_id", BigInteger, Identity(), primary_key=True),
     Column("aoi_id", Integer, ForeignKey("inventory.aoi.aoi_id"), nullable=False),
-    Column(
-        "source_id", Integer, ForeignKey("inventory.glacier_source.source_id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("source_id", Integer, ForeignKey("inventory.glacier_source.source_id", ondelete="CASCADE"), nullable=False),
     Column("source", Text, nullable=False, comment="glacier_source.source of the file it came from"),
     Column("rgi_id", Text, nullable=False, comment="RGIId (RGI 6), rgi_id (RGI 7) or glac_id"),
     Column("name", Text, nullable=True, comment="glacier name where the file gives one"),

@@ -31,17 +31,34 @@ def glaciers_command() -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--aoi", required=True, help="name of an AOI of the inventory")
 @click.option("--layer", default=None, help="layer of a multi-layer file (default: the first)")
+@click.option(
+    "--coverage",
+    type=click.Choice(["aoi", "extent"]),
+    default="aoi",
+    show_default=True,
+    help="where the file holds every glacier: the whole AOI, or only its part within the file's extent",
+)
 @guarded
-def import_command(file: Path, aoi: str, layer: str | None) -> None:
-    """Import the glacier outlines of FILE (any CRS) that intersect AOI's outline."""
+def import_command(file: Path, aoi: str, layer: str | None, coverage: str) -> None:
+    """Import the glacier outlines of FILE (any CRS) that intersect AOI's outline.
+
+    Lakes outside the coverage get lake type ``unknown``; a re-import of the same source
+    (scheme and file name) for the AOI replaces its glaciers.
+    """
     from db.glaciers import import_glaciers
     from flows.database import ready_engine
 
-    report = import_glaciers(ready_engine(load_settings()), file, aoi_name=aoi, layer=layer)
+    report = import_glaciers(
+        ready_engine(load_settings()),
+        file,
+        aoi_name=aoi,
+        layer=layer,
+        coverage=coverage,  # type: ignore[arg-type]  # click.Choice
+    )
     replaced = f", replacing {report.replaced}" if report.replaced else ""
     click.echo(
         f"{file.name} → {report.aoi_name}: {report.glaciers} of {report.in_file} glacier outlines "
-        f"(source {report.source}, CRS {report.source_crs}){replaced}"
+        f"(source {report.source}, CRS {report.source_crs}, coverage {report.coverage}){replaced}"
     )
 
 

@@ -189,7 +189,8 @@ _CONTEXT_NOTE = (
 )
 _COMMENTS = {
     f"VIEW {VIEW}": f"Glacier context of the current lakes. {_CONTEXT_NOTE}",
-    f"FUNCTION {FUNCTION}": f"Glacier context of one outline (EPSG:4326) against the imported glaciers. {_CONTEXT_NOTE}",
+    f"FUNCTION {FUNCTION}": "Glacier context of one outline (EPSG:4326) against the imported glaciers. "
+    + _CONTEXT_NOTE,
     f"VIEW {SCHEMA}.current_lakes": "Active lakes with their current geometry and the change kind of their latest "
     "version; aoi_names: the AOIs whose outline the lake's outline intersects; the glacier context columns as in "
     "lake_glacier_context.",

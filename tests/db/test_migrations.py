@@ -272,7 +272,7 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     assert {r[1] for r in added["indexes"]} >= {"idx_glacier_geom", "idx_glacier_source_coverage"}
     assert sorted(r[0] for r in added["views"]) == ["current_lakes", "lake_glacier_context"]
     assert sorted(r[0] for r in added["functions"]) == ["glacier_context", "lakes_as_of"]
-    assert all(c in dict((r[0], r[1]) for r in added["functions"])["lakes_as_of"] for c in context)
+    assert all(c in {r[0]: r[1] for r in added["functions"]}["lakes_as_of"] for c in context)
     assert {(r[0], r[4]) for r in added["geometry_columns"]} == {
         ("glacier", "MULTIPOLYGON"),
         ("glacier_source", "MULTIPOLYGON"),
