@@ -189,9 +189,14 @@ _INSERT_SOURCE = text(
     "VALUES (:aoi, :source, :scheme, :sha256, :crs, :n, "
     f"ST_Multi(ST_CollectionExtract(ST_MakeValid(ST_GeomFromWKB(:coverage, {SRID})), 3))) RETURNING source_id"
 )
+# centre and reach bound the distance from a lake (revision 0010's glacier_context): the reach is
+# the geodesic distance to the farthest vertex (edges of a few hundred metres at most bow by
+# millimetres), plus a metre.
 _INSERT_GLACIER = text(
-    f"INSERT INTO {SCHEMA}.glacier (aoi_id, source_id, source, rgi_id, name, geom) "
-    f"VALUES (:aoi, :sid, :source, :rgi_id, :name, ST_GeomFromWKB(:geom, {SRID}))"
+    f"INSERT INTO {SCHEMA}.glacier (aoi_id, source_id, source, rgi_id, name, geom, centre, reach_m) "
+    "SELECT :aoi, :sid, :source, :rgi_id, :name, g, c, "
+    "1.0 + (SELECT max(ST_Distance(geography(c), geography(p.geom))) FROM ST_DumpPoints(g) AS p) "
+    f"FROM (SELECT ST_GeomFromWKB(:geom, {SRID}) AS g) AS o CROSS JOIN LATERAL (SELECT ST_Centroid(o.g) AS c) AS k"
 )
 
 

@@ -280,6 +280,18 @@ glacier = Table(
     Column("rgi_id", Text, nullable=False, comment="RGIId (RGI 6), rgi_id (RGI 7) or glac_id"),
     Column("name", Text, nullable=True, comment="glacier name where the file gives one"),
     _geom(nullable=False),
+    Column(
+        "centre",
+        Geometry("POINT", srid=SRID, spatial_index=False),
+        nullable=False,
+        comment="a point of reference for the distance bound (the outline's centroid in degrees)",
+    ),
+    Column(
+        "reach_m",
+        Float,
+        nullable=False,
+        comment="geodesic distance from centre to the farthest vertex of the outline, m (plus 1 m)",
+    ),
     comment="Glacier outlines (EPSG:4326, valid) of the AOIs they were imported for.",
 )
 

@@ -11,10 +11,11 @@ Create Date: 2026-12-02
   their source (a re-import replaces them).
 * ``glacier_context_settings``: the thresholds of the rule, one row (contact 10 m, unconnected
   2 km, supraglacial from half the lake's area).
-* ``glacier_context(geometry)``: the rule, in SQL, so it is current whenever glaciers change. The
-  nearest glacier comes from the GiST index (``<->`` in degrees), and its geodesic distance
-  (``geography``, WGS 84 spheroid, metres) bounds a second, exact search: every glacier within
-  that distance is compared on the spheroid, so a degree ranking never picks the wrong glacier.
+* ``glacier_context(geometry)``: the rule, in SQL, so it is current whenever glaciers change.
+  Distances are geodesic (``geography``, WGS 84 spheroid, metres) to the nearest outline, exact:
+  the GiST KNN in degrees gives a first glacier, its distance bounds the candidates (GiST again),
+  and each candidate's centre and reach (``glacier.centre``, ``glacier.reach_m``: the farthest
+  vertex from the centre) give a lower bound, so only the few that could be nearer are measured.
 * The view ``lake_glacier_context`` (current lakes), the same five columns appended to
   ``current_lakes`` and to ``lakes_as_of`` (a past outline against today's glaciers).
 
@@ -52,10 +53,15 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     cfg {SCHEMA}.glacier_context_settings;
-    first_m double precision;
-    radius double precision;
+    lg public.geography;
+    best double precision;
+    best_id bigint;
+    best_rgi text;
+    d double precision;
     lat double precision;
+    radius double precision;
     inside double precision;
+    rec record;
 BEGIN
     IF lake IS NULL OR NOT EXISTS (
         SELECT 1 FROM {SCHEMA}.glacier_source AS s
@@ -65,35 +71,49 @@ BEGIN
         RETURN;
     END IF;
     SELECT * INTO cfg FROM {SCHEMA}.glacier_context_settings LIMIT 1;
-    SELECT public.ST_Distance(public.geography(g.geom), public.geography(lake)) INTO first_m
+    lg := public.geography(lake);
+    -- 1. The nearest glacier in degrees (GiST KNN) and its geodesic distance: an upper bound.
+    SELECT g.glacier_id, g.rgi_id, public.ST_Distance(public.geography(g.geom), lg) INTO best_id, best_rgi, best
     FROM {SCHEMA}.glacier AS g ORDER BY g.geom OPERATOR(public.<->) lake LIMIT 1;
-    IF first_m IS NULL THEN  -- a coverage without glaciers: none near
+    IF best_id IS NULL THEN  -- a coverage without glaciers: none near
         RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::double precision, false, 'non_glacial'::text;
         RETURN;
     END IF;
-    -- A glacier within first_m metres lies within first_m / 110 km degrees of latitude, and a
-    -- degree there spans at least 110 km * cos(lat) in any direction: the exact search radius.
-    lat := greatest(abs(public.ST_YMin(lake)), abs(public.ST_YMax(lake))) + first_m / 110000.0;
-    radius := CASE WHEN lat >= 89.0 THEN 360.0 ELSE first_m / (110000.0 * cos(radians(lat))) + 1e-9 END;
-    SELECT coalesce(sum(public.ST_Area(public.geography(public.ST_Intersection(g.geom, lake)))), 0) INTO inside
-    FROM {SCHEMA}.glacier AS g
-    WHERE first_m = 0 AND g.geom OPERATOR(public.&&) lake AND public.ST_Intersects(g.geom, lake);
-    -- Overlapping sources (RGI 6 and RGI 7 of one AOI) would count an overlap twice: cap at the lake.
-    inside := least(inside, public.ST_Area(public.geography(lake)));
-    RETURN QUERY
-    SELECT n.glacier_id, n.rgi_id, n.d, n.d <= cfg.contact_tolerance_m,
-           CASE WHEN inside > 0 AND inside >= cfg.supraglacial_min_fraction * public.ST_Area(public.geography(lake))
-                    THEN 'supraglacial'
-                WHEN n.d <= cfg.contact_tolerance_m THEN 'proglacial_contact'
-                WHEN n.d <= cfg.unconnected_max_distance_m THEN 'unconnected_glacial'
-                ELSE 'non_glacial' END
-    FROM (
-        SELECT g.glacier_id, g.rgi_id, public.ST_Distance(public.geography(g.geom), public.geography(lake)) AS d
+    -- 2. Every glacier nearer than that lies within best / 110 km degrees of latitude, where a degree
+    -- spans at least 110 km * cos(lat) in any direction: those are the candidates (GiST again).
+    -- Each has a lower bound, the distance to its centre less its reach (triangle inequality);
+    -- in order of that bound, the exact distance is needed only while the bound is below the best.
+    lat := greatest(abs(public.ST_YMin(lake)), abs(public.ST_YMax(lake))) + best / 110000.0;
+    radius := CASE WHEN lat >= 89.0 THEN 360.0 ELSE best / (110000.0 * cos(radians(lat))) + 1e-9 END;
+    FOR rec IN
+        SELECT g.glacier_id, g.rgi_id, g.geom,
+               public.ST_Distance(public.geography(g.centre), lg) - g.reach_m AS bound
         FROM {SCHEMA}.glacier AS g
-        WHERE public.ST_DWithin(g.geom, lake, radius)
-        ORDER BY 3, g.glacier_id
-        LIMIT 1
-    ) AS n;
+        WHERE public.ST_DWithin(g.geom, lake, radius) AND g.glacier_id <> best_id
+        ORDER BY 4, 1
+    LOOP
+        EXIT WHEN rec.bound > best;
+        d := public.ST_Distance(public.geography(rec.geom), lg);
+        IF d < best OR (d = best AND rec.glacier_id < best_id) THEN
+            best := d;
+            best_id := rec.glacier_id;
+            best_rgi := rec.rgi_id;
+        END IF;
+    END LOOP;
+    inside := 0;
+    IF best = 0 THEN
+        -- The union: overlapping sources (RGI 6 and RGI 7 of one AOI) must not count an overlap twice.
+        SELECT coalesce(public.ST_Area(public.geography(public.ST_Union(public.ST_Intersection(g.geom, lake)))), 0)
+        INTO inside
+        FROM {SCHEMA}.glacier AS g
+        WHERE g.geom OPERATOR(public.&&) lake AND public.ST_Intersects(g.geom, lake);
+    END IF;
+    RETURN QUERY
+    SELECT best_id, best_rgi, best, best <= cfg.contact_tolerance_m,
+           CASE WHEN inside > 0 AND inside >= cfg.supraglacial_min_fraction * public.ST_Area(lg) THEN 'supraglacial'
+                WHEN best <= cfg.contact_tolerance_m THEN 'proglacial_contact'
+                WHEN best <= cfg.unconnected_max_distance_m THEN 'unconnected_glacial'
+                ELSE 'non_glacial' END;
 END
 $$
 """
@@ -254,6 +274,18 @@ def _tables() -> None:
         sa.Column("rgi_id", sa.Text(), nullable=False, comment="RGIId (RGI 6), rgi_id (RGI 7) or glac_id"),
         sa.Column("name", sa.Text(), nullable=True, comment="glacier name where the file gives one"),
         sa.Column("geom", _multipolygon(), nullable=False),
+        sa.Column(
+            "centre",
+            Geometry(geometry_type="POINT", srid=SRID, dimension=2, spatial_index=False),
+            nullable=False,
+            comment="a point of reference for the distance bound (the outline's centroid in degrees)",
+        ),
+        sa.Column(
+            "reach_m",
+            sa.Float(),
+            nullable=False,
+            comment="geodesic distance from centre to the farthest vertex of the outline, m (plus 1 m)",
+        ),
         sa.ForeignKeyConstraint(["aoi_id"], [f"{SCHEMA}.aoi.aoi_id"]),
         sa.ForeignKeyConstraint(["source_id"], [f"{SCHEMA}.glacier_source.source_id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("glacier_id"),

@@ -275,6 +275,7 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     assert all(c in {r[0]: r[1] for r in added["functions"]}["lakes_as_of"] for c in context)
     assert {(r[0], r[4]) for r in added["geometry_columns"]} == {
         ("glacier", "MULTIPOLYGON"),
+        ("glacier", "POINT"),
         ("glacier_source", "MULTIPOLYGON"),
         ("lake_glacier_context", "MULTIPOLYGON"),
     }
