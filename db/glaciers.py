@@ -48,6 +48,7 @@ from sqlalchemy import Engine, text
 from core.errors import InputError
 from db.geometry import as_multipolygon
 from db.importer import file_digest
+from db.lake_types import LAKE_TYPES
 from db.queries import check_aoi_known
 from db.schema import SCHEMA, SRID
 
@@ -62,9 +63,6 @@ __all__ = [
     "read_glaciers",
     "set_context_settings",
 ]
-
-LAKE_TYPES = ("supraglacial", "proglacial_contact", "unconnected_glacial", "non_glacial", "unknown")
-"""The values of ``lake_type``, from on the glacier to unknown."""
 
 _ID_FIELDS = (("RGIId", "Name"), ("rgi_id", "glac_name"), ("glac_id", "glac_name"))
 """(id field, name field) of RGI 5/6, RGI 7 and GLIMS-style files, in the order they are tried."""
