@@ -124,7 +124,7 @@ _LAKE_GLACIER_CONTEXT = f"""
 CREATE VIEW {VIEW} AS
 SELECT l.lake_id, {_CONTEXT_COLUMNS}, l.geom
 FROM {SCHEMA}.lake AS l
-CROSS JOIN LATERAL {SCHEMA}.glacier_context(l.geom) AS gc
+LEFT JOIN LATERAL {SCHEMA}.glacier_context(l.geom) AS gc ON true
 WHERE l.status = 'active'
 """
 
@@ -151,7 +151,7 @@ WHERE l.status = 'active'
 
 _CURRENT_LAKES = f"CREATE OR REPLACE VIEW {SCHEMA}.current_lakes AS" + _CURRENT_SELECT.format(
     extra=f",\n       {_CONTEXT_COLUMNS}",
-    join=f"\nCROSS JOIN LATERAL {SCHEMA}.glacier_context(l.geom) AS gc",
+    join=f"\nLEFT JOIN LATERAL {SCHEMA}.glacier_context(l.geom) AS gc ON true",
 )
 _OLD_CURRENT_LAKES = f"CREATE VIEW {SCHEMA}.current_lakes AS" + _CURRENT_SELECT.format(extra="", join="")
 
@@ -198,7 +198,7 @@ _LAKES_AS_OF = _AS_OF_TEMPLATE.format(
     columns=",\n    glacier_id bigint, rgi_id text, glacier_distance_m double precision, "
     "glacier_contact boolean, lake_type text",
     extra=f", {_CONTEXT_COLUMNS}",
-    join=f"\n    CROSS JOIN LATERAL {SCHEMA}.glacier_context(v.geom) AS gc",
+    join=f"\n    LEFT JOIN LATERAL {SCHEMA}.glacier_context(v.geom) AS gc ON true",
 )
 _OLD_LAKES_AS_OF = _AS_OF_TEMPLATE.format(columns="", extra="", join="")
 
