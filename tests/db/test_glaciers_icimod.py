@@ -74,6 +74,8 @@ def test_icimod_2015_lakes_all_typed_with_the_rgi6_outlines(engine: sa.Engine, r
         "coverage_aoi": {"shares": aoi_shares, "query_s": aoi_s},
     }
     h.write_report("glaciers_icimod", figures)
+    for label, shares in (("coverage extent", extent_shares), ("coverage aoi", aoi_shares)):
+        print(label, {t: f"{s['lakes']} ({s['share']:.1%})" for t, s in shares.items()})  # pytest -s shows it
 
     assert report.lakes == 3609 == current[0] == current[1]  # every lake has a type
     assert sum(s["lakes"] for s in extent_shares.values()) == 3609 and set(extent_shares) <= set(LAKE_TYPES)
