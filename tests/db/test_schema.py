@@ -114,6 +114,7 @@ VIEWS = {
     "lake_growth",
     "lake_area_timeseries",
     "superseded_observations",
+    "lake_glacier_context",
 }
 """Every view the revisions create (QGIS layers): read-only for everyone."""
 
