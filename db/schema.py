@@ -322,3 +322,40 @@ glacier_context_settings = Table(
     ),
     comment="The thresholds of the lake_type rule (one row).",
 )
+
+# GLOF screening rules (0013): thresholds read by the views glof_screening / glof_flagged_lakes (db/glof.py).
+glof_rule = Table(
+    "glof_rule",
+    metadata,
+    Column("rule", Text, primary_key=True, comment="contact_growth | steep_surroundings"),
+    Column("enabled", Boolean, nullable=False, server_default="true"),
+    Column("description", Text, nullable=False),
+    Column(
+        "max_glacier_distance_m",
+        Float,
+        nullable=False,
+        comment="a lake farther than this geodesic distance from every glacier outline is not screened, m",
+    ),
+    Column("min_area_m2", Float, nullable=False, comment="smallest current lake area screened, m²"),
+    Column(
+        "min_observations",
+        Integer,
+        nullable=True,
+        comment="contact_growth: fewest present observations (one per sensing time) of the growth series",
+    ),
+    Column(
+        "min_growth_pct_per_year",
+        Float,
+        nullable=True,
+        comment="contact_growth: smallest Theil-Sen growth rate, % of the current area per year (and its 95 % "
+        "interval above zero)",
+    ),
+    Column(
+        "min_surrounding_slope_deg",
+        Float,
+        nullable=True,
+        comment="steep_surroundings: smallest mean DEM slope of the 0-200 m ring around the lake, degrees",
+    ),
+    comment="GLOF screening rules and their thresholds (screening, not a hazard assessment); read by "
+    "glof_screening whenever it is queried.",
+)

@@ -24,7 +24,7 @@ from tests import helpers as h
 
 pytestmark = pytest.mark.db
 
-HEAD = "0012_glaciers"
+HEAD = "0013_glof_screening"
 EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson")
 """The real ICIMOD 2015 Khumbu subset (42 lakes), under the ``realdata`` fixture's folder."""
 
@@ -138,6 +138,7 @@ def test_single_head_and_one_transaction_per_chain() -> None:
         "0008_supersede",
         "0009_run_ledger",
         "0011_lake_attributes",
+        "0012_glaciers",
         HEAD,
     ]
     assert up == down == ["BEGIN", "COMMIT"]
@@ -165,6 +166,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
         at_0009 = schema_dump(url)
         migrate.upgrade(url, "0011_lake_attributes")
         at_0011 = schema_dump(url)
+        migrate.upgrade(url, "0012_glaciers")
+        at_0012 = schema_dump(url)
         migrate.upgrade(url, "head")
         at_head = schema_dump(url)
         migrate.downgrade(url, "0001")
@@ -282,8 +285,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     assert ("lake_growth", "geom", "2", "4326", "MULTIPOLYGON") in added["geometry_columns"]
     # 0012: the glacier tables (GiST-indexed, typed), the context function and view, and the five
     # context columns appended to current_lakes and lakes_as_of; nothing removed but redefinitions.
-    added = {k: sorted(set(at_head[k]) - set(at_0011[k])) for k in at_head}
-    removed = {k: sorted(set(at_0011[k]) - set(at_head[k])) for k in at_head}
+    added = {k: sorted(set(at_0012[k]) - set(at_0011[k])) for k in at_0012}
+    removed = {k: sorted(set(at_0011[k]) - set(at_0012[k])) for k in at_0012}
     context = ("glacier_id", "rgi_id", "glacier_distance_m", "glacier_contact", "lake_type")
     assert {r[0] for r in added["columns"]} == {
         "glacier",
@@ -304,6 +307,14 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
         ("glacier_source", "MULTIPOLYGON"),
         ("lake_glacier_context", "MULTIPOLYGON"),
     }
+    # 0013: the GLOF rule table (two rules, no index but its key) and the two screening views;
+    # nothing removed, nothing else redefined.
+    added = {k: sorted(set(at_head[k]) - set(at_0012[k])) for k in at_head}
+    removed = {k: sorted(set(at_0012[k]) - set(at_head[k])) for k in at_head}
+    assert {r[0] for r in added["columns"]} == {"glof_rule", "glof_screening", "glof_flagged_lakes"}
+    assert sorted(r[0] for r in added["views"]) == ["glof_flagged_lakes", "glof_screening"]
+    assert added["functions"] == [] and all(rows == [] for rows in removed.values())
+    assert {(r[0], r[4]) for r in added["geometry_columns"]} == {("glof_flagged_lakes", "MULTIPOLYGON")}
 
 
 def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str, realdata: Path) -> None:

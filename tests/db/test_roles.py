@@ -35,6 +35,8 @@ VIEWS = (
     "lake_area_timeseries",
     "superseded_observations",
     "lake_glacier_context",
+    "glof_screening",
+    "glof_flagged_lakes",
 )
 FUNCTIONS = (
     "lakes_as_of(timestamptz)",

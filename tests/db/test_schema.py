@@ -115,6 +115,8 @@ VIEWS = {
     "lake_area_timeseries",
     "superseded_observations",
     "lake_glacier_context",
+    "glof_screening",
+    "glof_flagged_lakes",
 }
 """Every view the revisions create (QGIS layers): read-only for everyone."""
 
