@@ -374,3 +374,36 @@ def test_the_table_checks_bound_a_direct_update(rules: sa.Engine) -> None:
                 "VALUES ('other', 'x', 1, 1)"
             )
         )
+
+
+def test_flagged_lakes_are_a_qgis_layer(demo: Demo) -> None:
+    """A unique integer key, a typed geometry with SRID, and a map-extent filter that reaches the lake GiST index."""
+    engine, _ = demo
+    with engine.begin() as conn:
+        registered = conn.execute(
+            sa.text(
+                "SELECT type, srid, coord_dimension FROM geometry_columns "
+                "WHERE f_table_schema = 'inventory' AND f_table_name = 'glof_flagged_lakes'"
+            )
+        ).all()
+        key_type = conn.execute(
+            sa.text(
+                "SELECT data_type FROM information_schema.columns WHERE table_schema = 'inventory' "
+                "AND table_name = 'glof_flagged_lakes' AND column_name = 'lake_id'"
+            )
+        ).scalar_one()
+        rows, keys = conn.execute(
+            sa.text("SELECT count(*), count(DISTINCT lake_id) FROM inventory.glof_flagged_lakes")
+        ).one()
+        conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(
+            conn.execute(
+                sa.text(
+                    "EXPLAIN SELECT * FROM inventory.glof_flagged_lakes "
+                    "WHERE geom && ST_MakeEnvelope(75, 42, 76, 43, 4326)"
+                )
+            ).scalars()
+        )
+    assert registered == [("MULTIPOLYGON", 4326, 2)] and key_type == "bigint"
+    assert rows == keys == 1
+    assert "idx_lake_geom" in plan, plan
