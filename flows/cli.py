@@ -406,6 +406,7 @@ def demo(home: Path | None, size: int) -> None:
 
 # Registered last: these modules import BadInput and guarded from this one.
 from flows.glaciers_cli import glaciers_command  # noqa: E402
+from flows.glof_cli import glof_command  # noqa: E402
 from flows.map_cli import map_command  # noqa: E402
 from flows.runs_cli import runs_command  # noqa: E402
 from flows.segment_cli import segment_command  # noqa: E402
@@ -413,6 +414,7 @@ from flows.serve_cli import serve_command, worker_command  # noqa: E402
 from flows.train_cli import train_command  # noqa: E402
 
 main.add_command(glaciers_command)
+main.add_command(glof_command)
 main.add_command(map_command)
 main.add_command(runs_command)
 main.add_command(segment_command)

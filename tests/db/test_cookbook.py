@@ -407,3 +407,37 @@ def test_flagged_lakes_are_a_qgis_layer(demo: Demo) -> None:
     assert registered == [("MULTIPOLYGON", 4326, 2)] and key_type == "bigint"
     assert rows == keys == 1
     assert "idx_lake_geom" in plan, plan
+
+
+def test_cli_shows_and_changes_the_rules_with_one_line_errors(demo: Demo, rules: sa.Engine, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from flows.cli import main
+
+    engine, catalog = demo
+    ids = _lake_of(engine, catalog)
+    env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False), "GLACIAL_LAKES_HOME": str(tmp_path)}
+    runner = CliRunner()
+    shown = runner.invoke(main, ["glof", "rules"], env=env)
+    flagged = runner.invoke(main, ["glof", "flagged"], env=env)
+    changed = runner.invoke(main, ["glof", "rules", "contact_growth", "--min-area-m2", "1e6"], env=env)
+    none = runner.invoke(main, ["glof", "flagged"], env=env)
+    bad = {
+        "range": runner.invoke(
+            main, ["glof", "rules", "steep_surroundings", "--min-surrounding-slope-deg", "91"], env=env
+        ),
+        "unused": runner.invoke(main, ["glof", "rules", "steep_surroundings", "--min-observations", "5"], env=env),
+        "unknown": runner.invoke(main, ["glof", "rules", "flood", "--disable"], env=env),
+        "unnamed": runner.invoke(main, ["glof", "rules", "--min-area-m2", "5"], env=env),
+    }
+
+    assert shown.exit_code == 0, shown.output
+    assert "contact_growth (on): max_glacier_distance_m = 500, min_area_m2 = 50000" in shown.output
+    assert "steep_surroundings (on):" in shown.output and "min_surrounding_slope_deg = 30" in shown.output
+    assert flagged.exit_code == 0 and f"lake {ids['growing']}: contact_growth" in flagged.output
+    assert "1 lakes flagged (screening, not a hazard assessment)" in flagged.output
+    assert changed.exit_code == 0 and "min_area_m2 = 1e+06" in changed.output
+    assert none.exit_code == 0 and none.output.strip() == "0 lakes flagged (screening, not a hazard assessment)"
+    for case, result in bad.items():
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, (case, result.output)
+    assert glof.read_rules(engine)["steep_surroundings"].min_surrounding_slope_deg == 30
