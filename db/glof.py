@@ -12,12 +12,13 @@ user, a re-import of glacier outlines and a change of a threshold all see the sa
 answer without a refresh step. :func:`set_rule` changes a threshold, within the bounds the
 table's CHECKs also enforce.
 
-Rules (defaults from the migration):
+Rules (defaults from the migration, after published first-pass screenings: lakes ≥ 0.1 km²
+(Allen et al. 2019), within 500 m of their glacier and growing by ≥ 10 % a decade):
 
 * ``contact_growth``: geodesic distance to the nearest glacier outline ≤ ``max_glacier_distance_m``
   (500 m; contact and supraglacial lakes are at 0–10 m), current area ≥ ``min_area_m2``
-  (50 000 m² = 0.05 km²), ≥ ``min_observations`` present observations (4), and a Theil–Sen growth
-  rate whose 95 % interval lies above zero and which is ≥ ``min_growth_pct_per_year`` (2 %) of the
+  (100 000 m² = 0.1 km²), ≥ ``min_observations`` present observations (4), and a Theil–Sen growth
+  rate whose 95 % interval lies above zero and which is ≥ ``min_growth_pct_per_year`` (1 %) of the
   current area per year.
 * ``steep_surroundings``: distance ≤ 500 m, area ≥ 100 000 m² (0.1 km²), mean DEM slope of the
   0–200 m ring around the lake ≥ ``min_surrounding_slope_deg`` (30°): slopes from which ice or

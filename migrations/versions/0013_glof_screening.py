@@ -10,10 +10,11 @@ about its dam, its outburst probability or what lies downstream.
 
 * ``glof_rule``: one row per rule with its thresholds (the owner of the configuration: the views
   read it, so a change applies to the next query; no flow, setting or refresh is involved).
-  Defaults: ``contact_growth`` (within 500 m of a glacier outline, ≥ 0.05 km², ≥ 4 present
-  observations, Theil–Sen growth with a 95 % interval above zero and a rate ≥ 2 % of the area per
-  year) and ``steep_surroundings`` (within 500 m of a glacier, ≥ 0.1 km², mean slope of the 0–200 m
-  ring ≥ 30°). CHECKs bound every threshold.
+  Defaults after published first-pass screenings (lakes ≥ 0.1 km², within 500 m of their glacier,
+  area growth ≥ 10 % a decade): ``contact_growth`` (within 500 m of a glacier outline, ≥ 0.1 km²,
+  ≥ 4 present observations, Theil–Sen growth with a 95 % interval above zero and a rate ≥ 1 % of
+  the area per year) and ``steep_surroundings`` (within 500 m of a glacier, ≥ 0.1 km², mean slope
+  of the 0–200 m ring ≥ 30°). CHECKs bound every threshold.
 * ``glof_screening`` (view): one row per current lake and rule that fired, with the inputs the
   rule read and the thresholds it applied (``inputs`` jsonb), and the model version of the lake's
   current version. Computed from ``lake`` (area, slope), ``glacier_context`` (revision 0012) and
@@ -176,7 +177,7 @@ def upgrade() -> None:
         f"INSERT INTO {RULE} (rule, description, max_glacier_distance_m, min_area_m2, min_observations, "
         "min_growth_pct_per_year, min_surrounding_slope_deg) VALUES "
         "('contact_growth', 'a large lake at or near a glacier whose area grows significantly', "
-        "500, 50000, 4, 2, NULL), "
+        "500, 100000, 4, 1, NULL), "
         "('steep_surroundings', 'a large lake near a glacier under steep slopes (mass movement into the lake)', "
         "500, 100000, NULL, NULL, 30)"
     )

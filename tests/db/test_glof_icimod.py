@@ -26,7 +26,7 @@ ICIMOD = ("icimod_glacial_lakes_2015", "GL_3basins_2015.geojson")
 RGI6_EVEREST = ("geoutils_glacier_samples", "15_rgi60_glacier_outlines.gpkg")
 _CANDIDATES = f"""
 SELECT count(*) FROM {SCHEMA}.lake_glacier_context AS c JOIN {SCHEMA}.lake AS l USING (lake_id)
-WHERE l.area_m2 >= 50000 AND c.glacier_distance_m <= 500
+WHERE l.area_m2 >= 100000 AND c.glacier_distance_m <= 500
 """
 
 
