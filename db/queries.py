@@ -17,6 +17,11 @@ from core.errors import AoiError
 from db.attributes import ATTRIBUTES
 from db.schema import SCHEMA, SRID
 
+GLACIER_CONTEXT_COLUMNS = ("glacier_id", "rgi_id", "glacier_distance_m", "glacier_contact", "lake_type")
+"""The glacier context of a lake (view ``lake_glacier_context``, revision 0012; rule in :mod:`db.glaciers`):
+nearest glacier's id and RGI id, geodesic distance to it (m), contact (bool), lake type. NULL
+(and ``lake_type`` ``unknown``) where no imported glacier outlines cover the lake."""
+
 LAKE_COLUMNS = (
     "lake_id",
     "aoi_names",
@@ -28,9 +33,11 @@ LAKE_COLUMNS = (
     "first_seen",
     "last_seen",
     "n_observations",
+    *GLACIER_CONTEXT_COLUMNS,
     "geom",
 )
-"""Columns of :func:`lakes_as_of`, current or historical alike (the attributes of :mod:`db.attributes`).
+"""Columns of :func:`lakes_as_of`, current or historical alike (the attributes of :mod:`db.attributes`,
+then the glacier context: an outline of the past against the glaciers imported now).
 
 ``aoi_names``: the AOIs whose outline the lake's outline intersects, sorted, comma-separated.
 ``model_version``: the segmentation model of the scene that opened the lake's version (every

@@ -247,3 +247,115 @@ lake_rebuild_queue = Table(
 OWNER_ROLE = "lake_owner"
 WRITER_ROLE = "lake_writer"
 READER_ROLE = "lake_reader"
+
+# Glacier outlines configured per AOI (0012): the glacier context of lakes (db/glaciers.py).
+glacier_source = Table(
+    "glacier_source",
+    metadata,
+    Column("source_id", Integer, Identity(), primary_key=True),
+    Column("aoi_id", Integer, ForeignKey("inventory.aoi.aoi_id"), nullable=False),
+    Column("source", Text, nullable=False, comment="outline scheme and file name, e.g. RGI60:15_rgi60.gpkg"),
+    Column("scheme", Text, nullable=False, comment="RGI50 | RGI60 | RGI70 | other (from the id field)"),
+    Column("sha256", Text, nullable=False, comment="sha256 of the file (all parts of a shapefile)"),
+    Column("source_crs", Text, nullable=False),
+    Column("n_glaciers", Integer, nullable=False),
+    Column(
+        "coverage",
+        Geometry("MULTIPOLYGON", srid=SRID, spatial_index=False),
+        nullable=False,
+        comment="where the outlines are taken as complete: the AOI outline within the file's extent",
+    ),
+    Column("imported_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    UniqueConstraint("aoi_id", "source", name="glacier_source_aoi_id_source_key"),
+    comment="One imported glacier outline file per AOI and source; re-importing a source replaces it.",
+)
+
+glacier = Table(
+    "glacier",
+    metadata,
+    Column("glacier_id", BigInteger, Identity(), primary_key=True),
+    Column("aoi_id", Integer, ForeignKey("inventory.aoi.aoi_id"), nullable=False),
+    Column("source_id", Integer, ForeignKey("inventory.glacier_source.source_id", ondelete="CASCADE"), nullable=False),
+    Column("source", Text, nullable=False, comment="glacier_source.source of the file it came from"),
+    Column("rgi_id", Text, nullable=False, comment="RGIId (RGI 6), rgi_id (RGI 7) or glac_id"),
+    Column("name", Text, nullable=True, comment="glacier name where the file gives one"),
+    _geom(nullable=False),
+    Column(
+        "centre",
+        Geometry("POINT", srid=SRID, spatial_index=False),
+        nullable=False,
+        comment="a point of reference for the distance bound (the outline's centroid in degrees)",
+    ),
+    Column(
+        "reach_m",
+        Float,
+        nullable=False,
+        comment="geodesic distance from centre to the farthest vertex of the outline, m (plus 1 m)",
+    ),
+    comment="Glacier outlines (EPSG:4326, valid) of the AOIs they were imported for.",
+)
+
+glacier_context_settings = Table(
+    "glacier_context_settings",
+    metadata,
+    Column("singleton", Boolean, primary_key=True, server_default="true"),
+    Column(
+        "contact_tolerance_m",
+        Float,
+        nullable=False,
+        server_default="10",
+        comment="a lake within this geodesic distance of a glacier is in contact, m",
+    ),
+    Column(
+        "unconnected_max_distance_m",
+        Float,
+        nullable=False,
+        server_default="2000",
+        comment="a lake not in contact but within this distance is unconnected glacial, m",
+    ),
+    Column(
+        "supraglacial_min_fraction",
+        Float,
+        nullable=False,
+        server_default="0.5",
+        comment="share of the lake area inside glacier outlines from which it is supraglacial, 0–1",
+    ),
+    comment="The thresholds of the lake_type rule (one row).",
+)
+
+# GLOF screening rules (0013): thresholds read by the views glof_screening / glof_flagged_lakes (db/glof.py).
+glof_rule = Table(
+    "glof_rule",
+    metadata,
+    Column("rule", Text, primary_key=True, comment="contact_growth | steep_surroundings"),
+    Column("enabled", Boolean, nullable=False, server_default="true"),
+    Column("description", Text, nullable=False),
+    Column(
+        "max_glacier_distance_m",
+        Float,
+        nullable=False,
+        comment="a lake farther than this geodesic distance from every glacier outline is not screened, m",
+    ),
+    Column("min_area_m2", Float, nullable=False, comment="smallest current lake area screened, m²"),
+    Column(
+        "min_observations",
+        Integer,
+        nullable=True,
+        comment="contact_growth: fewest present observations (one per sensing time) of the growth series",
+    ),
+    Column(
+        "min_growth_pct_per_year",
+        Float,
+        nullable=True,
+        comment="contact_growth: smallest Theil-Sen growth rate, % of the current area per year (and its 95 % "
+        "interval above zero)",
+    ),
+    Column(
+        "min_surrounding_slope_deg",
+        Float,
+        nullable=True,
+        comment="steep_surroundings: smallest mean DEM slope of the 0-200 m ring around the lake, degrees",
+    ),
+    comment="GLOF screening rules and their thresholds (screening, not a hazard assessment); read by "
+    "glof_screening whenever it is queried.",
+)

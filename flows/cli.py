@@ -26,12 +26,20 @@ def _settings() -> Settings:
     return settings
 
 
-LAZY_COMMANDS = ("map", "runs", "segment", "serve", "train", "worker")
+LAZY_COMMANDS = ("glaciers", "glof", "map", "runs", "segment", "serve", "train", "worker")
 """Commands imported only when called (or listed by ``--help``): ``run`` does not pay for their imports."""
 
 
 def _lazy_command(name: str) -> click.Command:
     """One of :data:`LAZY_COMMANDS`, imported now (plain imports, so the import graph shows them)."""
+    if name == "glaciers":
+        from flows.glaciers_cli import glaciers_command
+
+        return glaciers_command
+    if name == "glof":
+        from flows.glof_cli import glof_command
+
+        return glof_command
     if name == "map":
         from flows.map_cli import map_command
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import SettingsError
 from flows.settings import Settings
+
+if TYPE_CHECKING:  # the CLI imports this module at start: no database library then
+    from sqlalchemy import Engine
 
 Echo = Callable[[str], None]
 
@@ -25,6 +30,26 @@ def check_size(size_px: int) -> None:
 
     if not MIN_SIZE_PX <= size_px <= DEMO_MAX_SIZE_PX:
         raise SettingsError(f"--size {size_px}: must be in [{MIN_SIZE_PX}, {DEMO_MAX_SIZE_PX}] pixels")
+
+
+def import_demo_glaciers(engine: Engine, glaciers_path: Path, aoi_name: str) -> dict[str, int]:
+    """Import the demo's ``glaciers.geojson`` for its AOI (replacing an earlier import); lakes per type.
+
+    Returns:
+        ``lake_type`` → number of current lakes of the AOI (view ``inventory.lake_glacier_context``).
+    """
+    from sqlalchemy import text
+
+    from db.glaciers import import_glaciers
+    from db.queries import in_aoi
+
+    import_glaciers(engine, glaciers_path, aoi_name=aoi_name)
+    sql = (
+        "SELECT c.lake_type, count(*) FROM inventory.lake_glacier_context AS c "
+        f"WHERE {in_aoi('c.geom')} GROUP BY c.lake_type ORDER BY c.lake_type"
+    )
+    with engine.connect() as conn:
+        return {str(t): int(n) for t, n in conn.execute(text(sql), {"aoi": aoi_name})}
 
 
 def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) -> dict[str, object]:
@@ -69,6 +94,8 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
             return_state=True,
         )
     report = report_of(state)
+    # The demo's glacier outlines: every lake gets its glacier context (lake_type) at once.
+    lake_types = import_demo_glaciers(engine, catalog.root / "glaciers.geojson", aoi.name)
 
     progress("[4/4] summary")
     scenes = scene_table(engine, aoi.name)
@@ -88,6 +115,7 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
         cover = f"cloud {cloud}, valid {s['valid_fraction']:.0%}"
         echo(f"  {s['sensing_time']:%Y-%m-%d}  {n:3d} lakes  ({cover})")
     echo(f"Inventory: {summary}")
+    echo(f"Lake types (glaciers.geojson): {lake_types}")
     echo(
         f"Agreement with truth (lakes ≥ {settings.min_area_m2 / 1e4:g} ha, visible): "
         f"recall {agreement.recall:.3f}, precision {agreement.precision:.3f}, "
@@ -103,5 +131,6 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
         "precision": agreement.precision,
         "median_area_error": agreement.median_area_error,
         "summary": summary,
+        "lake_types": lake_types,
         "report": report.totals(),
     }

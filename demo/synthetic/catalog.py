@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import filecmp
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from demo.synthetic.acquisitions import (
     write_s1_item,
     write_s2_item,
 )
-from demo.synthetic.lakes import MIN_MAPPABLE_M2, carve_lakes, lake_specs, place_lakes, select_lakes
+from demo.synthetic.lakes import MIN_MAPPABLE_M2, carve_lakes, clear_ice, lake_specs, place_lakes, select_lakes
 from demo.synthetic.scene import build_landscape, render_date, scl_to_20m
 from demo.synthetic.terrain import UTM_EPSG, SceneGrid, build_terrain, make_grid
 from demo.synthetic.truth import glacier_features, lake_features, load_truth, to_wgs84, write_geojson, write_json
@@ -99,6 +99,8 @@ def generate_demo_catalog(
     grid = make_grid(size_px)
     terrain = build_terrain(grid, seed)
     lakes = select_lakes(grid, place_lakes(grid, lake_specs(n_dates), seed), terrain.glacier)
+    # A glacier-contact lake replaces the ice it sits on (the glacier outlines then touch it).
+    terrain = replace(terrain, glacier=clear_ice(grid, terrain.glacier, lakes))
     elevation, levels = carve_lakes(grid, terrain.elevation, lakes)
     land = build_landscape(grid, terrain, elevation, lakes, seed)
     footprint = _footprint(grid)
@@ -159,7 +161,15 @@ def generate_demo_catalog(
             "scene_bounds": list(grid.bounds),
             "min_mappable_m2": MIN_MAPPABLE_M2,
             "cloud_scl_classes": list(CLOUD_SCL),
-            "lakes": [{"name": lk.name, "level_m": levels[lk.name], "required": lk.spec.required} for lk in lakes],
+            "lakes": [
+                {
+                    "name": lk.name,
+                    "level_m": levels[lk.name],
+                    "required": lk.spec.required,
+                    "glacier_contact": lk.spec.glacier_contact,
+                }
+                for lk in lakes
+            ],
             "dates": date_rows,
         },
     )

@@ -18,7 +18,7 @@ from shapely import affinity
 from shapely.geometry import Polygon
 from shapely.validation import make_valid
 
-from demo.synthetic.terrain import RES_M, SceneGrid, rng_for, valley_centre
+from demo.synthetic.terrain import GLACIER_TERMINUS_FY, RES_M, SceneGrid, rng_for, valley_centre
 
 MIN_SEPARATION_M = 150.0
 """Lakes keep this distance from each other, from snow patches and from the glacier edge."""
@@ -46,6 +46,9 @@ class LakeSpec:
     """Required lakes must fit at every supported size; optional ones are dropped when they do not."""
     anchor_shift: float = 0.0
     """Growth anchor, as a fraction of the long semi-axis towards the down-valley (north) end."""
+    glacier_contact: bool = False
+    """The lake sits at the glacier's snout, in contact with the ice: it must overlap the glacier
+    mask (instead of keeping 150 m from it), and the ice under it gives way to water (:func:`clear_ice`)."""
 
 
 def lake_specs(n_dates: int) -> tuple[LakeSpec, ...]:
@@ -66,6 +69,8 @@ def lake_specs(n_dates: int) -> tuple[LakeSpec, ...]:
         LakeSpec("stable-2", -0.23, 0.79, (1.8,) * k, 1.4, 80.0, 0.6, False),
         LakeSpec("small-2", 0.17, 0.55, (0.35,) * k, 1.25, 120.0, 0.2, False),
         LakeSpec("small-3", -0.18, 0.62, (0.15,) * k, 1.2, 10.0, 0.1, False),
+        # Last, so it never changes which of the others are kept; too close to "growing" below 512 px.
+        LakeSpec("contact", 0.0, GLACIER_TERMINUS_FY + 0.01, (1.2,) * k, 1.3, 0.0, 0.7, False, glacier_contact=True),
     )
 
 
@@ -146,7 +151,8 @@ def distance_m(mask: NDArray[np.bool_]) -> NDArray[np.float64]:
 def select_lakes(grid: SceneGrid, lakes: tuple[Lake, ...], glacier: NDArray[np.bool_]) -> tuple[Lake, ...]:
     """Keep the lakes that respect the separations, in spec order; raise if a required one cannot.
 
-    Rules: >= 150 m between lakes' max extents and from the glacier, and >= 200 m from the scene edge.
+    Rules: >= 150 m between lakes' max extents and from the glacier (a ``glacier_contact`` lake
+    instead overlaps it), and >= 200 m from the scene edge.
     """
     glacier_dist = distance_m(glacier)
     west, south, east, north = grid.bounds
@@ -158,7 +164,10 @@ def select_lakes(grid: SceneGrid, lakes: tuple[Lake, ...], glacier: NDArray[np.b
         if min(minx - west, east - maxx, miny - south, north - maxy) < 200.0:
             problems.append("too close to the scene edge")
         mask = lake_mask(grid, ext)
-        if mask.any() and glacier_dist[mask].min() < MIN_SEPARATION_M:
+        if lake.spec.glacier_contact:
+            if not (mask & glacier).any():
+                problems.append("not in contact with the glacier")
+        elif mask.any() and glacier_dist[mask].min() < MIN_SEPARATION_M:
             problems.append("too close to the glacier")
         for other in kept:
             if ext.distance(other.max_extent) < MIN_SEPARATION_M:
@@ -168,6 +177,21 @@ def select_lakes(grid: SceneGrid, lakes: tuple[Lake, ...], glacier: NDArray[np.b
         elif lake.spec.required:
             raise ValueError(f"lake {lake.name!r} does not fit a {grid.size_px} px scene: {', '.join(problems)}")
     return tuple(kept)
+
+
+def clear_ice(grid: SceneGrid, glacier: NDArray[np.bool_], lakes: tuple[Lake, ...]) -> NDArray[np.bool_]:
+    """The glacier mask with the ice under each ``glacier_contact`` lake's max extent removed.
+
+    The lake takes the place of the snout (a calving front): water and ice share a shore, so the
+    glacier outline drawn from this mask touches the lake. Unchanged without such lakes.
+    """
+    contact = [lake for lake in lakes if lake.spec.glacier_contact]
+    if not contact:
+        return glacier
+    cleared = glacier.copy()
+    for lake in contact:
+        cleared &= ~lake_mask(grid, lake.max_extent)
+    return cleared
 
 
 def carve_lakes(

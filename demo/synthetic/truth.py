@@ -20,7 +20,7 @@ from shapely.validation import make_valid
 from demo.synthetic.lakes import MIN_MAPPABLE_M2, Lake
 from demo.synthetic.terrain import UTM_EPSG, SceneGrid
 
-TRUTH_COLUMNS = ["lake", "date", "area_m2", "visible", "min_mappable", "level_m"]
+TRUTH_COLUMNS = ["lake", "date", "area_m2", "visible", "min_mappable", "level_m", "glacier_contact"]
 
 
 def to_wgs84(geom: Any) -> Any:
@@ -63,6 +63,7 @@ def lake_features(
                     "visible": not bool(masked[water[lake.name]].any()),
                     "min_mappable": area >= MIN_MAPPABLE_M2,
                     "level_m": levels[lake.name],
+                    "glacier_contact": lake.spec.glacier_contact,
                 },
                 "geometry": mapping(to_wgs84(outline)),
             }
@@ -105,7 +106,8 @@ def load_truth(truth_path: Path) -> gpd.GeoDataFrame:
     """Truth lakes as a GeoDataFrame in EPSG:4326, one row per lake per S2 date with water.
 
     Columns: lake (name), date (``datetime.date``), area_m2 (m², UTM), visible (False under cloud),
-    min_mappable (area_m2 >= 5000), level_m (lake surface elevation, m), geometry (Polygon).
+    min_mappable (area_m2 >= 5000), level_m (lake surface elevation, m), glacier_contact (True for the
+    lake in contact with the glacier outline of ``glaciers.geojson``), geometry (Polygon).
     """
     raw = json.loads(Path(truth_path).read_text())
     rows = [dict(f["properties"]) for f in raw["features"]]
@@ -114,4 +116,5 @@ def load_truth(truth_path: Path) -> gpd.GeoDataFrame:
     frame["date"] = [date.fromisoformat(v) for v in frame["date"]]
     frame["visible"] = frame["visible"].astype(bool)
     frame["min_mappable"] = frame["min_mappable"].astype(bool)
+    frame["glacier_contact"] = frame["glacier_contact"].fillna(False).astype(bool)  # older truth files: none
     return frame

@@ -24,7 +24,7 @@ from tests import helpers as h
 
 pytestmark = pytest.mark.db
 
-HEAD = "0011_lake_attributes"
+HEAD = "0013_glof_screening"
 EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson")
 """The real ICIMOD 2015 Khumbu subset (42 lakes), under the ``realdata`` fixture's folder."""
 
@@ -137,6 +137,8 @@ def test_single_head_and_one_transaction_per_chain() -> None:
         "0007_observation_indexes",
         "0008_supersede",
         "0009_run_ledger",
+        "0011_lake_attributes",
+        "0012_glaciers",
         HEAD,
     ]
     assert up == down == ["BEGIN", "COMMIT"]
@@ -162,6 +164,10 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
         at_0008 = schema_dump(url)
         migrate.upgrade(url, "0009_run_ledger")
         at_0009 = schema_dump(url)
+        migrate.upgrade(url, "0011_lake_attributes")
+        at_0011 = schema_dump(url)
+        migrate.upgrade(url, "0012_glaciers")
+        at_0012 = schema_dump(url)
         migrate.upgrade(url, "head")
         at_head = schema_dump(url)
         migrate.downgrade(url, "0001")
@@ -257,8 +263,8 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     )
     # 0011: the six attributes on the three lake tables, the views and lakes_as_of recreated with
     # them, the lake_growth view; no table, constraint or index.
-    added = {k: sorted(set(at_head[k]) - set(at_0009[k])) for k in at_head}
-    removed = {k: sorted(set(at_0009[k]) - set(at_head[k])) for k in at_head}
+    added = {k: sorted(set(at_0011[k]) - set(at_0009[k])) for k in at_0011}
+    removed = {k: sorted(set(at_0009[k]) - set(at_0011[k])) for k in at_0011}
     new_attributes = {
         "perimeter_smoothed_m",
         "area_uncertainty_m2",
@@ -277,6 +283,38 @@ def test_every_revision_round_trips_on_an_empty_database(pg_url_base: str) -> No
     assert not any(item.startswith("=") for r in added["functions"] for item in r[3].split(","))  # PUBLIC: none
     assert added["constraints"] == added["indexes"] == removed["constraints"] == removed["indexes"] == []
     assert ("lake_growth", "geom", "2", "4326", "MULTIPOLYGON") in added["geometry_columns"]
+    # 0012: the glacier tables (GiST-indexed, typed), the context function and view, and the five
+    # context columns appended to current_lakes and lakes_as_of; nothing removed but redefinitions.
+    added = {k: sorted(set(at_0012[k]) - set(at_0011[k])) for k in at_0012}
+    removed = {k: sorted(set(at_0011[k]) - set(at_0012[k])) for k in at_0012}
+    context = ("glacier_id", "rgi_id", "glacier_distance_m", "glacier_contact", "lake_type")
+    assert {r[0] for r in added["columns"]} == {
+        "glacier",
+        "glacier_source",
+        "glacier_context_settings",
+        "lake_glacier_context",
+        "current_lakes",
+    }
+    assert {r[1] for r in added["columns"] if r[0] == "current_lakes"} == set(context)
+    assert removed["columns"] == [] and removed["indexes"] == [] and removed["constraints"] == []
+    assert {r[1] for r in added["indexes"]} >= {"idx_glacier_geom", "idx_glacier_source_coverage"}
+    assert sorted(r[0] for r in added["views"]) == ["current_lakes", "lake_glacier_context"]
+    assert sorted(r[0] for r in added["functions"]) == ["glacier_context", "lakes_as_of"]
+    assert all(c in {r[0]: r[1] for r in added["functions"]}["lakes_as_of"] for c in context)
+    assert {(r[0], r[4]) for r in added["geometry_columns"]} == {
+        ("glacier", "MULTIPOLYGON"),
+        ("glacier", "POINT"),
+        ("glacier_source", "MULTIPOLYGON"),
+        ("lake_glacier_context", "MULTIPOLYGON"),
+    }
+    # 0013: the GLOF rule table (two rules, no index but its key) and the two screening views;
+    # nothing removed, nothing else redefined.
+    added = {k: sorted(set(at_head[k]) - set(at_0012[k])) for k in at_head}
+    removed = {k: sorted(set(at_0012[k]) - set(at_head[k])) for k in at_head}
+    assert {r[0] for r in added["columns"]} == {"glof_rule", "glof_screening", "glof_flagged_lakes"}
+    assert sorted(r[0] for r in added["views"]) == ["glof_flagged_lakes", "glof_screening"]
+    assert added["functions"] == [] and all(rows == [] for rows in removed.values())
+    assert {(r[0], r[4]) for r in added["geometry_columns"]} == {("glof_flagged_lakes", "MULTIPOLYGON")}
 
 
 def test_upgrade_of_a_populated_database_keeps_every_row(pg_url_base: str, realdata: Path) -> None:

@@ -26,6 +26,7 @@ QGIS_LAYERS = {
     "lake_changes": ("version_id", "idx_lake_version_geom"),
     "growing_lakes": ("lake_id", "idx_lake_geom"),
     "lake_growth": ("lake_id", "idx_lake_geom"),
+    "lake_glacier_context": ("lake_id", "idx_lake_geom"),
     "lake_area_timeseries": ("observation_id", None),
 }
 

@@ -34,13 +34,18 @@ VIEWS = (
     "lake_growth",
     "lake_area_timeseries",
     "superseded_observations",
+    "lake_glacier_context",
+    "glof_screening",
+    "glof_flagged_lakes",
 )
 FUNCTIONS = (
     "lakes_as_of(timestamptz)",
+    "glacier_context(geometry)",
     "lake_area_series(bigint)",
     "lake_row_hash(text, bytea, double precision[], timestamptz, timestamptz, timestamptz, integer)",
 )
-WRITER_MAY_DELETE = ("lake_version", "lake_lineage", "lake_observation")  # history is rebuilt
+WRITER_MAY_DELETE = ("lake_version", "lake_lineage", "lake_observation", "glacier", "glacier_source")
+"""History is rebuilt; a glacier re-import replaces its source's outlines."""
 EVEREST = ("icimod_glacial_lakes_2015", "GL_3basins_2015_everest_subset.geojson")
 """The real ICIMOD 2015 Khumbu subset (42 lakes), under the ``realdata`` fixture's folder."""
 
@@ -75,7 +80,7 @@ def object_statements() -> dict[str, str]:
         out[f"drop {view}"] = f"DROP VIEW {_table(view)} CASCADE"
         out[f"rename {view}"] = f"ALTER VIEW {_table(view)} RENAME TO intruder"
     for function in FUNCTIONS:
-        out[f"drop {function}"] = f"DROP FUNCTION {_table(function)}"
+        out[f"drop {function}"] = f"DROP FUNCTION {_table(function)} CASCADE"  # views use glacier_context
         out[f"rename {function}"] = f"ALTER FUNCTION {_table(function)} RENAME TO intruder"
     out |= {
         "create table in schema": f"CREATE TABLE {_table('intruder')} (x int)",

@@ -114,6 +114,9 @@ VIEWS = {
     "lake_growth",
     "lake_area_timeseries",
     "superseded_observations",
+    "lake_glacier_context",
+    "glof_screening",
+    "glof_flagged_lakes",
 }
 """Every view the revisions create (QGIS layers): read-only for everyone."""
 

@@ -220,8 +220,10 @@ def test_bad_out_exits_2_with_one_line(inventory: str, tmp_path: Path) -> None:
         assert code == 2 and "--out" in output and len(output.strip().splitlines()) == 1, output
 
 
-MAX_BYTES_PER_LAKE = 400
-"""Size budget of the HTML map per lake (ICIMOD 2015: about 275 B a lake, page included)."""
+MAX_BYTES_PER_LAKE = 450
+"""Size budget of the HTML map per lake (ICIMOD 2015: about 410 B a lake, page included, with the twelve
+attributes and the five glacier-context columns of every export row; 30 B of those are the context of a
+lake no glacier outlines cover)."""
 
 
 @pytest.mark.slow

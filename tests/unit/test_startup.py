@@ -82,7 +82,7 @@ def test_subcommands_import_only_when_called() -> None:
     code = (
         "import json, sys, click\n"
         "import flows.cli as cli\n"
-        "lazy = ['flows.map_cli', 'flows.runs_cli', 'flows.segment_cli', 'flows.serve_cli', 'flows.train_cli',"
+        "lazy = ['flows.glaciers_cli', 'flows.glof_cli', 'flows.map_cli', 'flows.runs_cli', 'flows.segment_cli', 'flows.serve_cli', 'flows.train_cli',"
         " 'db.runs']\n"
         "before = sorted(m for m in lazy if m in sys.modules)\n"
         "ctx = click.Context(cli.main)\n"
@@ -91,7 +91,7 @@ def test_subcommands_import_only_when_called() -> None:
     )
     before, names, listed = json.loads(_python(code).stdout.strip().splitlines()[-1])
     assert before == []
-    assert names == {n: n for n in ("map", "runs", "segment", "serve", "train", "worker")}
+    assert names == {n: n for n in ("glaciers", "glof", "map", "runs", "segment", "serve", "train", "worker")}
     assert {"run", "rerun", "demo", "db", "export", "map", "runs", "segment", "serve", "train", "worker"} <= set(listed)
 
 

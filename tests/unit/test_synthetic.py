@@ -299,9 +299,9 @@ def test_rejects_scenes_too_small_for_the_layout(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_default_scene_is_fast_and_holds_every_lake(tmp_path: Path) -> None:
-    """The default 512 px, 5-date demo takes well under 30 s and keeps all nine lakes."""
+    """The default 512 px, 5-date demo takes well under 30 s and keeps all ten lakes."""
     start = time.perf_counter()
     demo = generate_demo_catalog(tmp_path)
     assert time.perf_counter() - start < 30
     names = set(load_truth(demo.truth_path).lake)
-    assert names == REQUIRED | {"stable-2", "small-1", "small-2", "small-3"}
+    assert names == REQUIRED | {"stable-2", "small-1", "small-2", "small-3", "contact"}
