@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from models.segmenter import Progress, Rows, WindowSource, band_index, check_stack, mask_outside_valid
 
-__all__ = ["SpectralBaseline", "horizon_angle_degrees", "slope_degrees"]
+__all__ = ["HORIZON_RADII_M", "STRIP_PIXELS", "SpectralBaseline", "horizon_angle_degrees", "slope_degrees"]
 
 _B03, _B08, _B11 = band_index("B03"), band_index("B08"), band_index("B11")
 _VV, _DEM = band_index("VV"), band_index("DEM")
@@ -78,8 +78,17 @@ def _gradient_nan(z: NDArray[np.float64], axis: int, spacing: float) -> NDArray[
     return np.where(np.isfinite(z), g, np.nan)
 
 
+HORIZON_RADII_M: tuple[float, ...] = (20, 40, 80, 160, 320, 640)
+"""Search radii of the terrain-shadow guard's horizon, metres (the farthest sets the rows of halo
+a strip of the scene needs: :meth:`SpectralBaseline.halo_rows`)."""
+
+STRIP_PIXELS = 3_000_000
+"""Pixels of a strip's own rows in the streaming form (:meth:`SpectralBaseline.iter_probability_rows`):
+about 0.5 GB of the rule's float intermediates with the halo at a tile's width (10980 px)."""
+
+
 def horizon_angle_degrees(
-    dem: ArrayLike, resolution: float, radii_m: tuple[float, ...] = (20, 40, 80, 160, 320, 640)
+    dem: ArrayLike, resolution: float, radii_m: tuple[float, ...] = HORIZON_RADII_M
 ) -> NDArray[np.float32]:
     """Approximate horizon elevation angle in degrees, the highest in any direction.
 
@@ -216,16 +225,39 @@ class SpectralBaseline:
         z = np.clip(self.gain * self.margin(stack), -50, 50)
         return mask_outside_valid(1.0 / (1.0 + np.exp(-z)), valid)
 
-    def iter_probability_rows(self, source: WindowSource, progress: Progress | None = None) -> Rows:
-        """The :class:`~models.segmenter.Segmenter` streaming form: for now, one block of all rows.
+    def halo_rows(self) -> int:
+        """Rows above and below a strip that its pixels' guards look at (a strip's halo).
 
-        The slope and horizon guards look up to 640 m (64 px) around a pixel, so a block of rows
-        is only final with a halo of DEM rows above and below it. Until that halo streaming is
-        written (a later change), the whole scene is read and predicted at once: memory grows
-        with the scene, as with :meth:`predict`. ``progress`` is not called (no windows to count).
+        The horizon's farthest radius (:data:`HORIZON_RADII_M`), the slope's one-pixel differences
+        and its gentlest-slope window. With this halo a strip's probabilities equal the whole
+        scene's exactly.
+        """
+        horizon = max(max(1, round(r / self.pixel_size_m)) for r in HORIZON_RADII_M)
+        return horizon + self.slope_window_px // 2 + 1
+
+    def iter_probability_rows(
+        self, source: WindowSource, progress: Progress | None = None, *, strip_pixels: int = STRIP_PIXELS
+    ) -> Rows:
+        """The :class:`~models.segmenter.Segmenter` streaming form: strips of rows with a halo.
+
+        Every guard but two is per pixel; the slope and horizon guards look up to
+        :meth:`halo_rows` rows away, so each strip is read with that many rows above and below
+        (clipped at the scene's edges, where the filters' edge rule then applies as on the whole
+        scene) and only its own rows are kept: the result equals :meth:`predict` on the whole
+        scene, and memory is set by ``strip_pixels`` (rows of ``strip_pixels // width``, at least
+        16), not by the scene. ``progress(done, total)`` counts strips.
 
         Yields:
-            One ``(0, prob)``: float32 ``(height, width)`` in 0–1, NaN outside valid.
+            ``(row0, prob)`` per strip: float32 ``(rows, width)`` in 0–1, NaN outside valid.
         """
-        stack, valid = source.read_rows(0, source.height)
-        yield 0, self.predict(stack, valid)
+        height, width = source.height, source.width
+        rows = max(16, strip_pixels // max(1, width))
+        halo = self.halo_rows()
+        starts = list(range(0, height, rows))
+        for i, r0 in enumerate(starts, 1):
+            r1 = min(height, r0 + rows)
+            h0, h1 = max(0, r0 - halo), min(height, r1 + halo)
+            stack, valid = source.read_rows(h0, h1)
+            yield r0, self.predict(stack, valid)[r0 - h0 : r1 - h0]
+            if progress is not None:
+                progress(i, len(starts))
