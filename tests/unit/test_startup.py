@@ -82,7 +82,8 @@ def test_subcommands_import_only_when_called() -> None:
     code = (
         "import json, sys, click\n"
         "import flows.cli as cli\n"
-        "lazy = ['flows.glaciers_cli', 'flows.glof_cli', 'flows.map_cli', 'flows.runs_cli', 'flows.segment_cli', 'flows.serve_cli', 'flows.train_cli',"
+        "lazy = ['flows.glaciers_cli', 'flows.glof_cli', 'flows.map_cli', 'flows.runs_cli', 'flows.segment_cli',"
+        " 'flows.serve_cli', 'flows.train_cli',"
         " 'db.runs']\n"
         "before = sorted(m for m in lazy if m in sys.modules)\n"
         "ctx = click.Context(cli.main)\n"
