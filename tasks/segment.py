@@ -36,6 +36,7 @@ from tasks.defaults import WATER_THRESHOLD
 from tasks.grid import GridSpec, read_grid
 from tasks.preprocess import S2_BANDS, detect_s2_dn_offset, harmonise_s2_dn
 from tasks.stack import StackInfo, StackReader
+from tasks.stack_format import WRITE_CACHE_BYTES
 
 __all__ = [
     "CoregisteredSource",
@@ -82,7 +83,8 @@ def write_probability(
     """Writes probability rows (top to bottom) as a float32 COG, and optionally the uint8 mask.
 
     Rows go to scratch GeoTIFFs as they arrive; GDAL then copies each into a COG block by
-    block, so neither step holds a whole raster. Each COG is written through
+    block, so neither step holds a whole raster (GDAL's block cache capped at
+    :data:`tasks.stack_format.WRITE_CACHE_BYTES`). Each COG is written through
     :func:`core.files.atomic_path`, so it appears under its final name only when complete.
 
     Args:
@@ -102,7 +104,12 @@ def write_probability(
         outputs.append((Path(mask_path), "uint8", MASK_NODATA, f"water mask (p > {threshold})", 2))
     for path, *_ in outputs:
         path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".seg-") as tmpdir:
+    # GDAL's block cache capped (WRITE_CACHE_BYTES): rows go to disk as they come, and the COG
+    # copy reads the scratch file block by block, so memory does not grow with the scene.
+    with (
+        rasterio.Env(GDAL_CACHEMAX=WRITE_CACHE_BYTES),
+        tempfile.TemporaryDirectory(dir=Path(out_path).parent, prefix=".seg-") as tmpdir,
+    ):
         scratch = [Path(tmpdir) / f"rows{i}.tif" for i in range(len(outputs))]
         with ExitStack() as files:
             dsts = [

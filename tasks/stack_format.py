@@ -49,6 +49,7 @@ __all__ = [
     "STORED_DTYPE",
     "STORED_NODATA",
     "VALID_BAND",
+    "WRITE_CACHE_BYTES",
     "BandCode",
     "StackWriter",
     "band_codes",
@@ -134,12 +135,20 @@ def decode(stored: NDArray[np.integer], code: BandCode) -> NDArray[np.float32]:
     return out
 
 
+WRITE_CACHE_BYTES = 64 * 1024**2
+"""GDAL's block cache while a stage writes a raster by strips (the stack, the probability).
+
+GDAL's default (5 % of RAM) keeps every dirty or read block up to that size, so a writer's
+memory would grow with the scene's width × rows written: capped, blocks go to disk as they fill.
+Measured on a full 10980 px tile's probability: 0.79 GB peak with the default, 0.16 GB capped."""
+
+
 class StackWriter:
     """Writes a stack file a strip of rows at a time, through a temporary sibling renamed at the end.
 
     Use as a context manager: the file appears under ``path`` only when the block exits without
     an exception (a crash leaves nothing half-written under the final name). Memory: GDAL's
-    block cache is held to :data:`_CACHE_BYTES` while writing, so whole tile rows go to disk as
+    block cache is held to :data:`WRITE_CACHE_BYTES` while writing, so whole tile rows go to disk as
     they are written, not when the file closes.
 
     Args:
@@ -150,8 +159,6 @@ class StackWriter:
             when the cloud state is known).
         threads: GDAL compression threads (``NUM_THREADS`` creation option).
     """
-
-    _CACHE_BYTES = 64 * 1024**2
 
     def __init__(
         self,
@@ -188,7 +195,7 @@ class StackWriter:
         import rasterio
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._env = rasterio.Env(GDAL_CACHEMAX=self._CACHE_BYTES)
+        self._env = rasterio.Env(GDAL_CACHEMAX=WRITE_CACHE_BYTES)
         self._env.__enter__()
         try:
             self._ds = rasterio.open(self._tmp, "w", **self._profile)
