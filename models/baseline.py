@@ -83,8 +83,8 @@ HORIZON_RADII_M: tuple[float, ...] = (20, 40, 80, 160, 320, 640)
 a strip of the scene needs: :meth:`SpectralBaseline.halo_rows`)."""
 
 STRIP_PIXELS = 3_000_000
-"""Pixels of a strip's own rows in the streaming form (:meth:`SpectralBaseline.iter_probability_rows`):
-about 0.5 GB of the rule's float intermediates with the halo at a tile's width (10980 px)."""
+"""Pixels of a strip with its halo in the streaming form (:meth:`SpectralBaseline.iter_probability_rows`):
+about 0.5 GB of the rule's float intermediates, at any scene width."""
 
 
 def horizon_angle_degrees(
@@ -244,15 +244,18 @@ class SpectralBaseline:
         :meth:`halo_rows` rows away, so each strip is read with that many rows above and below
         (clipped at the scene's edges, where the filters' edge rule then applies as on the whole
         scene) and only its own rows are kept: the result equals :meth:`predict` on the whole
-        scene, and memory is set by ``strip_pixels`` (rows of ``strip_pixels // width``, at least
-        16), not by the scene. ``progress(done, total)`` counts strips.
+        scene, and memory is set by ``strip_pixels`` (the strip's pixels with its halo: own rows
+        ``strip_pixels // width − 2 × halo``, at least 16), not by the scene. ``progress(done,
+        total)`` counts strips.
 
         Yields:
             ``(row0, prob)`` per strip: float32 ``(rows, width)`` in 0–1, NaN outside valid.
         """
         height, width = source.height, source.width
-        rows = max(16, strip_pixels // max(1, width))
         halo = self.halo_rows()
+        # The strip's pixels with its halo make the budget: a wide scene gets fewer own rows, so
+        # memory stays the same at any width (a tile's 10980 px: 139 own rows + 134 of halo).
+        rows = max(16, strip_pixels // max(1, width) - 2 * halo)
         starts = list(range(0, height, rows))
         for i, r0 in enumerate(starts, 1):
             r1 = min(height, r0 + rows)

@@ -165,7 +165,9 @@ def test_baseline_strips_with_their_halo_equal_the_whole_scene() -> None:
     baseline = SpectralBaseline()
     seen: list[tuple[int, int]] = []
     blocks = list(
-        baseline.iter_probability_rows(ArraySource(stack, valid), lambda d, t: seen.append((d, t)), strip_pixels=25 * w)
+        baseline.iter_probability_rows(
+            ArraySource(stack, valid), lambda d, t: seen.append((d, t)), strip_pixels=(25 + 2 * 67) * w
+        )
     )
     assert [r0 for r0, _ in blocks] == list(range(0, h, 25)) and seen[-1] == (12, 12)
     streamed = np.concatenate([b for _, b in blocks])
