@@ -405,6 +405,9 @@ def _write(
             n_valid += int(strip.valid.sum())
             observed, cloud = observed + strip.observed, cloud + strip.cloud
             common |= strip.common
+            # Released before the next strip is computed: otherwise the loop variable keeps this
+            # strip alive beside the next one (two strips' arrays at the peak, not one).
+            del strip, masks
         valid_fraction = n_valid / (grid.width * grid.height)
         cloud_fraction = (cloud / observed if observed else 1.0) if dry_known else math.nan
         writer.finish(stack_tags(valid_fraction, cloud_fraction, src.offset, dry_known))
