@@ -261,6 +261,8 @@ class SpectralBaseline:
             r1 = min(height, r0 + rows)
             h0, h1 = max(0, r0 - halo), min(height, r1 + halo)
             stack, valid = source.read_rows(h0, h1)
-            yield r0, self.predict(stack, valid)[r0 - h0 : r1 - h0]
+            prob = self.predict(stack, valid)[r0 - h0 : r1 - h0].copy()  # not a view holding the halo
+            del stack, valid  # released before the caller asks for the next strip
+            yield r0, prob
             if progress is not None:
                 progress(i, len(starts))
