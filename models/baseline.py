@@ -82,9 +82,11 @@ HORIZON_RADII_M: tuple[float, ...] = (20, 40, 80, 160, 320, 640)
 """Search radii of the terrain-shadow guard's horizon, metres (the farthest sets the rows of halo
 a strip of the scene needs: :meth:`SpectralBaseline.halo_rows`)."""
 
-STRIP_PIXELS = 3_000_000
+STRIP_PIXELS = 2_000_000
 """Pixels of a strip with its halo in the streaming form (:meth:`SpectralBaseline.iter_probability_rows`):
-about 0.5 GB of the rule's float intermediates, at any scene width."""
+the rule's float intermediates then peak near 0.35 GB at any scene width (segment stage 0.48 GB on a
+2048 px scene, 0.49 GB on a whole 10980 px tile; 3 M px gave 0.65 / 0.69 GB). The price at a tile's
+width: 48 own rows per 134 of halo, so the rule runs 2.3× longer there (103 → 240 s a tile)."""
 
 
 def horizon_angle_degrees(
