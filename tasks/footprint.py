@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from shapely.geometry import MultiPolygon, Polygon, box, shape
 
 from db.geometry import as_multipolygon
-from tasks.grid import GridSpec
+from tasks.grid import GridSpec, next_strip
 
 __all__ = ["FOOTPRINT_SIMPLIFY_M", "VW_PER_DP", "StripFootprint"]
 
@@ -60,9 +60,7 @@ class StripFootprint:
         """
         from rasterio.features import shapes
 
-        m = np.asarray(mask, dtype=bool)
-        if m.ndim != 2 or m.shape[1] != self.grid.width or row0 != self._next_row:
-            raise ValueError(f"strip {m.shape} at row {row0} is not the grid's next rows (row {self._next_row})")
+        m = next_strip(mask, self.grid, self._next_row, row0)
         self._next_row = row0 + m.shape[0]
         if not m.any():
             return

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 from affine import Affine
+from numpy.typing import ArrayLike, NDArray
 from pyproj import Transformer
 from rasterio.crs import CRS
 from shapely.geometry.base import BaseGeometry
@@ -25,6 +26,7 @@ __all__ = [
     "GridSpec",
     "grid_for_geometry",
     "grid_for_projected",
+    "next_strip",
     "project_lonlat",
     "read_grid",
     "utm_epsg_for",
@@ -193,3 +195,18 @@ def read_grid(href: str) -> GridSpec:
         if t.b != 0 or t.d != 0 or t.e >= 0:
             raise ValueError(f"{href}: grid is not north-up: {tuple(t)[:6]}")
         return GridSpec.from_affine(epsg, t, ds.width, ds.height)
+
+
+def next_strip(mask: ArrayLike, grid: GridSpec, next_row: int, row0: int) -> NDArray[np.bool_]:
+    """``mask`` as the bool ``(r, W)`` strip of ``grid`` that starts at ``row0``, checked to be the next one.
+
+    The one check of the stages fed a scene top to bottom by strips (``tasks.vectorize``,
+    ``tasks.footprint``): the strip has the grid's width and starts where the last one ended.
+
+    Raises:
+        ValueError: Not the next rows of the grid, or not its width.
+    """
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2 or m.shape[1] != grid.width or row0 != next_row:
+        raise ValueError(f"strip {m.shape} at row {row0} is not the grid's next rows (row {next_row})")
+    return m

@@ -23,7 +23,7 @@ from shapely.geometry import MultiPolygon, Polygon, shape
 
 from db.geometry import as_polygonal  # the one repair (re-exported: the pipeline's name for it)
 from tasks.defaults import MIN_LAKE_AREA_M2, WATER_THRESHOLD
-from tasks.grid import GridSpec
+from tasks.grid import GridSpec, next_strip
 
 __all__ = [
     "MIN_LAKE_AREA_M2",
@@ -112,9 +112,7 @@ class StripPolygoniser:
         Raises:
             ValueError: Not the next rows of the grid, or not its width.
         """
-        m = np.asarray(mask, dtype=bool)
-        if m.ndim != 2 or m.shape[1] != self.grid.width or row0 != self._next_row:
-            raise ValueError(f"strip {m.shape} at row {row0} is not the grid's next rows (row {self._next_row})")
+        m = next_strip(mask, self.grid, self._next_row, row0)
         if row0 + m.shape[0] > self.grid.height:
             raise ValueError(f"strip at rows {row0}..{row0 + m.shape[0]} runs past the grid ({self.grid.height})")
         self._next_row = row0 + m.shape[0]
