@@ -59,6 +59,8 @@ __all__ = [
     "parse_annotation",
     "parse_calibration",
     "read_xml",
+    "xml_numbers",
+    "xml_root",
 ]
 
 MAX_XML_BYTES = 32 * 1024 * 1024
@@ -238,7 +240,8 @@ def read_xml(href: str) -> bytes:
     return bytes(body)
 
 
-def _root(data: bytes, href: str, tag: str) -> ET.Element:
+def xml_root(data: bytes, href: str, tag: str) -> ET.Element:
+    """The root of an S1 annotation-set XML document, checked to be ``<tag>`` (``RasterInputError`` naming ``href``)."""
     # ElementTree resolves no external entities, and the expat it uses refuses entity expansion
     # attacks (billion laughs), so a hostile catalog's XML cannot reach files or explode memory.
     try:
@@ -250,7 +253,8 @@ def _root(data: bytes, href: str, tag: str) -> ET.Element:
     return root
 
 
-def _numbers(node: ET.Element | None, href: str, what: str) -> NDArray[np.float64]:
+def xml_numbers(node: ET.Element | None, href: str, what: str) -> NDArray[np.float64]:
+    """The whitespace-separated numbers of ``node`` (``RasterInputError`` naming ``href`` and ``what``)."""
     if node is None or not (node.text or "").strip():
         raise RasterInputError(f"{href}: {what} missing")
     try:
@@ -266,15 +270,15 @@ def parse_calibration(data: bytes, href: str) -> CalibrationLut:
         RasterInputError: naming ``href``: not a calibration document, no vectors, a vector whose
             pixel and sigmaNought counts differ, or lines/pixels not increasing.
     """
-    root = _root(data, href, "calibration")
+    root = xml_root(data, href, "calibration")
     vectors = root.findall("calibrationVectorList/calibrationVector")
     if not vectors:
         raise RasterInputError(f"{href}: no calibrationVector")
     lines, pixels, sigma = [], [], []
     for k, vec in enumerate(vectors):
-        line = _numbers(vec.find("line"), href, f"calibrationVector {k} line")
-        pix = _numbers(vec.find("pixel"), href, f"calibrationVector {k} pixel")
-        sig = _numbers(vec.find("sigmaNought"), href, f"calibrationVector {k} sigmaNought")
+        line = xml_numbers(vec.find("line"), href, f"calibrationVector {k} line")
+        pix = xml_numbers(vec.find("pixel"), href, f"calibrationVector {k} pixel")
+        sig = xml_numbers(vec.find("sigmaNought"), href, f"calibrationVector {k} sigmaNought")
         if len(pix) != len(sig) or len(pix) == 0 or np.any(np.diff(pix) <= 0) or np.any(sig <= 0):
             raise RasterInputError(f"{href}: calibrationVector {k} has unusable pixel/sigmaNought lists")
         lines.append(float(line[0]))
@@ -294,7 +298,7 @@ def parse_annotation(data: bytes, href: str) -> GeolocationGrid:
         RasterInputError: naming ``href``: not a product annotation, no image size, fewer than
             4 geolocation grid points.
     """
-    root = _root(data, href, "product")
+    root = xml_root(data, href, "product")
     info = root.find("imageAnnotation/imageInformation")
     try:
         n_lines = int(info.findtext("numberOfLines", "") if info is not None else "")

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from core.errors import RasterInputError
-from tasks.s1_grd import CalibrationLut
+from tasks.s1_grd import CalibrationLut, xml_numbers, xml_root
 
 __all__ = ["AzimuthNoiseBlock", "NoiseLut", "parse_noise"]
 
@@ -67,15 +67,6 @@ class NoiseLut:
         return out
 
 
-def _numbers(node: ET.Element | None, href: str, what: str) -> NDArray[np.float64]:
-    if node is None or not (node.text or "").strip():
-        raise RasterInputError(f"{href}: {what} missing")
-    try:
-        return np.array((node.text or "").split(), dtype=np.float64)
-    except ValueError:
-        raise RasterInputError(f"{href}: {what} is not a list of numbers") from None
-
-
 def _int(node: ET.Element, key: str, href: str, where: str) -> int:
     try:
         return int(node.findtext(key, ""))
@@ -90,12 +81,7 @@ def parse_noise(data: bytes, href: str) -> NoiseLut:
         RasterInputError: naming ``href``: not a noise document, the pre-2.9 layout, no range or
             azimuth vectors, a vector whose counts differ or whose positions do not increase.
     """
-    try:
-        root = ET.fromstring(data)  # no external entities; expat refuses entity-expansion bombs
-    except ET.ParseError as exc:
-        raise RasterInputError(f"{href}: not XML ({exc})") from None
-    if root.tag != "noise":
-        raise RasterInputError(f"{href}: expected a Sentinel-1 <noise> document, found <{root.tag}>")
+    root = xml_root(data, href, "noise")
     if root.find("noiseVectorList") is not None and root.find("noiseRangeVectorList") is None:
         raise RasterInputError(f"{href}: noise XML of the IPF < 2.9 layout (noiseVectorList) is not supported")
     vectors = root.findall("noiseRangeVectorList/noiseRangeVector")
@@ -104,9 +90,9 @@ def parse_noise(data: bytes, href: str) -> NoiseLut:
         raise RasterInputError(f"{href}: no noiseRangeVector or no noiseAzimuthVector")
     lines, pixels, values = [], [], []
     for k, vec in enumerate(vectors):
-        line = _numbers(vec.find("line"), href, f"noiseRangeVector {k} line")
-        pix = _numbers(vec.find("pixel"), href, f"noiseRangeVector {k} pixel")
-        lut = _numbers(vec.find("noiseRangeLut"), href, f"noiseRangeVector {k} noiseRangeLut")
+        line = xml_numbers(vec.find("line"), href, f"noiseRangeVector {k} line")
+        pix = xml_numbers(vec.find("pixel"), href, f"noiseRangeVector {k} pixel")
+        lut = xml_numbers(vec.find("noiseRangeLut"), href, f"noiseRangeVector {k} noiseRangeLut")
         if len(pix) != len(lut) or np.any(np.diff(pix) <= 0) or np.any(lut < 0):
             raise RasterInputError(f"{href}: noiseRangeVector {k} has unusable pixel/noiseRangeLut lists")
         lines.append(float(line[0]))
@@ -118,8 +104,8 @@ def parse_noise(data: bytes, href: str) -> NoiseLut:
     blocks = []
     for k, vec in enumerate(blocks_xml):
         where = f"noiseAzimuthVector {k}"
-        az_lines = _numbers(vec.find("line"), href, f"{where} line")
-        az = _numbers(vec.find("noiseAzimuthLut"), href, f"{where} noiseAzimuthLut")
+        az_lines = xml_numbers(vec.find("line"), href, f"{where} line")
+        az = xml_numbers(vec.find("noiseAzimuthLut"), href, f"{where} noiseAzimuthLut")
         if len(az_lines) != len(az) or np.any(np.diff(az_lines) < 0):
             raise RasterInputError(f"{href}: {where} has unusable line/noiseAzimuthLut lists")
         blocks.append(
