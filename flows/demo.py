@@ -60,6 +60,7 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
             :data:`DEMO_MAX_SIZE_PX`] (checked before anything is started or written).
     """
     check_size(size_px)
+    from db.glof import flagged_lakes
     from db.ledger import present_observations, scene_table
     from db.queries import inventory_summary
     from demo.score import score_frames
@@ -116,6 +117,10 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
         echo(f"  {s['sensing_time']:%Y-%m-%d}  {n:3d} lakes  ({cover})")
     echo(f"Inventory: {summary}")
     echo(f"Lake types (glaciers.geojson): {lake_types}")
+    flagged = flagged_lakes(engine)
+    flagged = flagged[[aoi.name in str(names).split(", ") for names in flagged.aoi_names]]
+    listed = ", ".join(f"lake {r.lake_id} ({r.rules}, {r.area_m2 / 1e4:.1f} ha)" for r in flagged.itertuples())
+    echo(f"GLOF screening (rules: inventory.glof_rule; not a hazard assessment): {len(flagged)} flagged {listed}")
     echo(
         f"Agreement with truth (lakes ≥ {settings.min_area_m2 / 1e4:g} ha, visible): "
         f"recall {agreement.recall:.3f}, precision {agreement.precision:.3f}, "
@@ -132,5 +137,6 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
         "median_area_error": agreement.median_area_error,
         "summary": summary,
         "lake_types": lake_types,
+        "glof_flagged": [int(i) for i in flagged.lake_id],
         "report": report.totals(),
     }

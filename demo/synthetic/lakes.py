@@ -49,6 +49,10 @@ class LakeSpec:
     glacier_contact: bool = False
     """The lake sits at the glacier's snout, in contact with the ice: it must overlap the glacier
     mask (instead of keeping 150 m from it), and the ice under it gives way to water (:func:`clear_ice`)."""
+    glacier_gap_m: float | None = None
+    """Metres from the up-valley (south) end of the lake's largest outline to the glacier terminus's
+    latitude, the same at every scene size; ``fy`` is then ignored. Keeps a lake within GLOF-screening
+    distance of the glacier (500 m) however large the scene, where a scene fraction would not."""
 
 
 def lake_specs(n_dates: int) -> tuple[LakeSpec, ...]:
@@ -56,12 +60,15 @@ def lake_specs(n_dates: int) -> tuple[LakeSpec, ...]:
     if n_dates < 5:
         raise ValueError("the demo needs at least 5 dates")
     k = n_dates
-    growing = tuple(round(3.2 * 1.2**i, 3) for i in range(k))
+    # 5.5 → 11.4 ha: past the GLOF screening's 0.1 km² floor (db.glof) by the last date, 200 m
+    # down-valley of the glacier, so the default rules flag it (tests/db/test_cookbook.py).
+    growing = tuple(round(5.5 * 1.2**i, 3) for i in range(k))
     appearing = (None, None) + (1.5,) * (k - 2)
     draining = (2.5, 2.2) + (None,) * (k - 2)
     return (
-        LakeSpec("growing", 0.0, 0.56, growing, 1.45, 95.0, 0.85, True, anchor_shift=0.6),
-        LakeSpec("appearing", -0.12, 0.43, appearing, 1.3, 20.0, 0.3, True),
+        # fy (0.56) is not used: glacier_gap_m places it.
+        LakeSpec("growing", 0.0, 0.56, growing, 1.45, 95.0, 0.85, True, anchor_shift=0.6, glacier_gap_m=200.0),
+        LakeSpec("appearing", -0.16, 0.40, appearing, 1.3, 20.0, 0.3, True),
         LakeSpec("draining", 0.12, 0.39, draining, 1.6, 70.0, 0.5, True),
         LakeSpec("clouded", -0.12, 0.24, (2.0,) * k, 1.35, 110.0, 0.2, True),
         LakeSpec("stable-1", 0.08, 0.13, (3.0,) * k, 1.5, 150.0, 0.15, True),
@@ -110,9 +117,14 @@ def place_lakes(grid: SceneGrid, specs: tuple[LakeSpec, ...], seed: int) -> tupl
     lakes = []
     for spec in specs:
         unit = _unit_shape(spec, seed)
-        cx, cy = grid.xy(float(valley_centre(spec.fy)) + spec.dx, spec.fy)
         ref_area = max(a for a in spec.areas_ha if a is not None) * 1e4
         half_long = spec.aspect * math.sqrt(ref_area / (math.pi * spec.aspect))
+        fy = spec.fy
+        if spec.glacier_gap_m is not None:
+            # The largest outline is centred on the anchor; its north-south half-extent is about
+            # the long semi-axis for a lake aligned with the valley (angle near 90°).
+            fy = GLACIER_TERMINUS_FY - (spec.glacier_gap_m + half_long) / (grid.size_px * grid.res)
+        cx, cy = grid.xy(float(valley_centre(fy)) + spec.dx, fy)
         outlines: list[Polygon | None] = []
         for area_ha in spec.areas_ha:
             if area_ha is None:

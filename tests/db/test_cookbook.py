@@ -1,9 +1,8 @@
 """The README's SQL cookbook and the GLOF screening, against the demo inventory.
 
 One module fixture: the 256 px demo catalog through ``update_inventory``, the demo's glacier
-outlines imported, a small baseline inventory (two truth lakes, one year earlier) imported, and
-``contact_growth``'s area threshold lowered to the demo's scale (its largest lake is 6.6 ha, the
-default 0.1 km²), as the README's cookbook says.
+outlines imported and a small baseline inventory (two truth lakes, one year earlier) imported, as
+the README's cookbook says; the GLOF rules keep their published defaults.
 Every ```sql block of the README whose first line is ``-- cookbook: NAME`` runs as written and
 its rows are checked against figures computed here from the generator's truth or the inventory's
 tables; a block without a check (or a check without a block) fails.
@@ -33,8 +32,6 @@ pytestmark = [pytest.mark.db, pytest.mark.flow, pytest.mark.slow]
 
 BASELINE_LAKES = ("stable-1", "clouded")
 BASELINE_DATE = datetime(2023, 9, 15, tzinfo=UTC)
-DEMO_MIN_AREA_M2 = 50_000.0
-"""``contact_growth``'s area threshold at the demo's scale (README "GLOF screening")."""
 README = Path(__file__).resolve().parents[2] / "README.md"
 UTM = 32643
 """The demo's CRS (EPSG:32643), metres."""
@@ -64,7 +61,6 @@ def demo(
             assert report.failed == 0, report.markdown()
             import_demo_glaciers(engine, catalog.root / "glaciers.geojson", window["aoi"].name)
             import_inventory(engine, baseline, aoi_name=window["aoi"].name, when=BASELINE_DATE)
-            glof.set_rule(engine, "contact_growth", min_area_m2=DEMO_MIN_AREA_M2)
             yield engine, catalog
         finally:
             engine.dispose()
@@ -279,38 +275,16 @@ DEFAULTS = {
 
 @pytest.fixture
 def rules(demo: Demo) -> Iterator[sa.Engine]:
-    """The demo's engine; the module's rules (defaults, demo-scale area) are restored afterwards."""
+    """The demo's engine; the rules' defaults are restored afterwards."""
     engine, _ = demo
     try:
         yield engine
     finally:
         for rule, thresholds in DEFAULTS.items():
             glof.set_rule(engine, rule, enabled=True, **thresholds)
-        glof.set_rule(engine, "contact_growth", min_area_m2=DEMO_MIN_AREA_M2)
 
 
-def test_default_rules_flag_nothing_on_the_small_demo_and_only_the_area_holds_back(
-    demo: Demo, rules: sa.Engine
-) -> None:
-    engine, catalog = demo
-    ids = _lake_of(engine, catalog)
-    glof.set_rule(engine, "contact_growth", min_area_m2=DEFAULTS["contact_growth"]["min_area_m2"])
-    stored = glof.read_rules(engine)
-    flagged = glof.flagged_lakes(engine)
-    growth = _rows(engine, f"SELECT * FROM inventory.lake_growth WHERE lake_id = {ids['growing']}")[0]
-    context = _rows(engine, f"SELECT * FROM inventory.lake_glacier_context WHERE lake_id = {ids['growing']}")[0]
-    area = float(growth["area_m2"])  # type: ignore[arg-type]
-
-    assert {r: {k: getattr(stored[r], k) for k in t} for r, t in DEFAULTS.items()} == DEFAULTS
-    assert len(flagged) == 0
-    # The growing lake meets every default criterion of contact_growth but the area (0.1 km²).
-    assert 10 < float(context["glacier_distance_m"]) <= 500  # type: ignore[arg-type]  # near, not in contact
-    assert int(growth["n_obs"]) >= 4 and float(growth["growth_rate_ci_low"]) > 0  # type: ignore[call-overload,arg-type]
-    assert 100.0 * float(growth["growth_rate_m2_per_year"]) / area >= 1.0  # type: ignore[arg-type]
-    assert DEMO_MIN_AREA_M2 <= area < 100_000
-
-
-def test_demo_scale_rules_flag_the_growing_lake_and_not_the_stable_ones(demo: Demo) -> None:
+def test_default_rules_flag_the_growing_lake_and_not_the_stable_ones(demo: Demo) -> None:
     engine, catalog = demo
     ids = _lake_of(engine, catalog)
     stored = glof.read_rules(engine)
@@ -319,7 +293,7 @@ def test_demo_scale_rules_flag_the_growing_lake_and_not_the_stable_ones(demo: De
     growth = _rows(engine, f"SELECT * FROM inventory.lake_growth WHERE lake_id = {ids['growing']}")[0]
     context = _rows(engine, f"SELECT * FROM inventory.lake_glacier_context WHERE lake_id = {ids['growing']}")[0]
 
-    assert stored["contact_growth"].min_area_m2 == DEMO_MIN_AREA_M2
+    assert {r: {k: getattr(stored[r], k) for k in t} for r, t in DEFAULTS.items()} == DEFAULTS
     assert list(flagged.lake_id) == [ids["growing"]] and list(flagged.rules) == ["contact_growth"]
     assert flagged.crs.to_epsg() == 4326 and flagged.geometry.iloc[0].geom_type == "MultiPolygon"
     stable = {ids[n] for n in ("stable-1", "stable-2", "clouded", "contact") if n in ids}
@@ -332,7 +306,9 @@ def test_demo_scale_rules_flag_the_growing_lake_and_not_the_stable_ones(demo: De
     assert inputs["glacier_distance_m"] == pytest.approx(context["glacier_distance_m"]) and inputs["rgi_id"]
     assert inputs["growth_rate_ci_low"] == pytest.approx(growth["growth_rate_ci_low"])
     assert float(inputs["growth_rate_ci_low"]) > 0
-    assert inputs["min_area_m2"] == DEMO_MIN_AREA_M2 and inputs["max_glacier_distance_m"] == 500
+    assert inputs["min_area_m2"] == 100_000 and float(inputs["area_m2"]) >= 100_000
+    assert float(inputs["area_m2"]) == pytest.approx(_truth_area(catalog, "growing", "2024-09-22"), rel=0.1)
+    assert inputs["max_glacier_distance_m"] == 500
     assert inputs["min_growth_pct_per_year"] == 1 and float(inputs["growth_pct_per_year"]) >= 1
     assert flagged.inputs.iloc[0] == {"contact_growth": inputs}
     # The growing lake is not in contact: the distance rule (≤ 500 m) is what lets it fire.
@@ -345,7 +321,7 @@ def test_thresholds_are_configuration_read_at_query_time(demo: Demo, rules: sa.E
     growing = float(_rows(engine, f"SELECT area_m2 FROM inventory.lake WHERE lake_id = {ids['growing']}")[0]["area_m2"])  # type: ignore[arg-type]
     glof.set_rule(engine, "contact_growth", min_area_m2=growing + 1)
     above = list(glof.flagged_lakes(engine).lake_id)
-    glof.set_rule(engine, "contact_growth", min_area_m2=DEMO_MIN_AREA_M2, max_glacier_distance_m=10.0)  # contact only
+    glof.set_rule(engine, "contact_growth", min_area_m2=100_000.0, max_glacier_distance_m=10.0)  # contact only
     contact_only = list(glof.flagged_lakes(engine).lake_id)
     glof.set_rule(engine, "contact_growth", max_glacier_distance_m=500.0, enabled=False)
     disabled = list(glof.flagged_lakes(engine).lake_id)
@@ -460,7 +436,7 @@ def test_cli_shows_and_changes_the_rules_with_one_line_errors(demo: Demo, rules:
     }
 
     assert shown.exit_code == 0, shown.output
-    assert "contact_growth (on): max_glacier_distance_m = 500, min_area_m2 = 50000" in shown.output  # demo scale
+    assert "contact_growth (on): max_glacier_distance_m = 500, min_area_m2 = 100000" in shown.output
     assert "steep_surroundings (on):" in shown.output and "min_surrounding_slope_deg = 30" in shown.output
     assert flagged.exit_code == 0 and f"lake {ids['growing']}: contact_growth" in flagged.output
     assert "1 lakes flagged (screening, not a hazard assessment)" in flagged.output

@@ -51,6 +51,11 @@ def test_demo_from_empty_home(home: Path) -> None:
         assert m, run.stdout
         recall, precision, area_error = float(m[1]), float(m[2]), float(m[3]) / 100
         assert recall >= 0.95 and precision >= 0.95 and area_error <= 0.10, m[0]
+        # The growing lake (11.4 ha on the last date, 200 m from the glacier) and no other.
+        glof = re.search(r"GLOF screening .*: (\d+) flagged (.*)", run.stdout)
+        assert glof and glof[1] == "1" and re.fullmatch(r"lake \d+ \(contact_growth, 1[01]\.\d ha\)", glof[2]), (
+            run.stdout
+        )
         assert (home / "state" / "postgres").is_dir(), "the cluster lives under GLACIAL_LAKES_HOME"
 
         out = home / "old.gpkg"
