@@ -11,8 +11,10 @@ page); a query that matches more than ``max_items`` products is an error
 An acquisition found here names its product zip (asset ``product``: the OData ``$value`` URL)
 and its DHuS uuid; :meth:`DhusSource.fetch` downloads that zip into the data root through
 :func:`tasks.download.download` (resumed, retried, checked against the OData ``Checksum`` MD5
-and ``ContentLength``) and extracts it (zip-slip checked) to a SAFE folder, which
-:func:`fetch_dhus` reads with the SAFE readers before the scene's stack is prepared. DHuS
+and ``ContentLength``); :func:`fetch_dhus` reads that zip in place with the SAFE readers
+(:func:`tasks.safe_files.open_product`: member names checked for zip-slip, rasters through GDAL's
+``/vsizip/``) before the scene's stack is prepared. Nothing is extracted, so a product takes its
+zip's size on disk once (an S2 L2A tile ≈ 1.2 GB, an S1 GRD ≈ 1.7 GB), not twice. DHuS
 serves no DEM: DEM acquisitions come from ``dem`` (another source) when one is given.
 
 Credentials come from the settings or a netrc entry (``flows.settings``), never from flow
@@ -43,7 +45,7 @@ from tasks.acquisition import (
     TransientSourceError,
     filter_acquisitions,
 )
-from tasks.download import Expected, check_archive, download, extract_archive, sanitise_name
+from tasks.download import Expected, download, sanitise_name
 from tasks.stac_api import DEFAULT_MAX_ITEMS, SearchCapError
 from tasks.stac_retry import timed_out
 
@@ -80,7 +82,7 @@ class DhusCredentials:
 class DhusOptions:
     """How ``dhus:URL`` is searched and where its products land (holds credentials: never a task parameter).
 
-    ``data_root`` receives the product zips (``dhus-HOST/NAME.zip``) and their SAFE folders;
+    ``data_root`` receives the product zips (``dhus-HOST/NAME.zip``), read in place;
     ``max_cloud_cover`` (percent, 0–100) filters S2 queries, None: no filter.
     """
 
@@ -228,10 +230,12 @@ class DhusSource:
         )
 
     def fetch(self, acquisition: Acquisition) -> Path:
-        """Downloads, verifies and extracts one acquisition's product; returns its ``NAME.SAFE`` folder.
+        """Downloads and verifies one acquisition's product; returns its zip (``NAME.zip``).
+
+        A zip already there that matches the OData size and checksum is kept without a request.
 
         Raises CorruptDownloadError (checksum or size mismatch: quarantined), UnsafePathError
-        (an archive member outside its folder, a symlink), SourceError, TransientSourceError.
+        (a product name that would leave the data root), SourceError, TransientSourceError.
         """
         meta = dict(acquisition.metadata)
         uuid, title = meta.get("dhus:uuid"), meta.get("dhus:title", acquisition.product_id)
@@ -248,23 +252,18 @@ class DhusSource:
         if expected.md5 is None:
             log.warning("%s: %s states no MD5 checksum; only its size is checked", self.name, title)
         root = self.options.data_root
-        archive = download(api.session, url, root, self.folder, f"{title}.zip", expected, timeout=self.options.timeout)
-        check_archive(archive)
-        extracted = extract_archive(archive, root, f"{self.folder}/{sanitise_name(title)}")
-        safe = extracted / f"{sanitise_name(title)}.SAFE"
-        if not safe.is_dir():
-            raise SourceError(f"{archive.name}: holds no {safe.name} folder")
-        return safe
+        return download(api.session, url, root, self.folder, f"{title}.zip", expected, timeout=self.options.timeout)
 
 
 def fetch_dhus(acquisition: Acquisition, options: DhusOptions) -> Acquisition:
     """``acquisition`` read from its fetched SAFE product (a DHuS one; any other comes back as it is).
 
-    The product is downloaded and extracted (:meth:`DhusSource.fetch`), then read by the SAFE
+    The product zip is downloaded (:meth:`DhusSource.fetch`), then read in place by the SAFE
     reader of its kind (:mod:`tasks.safe_s2`, :mod:`tasks.safe_s1`): band assets, scaling,
     calibration and noise files. The DHuS identity is kept (product id, source, fingerprint), so
     the ledger sees the acquisition the search found. Raises SafeProductError naming the product
-    when its SAFE is unusable (quarantined like any bad input).
+    when its SAFE is unusable: no single ``NAME.SAFE`` folder in the zip, a member name that would
+    escape it (zip-slip), a file missing (quarantined like any bad input).
     """
     from tasks.safe_files import open_product
     from tasks.safe_s1 import s1_acquisition
@@ -272,9 +271,9 @@ def fetch_dhus(acquisition: Acquisition, options: DhusOptions) -> Acquisition:
 
     if not acquisition.source.startswith("dhus:"):
         return acquisition
-    safe = DhusSource(acquisition.source.removeprefix("dhus:"), options).fetch(acquisition)
+    archive = DhusSource(acquisition.source.removeprefix("dhus:"), options).fetch(acquisition)
     read = s2_acquisition if acquisition.kind == "S2L2A" else s1_acquisition
-    product = read(open_product(safe), acquisition.source)
+    product = read(open_product(archive), acquisition.source)
     return replace(
         product,
         product_id=acquisition.product_id,

@@ -11,9 +11,8 @@ data root, is never overwritten or removed by a download that failed.
 
 Paths: every target is a sanitised product name joined under the data root and resolved
 (symlinks included) to stay under it (:func:`guarded_path`); GDAL ``/vsi…`` prefixes and URLs are
-refused. Archives are checked member by member before extraction (:func:`check_archive`): a
-``..`` component, an absolute or drive path, a symlink, or a total uncompressed size over
-:data:`MAX_ARCHIVE_BYTES` is refused (zip-slip).
+refused. Nothing here extracts an archive: a product zip is read in place, and its member
+names are checked for zip-slip by :func:`tasks.safe_files.open_product`, their one owner.
 """
 
 from __future__ import annotations
@@ -23,12 +22,10 @@ import os
 import random
 import re
 import shutil
-import stat
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from core.errors import CorruptDownloadError, SourceError, UnsafePathError
@@ -38,14 +35,11 @@ from tasks.stac_retry import RETRY_STATUSES
 
 __all__ = [
     "ATTEMPTS",
-    "MAX_ARCHIVE_BYTES",
     "SPACE_MARGIN_BYTES",
     "Expected",
     "InsufficientSpaceError",
     "backoff_delays",
-    "check_archive",
     "download",
-    "extract_archive",
     "guarded_path",
     "sanitise_name",
 ]
@@ -66,10 +60,6 @@ the last whole step written."""
 SPACE_MARGIN_BYTES = 256 * 1024 * 1024
 """Free space kept on the data root's file system beyond a download's remaining bytes (and its
 extraction), so a download never fills the disk the database and stacks share."""
-
-MAX_ARCHIVE_BYTES = 8 * 1024**3
-"""Largest total uncompressed size of an archive extracted into the data root (8 GiB: an S1 GRD
-SAFE is ≈ 1.7 GB, an S2 L2A tile ≈ 1.2 GB)."""
 
 _NAME = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -235,63 +225,3 @@ def download(
 
 def _mib(size: int | None) -> int | None:
     return None if size is None else max(1, size >> 20)
-
-
-def check_archive(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES) -> list[zipfile.ZipInfo]:
-    """The members of the zip at ``path``, each checked to extract under one folder.
-
-    Raises UnsafePathError naming the archive and the member for a ``..`` component, an
-    absolute or drive path, a symlink, or a total uncompressed size over ``max_bytes``;
-    CorruptDownloadError when the file is no zip.
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-    except zipfile.BadZipFile as exc:
-        raise CorruptDownloadError(f"{path.name}: not a zip archive ({exc})") from None
-    total = 0
-    for info in members:
-        name = info.filename.replace("\\", "/")
-        parts = PurePosixPath(name).parts
-        if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in parts:
-            raise UnsafePathError(f"{path.name}: member {info.filename!r} would extract outside its folder")
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise UnsafePathError(f"{path.name}: member {info.filename!r} is a symlink")
-        total += info.file_size
-    if total > max_bytes:
-        raise UnsafePathError(f"{path.name}: {total} bytes uncompressed exceed the {max_bytes}-byte limit")
-    return members
-
-
-def extract_archive(path: Path, root: Path, folder: str, max_bytes: int = MAX_ARCHIVE_BYTES) -> Path:
-    """Extracts the zip at ``path`` into ``root/folder`` (checked by :func:`check_archive`); returns that folder.
-
-    Extracted first into a temporary sibling and moved into place whole, so a failed extraction
-    leaves no half folder; a folder already there is kept as it is (the product is immutable).
-    """
-    target = guarded_path(root, *PurePosixPath(folder).parts)
-    if target.is_dir():
-        return target
-    members = check_archive(path, max_bytes)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _check_space(target.parent, sum(m.file_size for m in members), f"extraction of {path.name}")
-    staging = target.with_name(f".{target.name}.extracting")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for info in members:
-                # Checked above; resolved again here so no member escapes the staging folder.
-                out = guarded_path(staging, *PurePosixPath(info.filename.replace("\\", "/")).parts)
-                if info.is_dir():
-                    out.mkdir(parents=True, exist_ok=True)
-                    continue
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(info) as src, out.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, CHUNK_BYTES)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target

@@ -20,10 +20,11 @@ import pytest
 from click.testing import CliRunner
 from shapely.geometry import box, mapping
 
-from core.errors import CorruptDownloadError, InputError, SettingsError, SourceError, UnsafePathError
+from core.errors import CorruptDownloadError, InputError, SafeProductError, SettingsError, SourceError
 from flows.cli import main
 from tasks.acquisition import Acquisition
 from tasks.dhus import DhusCredentials, DhusOptions, DhusSource, fetch_dhus
+from tasks.safe_files import open_product
 from tasks.sources import source_from_uri
 from tasks.stac_api import SearchCapError
 from tests.helpers.dhus_server import PASSWORD, USER, LoopbackDhus, ServedProduct, loopback_dhus, safe_zip
@@ -147,16 +148,16 @@ def _s2(hub: LoopbackDhus, tmp_path: Path) -> tuple[DhusSource, Acquisition]:
     return source, next(a for a in found if a.product_id == S2_TITLE)
 
 
-def test_fetch_downloads_verifies_and_extracts(hub: LoopbackDhus, tmp_path: Path, realdata: Path) -> None:
-    """The zip lands under the data root with the OData MD5, and its SAFE folder is extracted."""
+def test_fetch_downloads_and_verifies_the_zip_read_in_place(hub: LoopbackDhus, tmp_path: Path, realdata: Path) -> None:
+    """The zip lands under the data root with the OData MD5 and is the product, read in place (nothing extracted)."""
     uuid = "0a1b2c3d-0000-4000-8000-000000000001"
     source, s2 = _s2(hub, tmp_path)
-    safe = source.fetch(s2)
-    assert safe.name == f"{S2_TITLE}.SAFE" and safe.is_relative_to(tmp_path)
-    assert (safe / "manifest.safe").read_bytes() == _manifest(realdata, "S2L2A")
-    archive = tmp_path / source.folder / f"{S2_TITLE}.zip"
+    archive = source.fetch(s2)
+    assert archive == (tmp_path / source.folder / f"{S2_TITLE}.zip").resolve()
     assert hashlib.md5(archive.read_bytes(), usedforsecurity=False).hexdigest() == hub.products[uuid].md5
-    assert not list(archive.parent.glob(".*.part"))
+    product = open_product(archive)
+    assert product.name == f"{S2_TITLE}.SAFE" and product.read("manifest.safe") == _manifest(realdata, "S2L2A")
+    assert [p.name for p in archive.parent.iterdir()] == [archive.name]  # no .part left, no extracted copy
     # A second fetch makes no new download: the verified file is kept.
     before = len(hub.seen.downloads(uuid))
     source.fetch(s2)
@@ -171,8 +172,7 @@ def test_cut_download_is_resumed_with_a_range_request(hub: LoopbackDhus, tmp_pat
     uuid = "0a1b2c3d-0000-4000-8000-000000000001"
     hub.faults.cut.add(uuid)
     source, s2 = _s2(hub, tmp_path)
-    safe = source.fetch(s2)
-    assert safe.is_dir()
+    assert source.fetch(s2).is_file()
     size = len(hub.products[uuid].data)
     ranges = hub.seen.downloads(uuid)
     assert ranges[0] == ("", 200)
@@ -187,7 +187,7 @@ def test_maintenance_page_is_retried(hub: LoopbackDhus, tmp_path: Path) -> None:
     source, s2 = _s2(hub, tmp_path)
     assert [s for *_, s in hub.seen.requests[:2]] == [503, 503]
     hub.faults.maintenance = 1
-    assert source.fetch(s2).is_dir()
+    assert source.fetch(s2).is_file()
     assert 503 in [s for *_, s in hub.seen.requests[2:]]
 
 
@@ -208,7 +208,7 @@ def test_checksum_mismatch_is_quarantined_and_loses_nothing(hub: LoopbackDhus, t
     assert not (tmp_path / source.folder / f"{S2_TITLE}.zip").exists()
     assert [p.name.split(".zip")[0] for p in (tmp_path / "quarantine").iterdir()] == [S2_TITLE]
     assert kept.read_text() == "already here"
-    assert source.fetch(s1).is_dir()  # the rest goes on
+    assert source.fetch(s1).is_file()  # the rest goes on
 
 
 def test_wrong_password_is_a_settings_error_naming_the_credentials(hub: LoopbackDhus, tmp_path: Path) -> None:
@@ -220,7 +220,7 @@ def test_wrong_password_is_a_settings_error_naming_the_credentials(hub: Loopback
 
 
 def test_zip_with_parent_members_is_refused(realdata: Path, tmp_path: Path) -> None:
-    """A product zip with a ``../`` member: UnsafePathError; nothing lands outside its folder."""
+    """A product zip with a ``../`` member: SafeProductError before anything is read; nothing lands outside."""
     title = S2_TITLE
     evil = safe_zip(title, {"manifest.safe": b"<x/>", "../../escaped.txt": b"owned"})
     product = ServedProduct(
@@ -234,8 +234,9 @@ def test_zip_with_parent_members_is_refused(realdata: Path, tmp_path: Path) -> N
     )
     with loopback_dhus(realdata, [product]) as hub:
         source, s2 = _s2(hub, tmp_path)
-        with pytest.raises(UnsafePathError, match=r"member '\.\./\.\./escaped\.txt' would extract outside"):
-            source.fetch(s2)
+        with pytest.raises(SafeProductError, match=r"member '\.\./\.\./escaped\.txt' escapes the product") as info:
+            fetch_dhus(s2, source.options)
+    assert isinstance(info.value, InputError)  # quarantined by the outcome policy
     assert not list(tmp_path.rglob("escaped.txt")) and not (tmp_path.parent / "escaped.txt").exists()
     assert not list(tmp_path.rglob("*.SAFE"))
 
