@@ -58,6 +58,7 @@ __all__ = [
     "linear_from_db_on_grid",
     "parse_annotation",
     "parse_calibration",
+    "range_vectors",
     "read_xml",
     "xml_numbers",
     "xml_root",
@@ -263,6 +264,39 @@ def xml_numbers(node: ET.Element | None, href: str, what: str) -> NDArray[np.flo
         raise RasterInputError(f"{href}: {what} is not a list of numbers") from None
 
 
+def range_vectors(
+    vectors: list[ET.Element],
+    href: str,
+    tag: str,
+    values: str,
+    usable: Callable[[NDArray[np.float64]], bool],
+) -> tuple[NDArray[np.float64], tuple[NDArray[np.float64], ...], tuple[NDArray[np.float64], ...]]:
+    """(lines, pixels per vector, values per vector) of per-line range vectors (calibration, noise).
+
+    Each ``<tag>`` element holds a ``line``, a ``pixel`` list and a ``values`` list of the same
+    length; pixels must increase within a vector and lines across vectors, and ``usable`` must
+    accept the values (σ⁰ coefficients positive, noise power non-negative).
+
+    Raises:
+        RasterInputError: naming ``href`` and the vector: a list missing or not numbers, counts
+            that differ, pixels or lines not increasing, values ``usable`` refuses.
+    """
+    lines, pixels, out = [], [], []
+    for k, vec in enumerate(vectors):
+        line = xml_numbers(vec.find("line"), href, f"{tag} {k} line")
+        pix = xml_numbers(vec.find("pixel"), href, f"{tag} {k} pixel")
+        val = xml_numbers(vec.find(values), href, f"{tag} {k} {values}")
+        if len(pix) != len(val) or np.any(np.diff(pix) <= 0) or not usable(val):
+            raise RasterInputError(f"{href}: {tag} {k} has unusable pixel/{values} lists")
+        lines.append(float(line[0]))
+        pixels.append(pix)
+        out.append(val)
+    line_arr = np.array(lines)
+    if np.any(np.diff(line_arr) <= 0):
+        raise RasterInputError(f"{href}: {tag} lines do not increase")
+    return line_arr, tuple(pixels), tuple(out)
+
+
 def parse_calibration(data: bytes, href: str) -> CalibrationLut:
     """The σ⁰ LUT of a ``calibration-*.xml``.
 
@@ -274,21 +308,11 @@ def parse_calibration(data: bytes, href: str) -> CalibrationLut:
     vectors = root.findall("calibrationVectorList/calibrationVector")
     if not vectors:
         raise RasterInputError(f"{href}: no calibrationVector")
-    lines, pixels, sigma = [], [], []
-    for k, vec in enumerate(vectors):
-        line = xml_numbers(vec.find("line"), href, f"calibrationVector {k} line")
-        pix = xml_numbers(vec.find("pixel"), href, f"calibrationVector {k} pixel")
-        sig = xml_numbers(vec.find("sigmaNought"), href, f"calibrationVector {k} sigmaNought")
-        if len(pix) != len(sig) or len(pix) == 0 or np.any(np.diff(pix) <= 0) or np.any(sig <= 0):
-            raise RasterInputError(f"{href}: calibrationVector {k} has unusable pixel/sigmaNought lists")
-        lines.append(float(line[0]))
-        pixels.append(pix)
-        sigma.append(sig)
-    line_arr = np.array(lines)
-    if np.any(np.diff(line_arr) <= 0):
-        raise RasterInputError(f"{href}: calibration vector lines do not increase")
+    line_arr, pixels, sigma = range_vectors(
+        vectors, href, "calibrationVector", "sigmaNought", lambda v: len(v) > 0 and bool(np.all(v > 0))
+    )
     pol = (root.findtext("adsHeader/polarisation") or "").strip().upper()
-    return CalibrationLut(line_arr, tuple(pixels), tuple(sigma), pol)
+    return CalibrationLut(line_arr, pixels, sigma, pol)
 
 
 def parse_annotation(data: bytes, href: str) -> GeolocationGrid:

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from core.errors import RasterInputError
-from tasks.s1_grd import CalibrationLut, xml_numbers, xml_root
+from tasks.s1_grd import CalibrationLut, range_vectors, xml_numbers, xml_root
 
 __all__ = ["AzimuthNoiseBlock", "NoiseLut", "parse_noise"]
 
@@ -88,19 +88,9 @@ def parse_noise(data: bytes, href: str) -> NoiseLut:
     blocks_xml = root.findall("noiseAzimuthVectorList/noiseAzimuthVector")
     if not vectors or not blocks_xml:
         raise RasterInputError(f"{href}: no noiseRangeVector or no noiseAzimuthVector")
-    lines, pixels, values = [], [], []
-    for k, vec in enumerate(vectors):
-        line = xml_numbers(vec.find("line"), href, f"noiseRangeVector {k} line")
-        pix = xml_numbers(vec.find("pixel"), href, f"noiseRangeVector {k} pixel")
-        lut = xml_numbers(vec.find("noiseRangeLut"), href, f"noiseRangeVector {k} noiseRangeLut")
-        if len(pix) != len(lut) or np.any(np.diff(pix) <= 0) or np.any(lut < 0):
-            raise RasterInputError(f"{href}: noiseRangeVector {k} has unusable pixel/noiseRangeLut lists")
-        lines.append(float(line[0]))
-        pixels.append(pix)
-        values.append(lut)
-    line_arr = np.array(lines)
-    if np.any(np.diff(line_arr) <= 0):
-        raise RasterInputError(f"{href}: noise range vector lines do not increase")
+    line_arr, pixels, values = range_vectors(
+        vectors, href, "noiseRangeVector", "noiseRangeLut", lambda v: bool(np.all(v >= 0))
+    )
     blocks = []
     for k, vec in enumerate(blocks_xml):
         where = f"noiseAzimuthVector {k}"
@@ -120,4 +110,4 @@ def parse_noise(data: bytes, href: str) -> NoiseLut:
             )
         )
     pol = (root.findtext("adsHeader/polarisation") or "").strip().upper()
-    return NoiseLut(CalibrationLut(line_arr, tuple(pixels), tuple(values), pol), tuple(blocks), pol)
+    return NoiseLut(CalibrationLut(line_arr, pixels, values, pol), tuple(blocks), pol)
