@@ -134,7 +134,7 @@ class DhusSource:
     def classify(self, exc: BaseException) -> BaseException:
         """A failed hub request as one line naming the hub; ``exc`` itself when it is none of ours."""
         import requests
-        from sentinelsat.exceptions import QuerySyntaxError, SentinelAPIError, UnauthorizedError
+        from sentinelsat.exceptions import LTAError, QuerySyntaxError, SentinelAPIError, UnauthorizedError
 
         if isinstance(exc, UnauthorizedError):
             return SettingsError(
@@ -143,6 +143,9 @@ class DhusSource:
             )
         if isinstance(exc, QuerySyntaxError):
             return SourceError(f"{self.name}: the hub rejected the query ({exc.msg.splitlines()[0][:200]})")
+        if isinstance(exc, LTAError):  # the user's retrieval quota or the archive's load: it passes
+            first = (exc.msg.splitlines() or [""])[0][:160]
+            return TransientSourceError(f"{self.name}: long-term archive retrieval not accepted now ({first})")
         if isinstance(exc, SentinelAPIError):
             status = exc.response.status_code if exc.response is not None else None
             first = (exc.msg.splitlines() or [""])[0][:120]
@@ -232,7 +235,10 @@ class DhusSource:
     def fetch(self, acquisition: Acquisition) -> Path:
         """Downloads and verifies one acquisition's product; returns its zip (``NAME.zip``).
 
-        A zip already there that matches the OData size and checksum is kept without a request.
+        A zip already there that matches the OData size and checksum is kept without a request. An
+        offline product (OData ``Online`` false) is requested from the hub's long-term archive
+        (``SentinelAPI.trigger_offline_retrieval``) and the fetch fails as transient; a retrieval the
+        hub does not accept now (the user's quota, the archive's load) is transient too.
 
         Raises CorruptDownloadError (checksum or size mismatch: quarantined), UnsafePathError
         (a product name that would leave the data root), SourceError, TransientSourceError.
@@ -243,8 +249,12 @@ class DhusSource:
             raise SourceError(f"{acquisition.product_id}: not a product of {self.name} (no DHuS uuid)")
         api = self.api()
         odata = self._call(api.get_product_odata, uuid)
-        if odata.get("Online") is False:
-            raise TransientSourceError(f"{self.name}: {title} is offline (long-term archive); try again later")
+        # An offline product comes back from the long-term archive only when someone asks for it:
+        # ask (one request of two bytes), then fail this scene as transient so a later run fetches it.
+        if odata.get("Online") is False and self._call(api.trigger_offline_retrieval, uuid):
+            raise TransientSourceError(
+                f"{self.name}: {title} is offline (long-term archive); retrieval requested, a later run fetches it"
+            )
         url = str(odata["url"])
         if urlsplit(url).netloc != urlsplit(self.url).netloc:
             raise SourceError(f"{self.name}: product {title!r} is served from another host ({urlsplit(url).netloc})")

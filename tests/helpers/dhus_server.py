@@ -17,7 +17,10 @@ needs basic auth with :data:`USER` / :data:`PASSWORD`, else 401.
 Faults, switched on per test (:class:`Faults`): ``cut`` (product ids whose next download stops
 after half its bytes, the connection closed), ``bad_checksum`` (ids whose OData entry states a
 wrong MD5), ``maintenance`` (this many answers of 503 with the maintenance page before the next
-ones).
+ones), ``offline`` (ids in the long-term archive: OData ``Online`` false, and a ``$value`` request
+answers 202 "accepted for retrieval" and brings the product online, as the archive does between
+two runs), ``lta_quota`` (a ``$value`` request of an offline product answers 403 with DHuS's
+quota ``cause-message`` instead).
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ class Faults:
     cut: set[str] = field(default_factory=set)
     bad_checksum: set[str] = field(default_factory=set)
     maintenance: int = 0
+    offline: set[str] = field(default_factory=set)
+    lta_quota: bool = False
 
 
 @dataclass
@@ -185,7 +190,7 @@ class LoopbackDhus:
         uri = f"{self.base}/odata/v1/Products('{p.uuid}')"
         d["__metadata"].update(id=uri, uri=uri, media_src=f"{uri}/$value", edit_media=f"{uri}/$value")
         md5 = p.md5 if p.uuid not in self.faults.bad_checksum else "0" * 32
-        d.update(Id=p.uuid, Name=p.title, ContentLength=str(len(p.data)), Online=True)
+        d.update(Id=p.uuid, Name=p.title, ContentLength=str(len(p.data)), Online=p.uuid not in self.faults.offline)
         d["Checksum"].update(Algorithm="MD5", Value=md5)
         d["ContentDate"].update(Start=_odata_date(p.sensing), End=_odata_date(p.sensing))
         d["CreationDate"] = d["IngestionDate"] = _odata_date(p.sensing)
@@ -280,8 +285,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _product(self, p: ServedProduct) -> None:
         with self.state.lock:
+            offline, quota = p.uuid in self.state.faults.offline, self.state.faults.lta_quota
+            if offline and not quota:
+                self.state.faults.offline.discard(p.uuid)
             cut = p.uuid in self.state.faults.cut
             self.state.faults.cut.discard(p.uuid)
+        if offline and quota:
+            cause = f"User '{USER}' offline products retrieval quota exceeded (20 fetches max) trying to fetch product"
+            return self._send(403, b"", "text/plain", {"cause-message": cause})
+        if offline:
+            return self._send(202, b"", "text/plain")
         disposition = {"Content-Disposition": f'attachment; filename="{p.title}.zip"', "Accept-Ranges": "bytes"}
         m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         if m is None:

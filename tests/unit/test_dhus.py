@@ -22,7 +22,7 @@ from shapely.geometry import box, mapping
 
 from core.errors import CorruptDownloadError, InputError, SafeProductError, SettingsError, SourceError
 from flows.cli import main
-from tasks.acquisition import Acquisition
+from tasks.acquisition import Acquisition, TransientSourceError
 from tasks.dhus import DhusCredentials, DhusOptions, DhusSource, fetch_dhus
 from tasks.safe_files import open_product
 from tasks.sources import source_from_uri
@@ -309,3 +309,29 @@ def test_dem_tiles_come_from_the_dem_source(hub: LoopbackDhus, tmp_path: Path) -
     assert not [p for _, p, _, _ in hub.seen.requests if "DEM" in p]
     with pytest.raises(SourceError, match="serves no DEM"):
         source_from_uri(f"dhus:{hub.url}", dhus=DhusOptions(tmp_path, dem_source=f"dhus:{hub.url}"))
+
+
+def test_offline_product_is_requested_from_the_archive_then_fetched(hub: LoopbackDhus, tmp_path: Path) -> None:
+    """Offline (OData ``Online`` false): a retrieval is requested (202), the fetch is transient; next time it lands."""
+    uuid = "0a1b2c3d-0000-4000-8000-000000000001"
+    hub.faults.offline.add(uuid)
+    source, s2 = _s2(hub, tmp_path)
+    with pytest.raises(TransientSourceError, match=r"offline .*retrieval requested") as info:
+        source.fetch(s2)
+    assert "\n" not in str(info.value) and not isinstance(info.value, InputError)  # retried, never quarantined
+    assert hub.seen.downloads(uuid) == [("bytes=0-1", 202)]  # the trigger: two bytes asked, none sent
+    assert not list((tmp_path / source.folder).glob("*.zip"))
+    assert source.fetch(s2).is_file()  # the archive restored it
+    assert hub.seen.downloads(uuid)[-1] == ("", 200)
+
+
+def test_retrieval_quota_exceeded_is_transient(hub: LoopbackDhus, tmp_path: Path) -> None:
+    """The hub refuses the archive retrieval (403, quota): transient, one line naming the hub; nothing written."""
+    uuid = "0a1b2c3d-0000-4000-8000-000000000001"
+    hub.faults.offline.add(uuid)
+    hub.faults.lta_quota = True
+    source, s2 = _s2(hub, tmp_path)
+    with pytest.raises(TransientSourceError, match=r"long-term archive retrieval not accepted now .*quota") as info:
+        source.fetch(s2)
+    assert "\n" not in str(info.value) and source.name in str(info.value)
+    assert not (tmp_path / source.folder).exists() or not any((tmp_path / source.folder).iterdir())
