@@ -83,10 +83,12 @@ HORIZON_RADII_M: tuple[float, ...] = (20, 40, 80, 160, 320, 640)
 a strip of the scene needs: :meth:`SpectralBaseline.halo_rows`)."""
 
 STRIP_PIXELS = 2_000_000
-"""Pixels of a strip with its halo in the streaming form (:meth:`SpectralBaseline.iter_probability_rows`):
-the rule's float intermediates then peak near 0.35 GB at any scene width (segment stage 0.48 GB on a
-2048 px scene, 0.49 GB on a whole 10980 px tile; 3 M px gave 0.65 / 0.69 GB). The price at a tile's
-width: 48 own rows per 134 of halo, so the rule runs 2.3× longer there (103 → 240 s a tile)."""
+"""Pixels of the stack read per strip in the streaming form (:meth:`SpectralBaseline.iter_probability_rows`:
+own rows and the halo below): the rule's float intermediates then peak near 0.35 GB at any scene width.
+At a tile's width that is 115 own rows per strip, the DEM's guards computed on 115 + 2 × 67 rows; the
+earlier form, which computed every guard on the whole halo (48 own rows + 134), ran 1.83× longer for
+the same probabilities, bit for bit, at 0.40 against now 0.43 GB (``benchmarks/baseline_strips.py``,
+10980 × 1500 px)."""
 
 
 def horizon_angle_degrees(
@@ -181,18 +183,35 @@ class SpectralBaseline:
         """``spectral-baseline-v1+<params hash>``: changes whenever a threshold changes."""
         return f"{self.name}-v1+{self.params_hash}"
 
-    def margin(self, stack: NDArray[np.floating]) -> NDArray[np.float32]:
+    def terrain(self, dem: NDArray[np.floating]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """(gentlest slope, horizon angle), degrees, of a DEM block (metres, NaN nodata), same shape.
+
+        The only guards that look beyond their pixel (up to :meth:`halo_rows` rows away); every
+        other guard is per pixel. NaN where the DEM is NaN.
+        """
+        slope = slope_degrees(dem, self.pixel_size_m)
+        if self.slope_window_px > 1:
+            gentlest = ndimage.minimum_filter(np.where(np.isfinite(slope), slope, np.inf), size=self.slope_window_px)
+            slope = np.where(np.isfinite(gentlest), gentlest, np.nan)
+        return slope.astype(np.float32, copy=False), horizon_angle_degrees(dem, self.pixel_size_m)
+
+    def margin(
+        self,
+        stack: NDArray[np.floating],
+        terrain: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None,
+    ) -> NDArray[np.float32]:
         """The fuzzy-AND margin z in logit units (> 0: water), NaN where spectra are missing.
 
         A guard whose input is NaN (no SAR, no DEM) gives no evidence and is skipped, except
         that a pixel dark in all bands stays non-water unless a low horizon or dark VV clears it.
+        ``terrain``: :meth:`terrain` of these pixels, computed elsewhere (from a DEM block with
+        a halo); None: from the stack's own DEM band.
         """
         # float32 throughout: a full tile is 1.2e8 pixels per intermediate.
         g = stack[_B03].astype(np.float32) / 10_000
         n = stack[_B08].astype(np.float32) / 10_000
         s = stack[_B11].astype(np.float32) / 10_000
         vv = stack[_VV].astype(np.float32)
-        dem = stack[_DEM].astype(np.float32)
 
         ndwi_needed = self.ndwi_min + self.ndwi_per_b03 * g
         z_spec = np.maximum(
@@ -200,15 +219,11 @@ class SpectralBaseline:
             (_index(g, s) - self.mndwi_min) / self.index_scale,
         )  # NaN when a band is missing: no spectral evidence, no water
         z_snow = np.minimum((self.b03_max - g) / self.reflectance_scale, (self.b08_max - n) / self.reflectance_scale)
-        slope = slope_degrees(dem, self.pixel_size_m)
-        if self.slope_window_px > 1:
-            gentlest = ndimage.minimum_filter(np.where(np.isfinite(slope), slope, np.inf), size=self.slope_window_px)
-            slope = np.where(np.isfinite(gentlest), gentlest, np.nan)
+        slope, horizon = self.terrain(stack[_DEM].astype(np.float32)) if terrain is None else terrain
         z_slope = (self.slope_max_deg - slope) / self.slope_scale_deg
         z_sar = (self.vv_max_db - vv) / self.vv_scale_db
 
         brightest = np.maximum(np.maximum(g, n), s)
-        horizon = horizon_angle_degrees(dem, self.pixel_size_m)
         z_shadow = np.fmax(
             np.fmax(
                 (brightest - self.dark_max) / self.dark_scale,
@@ -223,8 +238,16 @@ class SpectralBaseline:
 
     def predict(self, stack: NDArray[np.float32], valid: NDArray[np.bool_]) -> NDArray[np.float32]:
         """Water probability 0–1 (float32), NaN outside ``valid``; see :class:`Segmenter`."""
+        return self._probability(stack, valid, None)
+
+    def _probability(
+        self,
+        stack: NDArray[np.float32],
+        valid: NDArray[np.bool_],
+        terrain: tuple[NDArray[np.float32], NDArray[np.float32]] | None,
+    ) -> NDArray[np.float32]:
         check_stack(stack, valid)
-        z = np.clip(self.gain * self.margin(stack), -50, 50)
+        z = np.clip(self.gain * self.margin(stack, terrain), -50, 50)
         return mask_outside_valid(1.0 / (1.0 + np.exp(-z)), valid)
 
     def halo_rows(self) -> int:
@@ -240,14 +263,17 @@ class SpectralBaseline:
     def iter_probability_rows(
         self, source: WindowSource, progress: Progress | None = None, *, strip_pixels: int = STRIP_PIXELS
     ) -> Rows:
-        """The :class:`~models.segmenter.Segmenter` streaming form: strips of rows with a halo.
+        """The :class:`~models.segmenter.Segmenter` streaming form: strips of rows, the DEM's with a halo.
 
-        Every guard but two is per pixel; the slope and horizon guards look up to
-        :meth:`halo_rows` rows away, so each strip is read with that many rows above and below
-        (clipped at the scene's edges, where the filters' edge rule then applies as on the whole
-        scene) and only its own rows are kept: the result equals :meth:`predict` on the whole
-        scene, and memory is set by ``strip_pixels`` (the strip's pixels with its halo: own rows
-        ``strip_pixels // width − 2 × halo``, at least 16), not by the scene. ``progress(done,
+        Every guard but two is per pixel; the slope and horizon guards (:meth:`terrain`) look up
+        to :meth:`halo_rows` rows away, and they read the DEM alone. So each strip's stack is
+        read once with its own rows and the halo below (the rows the next strip owns), the DEM
+        rows of the halo above are kept from the previous strip, :meth:`terrain` runs on the
+        DEM block with both halos (clipped at the scene's edges, where the filters' edge rule
+        then applies as on the whole scene) and everything else on the strip's own rows only:
+        the result equals :meth:`predict` on the whole scene. Memory is set by ``strip_pixels``
+        (the pixels of the stack read per strip, own rows + the halo below: own rows
+        ``strip_pixels // width − halo``, at least 16), not by the scene. ``progress(done,
         total)`` counts strips.
 
         Yields:
@@ -255,16 +281,22 @@ class SpectralBaseline:
         """
         height, width = source.height, source.width
         halo = self.halo_rows()
-        # The strip's pixels with its halo make the budget: a wide scene gets fewer own rows, so
-        # memory stays the same at any width (a tile's 10980 px: 139 own rows + 134 of halo).
-        rows = max(16, strip_pixels // max(1, width) - 2 * halo)
+        # The stack read per strip makes the budget: a wide scene gets fewer own rows, so memory
+        # stays the same at any width (a tile's 10980 px: 115 own rows + 67 below).
+        rows = max(16, strip_pixels // max(1, width) - halo)
         starts = list(range(0, height, rows))
+        above = np.empty((0, width), np.float32)  # DEM rows [r0 − len(above), r0), from the previous strip
         for i, r0 in enumerate(starts, 1):
             r1 = min(height, r0 + rows)
-            h0, h1 = max(0, r0 - halo), min(height, r1 + halo)
-            stack, valid = source.read_rows(h0, h1)
-            prob = self.predict(stack, valid)[r0 - h0 : r1 - h0].copy()  # not a view holding the halo
-            del stack, valid  # released before the caller asks for the next strip
+            stack, valid = source.read_rows(r0, min(height, r1 + halo))
+            base = r0 - len(above)  # the DEM block's first row
+            dem = np.concatenate([above, stack[_DEM]])
+            slope, horizon = self.terrain(dem)
+            own = slice(r0 - base, r1 - base)
+            terrain = (slope[own], horizon[own])
+            prob = self._probability(stack[:, : r1 - r0], valid[: r1 - r0], terrain)
+            above = dem[max(0, r1 - halo) - base : r1 - base].copy()  # not a view holding the block
+            del stack, valid, dem, slope, horizon, terrain  # released before the caller asks for the next strip
             yield r0, prob
             if progress is not None:
                 progress(i, len(starts))

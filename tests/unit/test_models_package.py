@@ -149,7 +149,7 @@ def test_baseline_streams_the_same_probabilities_as_predict() -> None:
 
 
 def test_baseline_strips_with_their_halo_equal_the_whole_scene() -> None:
-    """Strips of 25 rows (a halo of 67 read around each) give the whole scene's probabilities exactly.
+    """Strips of 25 rows (the DEM with a halo of 67 rows each side) give the whole scene's probabilities exactly.
 
     On terrain where the slope and horizon guards decide: memory set by the strip, not the scene.
     """
@@ -166,7 +166,7 @@ def test_baseline_strips_with_their_halo_equal_the_whole_scene() -> None:
     seen: list[tuple[int, int]] = []
     blocks = list(
         baseline.iter_probability_rows(
-            ArraySource(stack, valid), lambda d, t: seen.append((d, t)), strip_pixels=(25 + 2 * 67) * w
+            ArraySource(stack, valid), lambda d, t: seen.append((d, t)), strip_pixels=(25 + 67) * w
         )
     )
     assert [r0 for r0, _ in blocks] == list(range(0, h, 25)) and seen[-1] == (12, 12)
