@@ -166,5 +166,3 @@ def test_sanitise_name() -> None:
     for bad in ("", "..", ".hidden", "/vsizip/x.zip", "https://x"):
         with pytest.raises(UnsafePathError):
             sanitise_name(bad)
-
-
