@@ -76,7 +76,7 @@ def lake_specs(n_dates: int) -> tuple[LakeSpec, ...]:
         LakeSpec("stable-2", -0.23, 0.79, (1.8,) * k, 1.4, 80.0, 0.6, False),
         LakeSpec("small-2", 0.17, 0.55, (0.35,) * k, 1.25, 120.0, 0.2, False),
         LakeSpec("small-3", -0.18, 0.62, (0.15,) * k, 1.2, 10.0, 0.1, False),
-        # Last, so it never changes which of the others are kept; too close to "growing" below 512 px.
+        # Last, so it never changes which of the others are kept.
         LakeSpec("contact", 0.0, GLACIER_TERMINUS_FY + 0.01, (1.2,) * k, 1.3, 0.0, 0.7, False, glacier_contact=True),
     )
 
