@@ -88,7 +88,7 @@ own rows and the halo below): the rule's float intermediates then peak near 0.35
 At a tile's width that is 115 own rows per strip, the DEM's guards computed on 115 + 2 × 67 rows; the
 earlier form, which computed every guard on the whole halo (48 own rows + 134), ran 1.83× longer for
 the same probabilities, bit for bit, at 0.40 against now 0.43 GB (``benchmarks/baseline_strips.py``,
-10980 × 1500 px)."""
+10980 × 1500 px). A whole tile's segment stage: 81 s at 0.58 GB (``benchmarks/tile_scale.py``; 237 s before)."""
 
 
 def horizon_angle_degrees(
