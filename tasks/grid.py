@@ -23,6 +23,7 @@ from db.geometry import utm_epsg_for  # its one home; re-exported here for the p
 
 __all__ = [
     "MAX_GRID_PIXELS",
+    "MIN_GRID_SIDE_PX",
     "GridSpec",
     "grid_for_geometry",
     "grid_for_projected",
@@ -40,6 +41,13 @@ probability (float32), DEM (float32) and valid mask of the whole grid plus its l
 measured on a 4096 × 4096 px scene, ≈ 24 B/px); the other stages stream one block row at a time."""
 MAX_GRID_PIXELS = GRID_MEMORY_BUDGET_BYTES // PEAK_BYTES_PER_PIXEL
 """Largest scene grid, pixels (178 956 970: about 134 km × 134 km at 10 m)."""
+
+MIN_GRID_SIDE_PX = 256
+"""Fewest pixels a side of an AOI part's grid has (2.56 km at 10 m): a smaller AOI is processed on
+a grid of this side centred on it, so the segmenter sees real ground around the AOI instead of
+its own pixels mirrored (a window of uniform lake is no lake to the model: it needs shore
+context). Change together: at least the TerraMind window (``models.inference``, 224 px) plus a
+margin; ``tests/unit/test_grid.py`` checks it against the default window."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +111,11 @@ class GridSpec:
 
 
 def grid_for_geometry(
-    geom_lonlat: BaseGeometry, epsg: int | None = None, resolution: float = 10.0, max_pixels: int = MAX_GRID_PIXELS
+    geom_lonlat: BaseGeometry,
+    epsg: int | None = None,
+    resolution: float = 10.0,
+    max_pixels: int = MAX_GRID_PIXELS,
+    min_side_px: int = 1,
 ) -> GridSpec:
     """The smallest north-up grid in a UTM CRS that covers a lon/lat geometry.
 
@@ -120,6 +132,8 @@ def grid_for_geometry(
         resolution: Pixel size, metres.
         max_pixels: Largest grid accepted (width × height); by default :data:`MAX_GRID_PIXELS`,
             from the pipeline's 4 GiB memory budget.
+        min_side_px: Fewest pixels a side: a narrower side is widened about the geometry's
+            centre (the pipeline's AOI grids use :data:`MIN_GRID_SIDE_PX`).
 
     Raises:
         core.errors.AoiError: the grid would exceed ``max_pixels``.
@@ -129,7 +143,7 @@ def grid_for_geometry(
     if epsg is None:
         c = geom_lonlat.centroid
         epsg = utm_epsg_for(c.x, c.y)
-    return grid_for_projected(project_lonlat(geom_lonlat, epsg), epsg, resolution, max_pixels)
+    return grid_for_projected(project_lonlat(geom_lonlat, epsg), epsg, resolution, max_pixels, min_side_px=min_side_px)
 
 
 def project_lonlat(geom_lonlat: BaseGeometry, epsg: int) -> BaseGeometry:
@@ -144,11 +158,18 @@ def project_lonlat(geom_lonlat: BaseGeometry, epsg: int) -> BaseGeometry:
 
 
 def grid_for_projected(
-    geom_m: BaseGeometry, epsg: int, resolution: float = 10.0, max_pixels: int = MAX_GRID_PIXELS, what: str = "AOI"
+    geom_m: BaseGeometry,
+    epsg: int,
+    resolution: float = 10.0,
+    max_pixels: int = MAX_GRID_PIXELS,
+    what: str = "AOI",
+    min_side_px: int = 1,
 ) -> GridSpec:
     """The smallest north-up grid of ``resolution`` metres covering a geometry given in ``epsg`` metres.
 
-    Edges snapped outwards to multiples of ``resolution`` (see :func:`grid_for_geometry`).
+    Edges snapped outwards to multiples of ``resolution`` (see :func:`grid_for_geometry`); a side
+    of fewer than ``min_side_px`` pixels is widened to that many, evenly on both ends (the odd
+    pixel on the right or bottom), so the geometry stays at the grid's centre.
 
     Raises:
         core.errors.AoiError: the grid would exceed ``max_pixels``; the message names ``what``.
@@ -165,6 +186,12 @@ def grid_for_projected(
     # A point or a line along a pixel edge still needs one pixel.
     width = max(1, round((right - left) / resolution))
     height = max(1, round((top - bottom) / resolution))
+    if width < min_side_px:
+        left -= (min_side_px - width) // 2 * resolution
+        width = min_side_px
+    if height < min_side_px:
+        top += (min_side_px - height) // 2 * resolution
+        height = min_side_px
     if width * height > max_pixels:
         raise AoiError(
             f"{what} needs a {width} x {height} px grid at {resolution:g} m ({width * height / 1e6:.0f} M px), "

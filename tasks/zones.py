@@ -71,7 +71,14 @@ from core.errors import AoiError, SettingsError
 from db.geometry import as_multipolygon, as_polygonal, lonlat_bounds, lonlat_transformer, to_lonlat, utm_epsg_for
 from db.records import ObservedLake
 from tasks.defaults import ZONE_MARGIN_M, ZONE_MARGIN_M_BOUND  # the one definition; re-exported
-from tasks.grid import MAX_GRID_PIXELS, GridSpec, grid_for_geometry, grid_for_projected, project_lonlat
+from tasks.grid import (
+    MAX_GRID_PIXELS,
+    MIN_GRID_SIDE_PX,
+    GridSpec,
+    grid_for_geometry,
+    grid_for_projected,
+    project_lonlat,
+)
 
 __all__ = [
     "ZONE_MARGIN_M",
@@ -210,7 +217,8 @@ def partition_aoi(
     if len(pieces) <= 1:
         c = aoi.centroid
         epsg = utm_epsg_for(c.x, c.y)
-        return ZonePartition((ZonePart(epsg, aoi, grid_for_geometry(aoi, epsg, resolution, max_pixels)),), margin_m)
+        grid = grid_for_geometry(aoi, epsg, resolution, max_pixels, min_side_px=MIN_GRID_SIDE_PX)
+        return ZonePartition((ZonePart(epsg, aoi, grid),), margin_m)
 
     # Seams between consecutive parts: the east edge of the western one's zone.
     seams = [-math.inf, *(zone_band(z)[1] for z, _ in pieces[:-1]), math.inf]
@@ -220,7 +228,7 @@ def partition_aoi(
         epsg = (32600 if c.y >= 0 else 32700) + zone
         region = _extended_region(aoi, zone, epsg, margin_m)
         what = f"AOI part in UTM zone {zone} (EPSG:{epsg})"
-        grid = grid_for_projected(region, epsg, resolution, max_pixels, what=what)
+        grid = grid_for_projected(region, epsg, resolution, max_pixels, what=what, min_side_px=MIN_GRID_SIDE_PX)
         parts.append(ZonePart(epsg, piece, grid, seams[k], seams[k + 1]))
     partition = ZonePartition(tuple(parts), margin_m)
     if partition.total_pixels > max_pixels:

@@ -207,3 +207,24 @@ def test_a_tile_of_one_zone_reaches_only_its_part() -> None:
     tile_west = box(70.5, 42.5, 71.99, 43.5)
     assert west.reached_by(tile_west) and not east.reached_by(tile_west)
     assert west.reached_by(None) and east.reached_by(None), "a product without a footprint is read everywhere"
+
+
+def test_a_small_aoi_is_processed_on_a_grid_with_context_about_it() -> None:
+    """An 80 m AOI gets a MIN_GRID_SIDE_PX square grid centred on it; a larger AOI keeps its own bounds."""
+    from models.inference import InferenceParams
+    from tasks.grid import MIN_GRID_SIDE_PX, project_lonlat
+
+    # Change together: the grid's least side holds a whole model window with a margin.
+    assert MIN_GRID_SIDE_PX >= InferenceParams().window + 2 * 16
+    small = box(77.1, 43.1, 77.101, 43.1007)  # about 80 m × 80 m
+    [part] = partition_aoi(small).parts
+    grid = part.grid
+    assert (grid.width, grid.height) == (MIN_GRID_SIDE_PX, MIN_GRID_SIDE_PX)
+    aoi_m = project_lonlat(small, part.epsg)
+    left, bottom, right, top = grid.bounds
+    assert box(*grid.bounds).contains(aoi_m)
+    cx, cy = aoi_m.centroid.x, aoi_m.centroid.y
+    assert abs((left + right) / 2 - cx) <= grid.resolution and abs((bottom + top) / 2 - cy) <= grid.resolution
+    assert left % grid.resolution == 0 and top % grid.resolution == 0  # still on the shared 10 m lattice
+    large = box(77.1, 43.1, 77.2, 43.15)  # about 8 km × 5.5 km: its own bounds
+    assert partition_aoi(large).parts[0].grid == grid_for_geometry(large, utm_epsg_for(77.15, 43.125))
