@@ -5,7 +5,8 @@ last one at ``extent − window`` so the far edge is covered. Each window's bina
 weighted by a 2-D Gaussian (peak 1 at the window centre, σ = 56 px), accumulated in float32
 and divided by the summed weights; the sigmoid comes last (CryoSentinel's recipe, spec §3.1).
 Flip TTA (identity, H, V, HV) averages the un-flipped logits of the four passes (spec §2.5).
-A scene smaller than a window is reflect-padded and the result cropped back.
+A scene smaller than a window is reflect-padded and the result cropped back (the pipeline's AOI
+grids are never that small: ``tasks.grid.MIN_GRID_SIDE_PX``; a stack given to ``segment`` can be).
 
 Memory does not grow with the scene height: rows are read one band of ``window`` rows at a
 time from a :class:`models.segmenter.WindowSource` (files are opened by the caller, e.g. the

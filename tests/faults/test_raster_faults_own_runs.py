@@ -5,7 +5,8 @@
   the request (``tasks.remote_read``) must carry the read: the scene is processed, every scene
   is, and the lakes are those of a local run over the same catalog.
 * Tiny scene: an AOI of 8 × 8 px (80 m) inside a lake, with the shipped TerraMind model (224 px
-  windows): processed (reflect-padded and cropped back), or refused with one clear line.
+  windows): processed on a 256 px grid centred on it (``tasks.grid.MIN_GRID_SIDE_PX``), so the
+  lake's centre is water as in the full scene, and no lake is retired.
 * UTM zone crossing: the demo moved east across 78° E. Per-zone processing does not exist yet,
   so this asserts today's documented behaviour loosely (LOOSE, to tighten once per-zone
   processing lands): the run completes and every lake comes out once (no two lakes overlap).
