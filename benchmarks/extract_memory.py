@@ -27,13 +27,11 @@ import pickle
 import subprocess
 import sys
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD, MIN_AREA_M2 = 0.5, 5000.0
-KINDS = ("S2L2A", "S1GRD", "S1RTC", "DEM")
 
 _CHILD = """
 import json, pickle, resource, sys, time
@@ -124,21 +122,13 @@ def _prepare_tiled(size: int, tile: Tile, work: Path) -> None:
 def _prepare_here(size: int, work: Path) -> None:
     """Generates, prepares and segments the scene; pickles (StackInfo, probability path)."""
     sys.path.insert(0, str(ROOT))
+    from demo.plans import demo_scene_plans
     from demo.synthetic import generate_demo_catalog
-    from flows.aoi import load_aoi
-    from tasks.grid import grid_for_geometry, utm_epsg_for
-    from tasks.pairing import pair_scenes
     from tasks.scene import prepare_stack
     from tasks.segment import segment_stack
-    from tasks.sources import LocalStacSource
 
     catalog = generate_demo_catalog(work / f"catalog_{size}", size_px=size, seed=0)
-    aoi = load_aoi(catalog.root / "aoi.geojson")
-    grid = grid_for_geometry(aoi.shape, utm_epsg_for(aoi.shape.centroid.x, aoi.shape.centroid.y))
-    found = LocalStacSource(catalog.root).acquisitions(KINDS)
-    start = min(a.sensing_time for a in found).date() - timedelta(days=1)
-    end = max(a.sensing_time for a in found).date() + timedelta(days=1)
-    plans, _ = pair_scenes(LocalStacSource(catalog.root).search(aoi.shape, start, end, KINDS), aoi.shape)
+    plans, grid = demo_scene_plans(catalog.root)
     folder = work / _name(size, (1, 1))
     info = prepare_stack(plans[0], grid, folder)
     prob = segment_stack(info, "baseline", folder / "probability.tif", tta=False)

@@ -73,8 +73,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-KINDS = ("S2L2A", "S1GRD", "S1RTC", "DEM")
-
+# The child imports the tree it measures (argv[1]), which may predate demo.plans: so it pairs
+# the catalog's scenes itself, as demo.plans.demo_scene_plans does.
 _CHILD = r"""
 import json, sys, time
 from datetime import timedelta

@@ -21,7 +21,6 @@ import hashlib
 import json
 import sys
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +30,15 @@ import shapely
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from demo.plans import demo_scene_plans  # noqa: E402
 from demo.synthetic import generate_demo_catalog  # noqa: E402
-from flows.aoi import load_aoi  # noqa: E402
 from tasks.attribute import valid_footprint  # noqa: E402
-from tasks.grid import grid_for_geometry, utm_epsg_for  # noqa: E402
-from tasks.pairing import pair_scenes  # noqa: E402
 from tasks.scene import extract_lakes, prepare_stack  # noqa: E402
 from tasks.segment import segment_stack  # noqa: E402
-from tasks.sources import LocalStacSource  # noqa: E402
 from tasks.stack import StackReader  # noqa: E402
 from tasks.validity import dry_capable  # noqa: E402
 from tasks.vectorize import probability_to_mask  # noqa: E402
 
-KINDS = ("S2L2A", "S1GRD", "S1RTC", "DEM")
 THRESHOLD, MIN_AREA_M2 = 0.5, 5000.0
 
 
@@ -55,12 +50,7 @@ def _edit_items(root: Path, edit: Any) -> None:
 
 
 def _scenes(root: Path, work: Path) -> list[dict[str, Any]]:
-    aoi = load_aoi(root / "aoi.geojson")
-    grid = grid_for_geometry(aoi.shape, utm_epsg_for(aoi.shape.centroid.x, aoi.shape.centroid.y))
-    found = LocalStacSource(root).acquisitions(KINDS)
-    start = min(a.sensing_time for a in found).date() - timedelta(days=1)
-    end = max(a.sensing_time for a in found).date() + timedelta(days=1)
-    plans, _ = pair_scenes(LocalStacSource(root).search(aoi.shape, start, end, KINDS), aoi.shape)
+    plans, grid = demo_scene_plans(root)
     out = []
     for plan in plans:
         folder = work / plan.scene_id[:40]

@@ -3,38 +3,25 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import tasks.prepare as prepare
+from demo.plans import demo_scene_plans
 from demo.synthetic import generate_demo_catalog
-from flows.aoi import load_aoi
 from tasks.coregister import align
 from tasks.dem import read_dem_tiles
-from tasks.grid import GridSpec, grid_for_geometry, utm_epsg_for
-from tasks.pairing import ScenePlan, pair_scenes
+from tasks.grid import GridSpec
+from tasks.pairing import ScenePlan
 from tasks.preprocess import S2_BANDS, read_s2
 from tasks.s1_read import read_s1_acquisition
-from tasks.sources import LocalStacSource
 from tasks.stack import STACK_BANDS, StackReader, stack_arrays
 from tasks.validity import dry_capable_before_water
 
-KINDS = ("S2L2A", "S1GRD", "S1RTC", "DEM")
 # The stored precision (tasks.stack_format): reflectance × 10 000 to 2, dB to 0.025, metres to 0.125.
 TOLERANCE = np.array([2.0] * 12 + [0.025, 0.025, 0.125]) + 1e-4
-
-
-def _plans(root: Path) -> tuple[list[ScenePlan], GridSpec]:
-    aoi = load_aoi(root / "aoi.geojson")
-    grid = grid_for_geometry(aoi.shape, utm_epsg_for(aoi.shape.centroid.x, aoi.shape.centroid.y))
-    found = LocalStacSource(root).acquisitions(KINDS)
-    start = min(a.sensing_time for a in found).date() - timedelta(days=1)
-    end = max(a.sensing_time for a in found).date() + timedelta(days=1)
-    plans, _ = pair_scenes(LocalStacSource(root).search(aoi.shape, start, end, KINDS), aoi.shape)
-    return plans, grid
 
 
 def _whole_grid(
@@ -63,7 +50,7 @@ def _whole_grid(
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[ScenePlan], GridSpec]:
     root = tmp_path_factory.mktemp("demo")
     catalog = generate_demo_catalog(root / "catalog", size_px=256, seed=0)
-    return _plans(catalog.root)
+    return demo_scene_plans(catalog.root)
 
 
 @pytest.mark.slow
