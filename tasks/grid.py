@@ -47,7 +47,7 @@ MIN_GRID_SIDE_PX = 256
 a grid of this side centred on it, so the segmenter sees real ground around the AOI instead of
 its own pixels mirrored (a window of uniform lake is no lake to the model: it needs shore
 context). Change together: at least the TerraMind window (``models.inference``, 224 px) plus a
-margin; ``tests/unit/test_grid.py`` checks it against the default window."""
+margin; ``tests/unit/test_zones.py`` checks it against the default window."""
 
 
 @dataclass(frozen=True)
