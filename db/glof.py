@@ -37,6 +37,7 @@ import geopandas as gpd
 from sqlalchemy import Engine, text
 
 from core.errors import InputError
+from db.queries import in_aoi
 from db.schema import SCHEMA
 
 __all__ = ["RULES", "GlofRule", "GlofRuleError", "flagged_lakes", "read_rules", "set_rule"]
@@ -121,16 +122,17 @@ def set_rule(engine: Engine, rule: str, *, enabled: bool | None = None, **thresh
     return read_rules(engine)[rule]
 
 
-def flagged_lakes(engine: Engine) -> gpd.GeoDataFrame:
+def flagged_lakes(engine: Engine, aoi: str | None = None) -> gpd.GeoDataFrame:
     """The view ``glof_flagged_lakes``: one row per flagged lake, ordered by ``lake_id``.
 
     Columns: ``lake_id``, ``aoi_names``, ``rules`` (sorted, comma-separated), ``inputs`` (dict:
     rule → the figures it read and the thresholds it applied), ``model_version``, ``area_m2``
-    (m²) and ``geom`` (current outline, EPSG:4326).
+    (m²) and ``geom`` (current outline, EPSG:4326). ``aoi``: only the lakes of that AOI
+    (:func:`db.queries.in_aoi`); None: every flagged lake.
     """
     sql = (
         "SELECT lake_id, aoi_names, rules, inputs, model_version, area_m2, geom "
-        f"FROM {SCHEMA}.glof_flagged_lakes ORDER BY lake_id"
+        f"FROM {SCHEMA}.glof_flagged_lakes WHERE {in_aoi('geom')} ORDER BY lake_id"
     )
     with engine.connect() as conn:
-        return gpd.read_postgis(text(sql), conn, geom_col="geom")
+        return gpd.read_postgis(text(sql), conn, geom_col="geom", params={"aoi": aoi})

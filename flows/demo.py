@@ -117,8 +117,7 @@ def run_demo(settings: Settings, *, size_px: int, echo: Echo, progress: Echo) ->
         echo(f"  {s['sensing_time']:%Y-%m-%d}  {n:3d} lakes  ({cover})")
     echo(f"Inventory: {summary}")
     echo(f"Lake types (glaciers.geojson): {lake_types}")
-    flagged = flagged_lakes(engine)
-    flagged = flagged[[aoi.name in str(names).split(", ") for names in flagged.aoi_names]]
+    flagged = flagged_lakes(engine, aoi.name)
     listed = ", ".join(f"lake {r.lake_id} ({r.rules}, {r.area_m2 / 1e4:.1f} ha)" for r in flagged.itertuples())
     echo(f"GLOF screening (rules: inventory.glof_rule; not a hazard assessment): {len(flagged)} flagged {listed}")
     echo(

@@ -298,6 +298,9 @@ def test_default_rules_flag_the_growing_lake_and_not_the_stable_ones(demo: Demo)
     assert flagged.crs.to_epsg() == 4326 and flagged.geometry.iloc[0].geom_type == "MultiPolygon"
     stable = {ids[n] for n in ("stable-1", "stable-2", "clouded", "contact") if n in ids}
     assert len(stable) >= 3 and not stable & set(flagged.lake_id)
+    [aoi] = [r["name"] for r in _rows(engine, "SELECT name FROM inventory.aoi")]
+    assert list(glof.flagged_lakes(engine, aoi).lake_id) == [ids["growing"]]  # the AOI's own, via db.queries.in_aoi
+    assert len(glof.flagged_lakes(engine, "elsewhere")) == 0
     [row] = screening
     inputs = row["inputs"]
     current = _rows(engine, f"SELECT model_version FROM inventory.current_lakes WHERE lake_id = {ids['growing']}")
