@@ -9,38 +9,10 @@ import pytest
 import rasterio
 import torch
 from click.testing import CliRunner
-from rasterio.transform import from_origin
 
 from flows.segment_cli import segment_command
 from models.checkpoint import write_release_checkpoint
-
-CRS = "EPSG:32643"
-ORIGIN = (600_000.0, 4_800_000.0)
-
-
-def _write(
-    path: Path,
-    data: np.ndarray,
-    dtype: str,
-    *,
-    crs: str | None = CRS,
-    origin: tuple[float, float] = ORIGIN,
-    nodata: float | None = None,
-) -> Path:
-    profile = {
-        "driver": "GTiff",
-        "width": data.shape[2],
-        "height": data.shape[1],
-        "count": data.shape[0],
-        "dtype": dtype,
-        "transform": from_origin(*origin, 10, 10),
-        "nodata": nodata,
-    }
-    if crs:
-        profile["crs"] = crs
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data.astype(dtype))
-    return path
+from tests.helpers.rasters import write_bands
 
 
 def _inputs(tmp_path: Path, size: int = 224) -> dict[str, np.ndarray | Path]:
@@ -56,9 +28,9 @@ def _inputs(tmp_path: Path, size: int = 224) -> dict[str, np.ndarray | Path]:
         "s2": s2,
         "s1": s1,
         "dem": dem,
-        "s2_path": _write(tmp_path / "s2.tif", s2, "uint16"),
-        "s1_path": _write(tmp_path / "s1.tif", s1, "float32"),
-        "dem_path": _write(tmp_path / "dem.tif", dem, "int16", nodata=-32768),
+        "s2_path": write_bands(tmp_path / "s2.tif", s2, "uint16"),
+        "s1_path": write_bands(tmp_path / "s1.tif", s1, "float32"),
+        "dem_path": write_bands(tmp_path / "dem.tif", dem, "int16", nodata=-32768),
     }
 
 
@@ -76,9 +48,9 @@ def _last_line(out: str) -> str:
 def test_bad_inputs_exit_2_with_one_line_naming_the_input(tmp_path: Path) -> None:
     ok = _inputs(tmp_path)
     s2, s1, dem = ok["s2_path"], ok["s1_path"], ok["dem_path"]
-    eleven = _write(tmp_path / "s2_11.tif", np.asarray(ok["s2"])[:11], "uint16")
-    no_crs = _write(tmp_path / "s1_nocrs.tif", np.asarray(ok["s1"]), "float32", crs=None)
-    far = _write(tmp_path / "dem_far.tif", np.asarray(ok["dem"]), "int16", origin=(300_000.0, 1_000_000.0))
+    eleven = write_bands(tmp_path / "s2_11.tif", np.asarray(ok["s2"])[:11], "uint16")
+    no_crs = write_bands(tmp_path / "s1_nocrs.tif", np.asarray(ok["s1"]), "float32", crs=None)
+    far = write_bands(tmp_path / "dem_far.tif", np.asarray(ok["dem"]), "int16", origin=(300_000.0, 1_000_000.0))
     junk = tmp_path / "junk.tif"
     junk.write_bytes(b"II*\x00garbage")
     cases = [
@@ -184,7 +156,7 @@ def test_s2_offset_option_removes_the_baseline_offset(tmp_path: Path, offset: st
     with rasterio.open(tmp_path / "out" / "prob.tif") as ds:
         harmonised = ds.read(1)
     raw = np.asarray(ok["s2"]).astype(np.int32)
-    shifted = _write(tmp_path / "s2_raw.tif", np.where(raw > 0, raw + 1000, 0), "uint16")
+    shifted = write_bands(tmp_path / "s2_raw.tif", np.where(raw > 0, raw + 1000, 0), "uint16")
     code2, out = _run(tmp_path, shifted, ok["s1_path"], ok["dem_path"], "--s2-offset", offset)
     assert code == code2 == 0, out
     assert ("1000 removed" in out) == (offset == "auto")  # auto says what it decided and why
@@ -203,7 +175,7 @@ def test_auto_offset_never_touches_a_release_checkpoints_input(tmp_path: Path) -
     ok = _inputs(tmp_path)
     raw = np.asarray(ok["s2"]).astype(np.int32)
     shifted = np.where(raw > 0, raw + 1000, 0)
-    s2_path = _write(tmp_path / "s2_raw.tif", shifted, "uint16")
+    s2_path = write_bands(tmp_path / "s2_raw.tif", shifted, "uint16")
     ckpt = write_release_checkpoint(tmp_path / "soup.ckpt", "tiny", seed=5)
     code, out = _run(tmp_path, s2_path, ok["s1_path"], ok["dem_path"], "--model", str(ckpt))
     assert code == 0 and "none removed" in out, out

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.transform import from_origin
+
+from tests.helpers.rasters import write_bands
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "terratorch", "huggingface_hub")
@@ -35,28 +36,12 @@ def _python(code: str, env: dict[str, str] | None = None, timeout: float = 300) 
     return done
 
 
-def _write(path: Path, data: np.ndarray, dtype: str, nodata: float | None = None) -> Path:
-    profile = {
-        "driver": "GTiff",
-        "width": data.shape[2],
-        "height": data.shape[1],
-        "count": data.shape[0],
-        "dtype": dtype,
-        "crs": "EPSG:32643",
-        "transform": from_origin(600_000.0, 4_800_000.0, 10, 10),
-        "nodata": nodata,
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data.astype(dtype))
-    return path
-
-
 def test_a_baseline_run_and_segment_call_never_import_torch(tmp_path: Path) -> None:
     """The modules a baseline ``run`` imports, and a whole baseline ``segment`` call: no torch, no terratorch."""
     rng = np.random.default_rng(3)
-    s2 = _write(tmp_path / "s2.tif", rng.integers(200, 6000, (12, 64, 64)), "uint16")
-    s1 = _write(tmp_path / "s1.tif", rng.uniform(-28, -3, (2, 64, 64)), "float32")
-    dem = _write(tmp_path / "dem.tif", rng.integers(3500, 5200, (1, 64, 64)), "int16", nodata=-32768)
+    s2 = write_bands(tmp_path / "s2.tif", rng.integers(200, 6000, (12, 64, 64)), "uint16")
+    s1 = write_bands(tmp_path / "s1.tif", rng.uniform(-28, -3, (2, 64, 64)), "float32")
+    dem = write_bands(tmp_path / "dem.tif", rng.integers(3500, 5200, (1, 64, 64)), "int16", nodata=-32768)
     out = tmp_path / "prob.tif"
     argv = ["segment", "--model", "baseline", "--s2", str(s2), "--s1", str(s1), "--dem", str(dem), "--out", str(out)]
     code = (
